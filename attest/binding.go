@@ -1,0 +1,75 @@
+package attest
+
+import (
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"fmt"
+)
+
+// Purpose says what a binding is for; it is hashed into the binding so
+// evidence made for one purpose cannot be replayed for another.
+type Purpose string
+
+// Purposes.
+const (
+	PurposeLaunch   Purpose = "launch"
+	PurposeAttest   Purpose = "attest"
+	PurposeDispatch Purpose = "dispatch"
+	PurposeComplete Purpose = "complete"
+)
+
+// bindingDomain separates attestd bindings from any other use of the key.
+const bindingDomain = "attestd binding v1"
+
+// Binding is the 32-byte value placed in a TPM quote's qualifying data. TEE
+// reports carry it in REPORT_DATA followed by 32 zero bytes (ReportData).
+type Binding [32]byte
+
+// KeyDigest is SHA-256 over the PKIX (SubjectPublicKeyInfo) DER encoding of
+// an environment public key. It is also the statement subject's digest.
+func KeyDigest(pub crypto.PublicKey) ([32]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return [32]byte{}, fmt.Errorf("marshal public key: %w", err)
+	}
+	return sha256.Sum256(der), nil
+}
+
+// Bind computes the binding for purpose over the env key digest and data:
+//
+//	SHA-256( "attestd binding v1" ‖ 0x00 ‖ u16be(len(purpose)) ‖ purpose ‖ keyDigest ‖ SHA-256(data) )
+//
+// data is the verifier nonce for PurposeAttest, and purpose-specific bytes
+// for the others (see docs/formats.md).
+func Bind(purpose Purpose, keyDigest [32]byte, data []byte) Binding {
+	h := sha256.New()
+	h.Write([]byte(bindingDomain))
+	h.Write([]byte{0})
+	var n [2]byte
+	binary.BigEndian.PutUint16(n[:], uint16(len(purpose)))
+	h.Write(n[:])
+	h.Write([]byte(purpose))
+	h.Write(keyDigest[:])
+	d := sha256.Sum256(data)
+	h.Write(d[:])
+	var b Binding
+	copy(b[:], h.Sum(nil))
+	return b
+}
+
+// ReportData is the 64-byte REPORT_DATA form of b used by SEV-SNP and TDX.
+func (b Binding) ReportData() [64]byte {
+	var r [64]byte
+	copy(r[:], b[:])
+	return r
+}
+
+// CheckNonce returns ErrNonceSize unless 1 <= len(nonce) <= MaxNonceSize.
+func CheckNonce(nonce []byte) error {
+	if len(nonce) == 0 || len(nonce) > MaxNonceSize {
+		return fmt.Errorf("%w (got %d bytes)", ErrNonceSize, len(nonce))
+	}
+	return nil
+}
