@@ -93,6 +93,10 @@ type Backend interface {
 	Banks() []crypto.Hash
 	// Extend extends the agent register with one digest per bank.
 	Extend(ctx context.Context, digests map[crypto.Hash][]byte) error
+	// Read returns the agent register's current value in bank. The agent
+	// uses it at start to tell a restart in the same boot (register matches
+	// the event log) from a new boot (register reset).
+	Read(ctx context.Context, bank crypto.Hash) ([]byte, error)
 	// Signer is the per-environment key. Its private part never leaves the
 	// device where the backend has one (TPM).
 	Signer() crypto.Signer

@@ -1,0 +1,48 @@
+# attestd — see README.md.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: all build demo test deps lint check-generated generate static fuzz bench clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/attestd ./cmd/attestctl
+
+# The daemon on the in-process TPM simulator, a full lifecycle, and its verification.
+demo: build
+	scripts/demo.sh
+
+# Everything CI runs.
+test: deps lint check-generated static
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+deps:
+	scripts/install-deps.sh
+
+lint:
+	@out=$$(gofmt -l .); if [[ -n "$$out" ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Production binaries build without cgo.
+static:
+	CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/attestd
+	CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/attestctl
+
+generate:
+	scripts/generate.sh
+
+check-generated: generate
+	@git diff --exit-code -- agent/api || { echo "generated code is stale: run make generate and commit"; exit 1; }
+
+# Short fuzzing of every target (the seed corpora also run in make test).
+fuzz:
+	scripts/fuzz.sh 20s
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 200x ./attest/tpm/ ./agent/
+
+clean:
+	rm -rf bin .demo

@@ -1,0 +1,321 @@
+// Package agent is the attestd daemon core: it measures the launch of the
+// build environment into the agent register, keeps the event log, makes the
+// launch attestation and serves the local gRPC API on a unix socket.
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/attestd/attestd/attest"
+	"github.com/attestd/attestd/measure"
+	"github.com/attestd/attestd/scai"
+)
+
+// File names inside the runtime directory.
+const (
+	SocketName       = "attestd.sock"
+	EventLogName     = "attestd.cel"
+	LaunchAttestName = "launch.intoto.json"
+)
+
+// Options wires an Agent. Backend and Config are required.
+type Options struct {
+	Config  *Config
+	Backend attest.Backend
+	// RuntimeDir holds the socket, the event log and the launch attestation.
+	RuntimeDir string
+	// BinaryPath is the running daemon binary, measured at launch.
+	BinaryPath string
+	// Cmdline is the kernel command line (for roothash=/usrhash=).
+	Cmdline string
+	Version string
+	Logger  *slog.Logger
+
+	now func() time.Time
+}
+
+// Agent is the daemon core. Its methods are safe for concurrent use.
+type Agent struct {
+	opts      Options
+	log       *slog.Logger
+	backend   attest.Backend
+	keyDigest [32]byte
+	allow     Allowlist
+
+	mu     sync.Mutex // serialises backend use and the event log
+	events *measure.Log
+	launch []byte // launch attestation envelope, exactly as signed
+}
+
+// New checks opts and opens the event log. It does not touch the register.
+func New(opts Options) (*Agent, error) {
+	if opts.Config == nil || opts.Backend == nil {
+		return nil, errors.New("agent: config and backend are required")
+	}
+	if opts.RuntimeDir == "" {
+		return nil, errors.New("agent: runtime directory is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.now == nil {
+		opts.now = time.Now
+	}
+	if reg := opts.Backend.Register(); reg.Kind == attest.PCR && reg.Index != opts.Config.Register {
+		return nil, fmt.Errorf("agent: backend extends %s but config says PCR%d", reg, opts.Config.Register)
+	}
+	kd, err := attest.KeyDigest(opts.Backend.Signer().Public())
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if err := os.MkdirAll(opts.RuntimeDir, 0o750); err != nil {
+		return nil, fmt.Errorf("create runtime dir: %w", err)
+	}
+	return &Agent{
+		opts:      opts,
+		log:       opts.Logger,
+		backend:   opts.Backend,
+		keyDigest: kd,
+		allow:     Allowlist{UIDs: opts.Config.AllowUIDs, GIDs: opts.Config.AllowGIDs, self: uint32(os.Getuid())},
+	}, nil
+}
+
+// KeyDigest is the SHA-256 of the env key's PKIX encoding.
+func (a *Agent) KeyDigest() [32]byte { return a.keyDigest }
+
+// LaunchAttestation returns the launch attestation envelope (nil before Launch).
+func (a *Agent) LaunchAttestation() []byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.launch
+}
+
+// Launch measures the environment (or, after a restart in the same boot,
+// records the restart), freezes launch measurements with the separator,
+// makes the launch attestation and writes it to the runtime dir.
+func (a *Agent) Launch(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.openLog(ctx); err != nil {
+		return err
+	}
+	if a.events.Frozen() {
+		if err := a.recordRestart(ctx); err != nil {
+			return err
+		}
+	} else if err := a.measureLaunch(ctx); err != nil {
+		return err
+	}
+	env, err := a.attestLocked(ctx, attest.PurposeLaunch, nil)
+	if err != nil {
+		return fmt.Errorf("launch attestation: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(a.opts.RuntimeDir, LaunchAttestName), env, 0o640); err != nil {
+		return fmt.Errorf("write launch attestation: %w", err)
+	}
+	a.launch = env
+	a.log.Info("launch attestation written", "path", filepath.Join(a.opts.RuntimeDir, LaunchAttestName),
+		"env_key_sha256", hex.EncodeToString(a.keyDigest[:]), "register", a.backend.Register().String())
+	return nil
+}
+
+// openLog opens the event log and checks it explains the register: the same
+// boot (replay matches: continue), a new boot (register still zero: the old
+// log is stale and set aside), or neither (refuse: the register holds
+// events nobody can account for).
+func (a *Agent) openLog(ctx context.Context) error {
+	reg := a.backend.Register()
+	path := filepath.Join(a.opts.RuntimeDir, EventLogName)
+	bank := a.backend.Banks()[0]
+	current, err := a.backend.Read(ctx, bank)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", reg, err)
+	}
+	zero := bytes.Equal(current, make([]byte, len(current)))
+	cfg := measure.LogConfig{Path: path, Index: reg.Index, Kind: logKind(reg.Kind)}
+	l, err := measure.OpenLog(cfg)
+	if err != nil {
+		if !zero {
+			return fmt.Errorf("open event log: %w", err)
+		}
+		a.log.Warn("unreadable event log from an earlier boot set aside", "path", path, "err", err)
+		if err := os.Rename(path, path+".stale"); err != nil {
+			return fmt.Errorf("set aside event log: %w", err)
+		}
+		if l, err = measure.OpenLog(cfg); err != nil {
+			return fmt.Errorf("open event log: %w", err)
+		}
+	}
+	recs := l.Records()
+	switch {
+	case len(recs) == 0 && zero:
+	case len(recs) == 0:
+		return fmt.Errorf("%s is %x but the event log %s is empty: the register holds events nobody can account for; reboot the environment", reg, current, path)
+	case zero:
+		a.log.Warn("event log from an earlier boot set aside", "path", path, "records", len(recs))
+		if err := os.Rename(path, path+".stale"); err != nil {
+			return fmt.Errorf("set aside event log: %w", err)
+		}
+		if l, err = measure.OpenLog(cfg); err != nil {
+			return fmt.Errorf("open event log: %w", err)
+		}
+	default:
+		if err := measure.CheckReplay(recs, bank, string(reg.Kind), reg.Index, current); err != nil {
+			return fmt.Errorf("event log %s does not explain %s (%w); reboot the environment", path, reg, err)
+		}
+		a.log.Info("restart in the same boot: event log matches register", "records", len(recs))
+	}
+	a.events = l
+	return nil
+}
+
+func (a *Agent) measureLaunch(ctx context.Context) error {
+	c := a.opts.Config
+	var evs []measure.Event
+	ev, err := measure.BinaryEvent(a.opts.BinaryPath)
+	if err != nil {
+		return fmt.Errorf("measure binary: %w", err)
+	}
+	evs = append(evs, ev)
+	if ev, err = measure.ConfigEvent(c.Path, c.Raw); err != nil {
+		return fmt.Errorf("measure config: %w", err)
+	}
+	evs = append(evs, ev)
+	if ev, err = measure.ImageEvent(c.ImageMetadata, a.opts.Cmdline); err != nil {
+		return fmt.Errorf("measure image: %w", err)
+	}
+	evs = append(evs, ev)
+	for _, p := range c.Executors {
+		if ev, err = measure.ExecutorEvent(p); err != nil {
+			return fmt.Errorf("measure executor: %w", err)
+		}
+		evs = append(evs, ev)
+	}
+	evs = append(evs, measure.SeparatorEvent())
+	for _, ev := range evs {
+		if err := a.events.Record(ctx, a.backend, ev); err != nil {
+			return fmt.Errorf("record %s event: %w", ev.Type, err)
+		}
+	}
+	a.log.Info("launch measured", "events", len(evs), "register", a.backend.Register().String())
+	return nil
+}
+
+func (a *Agent) recordRestart(ctx context.Context) error {
+	bin, err := fileSHA256(a.opts.BinaryPath)
+	if err != nil {
+		return fmt.Errorf("measure binary: %w", err)
+	}
+	if err := a.events.Record(ctx, a.backend, measure.RestartEvent(bin, sha256.Sum256(a.opts.Config.Raw))); err != nil {
+		return fmt.Errorf("record restart event: %w", err)
+	}
+	a.log.Warn("daemon restarted within the same boot; restart recorded in the event log")
+	return nil
+}
+
+// Attest returns a fresh attestation bound to nonce.
+func (a *Agent) Attest(ctx context.Context, nonce []byte) ([]byte, error) {
+	if err := attest.CheckNonce(nonce); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.launch == nil {
+		return nil, errNotLaunched
+	}
+	return a.attestLocked(ctx, attest.PurposeAttest, nonce)
+}
+
+var errNotLaunched = errors.New("launch not measured yet")
+
+// attestLocked makes evidence for purpose and data and wraps it as a signed
+// SCAI statement. a.mu must be held.
+func (a *Agent) attestLocked(ctx context.Context, purpose attest.Purpose, nonce []byte) ([]byte, error) {
+	binding := attest.Bind(purpose, a.keyDigest, nonce)
+	ev, err := a.backend.Evidence(ctx, binding)
+	if err != nil {
+		return nil, fmt.Errorf("evidence: %w", err)
+	}
+	st, err := scai.NewStatement(&scai.Attestation{
+		Purpose:  purpose,
+		Nonce:    nonce,
+		Binding:  binding,
+		EnvKey:   a.backend.Signer().Public(),
+		Evidence: []*attest.Evidence{ev},
+		Extra:    []attest.Part{{Name: scai.PartAgentCEL, MediaType: scai.MediaTypeCEL, Data: a.events.Bytes()}},
+		Producer: scai.Producer{Name: "attestd", Version: a.opts.Version},
+		Time:     a.opts.now().UTC(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("statement: %w", err)
+	}
+	env, err := scai.Sign(ctx, a.backend.Signer(), st)
+	if err != nil {
+		return nil, fmt.Errorf("sign statement: %w", err)
+	}
+	return env, nil
+}
+
+// EventLog returns the CEL encoding and the decoded records.
+func (a *Agent) EventLog() ([]byte, []measure.Record) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.events == nil {
+		return nil, nil
+	}
+	return a.events.Bytes(), a.events.Records()
+}
+
+func logKind(k attest.RegisterKind) measure.RegisterKind {
+	if k == attest.RTMR {
+		return measure.RTMR
+	}
+	return measure.PCR
+}
+
+func fileSHA256(path string) ([32]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return sha256.Sum256(b), nil
+}
+
+// writeFileAtomic writes b to a temporary file beside path, syncs it and
+// renames it over path.
+func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+const sha256Hash = crypto.SHA256

@@ -1,0 +1,41 @@
+package apiv1
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// DefaultSocket is where attestd serves unless told otherwise.
+const DefaultSocket = "/run/attestd/attestd.sock"
+
+// Client is a connection to attestd's local API.
+type Client struct {
+	AttestdClient
+	conn *grpc.ClientConn
+}
+
+// Dial connects to the attestd socket at path. The connection is made
+// lazily; the first call reports an unreachable daemon.
+func Dial(path string) (*Client, error) {
+	conn, err := grpc.NewClient("passthrough:///attestd",
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", path, err)
+	}
+	return &Client{AttestdClient: NewAttestdClient(conn), conn: conn}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Conn is the underlying connection, e.g. for the gRPC health service.
+func (c *Client) Conn() *grpc.ClientConn { return c.conn }

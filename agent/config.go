@@ -1,0 +1,153 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"gopkg.in/yaml.v3"
+)
+
+// DefaultConfigPath is where the daemon looks for its config file.
+const DefaultConfigPath = "/etc/attestd/config.yaml"
+
+// FileConfig is the on-disk config file (YAML). Unknown keys are rejected.
+type FileConfig struct {
+	// Backend: "auto", "tpm" or "simulator".
+	Backend string `yaml:"backend"`
+	TPM     struct {
+		// Device: "" (auto: /dev/tpmrm0, then /dev/tpm0), a device path,
+		// "unix:/path" (swtpm unix socket) or "tcp:host:port".
+		Device string `yaml:"device"`
+	} `yaml:"tpm"`
+	// Register is the PCR the agent extends its events into (default 13).
+	Register *int `yaml:"register"`
+	// ImageMetadata is the image identity file measured at launch.
+	ImageMetadata string `yaml:"image_metadata"`
+	// Executors are binaries measured at launch, in order.
+	Executors []string `yaml:"executors"`
+	// Allow lists the callers admitted to the socket.
+	Allow struct {
+		UIDs []uint32 `yaml:"uids"`
+		GIDs []uint32 `yaml:"gids"`
+	} `yaml:"allow"`
+}
+
+// Config is the validated runtime configuration of the agent.
+type Config struct {
+	// Path and Raw are the config file as read; Raw is what is measured.
+	Path string
+	Raw  []byte
+
+	Backend       string
+	TPMDevice     string
+	Register      int
+	ImageMetadata string
+	Executors     []string
+	AllowUIDs     []uint32
+	AllowGIDs     []uint32
+}
+
+// ErrConfig marks a config file that cannot be used.
+var ErrConfig = errors.New("invalid config")
+
+// maxConfigSize bounds the config file.
+const maxConfigSize = 1 << 20
+
+// LoadConfig reads and validates the config file at path. A missing file at
+// the default path yields the defaults; a missing file elsewhere is an error.
+func LoadConfig(path string) (*Config, error) {
+	raw, err := readBounded(path, maxConfigSize)
+	if errors.Is(err, os.ErrNotExist) && path == DefaultConfigPath {
+		return ParseConfig(path, nil)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(path, raw)
+}
+
+// ParseConfig validates raw (YAML) and turns it into a Config.
+func ParseConfig(path string, raw []byte) (*Config, error) {
+	var fc FileConfig
+	if len(bytes.TrimSpace(raw)) > 0 {
+		dec := yaml.NewDecoder(bytes.NewReader(raw))
+		dec.KnownFields(true)
+		if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+		}
+	}
+	c := &Config{
+		Path:          path,
+		Raw:           raw,
+		Backend:       fc.Backend,
+		TPMDevice:     fc.TPM.Device,
+		Register:      13,
+		ImageMetadata: fc.ImageMetadata,
+		Executors:     fc.Executors,
+		AllowUIDs:     fc.Allow.UIDs,
+		AllowGIDs:     fc.Allow.GIDs,
+	}
+	if c.Backend == "" {
+		c.Backend = "auto"
+	}
+	if fc.Register != nil {
+		c.Register = *fc.Register
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+	}
+	return c, nil
+}
+
+func (c *Config) validate() error {
+	switch c.Backend {
+	case "auto", "tpm", "simulator":
+	default:
+		return fmt.Errorf("backend %q: want auto, tpm or simulator", c.Backend)
+	}
+	if err := ValidateRegister(c.Register); err != nil {
+		return err
+	}
+	for _, e := range c.Executors {
+		if !filepath.IsAbs(e) {
+			return fmt.Errorf("executor %q: path must be absolute", e)
+		}
+	}
+	if c.ImageMetadata != "" && !filepath.IsAbs(c.ImageMetadata) {
+		return fmt.Errorf("image_metadata %q: path must be absolute", c.ImageMetadata)
+	}
+	return nil
+}
+
+// ValidateRegister refuses PCRs that are out of range or resettable.
+func ValidateRegister(pcr int) error {
+	switch {
+	case pcr < 0 || pcr > 23:
+		return fmt.Errorf("register %d: PCR index must be 0..23", pcr)
+	case pcr == 16 || pcr == 23:
+		return fmt.Errorf("register %d: PCR 16 and 23 are resettable and cannot hold evidence", pcr)
+	case pcr < 8:
+		return fmt.Errorf("register %d: PCRs 0-7 belong to the firmware", pcr)
+	}
+	return nil
+}
+
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, limit)
+	}
+	return b, nil
+}

@@ -1,0 +1,214 @@
+package agent
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	apiv1 "github.com/attestd/attestd/agent/api/v1"
+	"github.com/attestd/attestd/attest"
+	"github.com/attestd/attestd/measure"
+)
+
+// maxRequestSize bounds incoming messages; the largest legitimate request is
+// a few hundred bytes.
+const maxRequestSize = 64 << 10
+
+// errPermission marks a caller that is not on the allowlist.
+var errPermission = errors.New("caller not allowed")
+
+// Serve serves the API on ln until ctx is done, then stops gracefully.
+// Cancellation is not an error.
+func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
+	srv := grpc.NewServer(
+		grpc.Creds(peerCredentials{}),
+		grpc.MaxRecvMsgSize(maxRequestSize),
+		grpc.ChainUnaryInterceptor(a.authorize),
+		grpc.ChainStreamInterceptor(a.authorizeStream),
+	)
+	apiv1.RegisterAttestdServer(srv, &service{a: a})
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(apiv1.Attestd_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(srv, hs)
+	reflection.Register(srv)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	hs.Shutdown()
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		srv.Stop()
+	}
+	return nil
+}
+
+func (a *Agent) authorize(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := a.checkCaller(ctx, info.FullMethod); err != nil {
+		return nil, toStatus(err)
+	}
+	resp, err := h(ctx, req)
+	if err != nil {
+		return nil, toStatus(a.logged(info.FullMethod, err))
+	}
+	return resp, nil
+}
+
+func (a *Agent) authorizeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if err := a.checkCaller(ss.Context(), info.FullMethod); err != nil {
+		return toStatus(err)
+	}
+	return h(srv, ss)
+}
+
+func (a *Agent) checkCaller(ctx context.Context, method string) error {
+	c, ok := callerFrom(ctx)
+	if !ok {
+		return fmt.Errorf("%w: no peer credentials", errPermission)
+	}
+	if !a.allow.Allows(c) {
+		a.log.Warn("caller refused", "method", method, "uid", c.UID, "gid", c.GID, "pid", c.PID)
+		return fmt.Errorf("%w: uid %d gid %d is not on the allowlist (config: allow.uids / allow.gids)", errPermission, c.UID, c.GID)
+	}
+	return nil
+}
+
+// logged logs internal errors (which are not shown to callers in full).
+func (a *Agent) logged(method string, err error) error {
+	if code := statusCode(err); code == codes.Internal || code == codes.Unavailable {
+		a.log.Error("request failed", "method", method, "err", err)
+	}
+	return err
+}
+
+// statusCode is the one place errors map to gRPC codes.
+func statusCode(err error) codes.Code {
+	switch {
+	case errors.Is(err, attest.ErrNonceSize):
+		return codes.InvalidArgument
+	case errors.Is(err, errPermission):
+		return codes.PermissionDenied
+	case errors.Is(err, errNotLaunched), errors.Is(err, measure.ErrFrozen):
+		return codes.FailedPrecondition
+	case errors.Is(err, context.Canceled):
+		return codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		return codes.DeadlineExceeded
+	default:
+		return codes.Internal
+	}
+}
+
+// toStatus turns err into a gRPC status error; internal details are
+// replaced by a generic message (they are logged instead).
+func toStatus(err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := statusCode(err)
+	if code == codes.Internal {
+		return status.Error(code, "internal error; see the attestd log")
+	}
+	return status.Error(code, err.Error())
+}
+
+type service struct {
+	apiv1.UnimplementedAttestdServer
+	a *Agent
+}
+
+func (s *service) GetIdentity(ctx context.Context, _ *apiv1.GetIdentityRequest) (*apiv1.GetIdentityResponse, error) {
+	launch := s.a.LaunchAttestation()
+	if launch == nil {
+		return nil, errNotLaunched
+	}
+	der, err := x509.MarshalPKIXPublicKey(s.a.backend.Signer().Public())
+	if err != nil {
+		return nil, fmt.Errorf("marshal env key: %w", err)
+	}
+	return &apiv1.GetIdentityResponse{
+		PublicKey:         der,
+		KeyDigest:         hex.EncodeToString(s.a.keyDigest[:]),
+		Backends:          []string{s.a.backend.Name()},
+		Register:          s.a.backend.Register().String(),
+		LaunchAttestation: launch,
+		Version:           s.a.opts.Version,
+	}, nil
+}
+
+func (s *service) Attest(ctx context.Context, req *apiv1.AttestRequest) (*apiv1.AttestResponse, error) {
+	env, err := s.a.Attest(ctx, req.GetNonce())
+	if err != nil {
+		return nil, err
+	}
+	return &apiv1.AttestResponse{Envelope: env}, nil
+}
+
+func (s *service) GetEventLog(ctx context.Context, _ *apiv1.GetEventLogRequest) (*apiv1.GetEventLogResponse, error) {
+	cel, recs := s.a.EventLog()
+	resp := &apiv1.GetEventLogResponse{Cel: cel}
+	for _, r := range recs {
+		resp.Events = append(resp.Events, &apiv1.Event{
+			Seq:      r.Seq,
+			Register: fmt.Sprintf("%s%d", r.Kind, r.Index),
+			Type:     r.Type.String(),
+			Data:     r.Data,
+			Sha256:   hex.EncodeToString(r.Digests[sha256Hash]),
+		})
+	}
+	return resp, nil
+}
+
+// Listen creates the API socket in dir with mode 0660. A live socket already
+// there (another daemon answers) is an error; a stale one is replaced.
+func Listen(dir string) (net.Listener, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create runtime dir: %w", err)
+	}
+	path := filepath.Join(dir, SocketName)
+	if _, err := os.Lstat(path); err == nil {
+		c, derr := net.DialTimeout("unix", path, time.Second)
+		if derr == nil {
+			c.Close()
+			return nil, fmt.Errorf("another attestd is already serving on %s", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(true)
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("chmod socket: %w", err)
+	}
+	return ln, nil
+}
+
+// SocketPath is the socket path inside dir.
+func SocketPath(dir string) string { return filepath.Join(dir, SocketName) }

@@ -1,0 +1,239 @@
+package agent
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	apiv1 "github.com/attestd/attestd/agent/api/v1"
+	"github.com/attestd/attestd/verify"
+)
+
+// TestMain doubles as a client process for the peer-credential test: run
+// with ATTESTD_TEST_CLIENT=socket it calls GetIdentity and prints the code.
+func TestMain(m *testing.M) {
+	if sock := os.Getenv("ATTESTD_TEST_CLIENT"); sock != "" {
+		c, err := apiv1.Dial(sock)
+		if err != nil {
+			fmt.Println("dial:", err)
+			os.Exit(3)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err = c.GetIdentity(ctx, &apiv1.GetIdentityRequest{})
+		fmt.Println(status.Code(err).String())
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// serve launches an agent on the simulator and serves it on a socket.
+func serve(t *testing.T) (*Agent, string, *apiv1.Client) {
+	t.Helper()
+	sim := openSim(t)
+	b := newBackend(t, sim)
+	f := newFixture(t)
+	a := f.agent(t, b)
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := a.Launch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(f.dir, "run")
+	ln, err := Listen(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve returned %v after cancel; want nil", err)
+		}
+	})
+	c, err := apiv1.Dial(SocketPath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return a, SocketPath(dir), c
+}
+
+func TestServeOverSocket(t *testing.T) {
+	a, sock, c := serve(t)
+	ctx := context.Background()
+
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o660 {
+		t.Errorf("socket mode %v, want 0660", fi.Mode().Perm())
+	}
+
+	id, err := c.GetIdentity(ctx, &apiv1.GetIdentityRequest{})
+	if err != nil {
+		t.Fatalf("GetIdentity: %v", err)
+	}
+	kd := a.KeyDigest()
+	if id.GetKeyDigest() != fmt.Sprintf("%x", kd[:]) || id.GetRegister() != "PCR13" || string(id.GetLaunchAttestation()) != string(a.LaunchAttestation()) {
+		t.Errorf("identity = %v", id)
+	}
+
+	nonce := []byte("admission nonce 0001")
+	resp, err := c.Attest(ctx, &apiv1.AttestRequest{Nonce: nonce})
+	if err != nil {
+		t.Fatalf("Attest: %v", err)
+	}
+	ak := a.backend.(interface{ AKPublic() crypto.PublicKey }).AKPublic()
+	mustVerify(t, resp.GetEnvelope(), verify.Options{Nonce: nonce, TrustedAKs: []crypto.PublicKey{ak}})
+
+	for _, tc := range []struct {
+		name  string
+		nonce []byte
+		code  codes.Code
+	}{
+		{"empty nonce", nil, codes.InvalidArgument},
+		{"65-byte nonce", make([]byte, 65), codes.InvalidArgument},
+		{"oversized request", make([]byte, 1<<20), codes.ResourceExhausted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := c.Attest(ctx, &apiv1.AttestRequest{Nonce: tc.nonce})
+			if status.Code(err) != tc.code {
+				t.Fatalf("got %v, want %v", err, tc.code)
+			}
+		})
+	}
+
+	log, err := c.GetEventLog(ctx, &apiv1.GetEventLogRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(log.GetEvents()) != 5 || log.GetEvents()[4].GetType() != "separator" || len(log.GetCel()) == 0 {
+		t.Errorf("event log: %v", log.GetEvents())
+	}
+
+	hc := healthpb.NewHealthClient(c.Conn())
+	h, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "attestd.v1.Attestd"})
+	if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health: %v %v", h, err)
+	}
+}
+
+func TestCallerNotOnAllowlist(t *testing.T) {
+	if os.Getuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("this test needs root (to run a client as another uid); CI runs as root")
+		}
+		t.Skip("needs root to run a client as another uid")
+	}
+	_, sock, _ := serve(t)
+	// Let the other uid reach the socket so the daemon, not the file mode, decides.
+	if err := os.Chmod(filepath.Dir(sock), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(sock, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	for dir := filepath.Dir(sock); dir != "/"; dir = filepath.Dir(dir) {
+		os.Chmod(dir, 0o755) // t.TempDir parents are 0700
+	}
+	// The test binary lives in a 0700 build dir: copy it where uid 65534 can run it.
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := filepath.Join(filepath.Dir(sock), "client.test")
+	if err := os.WriteFile(client, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(client, "-test.run=^$")
+	cmd.Env = append(os.Environ(), "ATTESTD_TEST_CLIENT="+sock)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("client as uid 65534: %v\n%s", err, out)
+	}
+	if got := string(out); got != "PermissionDenied\n" {
+		t.Fatalf("client as uid 65534 got %q, want PermissionDenied", got)
+	}
+}
+
+func TestAllowlist(t *testing.T) {
+	al := Allowlist{UIDs: []uint32{1001}, GIDs: []uint32{2002}, self: 999}
+	for _, tc := range []struct {
+		c    PeerCred
+		want bool
+	}{
+		{PeerCred{UID: 0, GID: 0}, true},
+		{PeerCred{UID: 999, GID: 5}, true},
+		{PeerCred{UID: 1001, GID: 5}, true},
+		{PeerCred{UID: 5, GID: 2002}, true},
+		{PeerCred{UID: 5, GID: 5}, false},
+	} {
+		if got := al.Allows(tc.c); got != tc.want {
+			t.Errorf("Allows(%+v) = %v, want %v", tc.c, got, tc.want)
+		}
+	}
+}
+
+func TestListenLiveAndStaleSocket(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := Listen(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if _, err := Listen(dir); err == nil {
+		t.Fatal("Listen succeeded over a live socket")
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close() // leaves a stale socket file behind, as a crash would
+	if _, err := os.Stat(SocketPath(dir)); err != nil {
+		t.Fatalf("stale socket not left behind: %v", err)
+	}
+	ln2, err := Listen(dir)
+	if err != nil {
+		t.Fatalf("Listen over a stale socket: %v", err)
+	}
+	ln2.Close()
+}
+
+func TestStatusCodes(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want codes.Code
+	}{
+		{fmt.Errorf("x: %w", errPermission), codes.PermissionDenied},
+		{errNotLaunched, codes.FailedPrecondition},
+		{context.Canceled, codes.Canceled},
+		{errors.New("tpm exploded"), codes.Internal},
+	} {
+		if got := status.Code(toStatus(tc.err)); got != tc.want {
+			t.Errorf("toStatus(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+	if msg := status.Convert(toStatus(errors.New("secret detail"))).Message(); msg == "secret detail" {
+		t.Error("internal error details leak to callers")
+	}
+}

@@ -1,0 +1,173 @@
+package tpm
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+
+	"github.com/google/go-tpm-tools/client"
+	"github.com/google/go-tpm/legacy/tpm2"
+
+	"github.com/attestd/attestd/attest"
+)
+
+// Part names of TPM evidence (see docs/formats.md).
+const (
+	PartAKPublic         = "tpm/ak-public"
+	PartAKCert           = "tpm/ak-cert"
+	PartEKCert           = "tpm/ek-cert"
+	PartEnvKeyPublic     = "tpm/env-key-public"
+	PartCertifyInfo      = "tpm/certify-info"
+	PartCertifySignature = "tpm/certify-signature"
+	PartQuoteInfo        = "tpm/quote-info"
+	PartQuoteSignature   = "tpm/quote-signature"
+	PartPCRs             = "tpm/pcrs"
+	PartEventLog         = "tpm/eventlog"
+)
+
+// Media types of TPM evidence parts.
+const (
+	MediaTypeTPMTPublic    = "application/vnd.tcg.tpm2.tpmt-public"
+	MediaTypeTPMSAttest    = "application/vnd.tcg.tpm2.tpms-attest"
+	MediaTypeTPMTSignature = "application/vnd.tcg.tpm2.tpmt-signature"
+	MediaTypePCRs          = "application/json"
+	MediaTypeEventLog      = "application/vnd.tcg.pcclient-eventlog"
+	MediaTypeCert          = "application/pkix-cert"
+)
+
+// PCRValues is the JSON form of the tpm/pcrs part:
+//
+//	{"hash":"sha256","pcrs":{"0":"<hex>","13":"<hex>"}}
+//
+// The keys are decimal PCR indices; values are lower-case hex.
+type PCRValues struct {
+	Hash string            `json:"hash"`
+	PCRs map[string]string `json:"pcrs"`
+}
+
+// quoteAttempts bounds retries when a PCR changes between the quote and the
+// read-back (another process extending a quoted PCR).
+const quoteAttempts = 3
+
+// Evidence implements attest.Backend: a quote by the AK over the SHA-256
+// bank of the boot PCRs and the agent PCR with qualifying data binding,
+// together with the AK's certification of the environment key.
+func (b *Backend) Evidence(ctx context.Context, binding attest.Binding) (*attest.Evidence, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errClosed
+	}
+	sel := tpm2.PCRSelection{Hash: tpm2.AlgSHA256, PCRs: b.cfg.quotedPCRs()}
+	var (
+		info, sig []byte
+		pcrs      map[uint32][]byte
+		err       error
+	)
+	for range quoteAttempts {
+		info, sig, pcrs, err = b.quote(sel, binding)
+		if err == nil || err != errPCRsMoved {
+			break
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	pcrJSON, err := encodePCRs(pcrs)
+	if err != nil {
+		return nil, err
+	}
+	ev := &attest.Evidence{Backend: b.Name()}
+	add := func(name, mt string, data []byte) {
+		if data != nil {
+			ev.Parts = append(ev.Parts, attest.Part{Name: name, MediaType: mt, Data: bytes.Clone(data)})
+		}
+	}
+	add(PartAKPublic, MediaTypeTPMTPublic, b.akPublic)
+	add(PartAKCert, MediaTypeCert, b.akCert)
+	add(PartEKCert, MediaTypeCert, b.ekCert)
+	add(PartEnvKeyPublic, MediaTypeTPMTPublic, b.envPublic)
+	add(PartCertifyInfo, MediaTypeTPMSAttest, b.certifyInfo)
+	add(PartCertifySignature, MediaTypeTPMTSignature, b.certifySig)
+	add(PartQuoteInfo, MediaTypeTPMSAttest, info)
+	add(PartQuoteSignature, MediaTypeTPMTSignature, sig)
+	add(PartPCRs, MediaTypePCRs, pcrJSON)
+	add(PartEventLog, MediaTypeEventLog, b.firmwareLog)
+	return ev, nil
+}
+
+var errPCRsMoved = fmt.Errorf("quoted PCRs changed while reading them back")
+
+// quote runs TPM2_Quote and reads the PCR values back, checking that they
+// are the values quoted.
+func (b *Backend) quote(sel tpm2.PCRSelection, binding attest.Binding) (info, sig []byte, pcrs map[uint32][]byte, err error) {
+	info, sig, err = tpm2.QuoteRaw(b.rw, b.ak.Handle(), "", "", binding[:], sel, tpm2.AlgNull)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("quote PCRs %v: %w", sel.PCRs, err)
+	}
+	vals, err := client.ReadPCRs(b.rw, sel)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("read PCRs %v: %w", sel.PCRs, err)
+	}
+	ad, err := tpm2.DecodeAttestationData(info)
+	if err != nil || ad.AttestedQuoteInfo == nil {
+		return nil, nil, nil, fmt.Errorf("decode own quote: %v", err)
+	}
+	h := sha256.New()
+	for _, p := range sel.PCRs {
+		h.Write(vals.GetPcrs()[uint32(p)])
+	}
+	if !bytes.Equal(h.Sum(nil), ad.AttestedQuoteInfo.PCRDigest) {
+		return nil, nil, nil, errPCRsMoved
+	}
+	return info, sig, vals.GetPcrs(), nil
+}
+
+func encodePCRs(pcrs map[uint32][]byte) ([]byte, error) {
+	v := PCRValues{Hash: "sha256", PCRs: map[string]string{}}
+	for i, d := range pcrs {
+		v.PCRs[strconv.Itoa(int(i))] = hex.EncodeToString(d)
+	}
+	return json.Marshal(v) // map keys are sorted: deterministic output
+}
+
+// decodePCRs parses the tpm/pcrs part; it returns the indices in ascending
+// order and the values.
+func decodePCRs(data []byte) ([]int, map[int][]byte, error) {
+	var v PCRValues
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
+		return nil, nil, fmt.Errorf("parse %s: %w", PartPCRs, err)
+	}
+	if v.Hash != "sha256" {
+		return nil, nil, fmt.Errorf("%s: hash %q, want \"sha256\"", PartPCRs, v.Hash)
+	}
+	if len(v.PCRs) == 0 {
+		return nil, nil, fmt.Errorf("%s: no PCR values", PartPCRs)
+	}
+	out := make(map[int][]byte, len(v.PCRs))
+	var idx []int
+	for k, s := range v.PCRs {
+		i, err := strconv.Atoi(k)
+		if err != nil || i < 0 || i >= client.NumPCRs || strconv.Itoa(i) != k {
+			return nil, nil, fmt.Errorf("%s: bad PCR index %q", PartPCRs, k)
+		}
+		d, err := hex.DecodeString(s)
+		if err != nil || len(d) != sha256.Size {
+			return nil, nil, fmt.Errorf("%s: PCR %d: want %d bytes of hex", PartPCRs, i, sha256.Size)
+		}
+		out[i] = d
+		idx = append(idx, i)
+	}
+	sort.Ints(idx)
+	return idx, out, nil
+}

@@ -1,0 +1,390 @@
+// Package tpm is the TPM 2.0 evidence backend: an attestation key (AK) in the
+// owner hierarchy quotes the boot PCRs and the agent's PCR, and certifies a
+// per-environment signing key created inside the TPM. Every evidence part is
+// in its TCG wire encoding so standard tools (tpm2-tools) can check it.
+//
+// The package also holds the Verifier for evidence with Backend "tpm"; it
+// needs no TPM.
+package tpm
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sync"
+
+	"github.com/google/go-tpm-tools/client"
+	"github.com/google/go-tpm/legacy/tpm2"
+	"github.com/google/go-tpm/tpmutil"
+
+	"github.com/attestd/attestd/attest"
+)
+
+// Defaults.
+const (
+	// DefaultPCR is the register the agent extends its own events into.
+	DefaultPCR = 13
+	// DefaultFirmwareLogPath is where Linux exposes the firmware event log.
+	DefaultFirmwareLogPath = "/sys/kernel/security/tpm0/binary_bios_measurements"
+)
+
+// DefaultBootPCRs are quoted besides the agent register: firmware (0-7), boot
+// loader and kernel (8, 9), UKI and boot phases (11), command line (12).
+func DefaultBootPCRs() []int { return []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12} }
+
+// Config selects the TPM and the registers used.
+type Config struct {
+	// Device is "" (auto: /dev/tpmrm0, then /dev/tpm0), a device path,
+	// "unix:/path" (a swtpm unix-io server socket) or "tcp:host:port".
+	Device string
+	// PCR is the agent register; 0 means DefaultPCR. The resettable PCRs 16
+	// and 23 are refused.
+	PCR int
+	// BootPCRs are quoted besides PCR; nil means DefaultBootPCRs.
+	BootPCRs []int
+	// FirmwareLogPath is the firmware (TCG PC Client) event log; "" means
+	// DefaultFirmwareLogPath. A missing file means the evidence carries no
+	// firmware log.
+	FirmwareLogPath string
+
+	// autoDevices replaces defaultDevices in tests.
+	autoDevices []string
+}
+
+// validate fills in defaults and checks the register choices.
+func (c Config) validate() (Config, error) {
+	if c.PCR == 0 {
+		c.PCR = DefaultPCR
+	}
+	if c.PCR < 0 || c.PCR >= client.NumPCRs {
+		return c, fmt.Errorf("agent PCR %d out of range 1-%d", c.PCR, client.NumPCRs-1)
+	}
+	if c.PCR == 16 || c.PCR == 23 {
+		return c, fmt.Errorf("agent PCR %d is resettable and cannot hold evidence; use e.g. %d", c.PCR, DefaultPCR)
+	}
+	if c.BootPCRs == nil {
+		c.BootPCRs = DefaultBootPCRs()
+	}
+	for _, p := range c.BootPCRs {
+		if p < 0 || p >= client.NumPCRs {
+			return c, fmt.Errorf("boot PCR %d out of range 0-%d", p, client.NumPCRs-1)
+		}
+	}
+	if c.FirmwareLogPath == "" {
+		c.FirmwareLogPath = DefaultFirmwareLogPath
+	}
+	if c.autoDevices == nil {
+		c.autoDevices = defaultDevices
+	}
+	return c, nil
+}
+
+// quotedPCRs is the sorted, de-duplicated union of BootPCRs and PCR.
+func (c Config) quotedPCRs() []int {
+	pcrs := append(slices.Clone(c.BootPCRs), c.PCR)
+	slices.Sort(pcrs)
+	return slices.Compact(pcrs)
+}
+
+// Backend is the TPM evidence backend. All methods, and the Signer, may be
+// called from several goroutines: TPM access is serialised by one mutex.
+type Backend struct {
+	cfg   Config
+	mu    sync.Mutex // guards rw and everything below
+	rw    io.ReadWriteCloser
+	ak    *client.Key
+	env   *client.Key
+	banks []crypto.Hash
+
+	signer       crypto.Signer
+	akPublic     []byte // TPMT_PUBLIC
+	envPublic    []byte // TPMT_PUBLIC
+	certifyInfo  []byte // TPMS_ATTEST
+	certifySig   []byte // TPMT_SIGNATURE
+	akCert       []byte // DER or nil
+	ekCert       []byte // DER or nil
+	firmwareLog  []byte // raw TCG PC Client log or nil
+	closed       bool
+}
+
+var _ attest.Backend = (*Backend)(nil)
+
+// Open opens the TPM named by cfg.Device and calls New. When no TPM exists
+// the error wraps attest.ErrNoDevice.
+func Open(cfg Config) (*Backend, error) {
+	cfg, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	rw, err := openDevice(cfg.Device, cfg.autoDevices)
+	if err != nil {
+		return nil, err
+	}
+	return New(rw, cfg)
+}
+
+// New sets up the backend on an open TPM transport (a device, a swtpm
+// socket, or the go-tpm-tools simulator): it creates the AK and the
+// environment key and certifies the latter with the former. New takes
+// ownership of rw; it is closed on error and by Close.
+func New(rw io.ReadWriteCloser, cfg Config) (_ *Backend, err error) {
+	defer func() {
+		if err != nil {
+			rw.Close()
+		}
+	}()
+	cfg, err = cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	b := &Backend{cfg: cfg, rw: rw}
+	defer func() {
+		if err != nil {
+			b.flush()
+		}
+	}()
+	if err := b.readFirmwareLog(); err != nil {
+		return nil, err
+	}
+	if err := b.loadBanks(); err != nil {
+		return nil, err
+	}
+	// A primary key from a fixed template: the same AK on every boot of this
+	// TPM, so verifiers can pin it. Transient, so nothing is written to NV.
+	if b.ak, err = client.NewKey(rw, tpm2.HandleOwner, client.AKTemplateECC()); err != nil {
+		return nil, fmt.Errorf("create attestation key: %w", err)
+	}
+	if b.akPublic, err = b.ak.PublicArea().Encode(); err != nil {
+		return nil, fmt.Errorf("encode attestation key: %w", err)
+	}
+	b.readCerts()
+	if err := b.createEnvKey(); err != nil {
+		return nil, err
+	}
+	b.certifyInfo, b.certifySig, err = tpm2.CertifyEx(rw, "", "", b.env.Handle(), b.ak.Handle(), nil,
+		tpm2.SigScheme{Alg: tpm2.AlgECDSA, Hash: tpm2.AlgSHA256})
+	if err != nil {
+		return nil, fmt.Errorf("certify environment key with the AK: %w", err)
+	}
+	inner, err := b.env.GetSigner()
+	if err != nil {
+		return nil, fmt.Errorf("environment key signer: %w", err)
+	}
+	b.signer = &lockedSigner{mu: &b.mu, s: inner, closed: &b.closed}
+	return b, nil
+}
+
+// envKeyTemplate is a non-restricted ECDSA P-256/SHA-256 signing key that
+// cannot leave this TPM: it signs arbitrary digests (DSSE envelopes).
+func envKeyTemplate() tpm2.Public {
+	return tpm2.Public{
+		Type:    tpm2.AlgECC,
+		NameAlg: tpm2.AlgSHA256,
+		Attributes: tpm2.FlagSign | tpm2.FlagFixedTPM | tpm2.FlagFixedParent |
+			tpm2.FlagSensitiveDataOrigin | tpm2.FlagUserWithAuth,
+		ECCParameters: &tpm2.ECCParams{
+			Sign:    &tpm2.SigScheme{Alg: tpm2.AlgECDSA, Hash: tpm2.AlgSHA256},
+			CurveID: tpm2.CurveNISTP256,
+		},
+	}
+}
+
+// createEnvKey creates the environment key with TPM2_Create under a
+// transient SRK, so its private part comes from the TPM's RNG (a primary key
+// would be re-derivable from the owner seed), and loads it.
+func (b *Backend) createEnvKey() error {
+	srk, err := client.NewKey(b.rw, tpm2.HandleOwner, client.SRKTemplateECC())
+	if err != nil {
+		return fmt.Errorf("create storage root key: %w", err)
+	}
+	defer srk.Close()
+	priv, pub, _, _, _, err := tpm2.CreateKey(b.rw, srk.Handle(), tpm2.PCRSelection{}, "", "", envKeyTemplate())
+	if err != nil {
+		return fmt.Errorf("create environment key: %w", err)
+	}
+	h, _, err := tpm2.Load(b.rw, srk.Handle(), "", pub, priv)
+	if err != nil {
+		return fmt.Errorf("load environment key: %w", err)
+	}
+	if b.env, err = client.LoadCachedKey(b.rw, h, nil); err != nil {
+		tpm2.FlushContext(b.rw, h)
+		return fmt.Errorf("read environment key: %w", err)
+	}
+	b.envPublic = pub
+	return nil
+}
+
+// readCerts reads the AK certificate (none for a key made here, unless the
+// platform provisioned one) and the EK certificate from NV. Absence, or
+// unreadable certificates, only mean the evidence carries none.
+func (b *Backend) readCerts() {
+	b.akCert = b.ak.CertDERBytes()
+	for _, ek := range []func(io.ReadWriter) (*client.Key, error){client.EndorsementKeyECC, client.EndorsementKeyRSA} {
+		k, err := ek(b.rw)
+		if err != nil {
+			continue
+		}
+		der := k.CertDERBytes()
+		k.Close()
+		if der != nil {
+			b.ekCert = der
+			return
+		}
+	}
+}
+
+func (b *Backend) readFirmwareLog() error {
+	data, err := os.ReadFile(b.cfg.FirmwareLogPath)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read firmware event log: %w", err)
+	case len(data) > 0:
+		b.firmwareLog = data
+	}
+	return nil
+}
+
+func (b *Backend) loadBanks() error {
+	sels, err := client.AllocatedPCRs(b.rw)
+	if err != nil {
+		return fmt.Errorf("list PCR banks: %w", err)
+	}
+	for _, alg := range []tpm2.Algorithm{tpm2.AlgSHA1, tpm2.AlgSHA256, tpm2.AlgSHA384, tpm2.AlgSHA512} {
+		for _, s := range sels {
+			if s.Hash == alg && slices.Contains(s.PCRs, b.cfg.PCR) {
+				h, err := alg.Hash()
+				if err != nil {
+					return err
+				}
+				b.banks = append(b.banks, h)
+			}
+		}
+	}
+	if !slices.Contains(b.banks, crypto.SHA256) {
+		return fmt.Errorf("TPM has no SHA-256 PCR bank with PCR %d allocated (banks: %v)", b.cfg.PCR, b.banks)
+	}
+	return nil
+}
+
+// AKPublic is the attestation key's public key, for verifiers that pin it
+// (attest.VerifyOptions.TrustedAKs). The AK is a primary key from a fixed
+// template, so it is the same for every boot of this TPM.
+func (b *Backend) AKPublic() crypto.PublicKey { return b.ak.PublicKey() }
+
+// Name implements attest.Backend.
+func (b *Backend) Name() string { return "tpm" }
+
+// Register implements attest.Backend.
+func (b *Backend) Register() attest.Register { return attest.Register{Kind: attest.PCR, Index: b.cfg.PCR} }
+
+// Banks implements attest.Backend: the allocated banks among SHA-1, SHA-256,
+// SHA-384 and SHA-512, in that order.
+func (b *Backend) Banks() []crypto.Hash { return slices.Clone(b.banks) }
+
+// Signer implements attest.Backend. The key is TPM-resident and signs
+// SHA-256 digests (ASN.1 ECDSA signatures).
+func (b *Backend) Signer() crypto.Signer { return b.signer }
+
+// Extend implements attest.Backend: one TPM2_PCR_Extend per bank. digests
+// must hold exactly one digest of the right size for every bank.
+func (b *Backend) Extend(ctx context.Context, digests map[crypto.Hash][]byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if len(digests) != len(b.banks) {
+		return fmt.Errorf("extend PCR %d: got digests for %d banks, want %v", b.cfg.PCR, len(digests), b.banks)
+	}
+	for _, h := range b.banks {
+		d, ok := digests[h]
+		if !ok || len(d) != h.Size() {
+			return fmt.Errorf("extend PCR %d: need a %d-byte %v digest", b.cfg.PCR, h.Size(), h)
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return errClosed
+	}
+	for _, h := range b.banks {
+		alg, err := tpm2.HashToAlgorithm(h)
+		if err != nil {
+			return err
+		}
+		if err := tpm2.PCRExtend(b.rw, tpmutil.Handle(b.cfg.PCR), alg, digests[h], ""); err != nil {
+			return fmt.Errorf("extend PCR %d (%v): %w", b.cfg.PCR, h, err)
+		}
+	}
+	return nil
+}
+
+// Read implements attest.Backend: the agent PCR's value in bank.
+func (b *Backend) Read(ctx context.Context, bank crypto.Hash) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if !slices.Contains(b.banks, bank) {
+		return nil, fmt.Errorf("read PCR %d: bank %v not allocated (have %v)", b.cfg.PCR, bank, b.banks)
+	}
+	alg, err := tpm2.HashToAlgorithm(bank)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errClosed
+	}
+	v, err := tpm2.ReadPCR(b.rw, b.cfg.PCR, alg)
+	if err != nil {
+		return nil, fmt.Errorf("read PCR %d (%v): %w", b.cfg.PCR, bank, err)
+	}
+	return v, nil
+}
+
+var errClosed = errors.New("TPM backend closed")
+
+// Close flushes the AK and environment key and closes the transport.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	b.flush()
+	return b.rw.Close()
+}
+
+func (b *Backend) flush() {
+	if b.env != nil {
+		b.env.Close()
+	}
+	if b.ak != nil {
+		b.ak.Close()
+	}
+}
+
+// lockedSigner serialises the environment key's signatures with every other
+// use of the TPM.
+type lockedSigner struct {
+	mu     *sync.Mutex
+	s      crypto.Signer
+	closed *bool
+}
+
+func (l *lockedSigner) Public() crypto.PublicKey { return l.s.Public() }
+
+func (l *lockedSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if *l.closed {
+		return nil, errClosed
+	}
+	return l.s.Sign(r, digest, opts)
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"time"
+
+	apiv1 "github.com/attestd/attestd/agent/api/v1"
+	"github.com/attestd/attestd/attest"
+)
+
+const rpcTimeout = 30 * time.Second
+
+func (e *env) identity(ctx context.Context, args []string) error {
+	fs := e.newFlagSet("identity")
+	asPEM := fs.Bool("pem", false, "print only the env public key as PEM")
+	out := fs.String("out", "", "also write the launch attestation to FILE")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	c, err := e.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	id, err := c.GetIdentity(ctx, &apiv1.GetIdentityRequest{})
+	if err != nil {
+		return e.rpcError("identity", err)
+	}
+	if *out != "" {
+		if err := os.WriteFile(*out, append(id.GetLaunchAttestation(), '\n'), 0o644); err != nil {
+			return fmt.Errorf("write launch attestation: %w", err)
+		}
+	}
+	if *asPEM {
+		return pem.Encode(e.stdout, &pem.Block{Type: "PUBLIC KEY", Bytes: id.GetPublicKey()})
+	}
+	fmt.Fprintf(e.stdout, "env key sha256:  %s\n", id.GetKeyDigest())
+	fmt.Fprintf(e.stdout, "backends:        %v\n", id.GetBackends())
+	fmt.Fprintf(e.stdout, "agent register:  %s\n", id.GetRegister())
+	fmt.Fprintf(e.stdout, "attestd version: %s\n", id.GetVersion())
+	fmt.Fprintf(e.stdout, "launch attestation: %d bytes%s\n", len(id.GetLaunchAttestation()), map[bool]string{true: ", written to " + *out}[*out != ""])
+	return nil
+}
+
+func (e *env) attest(ctx context.Context, args []string) error {
+	fs := e.newFlagSet("attest")
+	nonceHex := fs.String("nonce", "", "the verifier's nonce, hex, 1 to 64 bytes (required)")
+	out := fs.String("out", "", "write the attestation to FILE (default: stdout)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	nonce, err := parseNonce(*nonceHex)
+	if err != nil {
+		return err
+	}
+	c, err := e.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	resp, err := c.Attest(ctx, &apiv1.AttestRequest{Nonce: nonce})
+	if err != nil {
+		return e.rpcError("attest", err)
+	}
+	env := append(resp.GetEnvelope(), '\n')
+	if *out == "" {
+		_, err = e.stdout.Write(env)
+		return err
+	}
+	if err := os.WriteFile(*out, env, 0o644); err != nil {
+		return fmt.Errorf("write attestation: %w", err)
+	}
+	fmt.Fprintf(e.stderr, "attestation (%d bytes) written to %s\n", len(env), *out)
+	return nil
+}
+
+func (e *env) eventLog(ctx context.Context, args []string) error {
+	fs := e.newFlagSet("log")
+	out := fs.String("out", "", "also write the raw CEL (TLV) to FILE")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	c, err := e.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	resp, err := c.GetEventLog(ctx, &apiv1.GetEventLogRequest{})
+	if err != nil {
+		return e.rpcError("log", err)
+	}
+	if *out != "" {
+		if err := os.WriteFile(*out, resp.GetCel(), 0o644); err != nil {
+			return fmt.Errorf("write event log: %w", err)
+		}
+	}
+	for _, ev := range resp.GetEvents() {
+		fmt.Fprintf(e.stdout, "%3d  %-6s %-10s %s…  %s\n", ev.GetSeq(), ev.GetRegister(), ev.GetType(), ev.GetSha256()[:16], ev.GetData())
+	}
+	return nil
+}
+
+func (e *env) nonce(args []string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("%w: nonce takes no arguments", errUsage)
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, hex.EncodeToString(b))
+	return nil
+}
+
+func parseNonce(s string) ([]byte, error) {
+	if s == "" {
+		return nil, fmt.Errorf("%w: --nonce is required (hex; `attestctl nonce` makes one)", errUsage)
+	}
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --nonce: not hex: %v", errUsage, err)
+	}
+	if err := attest.CheckNonce(b); err != nil {
+		return nil, fmt.Errorf("%w: --nonce: %v", errUsage, err)
+	}
+	return b, nil
+}

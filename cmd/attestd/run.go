@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/attestd/attestd/agent"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// errUsage marks bad flags (exit 2).
+var errUsage = errors.New("usage")
+
+func exitCode(err error) int {
+	if errors.Is(err, errUsage) {
+		return 2
+	}
+	return 1
+}
+
+type flags struct {
+	config     string
+	backend    string
+	tpmDevice  string
+	runtimeDir string
+	logLevel   string
+	version    bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (*flags, error) {
+	f := &flags{}
+	fs := flag.NewFlagSet("attestd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.config, "config", agent.DefaultConfigPath, "config file (YAML)")
+	fs.StringVar(&f.backend, "backend", "", "evidence backend: auto, tpm or simulator (overrides the config file)")
+	fs.StringVar(&f.tpmDevice, "tpm-device", "", "TPM device path, unix:/path or tcp:host:port of a swtpm (overrides the config file)")
+	fs.StringVar(&f.runtimeDir, "runtime-dir", "", "directory for the socket, event log and launch attestation (default $RUNTIME_DIRECTORY, else /run/attestd)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	return f, nil
+}
+
+// run is the whole daemon: it returns when ctx is cancelled (nil) or on the
+// first error.
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	f, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	if f.version {
+		fmt.Fprintln(stderr, "attestd", version)
+		return nil
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return fmt.Errorf("%w: --log-level: %v", errUsage, err)
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	cfg, err := agent.LoadConfig(f.config)
+	if err != nil {
+		return err
+	}
+	if f.backend != "" {
+		cfg.Backend = f.backend
+	}
+	if f.tpmDevice != "" {
+		cfg.TPMDevice = f.tpmDevice
+	}
+	runtimeDir := f.runtimeDir
+	if runtimeDir == "" {
+		runtimeDir = runtimeDirFromEnv()
+	}
+
+	backend, err := openBackend(cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer backend.Close()
+
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own binary: %w", err)
+	}
+	cmdline, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		logger.Warn("kernel command line unreadable; image roothash not measured", "err", err)
+	}
+	a, err := agent.New(agent.Options{
+		Config:     cfg,
+		Backend:    backend,
+		RuntimeDir: runtimeDir,
+		BinaryPath: exe,
+		Cmdline:    strings.TrimSpace(string(cmdline)),
+		Version:    version,
+		Logger:     logger,
+	})
+	if err != nil {
+		return err
+	}
+	if err := a.Launch(ctx); err != nil {
+		return err
+	}
+	ln, err := agent.Listen(runtimeDir)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		logger.Warn("systemd notify failed", "err", err)
+	}
+	logger.Info("serving", "socket", ln.Addr().String(), "backend", backend.Name(), "version", version)
+	return a.Serve(ctx, ln)
+}
+
+// runtimeDirFromEnv follows systemd's RuntimeDirectory= (first entry).
+func runtimeDirFromEnv() string {
+	if d := os.Getenv("RUNTIME_DIRECTORY"); d != "" {
+		return strings.Split(d, ":")[0]
+	}
+	return "/run/attestd"
+}

@@ -1,0 +1,92 @@
+// Package archtest keeps the import direction of DESIGN.md and keeps test
+// helpers and fakes out of the binaries.
+package archtest
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/attestd/attestd"
+
+// deps lists the non-test dependencies of pkg.
+func deps(t *testing.T, pkg string) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", module+"/"+pkg).Output()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			t.Fatalf("go list %s: %v\n%s", pkg, err, ee.Stderr)
+		}
+		t.Fatalf("go list %s: %v", pkg, err)
+	}
+	return strings.Fields(string(out))
+}
+
+// testOnly are packages that must never be linked into non-test code.
+var testOnly = []string{
+	module + "/attest/attesttest",
+	module + "/internal/swtpmtest",
+	module + "/internal/deps",
+	"github.com/google/go-sev-guest/testing",
+	"github.com/google/go-tdx-guest/testing",
+}
+
+func TestImportDirection(t *testing.T) {
+	for _, tc := range []struct {
+		pkg       string
+		forbidden []string // prefixes
+	}{
+		{"measure", []string{module + "/"}},
+		{"attest", []string{module + "/scai", module + "/agent", module + "/verify", module + "/cmd", module + "/attest/tpm", module + "/attest/snp", module + "/attest/tdx"}},
+		{"attest/tpm", []string{module + "/scai", module + "/agent", module + "/verify", module + "/cmd"}},
+		{"scai", []string{module + "/agent", module + "/verify", module + "/cmd", module + "/attest/tpm", module + "/attest/snp", module + "/attest/tdx"}},
+		{"agent", []string{module + "/attest/tpm", module + "/attest/snp", module + "/attest/tdx", module + "/verify", module + "/cmd", "github.com/google/go-tpm-tools/simulator"}},
+		{"verify", []string{module + "/agent", module + "/cmd", module + "/attest/tpm", module + "/attest/snp", module + "/attest/tdx"}},
+		{"agent/api/v1", []string{module + "/"}},
+	} {
+		t.Run(tc.pkg, func(t *testing.T) {
+			for _, d := range deps(t, tc.pkg) {
+				if d == module+"/"+tc.pkg || strings.HasPrefix(d, module+"/"+tc.pkg+"/") && tc.pkg == "agent/api/v1" {
+					continue
+				}
+				for _, f := range tc.forbidden {
+					if d == strings.TrimSuffix(f, "/") || strings.HasPrefix(d, f) {
+						t.Errorf("%s imports %s, against the import direction of DESIGN.md", tc.pkg, d)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestMeasureIsPure(t *testing.T) {
+	for _, d := range deps(t, "measure") {
+		if !strings.Contains(strings.SplitN(d, "/", 2)[0], ".") {
+			continue // standard library
+		}
+		if d == module+"/measure" || strings.HasPrefix(d, "github.com/google/go-eventlog") ||
+			strings.HasPrefix(d, "github.com/google/go-tpm/") || strings.HasPrefix(d, "golang.org/x/") {
+			continue // go-eventlog and what it needs
+		}
+		t.Errorf("measure imports %s; it may use only the standard library and go-eventlog", d)
+	}
+}
+
+func TestBinariesLinkNoTestCode(t *testing.T) {
+	for _, bin := range []string{"cmd/attestd", "cmd/attestctl"} {
+		t.Run(bin, func(t *testing.T) {
+			for _, d := range deps(t, bin) {
+				for _, f := range testOnly {
+					if d == f || strings.HasPrefix(d, f+"/") {
+						t.Errorf("%s links test-only package %s", bin, d)
+					}
+				}
+				if strings.HasSuffix(d, "/fake") || strings.Contains(d, "/fakes") {
+					t.Errorf("%s links fake package %s", bin, d)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,133 @@
+// Package measure is the pure core of attestd's own measurements: typed
+// events and their digests, the TCG Canonical Event Log (CEL) the agent keeps
+// of them, and replay of that log against a measurement register.
+//
+// It imports only the standard library and go-eventlog; see
+// docs/measure-events.md for the wire format.
+package measure
+
+import (
+	"crypto"
+	_ "crypto/sha1" // SHA-1 PCR banks
+	_ "crypto/sha256"
+	_ "crypto/sha512" // SHA-384 (RTMR) and SHA-512 banks
+	"fmt"
+
+	"github.com/google/go-eventlog/cel"
+)
+
+// ContentType is the CEL content type of attestd events (0xAD, "AttestD").
+// It is unused by the CEL spec (5 PCClient, 7/8 IMA), Confidential Space
+// (0x50) and go-eventlog's fake events (222).
+const ContentType uint8 = 0xAD
+
+// EventType says what an attestd event measures. It is the type of the TLV
+// nested inside the ContentType TLV.
+type EventType uint8
+
+// Launch events (1-4) are refused once the separator is recorded.
+const (
+	EventBinary    EventType = 1 // the running attestd binary: FileMeasurement
+	EventConfig    EventType = 2 // the daemon config file: FileMeasurement
+	EventImage     EventType = 3 // image identity: ImageMeasurement
+	EventExecutor  EventType = 4 // an executor binary: FileMeasurement
+	EventSeparator EventType = 5 // launch measurements frozen after this: Separator
+	EventRestart   EventType = 6 // the daemon restarted in the same boot: Restart
+
+	// 16..31 are reserved for the build lifecycle; their data formats are
+	// defined by the agent and documented in docs/measure-events.md.
+	EventBuildID  EventType = 16 // the build ID bound at dispatch
+	EventRuntime  EventType = 17 // a runtime measurement during the build
+	EventComplete EventType = 18 // the build's inputs and outputs at completion
+)
+
+// String returns a short lower-case name, e.g. "binary".
+func (t EventType) String() string {
+	switch t {
+	case EventBinary:
+		return "binary"
+	case EventConfig:
+		return "config"
+	case EventImage:
+		return "image"
+	case EventExecutor:
+		return "executor"
+	case EventSeparator:
+		return "separator"
+	case EventRestart:
+		return "restart"
+	case EventBuildID:
+		return "build-id"
+	case EventRuntime:
+		return "runtime"
+	case EventComplete:
+		return "complete"
+	}
+	return fmt.Sprintf("unknown(%d)", uint8(t))
+}
+
+// launch reports whether t may only be recorded before the separator.
+func (t EventType) launch() bool {
+	return t >= EventBinary && t <= EventExecutor
+}
+
+// Event is one attestd measurement. Data is UTF-8 JSON, kept verbatim: the
+// digests are over these exact bytes. Event implements cel.Content.
+type Event struct {
+	Type EventType
+	Data []byte
+}
+
+var _ cel.Content = Event{}
+
+// TLV returns the CEL content: TLV{ContentType, marshal(TLV{Type, Data})}.
+func (e Event) TLV() (cel.TLV, error) {
+	inner, err := cel.TLV{Type: uint8(e.Type), Value: e.Data}.MarshalBinary()
+	if err != nil {
+		return cel.TLV{}, fmt.Errorf("marshal event TLV: %w", err)
+	}
+	return cel.TLV{Type: ContentType, Value: inner}, nil
+}
+
+// GenerateDigest returns h(marshal(e.TLV())), the value extended into bank h.
+func (e Event) GenerateDigest(h crypto.Hash) ([]byte, error) {
+	if !h.Available() {
+		return nil, fmt.Errorf("digest event: hash %v not available", h)
+	}
+	t, err := e.TLV()
+	if err != nil {
+		return nil, err
+	}
+	b, err := t.MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("marshal content TLV: %w", err)
+	}
+	w := h.New()
+	w.Write(b)
+	return w.Sum(nil), nil
+}
+
+// FileMeasurement is the data of EventBinary, EventConfig and EventExecutor.
+type FileMeasurement struct {
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256"` // lower-case hex
+}
+
+// ImageMeasurement is the data of EventImage. Absent values are omitted.
+type ImageMeasurement struct {
+	MetadataPath   string `json:"metadataPath,omitempty"`
+	MetadataSHA256 string `json:"metadataSha256,omitempty"` // only if the file exists
+	RootHash       string `json:"roothash,omitempty"`       // roothash= on the kernel command line
+	UsrHash        string `json:"usrhash,omitempty"`        // usrhash= on the kernel command line
+}
+
+// Separator is the data of EventSeparator.
+type Separator struct {
+	Phase string `json:"phase"` // "launch"
+}
+
+// Restart is the data of EventRestart.
+type Restart struct {
+	BinarySHA256 string `json:"binarySha256"`
+	ConfigSHA256 string `json:"configSha256"`
+}

@@ -1,0 +1,383 @@
+package scai
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/attestd/attestd/attest"
+	scaipb "github.com/in-toto/attestation/go/predicates/scai/v0"
+	ita "github.com/in-toto/attestation/go/v1"
+	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Opened is a parsed, not yet authenticated, attestd envelope.
+type Opened struct {
+	// Statement is the decoded payload.
+	Statement *ita.Statement
+	// Attestation is what the statement asserts.
+	Attestation *Attestation
+	// Payload is the exact payload bytes that were signed.
+	Payload []byte
+}
+
+// Open decodes env's payload as an attestd statement and rebuilds the
+// Attestation it asserts. It is strict: unknown fields, unknown attributes,
+// attributes out of order, digests that do not match content, and a subject
+// that is not the digest of the embedded environment key are errors.
+//
+// Open does NOT verify the signature: call VerifySignature with
+// Attestation.EnvKey (or a key you expect), and have the evidence checked
+// against Binding and EnvKey, before trusting anything returned.
+func Open(env *dsse.Envelope) (*Opened, error) {
+	if env == nil {
+		return nil, fmt.Errorf("%w: nil envelope", ErrEnvelope)
+	}
+	if env.PayloadType != PayloadType {
+		return nil, fmt.Errorf("%w: got %q, want %q", ErrPayloadType, env.PayloadType, PayloadType)
+	}
+	payload, err := decodePayload(env)
+	if err != nil {
+		return nil, err
+	}
+	st := &ita.Statement{}
+	if err := protojson.Unmarshal(payload, st); err != nil {
+		return nil, fmt.Errorf("%w: decode statement: %v", ErrStatement, err)
+	}
+	if err := st.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrStatement, err)
+	}
+	if st.GetType() != ita.StatementTypeUri {
+		return nil, fmt.Errorf("%w: statement type %q, want %q", ErrStatement, st.GetType(), ita.StatementTypeUri)
+	}
+	if st.GetPredicateType() != PredicateType {
+		return nil, fmt.Errorf("%w: got %q, want %q", ErrPredicateType, st.GetPredicateType(), PredicateType)
+	}
+	subjectDigest, err := parseSubject(st.GetSubject())
+	if err != nil {
+		return nil, err
+	}
+	report, err := fromStruct(st.GetPredicate())
+	if err != nil {
+		return nil, err
+	}
+	a, err := parseReport(report)
+	if err != nil {
+		return nil, err
+	}
+	kd, err := attest.KeyDigest(a.EnvKey)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrEnvKey, err)
+	}
+	if kd != subjectDigest {
+		return nil, fmt.Errorf("%w: subject digest %x is not the env key's digest %x", ErrSubject, subjectDigest, kd)
+	}
+	if a.Purpose == attest.PurposeAttest && attest.Bind(a.Purpose, kd, a.Nonce) != a.Binding {
+		return nil, fmt.Errorf("%w: binding is not attest.Bind(attest, key, nonce)", ErrBinding)
+	}
+	return &Opened{Statement: st, Attestation: a, Payload: payload}, nil
+}
+
+// parseSubject returns the digest of the only subject, which must be
+// {name: "env-key", digest: {sha256: …}}.
+func parseSubject(subj []*ita.ResourceDescriptor) ([32]byte, error) {
+	if len(subj) != 1 {
+		return [32]byte{}, fmt.Errorf("%w: %d subjects, want 1", ErrSubject, len(subj))
+	}
+	rd := subj[0]
+	if err := onlyFields(rd, "name", "digest"); err != nil {
+		return [32]byte{}, fmt.Errorf("%w: %v", ErrSubject, err)
+	}
+	if rd.GetName() != SubjectName {
+		return [32]byte{}, fmt.Errorf("%w: subject name %q, want %q", ErrSubject, rd.GetName(), SubjectName)
+	}
+	d, err := sha256Digest(rd)
+	if err != nil {
+		return [32]byte{}, fmt.Errorf("%w: %v", ErrSubject, err)
+	}
+	return d, nil
+}
+
+// sha256Digest returns the digest set's only entry, which must be a
+// lower-case hex sha256.
+func sha256Digest(rd *ita.ResourceDescriptor) ([32]byte, error) {
+	var d [32]byte
+	ds := rd.GetDigest()
+	h, ok := ds[digestSHA256]
+	if len(ds) != 1 || !ok {
+		return d, fmt.Errorf("digest of %q must be exactly one sha256", rd.GetName())
+	}
+	b, err := hex.DecodeString(h)
+	if err != nil || len(b) != len(d) || hex.EncodeToString(b) != h {
+		return d, fmt.Errorf("digest of %q is not 64 lower-case hex digits", rd.GetName())
+	}
+	copy(d[:], b)
+	return d, nil
+}
+
+// fromStruct converts the predicate to a SCAI report, rejecting unknown
+// fields.
+func fromStruct(s *structpb.Struct) (*scaipb.AttributeReport, error) {
+	b, err := protojson.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: predicate: %v", ErrStatement, err)
+	}
+	r := &scaipb.AttributeReport{}
+	if err := protojson.Unmarshal(b, r); err != nil {
+		return nil, fmt.Errorf("%w: predicate is not a SCAI attribute report: %v", ErrStatement, err)
+	}
+	if err := r.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrStatement, err)
+	}
+	return r, nil
+}
+
+// parseReport rebuilds the Attestation from the report. Attributes must come
+// in the order NewStatement writes them: purpose, env key, evidence parts
+// (grouped by backend), agent parts.
+func parseReport(r *scaipb.AttributeReport) (*Attestation, error) {
+	attrs := r.GetAttributes()
+	if len(attrs) < 2 {
+		return nil, fmt.Errorf("%w: want at least the purpose and env key attributes", ErrStatement)
+	}
+	a := &Attestation{}
+	if err := parsePurpose(attrs[0], a); err != nil {
+		return nil, err
+	}
+	if attrs[1].GetAttribute() != AttrEnvKey {
+		return nil, fmt.Errorf("%w: attribute 1 is %q, want %q", ErrEnvKey, attrs[1].GetAttribute(), AttrEnvKey)
+	}
+	if err := parseEnvKey(attrs[1], a); err != nil {
+		return nil, err
+	}
+	i := 2
+	var cur *attest.Evidence
+	seen := map[string]bool{}
+	for ; i < len(attrs) && strings.HasPrefix(attrs[i].GetAttribute(), AttrEvidencePrefix); i++ {
+		backend := strings.TrimPrefix(attrs[i].GetAttribute(), AttrEvidencePrefix)
+		if !backendName.MatchString(backend) {
+			return nil, fmt.Errorf("%w: attribute %d: bad backend name %q", ErrStatement, i, backend)
+		}
+		if cur == nil || cur.Backend != backend {
+			if seen[backend] {
+				return nil, fmt.Errorf("%w: attribute %d: evidence from %q is not contiguous", ErrStatement, i, backend)
+			}
+			seen[backend] = true
+			cur = &attest.Evidence{Backend: backend}
+			a.Evidence = append(a.Evidence, cur)
+		}
+		p, err := parsePart(attrs[i], backend)
+		if err != nil {
+			return nil, fmt.Errorf("%w: attribute %d: %v", ErrStatement, i, err)
+		}
+		if _, dup := cur.Part(p.Name); dup {
+			return nil, fmt.Errorf("%w: attribute %d: duplicate part %q", ErrStatement, i, p.Name)
+		}
+		cur.Parts = append(cur.Parts, p)
+	}
+	for ; i < len(attrs); i++ {
+		if attrs[i].GetAttribute() != AttrAgent {
+			return nil, fmt.Errorf("%w: attribute %d: unexpected attribute %q", ErrStatement, i, attrs[i].GetAttribute())
+		}
+		p, err := parsePart(attrs[i], "")
+		if err != nil {
+			return nil, fmt.Errorf("%w: attribute %d: %v", ErrStatement, i, err)
+		}
+		for _, q := range a.Extra {
+			if q.Name == p.Name {
+				return nil, fmt.Errorf("%w: attribute %d: duplicate agent part %q", ErrStatement, i, p.Name)
+			}
+		}
+		a.Extra = append(a.Extra, p)
+	}
+	if err := parseProducer(r.GetProducer(), a); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func parsePurpose(at *scaipb.AttributeAssertion, a *Attestation) error {
+	name := at.GetAttribute()
+	if !strings.HasPrefix(name, AttrPurposePrefix) {
+		return fmt.Errorf("%w: attribute 0 is %q, want %s<purpose>", ErrStatement, name, AttrPurposePrefix)
+	}
+	if err := onlyFields(at, "attribute", "conditions"); err != nil {
+		return fmt.Errorf("%w: purpose attribute: %v", ErrStatement, err)
+	}
+	a.Purpose = attest.Purpose(strings.TrimPrefix(name, AttrPurposePrefix))
+	conds, err := stringMap(at.GetConditions())
+	if err != nil {
+		return fmt.Errorf("%w: purpose conditions: %v", ErrStatement, err)
+	}
+	if conds[condPurpose] != string(a.Purpose) {
+		return fmt.Errorf("%w: purpose condition %q does not match attribute %q", ErrStatement, conds[condPurpose], name)
+	}
+	b, err := hex.DecodeString(conds[condBinding])
+	if err != nil || len(b) != len(a.Binding) || hex.EncodeToString(b) != conds[condBinding] {
+		return fmt.Errorf("%w: binding condition is not 64 lower-case hex digits", ErrStatement)
+	}
+	copy(a.Binding[:], b)
+	want := 2
+	if h, ok := conds[condNonce]; ok {
+		want++
+		n, err := hex.DecodeString(h)
+		if err != nil || hex.EncodeToString(n) != h {
+			return fmt.Errorf("%w: nonce condition is not lower-case hex", ErrStatement)
+		}
+		a.Nonce = n
+	}
+	if len(conds) != want {
+		return fmt.Errorf("%w: purpose conditions: unexpected keys", ErrStatement)
+	}
+	if err := checkPurpose(a.Purpose, a.Nonce); err != nil {
+		return fmt.Errorf("%w: %v", ErrStatement, err)
+	}
+	return nil
+}
+
+func parseEnvKey(at *scaipb.AttributeAssertion, a *Attestation) error {
+	if err := onlyFields(at, "attribute", "target"); err != nil {
+		return fmt.Errorf("%w: %v", ErrEnvKey, err)
+	}
+	rd := at.GetTarget()
+	if err := onlyFields(rd, "name", "digest", "content", "media_type"); err != nil {
+		return fmt.Errorf("%w: target: %v", ErrEnvKey, err)
+	}
+	if rd.GetName() != SubjectName || rd.GetMediaType() != MediaTypeSPKI {
+		return fmt.Errorf("%w: target must be named %q with media type %q", ErrEnvKey, SubjectName, MediaTypeSPKI)
+	}
+	d, err := sha256Digest(rd)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrEnvKey, err)
+	}
+	der := rd.GetContent()
+	if sha256.Sum256(der) != d {
+		return fmt.Errorf("%w: digest does not match content", ErrEnvKey)
+	}
+	pub, err := x509.ParsePKIXPublicKey(der)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrEnvKey, err)
+	}
+	canon, _, err := encodeKey(pub)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(canon, der) {
+		return fmt.Errorf("%w: key DER is not canonical", ErrEnvKey)
+	}
+	a.EnvKey = pub
+	return nil
+}
+
+// parsePart reads an evidence (backend != "") or agent part.
+func parsePart(at *scaipb.AttributeAssertion, backend string) (attest.Part, error) {
+	if err := onlyFields(at, "attribute", "evidence"); err != nil {
+		return attest.Part{}, err
+	}
+	rd := at.GetEvidence()
+	allowed := []string{"name", "digest", "content", "media_type"}
+	if backend != "" {
+		allowed = append(allowed, "annotations")
+	}
+	if err := onlyFields(rd, allowed...); err != nil {
+		return attest.Part{}, fmt.Errorf("evidence: %v", err)
+	}
+	if backend != "" {
+		ann, err := stringMap(rd.GetAnnotations())
+		if err != nil || len(ann) != 1 || ann[annBackend] != backend {
+			return attest.Part{}, fmt.Errorf("evidence annotations must be exactly {%q: %q}", annBackend, backend)
+		}
+	}
+	d, err := sha256Digest(rd)
+	if err != nil {
+		return attest.Part{}, err
+	}
+	if sha256.Sum256(rd.GetContent()) != d {
+		return attest.Part{}, fmt.Errorf("part %q: digest does not match content", rd.GetName())
+	}
+	if rd.GetName() == "" {
+		return attest.Part{}, fmt.Errorf("part without a name")
+	}
+	return attest.Part{Name: rd.GetName(), MediaType: rd.GetMediaType(), Data: rd.GetContent()}, nil
+}
+
+func parseProducer(rd *ita.ResourceDescriptor, a *Attestation) error {
+	if rd == nil {
+		return fmt.Errorf("%w: producer missing", ErrStatement)
+	}
+	if err := onlyFields(rd, "name", "uri", "annotations"); err != nil {
+		return fmt.Errorf("%w: producer: %v", ErrStatement, err)
+	}
+	if rd.GetName() == "" {
+		return fmt.Errorf("%w: producer name missing", ErrStatement)
+	}
+	a.Producer = Producer{Name: rd.GetName(), URI: rd.GetUri()}
+	if rd.GetAnnotations() == nil {
+		return nil
+	}
+	ann, err := stringMap(rd.GetAnnotations())
+	if err != nil {
+		return fmt.Errorf("%w: producer annotations: %v", ErrStatement, err)
+	}
+	n := 0
+	if v, ok := ann[annVersion]; ok {
+		n++
+		if v == "" {
+			return fmt.Errorf("%w: empty producer version", ErrStatement)
+		}
+		a.Producer.Version = v
+	}
+	if v, ok := ann[annIssuedAt]; ok {
+		n++
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil || t.IsZero() || t.UTC().Format(time.RFC3339Nano) != v {
+			return fmt.Errorf("%w: issuedAt %q is not an RFC 3339 UTC time", ErrStatement, v)
+		}
+		a.Time = t
+	}
+	if n == 0 || n != len(ann) {
+		return fmt.Errorf("%w: producer annotations: unexpected keys", ErrStatement)
+	}
+	return nil
+}
+
+// stringMap returns s as a map, requiring every value to be a string.
+func stringMap(s *structpb.Struct) (map[string]string, error) {
+	m := map[string]string{}
+	for k, v := range s.GetFields() {
+		sv, ok := v.GetKind().(*structpb.Value_StringValue)
+		if !ok {
+			return nil, fmt.Errorf("value of %q is not a string", k)
+		}
+		m[k] = sv.StringValue
+	}
+	return m, nil
+}
+
+// onlyFields fails if m has a populated field not named in allowed (proto
+// field names) or is nil.
+func onlyFields(m proto.Message, allowed ...string) error {
+	r := m.ProtoReflect()
+	if !r.IsValid() {
+		return fmt.Errorf("%s missing", r.Descriptor().Name())
+	}
+	var err error
+	r.Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
+		for _, a := range allowed {
+			if string(fd.Name()) == a {
+				return true
+			}
+		}
+		err = fmt.Errorf("unexpected field %q in %s", fd.Name(), r.Descriptor().Name())
+		return false
+	})
+	return err
+}

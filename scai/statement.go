@@ -1,0 +1,315 @@
+// Package scai builds, signs (DSSE) and parses the in-toto Statements with
+// SCAI predicates that attestd issues: each one says which environment key it
+// is about, for what purpose, and carries the hardware evidence vouching for
+// that key. The layout is documented in docs/formats.md.
+//
+// Parsing (Open) and signature checking (VerifySignature) are separate: Open
+// never checks a signature, and neither checks the evidence itself — that is
+// the backends' and the verify package's job.
+package scai
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"regexp"
+	"time"
+	"unicode/utf8"
+
+	"github.com/attestd/attestd/attest"
+	scaipb "github.com/in-toto/attestation/go/predicates/scai/v0"
+	ita "github.com/in-toto/attestation/go/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// PayloadType is the DSSE payload type of every attestd envelope.
+const PayloadType = "application/vnd.in-toto+json"
+
+// PredicateType is the SCAI v0.3 predicate type,
+// https://in-toto.io/attestation/scai/v0.3.
+const PredicateType = scaipb.PredicateTypeUri + scaipb.PredicateVersion
+
+// Names used in the statement; see docs/formats.md.
+const (
+	// SubjectName is the name of the statement's only subject, the
+	// environment key.
+	SubjectName = "env-key"
+	// MediaTypeSPKI is the media type of a PKIX SubjectPublicKeyInfo DER.
+	MediaTypeSPKI = "application/pkix-spki"
+
+	// AttrPurposePrefix + purpose names the attribute asserting what the
+	// statement is for, e.g. "attestd.dev/purpose/attest".
+	AttrPurposePrefix = "attestd.dev/purpose/"
+	// AttrEnvKey names the attribute whose target is the environment key.
+	AttrEnvKey = "attestd.dev/env-key"
+	// AttrEvidencePrefix + backend names the attribute carrying one part of
+	// a backend's evidence, e.g. "attestd.dev/evidence/tpm".
+	AttrEvidencePrefix = "attestd.dev/evidence/"
+	// AttrAgent names the attribute carrying one agent-level part, e.g. the
+	// agent's event log.
+	AttrAgent = "attestd.dev/agent"
+
+	// PartAgentCEL names the agent's TCG Canonical Event Log part.
+	PartAgentCEL = "attestd/cel"
+	// MediaTypeCEL is the media type of a CEL in its TLV encoding.
+	MediaTypeCEL = "application/vnd.tcg.cel+tlv"
+)
+
+// Keys of conditions and annotations.
+const (
+	condPurpose  = "purpose"
+	condBinding  = "binding"
+	condNonce    = "nonce"
+	annBackend   = "backend"
+	annVersion   = "version"
+	annIssuedAt  = "issuedAt"
+	digestSHA256 = string(ita.AlgorithmSHA256)
+)
+
+// backendName is the syntax of Evidence.Backend.
+var backendName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,31}$`)
+
+// Attestation is what one attestd attestation asserts.
+type Attestation struct {
+	// Purpose is launch, attest, dispatch or complete.
+	Purpose attest.Purpose
+	// Nonce is the verifier nonce for PurposeAttest, else nil.
+	Nonce []byte
+	// Binding is what the evidence's qualifying data / report data must
+	// equal (attest.Bind).
+	Binding attest.Binding
+	// EnvKey is the environment public key (ECDSA P-256, or RSA ≥ 2048).
+	EnvKey crypto.PublicKey
+	// Evidence holds one entry per backend, each with at least one part.
+	Evidence []*attest.Evidence
+	// Extra holds agent-level parts, e.g. the agent's CEL (PartAgentCEL).
+	Extra []attest.Part
+	// Producer identifies the software that made the statement.
+	Producer Producer
+	// Time is when the statement was made; informational only (not
+	// authenticated by any hardware). Zero means absent.
+	Time time.Time
+}
+
+// Producer identifies the software that made a statement.
+type Producer struct {
+	Name    string // required, e.g. "attestd"
+	Version string // optional
+	URI     string // optional
+}
+
+// NewStatement builds the in-toto Statement for a. The result always passes
+// Statement.Validate.
+func NewStatement(a *Attestation) (*ita.Statement, error) {
+	if a == nil {
+		return nil, fmt.Errorf("build statement: nil attestation")
+	}
+	if err := checkPurpose(a.Purpose, a.Nonce); err != nil {
+		return nil, fmt.Errorf("build statement: %w", err)
+	}
+	der, kd, err := encodeKey(a.EnvKey)
+	if err != nil {
+		return nil, fmt.Errorf("build statement: %w", err)
+	}
+	if a.Purpose == attest.PurposeAttest && attest.Bind(a.Purpose, kd, a.Nonce) != a.Binding {
+		return nil, fmt.Errorf("build statement: %w: binding is not attest.Bind(attest, key, nonce)", ErrBinding)
+	}
+	if a.Producer.Name == "" {
+		return nil, fmt.Errorf("build statement: producer name is empty")
+	}
+	kdHex := hex.EncodeToString(kd[:])
+
+	conds := map[string]any{
+		condPurpose: string(a.Purpose),
+		condBinding: hex.EncodeToString(a.Binding[:]),
+	}
+	if a.Nonce != nil {
+		conds[condNonce] = hex.EncodeToString(a.Nonce)
+	}
+	condStruct, err := structpb.NewStruct(conds)
+	if err != nil {
+		return nil, fmt.Errorf("build statement: conditions: %w", err)
+	}
+	attrs := []*scaipb.AttributeAssertion{
+		{Attribute: AttrPurposePrefix + string(a.Purpose), Conditions: condStruct},
+		{Attribute: AttrEnvKey, Target: &ita.ResourceDescriptor{
+			Name:      SubjectName,
+			Digest:    map[string]string{digestSHA256: kdHex},
+			Content:   der,
+			MediaType: MediaTypeSPKI,
+		}},
+	}
+
+	seen := map[string]bool{}
+	for i, ev := range a.Evidence {
+		if ev == nil {
+			return nil, fmt.Errorf("build statement: evidence %d is nil", i)
+		}
+		if !backendName.MatchString(ev.Backend) {
+			return nil, fmt.Errorf("build statement: evidence %d: bad backend name %q", i, ev.Backend)
+		}
+		if seen[ev.Backend] {
+			return nil, fmt.Errorf("build statement: two evidences from backend %q", ev.Backend)
+		}
+		seen[ev.Backend] = true
+		if len(ev.Parts) == 0 {
+			return nil, fmt.Errorf("build statement: evidence from %q has no parts", ev.Backend)
+		}
+		ann, err := structpb.NewStruct(map[string]any{annBackend: ev.Backend})
+		if err != nil {
+			return nil, fmt.Errorf("build statement: annotations: %w", err)
+		}
+		if err := checkParts(ev.Parts); err != nil {
+			return nil, fmt.Errorf("build statement: evidence from %q: %w", ev.Backend, err)
+		}
+		for _, p := range ev.Parts {
+			rd := partDescriptor(p)
+			rd.Annotations = ann
+			attrs = append(attrs, &scaipb.AttributeAssertion{Attribute: AttrEvidencePrefix + ev.Backend, Evidence: rd})
+		}
+	}
+	if err := checkParts(a.Extra); err != nil {
+		return nil, fmt.Errorf("build statement: agent parts: %w", err)
+	}
+	for _, p := range a.Extra {
+		attrs = append(attrs, &scaipb.AttributeAssertion{Attribute: AttrAgent, Evidence: partDescriptor(p)})
+	}
+
+	producer, err := producerDescriptor(a.Producer, a.Time)
+	if err != nil {
+		return nil, fmt.Errorf("build statement: %w", err)
+	}
+	report := &scaipb.AttributeReport{Attributes: attrs, Producer: producer}
+	if err := report.Validate(); err != nil {
+		return nil, fmt.Errorf("build statement: %w", err)
+	}
+	pred, err := toStruct(report)
+	if err != nil {
+		return nil, fmt.Errorf("build statement: %w", err)
+	}
+	st := &ita.Statement{
+		Type: ita.StatementTypeUri,
+		Subject: []*ita.ResourceDescriptor{{
+			Name:   SubjectName,
+			Digest: map[string]string{digestSHA256: kdHex},
+		}},
+		PredicateType: PredicateType,
+		Predicate:     pred,
+	}
+	if err := st.Validate(); err != nil {
+		return nil, fmt.Errorf("build statement: %w", err)
+	}
+	return st, nil
+}
+
+// checkPurpose checks purpose is known and nonce is present exactly for
+// PurposeAttest.
+func checkPurpose(p attest.Purpose, nonce []byte) error {
+	switch p {
+	case attest.PurposeAttest:
+		return attest.CheckNonce(nonce)
+	case attest.PurposeLaunch, attest.PurposeDispatch, attest.PurposeComplete:
+		if nonce != nil {
+			return fmt.Errorf("purpose %q takes no nonce", p)
+		}
+		return nil
+	default:
+		return fmt.Errorf("unknown purpose %q", p)
+	}
+}
+
+// checkParts checks part names are non-empty, valid UTF-8 and unique.
+func checkParts(parts []attest.Part) error {
+	names := map[string]bool{}
+	for i, p := range parts {
+		if p.Name == "" || !utf8.ValidString(p.Name) || !utf8.ValidString(p.MediaType) {
+			return fmt.Errorf("part %d: name and media type must be valid UTF-8, name non-empty", i)
+		}
+		if names[p.Name] {
+			return fmt.Errorf("duplicate part %q", p.Name)
+		}
+		names[p.Name] = true
+	}
+	return nil
+}
+
+func partDescriptor(p attest.Part) *ita.ResourceDescriptor {
+	d := sha256.Sum256(p.Data)
+	return &ita.ResourceDescriptor{
+		Name:      p.Name,
+		Digest:    map[string]string{digestSHA256: hex.EncodeToString(d[:])},
+		Content:   p.Data,
+		MediaType: p.MediaType,
+	}
+}
+
+func producerDescriptor(p Producer, t time.Time) (*ita.ResourceDescriptor, error) {
+	if !utf8.ValidString(p.Name) || !utf8.ValidString(p.Version) || !utf8.ValidString(p.URI) {
+		return nil, fmt.Errorf("producer fields must be valid UTF-8")
+	}
+	rd := &ita.ResourceDescriptor{Name: p.Name, Uri: p.URI}
+	ann := map[string]any{}
+	if p.Version != "" {
+		ann[annVersion] = p.Version
+	}
+	if !t.IsZero() {
+		ann[annIssuedAt] = t.UTC().Format(time.RFC3339Nano)
+	}
+	if len(ann) > 0 {
+		s, err := structpb.NewStruct(ann)
+		if err != nil {
+			return nil, fmt.Errorf("producer annotations: %w", err)
+		}
+		rd.Annotations = s
+	}
+	return rd, nil
+}
+
+// encodeKey returns the PKIX DER of a supported environment key and its
+// attest.KeyDigest.
+func encodeKey(pub crypto.PublicKey) ([]byte, [32]byte, error) {
+	if err := checkKeyType(pub); err != nil {
+		return nil, [32]byte{}, err
+	}
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, [32]byte{}, fmt.Errorf("%w: %v", ErrEnvKey, err)
+	}
+	return der, sha256.Sum256(der), nil
+}
+
+// checkKeyType accepts ECDSA P-256 and RSA keys of at least 2048 bits.
+func checkKeyType(pub crypto.PublicKey) error {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() {
+			return fmt.Errorf("%w: ECDSA key must be on P-256", ErrEnvKey)
+		}
+	case *rsa.PublicKey:
+		if k.N == nil || k.N.BitLen() < 2048 {
+			return fmt.Errorf("%w: RSA key must have at least 2048 bits", ErrEnvKey)
+		}
+	default:
+		return fmt.Errorf("%w: unsupported key type %T", ErrEnvKey, pub)
+	}
+	return nil
+}
+
+// toStruct converts the SCAI report into the Statement's predicate.
+func toStruct(r *scaipb.AttributeReport) (*structpb.Struct, error) {
+	b, err := protojson.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("marshal predicate: %w", err)
+	}
+	s := &structpb.Struct{}
+	if err := protojson.Unmarshal(b, s); err != nil {
+		return nil, fmt.Errorf("convert predicate: %w", err)
+	}
+	return s, nil
+}

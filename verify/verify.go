@@ -1,0 +1,257 @@
+// Package verify is the consumer side of attestd: it opens attestations,
+// checks their signatures, hands evidence to the backend verifiers, replays
+// the agent's event log and reports every check by name.
+//
+// Authenticity (is it signed by what it claims?) lives in the backend
+// verifiers and scai; this package composes them and adds the checks that
+// tie an attestation to the verifier's expectations (nonce, event log).
+package verify
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"sort"
+
+	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+
+	"github.com/attestd/attestd/attest"
+	"github.com/attestd/attestd/measure"
+	"github.com/attestd/attestd/scai"
+)
+
+// Check names added by this package (backends add their own).
+const (
+	CheckStatement = "statement"
+	CheckSignature = "dsse-signature"
+	CheckNonce     = "nonce"
+	CheckBinding   = "binding"
+	CheckBackend   = "evidence-backend"
+	CheckReplay    = "cel-replay"
+	CheckLaunch    = "launch-frozen"
+)
+
+// Options says what to trust and expect. The zero value trusts no AK and
+// expects no particular nonce.
+type Options struct {
+	// Nonce, when set, must be the nonce the attestation is bound to.
+	Nonce []byte
+	// TrustedAKs pins attestation keys.
+	TrustedAKs []crypto.PublicKey
+	// AKRoots anchors AK certificates shipped in the evidence.
+	AKRoots *x509.CertPool
+	// InsecureTrustEmbeddedAK trusts whatever AK the evidence ships. Demos
+	// and tests only; the result says so.
+	InsecureTrustEmbeddedAK bool
+	// Verifiers are the backend verifiers available, by Backend().
+	Verifiers []attest.Verifier
+}
+
+// Result is the outcome for one attestation.
+type Result struct {
+	Purpose   attest.Purpose   `json:"purpose,omitempty"`
+	KeyDigest string           `json:"envKeySha256,omitempty"`
+	Checks    []attest.Check   `json:"checks"`
+	Events    []measure.Record `json:"-"`
+	OK        bool             `json:"verified"`
+}
+
+// Failed returns the names of the failed checks.
+func (r *Result) Failed() []string {
+	var out []string
+	for _, c := range r.Checks {
+		if !c.OK && !c.Skip {
+			out = append(out, c.Name)
+		}
+	}
+	return out
+}
+
+func (r *Result) add(name string, err error, okDetail string) bool {
+	c := attest.Check{Name: name, OK: err == nil, Detail: okDetail}
+	if err != nil {
+		c.Detail = err.Error()
+	}
+	r.Checks = append(r.Checks, c)
+	return err == nil
+}
+
+func (r *Result) skip(name, detail string) {
+	r.Checks = append(r.Checks, attest.Check{Name: name, Skip: true, Detail: detail})
+}
+
+func (r *Result) notChecked(prereq string, names ...string) {
+	for _, n := range names {
+		r.Checks = append(r.Checks, attest.Check{Name: n, Detail: "not checked: " + prereq + " failed"})
+	}
+}
+
+// Envelope verifies one DSSE envelope.
+func Envelope(env *dsse.Envelope, opts Options) *Result {
+	r := &Result{}
+	defer func() { r.OK = len(r.Failed()) == 0 && len(r.Checks) > 0 }()
+
+	op, err := scai.Open(env)
+	if !r.add(CheckStatement, err, "in-toto Statement v1 with a SCAI v0.3 predicate; subject is the env key") {
+		r.notChecked(CheckStatement, CheckSignature, CheckNonce, CheckBinding, CheckReplay)
+		return r
+	}
+	a := op.Attestation
+	r.Purpose = a.Purpose
+	kd, err := attest.KeyDigest(a.EnvKey)
+	if err != nil {
+		r.add(CheckStatement, err, "")
+		return r
+	}
+	r.KeyDigest = hex.EncodeToString(kd[:])
+
+	if !r.add(CheckSignature, scai.VerifySignature(env, a.EnvKey), "DSSE envelope signed by the env key "+r.KeyDigest[:16]+"…") {
+		r.notChecked(CheckSignature, CheckNonce, CheckBinding, CheckReplay)
+		return r
+	}
+	r.checkNonce(a, opts.Nonce)
+
+	want := attest.Bind(a.Purpose, kd, a.Nonce)
+	var bindErr error
+	if a.Binding != want {
+		bindErr = fmt.Errorf("statement declares binding %x, but purpose %q, env key and nonce give %x", a.Binding[:], a.Purpose, want[:])
+	}
+	r.add(CheckBinding, bindErr, fmt.Sprintf("binding = H(%q, env key, nonce) = %x…", a.Purpose, want[:8]))
+
+	if len(a.Evidence) == 0 {
+		r.add(CheckBackend, fmt.Errorf("the attestation carries no evidence"), "")
+		return r
+	}
+	vopts := attest.VerifyOptions{
+		Binding:                 want,
+		EnvKey:                  a.EnvKey,
+		TrustedAKs:              opts.TrustedAKs,
+		AKRoots:                 opts.AKRoots,
+		InsecureTrustEmbeddedAK: opts.InsecureTrustEmbeddedAK,
+	}
+	registers := map[attest.Register][]byte{}
+	var bank crypto.Hash
+	allClaims := true
+	for _, ev := range a.Evidence {
+		v := findVerifier(opts.Verifiers, ev.Backend)
+		if v == nil {
+			r.add(CheckBackend, fmt.Errorf("no verifier for evidence backend %q", ev.Backend), "")
+			allClaims = false
+			continue
+		}
+		claims, checks := v.Verify(ev, vopts)
+		r.Checks = append(r.Checks, checks...)
+		if claims == nil {
+			allClaims = false
+			continue
+		}
+		bank = claims.Bank
+		for reg, val := range claims.Registers {
+			registers[reg] = val
+		}
+	}
+	r.checkEventLog(a, bank, registers, allClaims)
+	return r
+}
+
+func (r *Result) checkNonce(a *scai.Attestation, want []byte) {
+	switch {
+	case want == nil && a.Purpose == attest.PurposeAttest:
+		r.skip(CheckNonce, "no --nonce given: freshness not established")
+	case want == nil:
+		r.skip(CheckNonce, fmt.Sprintf("%s attestation: no nonce expected", a.Purpose))
+	case a.Nonce == nil:
+		r.add(CheckNonce, fmt.Errorf("expected nonce %x, but this %s attestation carries none", want, a.Purpose), "")
+	case !bytes.Equal(a.Nonce, want):
+		r.add(CheckNonce, fmt.Errorf("attestation is bound to nonce %x, expected %x", a.Nonce, want), "")
+	default:
+		r.add(CheckNonce, nil, fmt.Sprintf("bound to the expected nonce %x", want))
+	}
+}
+
+// checkEventLog replays the agent's CEL against the quoted registers and
+// checks the launch phase is closed by a separator.
+func (r *Result) checkEventLog(a *scai.Attestation, bank crypto.Hash, registers map[attest.Register][]byte, haveClaims bool) {
+	part, ok := findPart(a.Extra, scai.PartAgentCEL)
+	if !ok {
+		r.add(CheckReplay, fmt.Errorf("%w: %s", attest.ErrMissingPart, scai.PartAgentCEL), "")
+		return
+	}
+	recs, err := measure.ParseCEL(part.Data)
+	if err != nil {
+		r.add(CheckReplay, fmt.Errorf("parse event log: %w", err), "")
+		return
+	}
+	r.Events = recs
+	if !haveClaims {
+		r.notChecked("evidence", CheckReplay)
+	} else {
+		r.add(CheckReplay, replayAll(recs, bank, registers), fmt.Sprintf("%d events replay to the quoted %s", len(recs), registerNames(recs)))
+	}
+	frozen := false
+	for _, rec := range recs {
+		if rec.Type == measure.EventSeparator {
+			frozen = true
+		}
+	}
+	var err2 error
+	if !frozen {
+		err2 = fmt.Errorf("the event log has no launch separator: launch measurements were not completed")
+	}
+	r.add(CheckLaunch, err2, "launch measurements closed by a separator event")
+}
+
+func replayAll(recs []measure.Record, bank crypto.Hash, registers map[attest.Register][]byte) error {
+	if len(recs) == 0 {
+		return fmt.Errorf("the event log is empty")
+	}
+	seen := map[attest.Register]bool{}
+	for _, rec := range recs {
+		reg := attest.Register{Kind: attest.RegisterKind(rec.Kind), Index: rec.Index}
+		if seen[reg] {
+			continue
+		}
+		seen[reg] = true
+		val, ok := registers[reg]
+		if !ok {
+			return fmt.Errorf("the event log extends %s, which the evidence does not quote", reg)
+		}
+		if err := measure.CheckReplay(recs, bank, rec.Kind, rec.Index, val); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func registerNames(recs []measure.Record) string {
+	set := map[string]bool{}
+	for _, r := range recs {
+		set[fmt.Sprintf("%s%d", r.Kind, r.Index)] = true
+	}
+	var names []string
+	for n := range set {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return fmt.Sprint(names)
+}
+
+func findVerifier(vs []attest.Verifier, backend string) attest.Verifier {
+	for _, v := range vs {
+		if v.Backend() == backend {
+			return v
+		}
+	}
+	return nil
+}
+
+func findPart(parts []attest.Part, name string) (attest.Part, bool) {
+	for _, p := range parts {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return attest.Part{}, false
+}
