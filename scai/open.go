@@ -80,8 +80,8 @@ func Open(env *dsse.Envelope) (*Opened, error) {
 	if kd != subjectDigest {
 		return nil, fmt.Errorf("%w: subject digest %x is not the env key's digest %x", ErrSubject, subjectDigest, kd)
 	}
-	if a.Purpose == attest.PurposeAttest && attest.Bind(a.Purpose, kd, a.Nonce) != a.Binding {
-		return nil, fmt.Errorf("%w: binding is not attest.Bind(attest, key, nonce)", ErrBinding)
+	if selfContained(a.Purpose) && attest.Bind(a.Purpose, kd, a.Nonce) != a.Binding {
+		return nil, fmt.Errorf("%w: binding is not attest.Bind(purpose, key digest, nonce)", ErrBinding)
 	}
 	return &Opened{Statement: st, Attestation: a, Payload: payload}, nil
 }
@@ -136,6 +136,12 @@ func fromStruct(s *structpb.Struct) (*scaipb.AttributeReport, error) {
 	}
 	if err := r.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrStatement, err)
+	}
+	// Reject aliases protojson tolerates (media_type, URL-safe base64, …)
+	// so that the predicate reads the same to every JSON consumer.
+	canon, err := toStruct(r)
+	if err != nil || !proto.Equal(canon, s) {
+		return nil, fmt.Errorf("%w: predicate is not in canonical form", ErrStatement)
 	}
 	return r, nil
 }

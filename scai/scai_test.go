@@ -194,8 +194,8 @@ func TestTamper(t *testing.T) {
 	}{
 		{name: "payload byte", want: scai.ErrSignature, env: func() *dsse.Envelope {
 			p := bytes.Clone(payload)
-			i := bytes.Index(p, []byte("attestd.dev/purpose/attest"))
-			p[i+len("attestd.dev/purpose/")] = 'A' // still parses
+			i := bytes.Index(p, []byte("v0.1.0-test"))
+			p[i] = 'V' // the producer version: still a valid statement
 			return &dsse.Envelope{PayloadType: env.PayloadType, Payload: base64.StdEncoding.EncodeToString(p), Signatures: env.Signatures}
 		}},
 		{name: "payload type", want: scai.ErrPayloadType, env: func() *dsse.Envelope {
@@ -330,6 +330,10 @@ func TestNewStatementErrors(t *testing.T) {
 		{"empty nonce", func(a *scai.Attestation) { a.Nonce = nil }, attest.ErrNonceSize},
 		{"long nonce", func(a *scai.Attestation) { a.Nonce = make([]byte, 65) }, attest.ErrNonceSize},
 		{"binding", func(a *scai.Attestation) { a.Binding[0] ^= 1 }, scai.ErrBinding},
+		{"launch binding", func(a *scai.Attestation) {
+			a.Purpose, a.Nonce = attest.PurposeLaunch, nil
+			a.Binding[0] ^= 1
+		}, scai.ErrBinding},
 		{"no key", func(a *scai.Attestation) { a.EnvKey = nil }, scai.ErrEnvKey},
 		{"P-384 key", func(a *scai.Attestation) { a.EnvKey = p384.Public() }, scai.ErrEnvKey},
 		{"duplicate backend", func(a *scai.Attestation) { a.Evidence = append(a.Evidence, a.Evidence[0]) }, nil},

@@ -117,8 +117,8 @@ func NewStatement(a *Attestation) (*ita.Statement, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build statement: %w", err)
 	}
-	if a.Purpose == attest.PurposeAttest && attest.Bind(a.Purpose, kd, a.Nonce) != a.Binding {
-		return nil, fmt.Errorf("build statement: %w: binding is not attest.Bind(attest, key, nonce)", ErrBinding)
+	if selfContained(a.Purpose) && attest.Bind(a.Purpose, kd, a.Nonce) != a.Binding {
+		return nil, fmt.Errorf("build statement: %w: binding is not attest.Bind(purpose, key digest, nonce)", ErrBinding)
 	}
 	if a.Producer.Name == "" {
 		return nil, fmt.Errorf("build statement: producer name is empty")
@@ -222,6 +222,12 @@ func checkPurpose(p attest.Purpose, nonce []byte) error {
 	default:
 		return fmt.Errorf("unknown purpose %q", p)
 	}
+}
+
+// selfContained reports whether the statement alone determines the binding
+// of purpose p: its data is the nonce (attest) or empty (launch).
+func selfContained(p attest.Purpose) bool {
+	return p == attest.PurposeAttest || p == attest.PurposeLaunch
 }
 
 // checkParts checks part names are non-empty, valid UTF-8 and unique.

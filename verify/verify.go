@@ -255,3 +255,23 @@ func findPart(parts []attest.Part, name string) (attest.Part, bool) {
 	}
 	return attest.Part{}, false
 }
+
+// CheckEnvelope names the parsing of the bundle itself.
+const CheckEnvelope = "envelope"
+
+// Bundle verifies every envelope in a bundle (one DSSE envelope, or
+// .intoto.jsonl). A bundle that does not parse yields one failed
+// CheckEnvelope result: a tampered file is "not verified", not bad usage.
+func Bundle(raw []byte, opts Options) []*Result {
+	envs, err := scai.ParseBundle(raw)
+	if err != nil {
+		r := &Result{}
+		r.add(CheckEnvelope, err, "")
+		return []*Result{r}
+	}
+	var out []*Result
+	for _, env := range envs {
+		out = append(out, Envelope(env, opts))
+	}
+	return out
+}

@@ -34,7 +34,7 @@ commands working offline:
 // errUsage marks bad usage (exit 2); errFailed a negative answer (exit 1).
 var (
 	errUsage  = errors.New("usage")
-	errFailed = errors.New("failed")
+	errFailed = errors.New("NOT VERIFIED")
 )
 
 type env struct {

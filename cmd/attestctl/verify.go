@@ -76,15 +76,9 @@ func (e *env) verify(args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	envs, err := scai.ParseBundle(raw)
-	if err != nil {
-		return fmt.Errorf("%w: %s: %v", errUsage, fs.Arg(0), err)
-	}
-	var results []*verify.Result
+	results := verify.Bundle(raw, opts)
 	ok := true
-	for _, env := range envs {
-		r := verify.Envelope(env, opts)
-		results = append(results, r)
+	for _, r := range results {
 		ok = ok && r.OK
 	}
 	if *asJSON {
@@ -101,7 +95,7 @@ func (e *env) verify(args []string) error {
 		for _, r := range results {
 			failed = append(failed, r.Failed()...)
 		}
-		return fmt.Errorf("%w: NOT VERIFIED: failed checks: %s", errFailed, strings.Join(failed, ", "))
+		return fmt.Errorf("%w: failed checks: %s", errFailed, strings.Join(failed, ", "))
 	}
 	if !*asJSON {
 		fmt.Fprintln(e.stdout, "VERIFIED")

@@ -71,7 +71,7 @@ func StartTPM(t testing.TB) *TPM {
 	defer cancel()
 	setup := exec.CommandContext(ctx, "swtpm_setup", "--tpm2", "--tpmstate", state,
 		"--create-ek-cert", "--create-platform-cert", "--pcr-banks", "sha256",
-		"--config", setupConf, "--overwrite", "--not-overwrite-certs")
+		"--config", setupConf, "--overwrite")
 	setup.Env = append(os.Environ(), "XDG_CONFIG_HOME="+dir, "HOME="+dir)
 	if out, err := setup.CombinedOutput(); err != nil {
 		t.Fatalf("swtpm_setup: %v\n%s", err, out)

@@ -1,0 +1,115 @@
+package scai_test
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"testing"
+
+	"github.com/attestd/attestd/attest"
+	"github.com/attestd/attestd/scai"
+	"github.com/google/go-cmp/cmp"
+	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+	"google.golang.org/protobuf/testing/protocmp"
+)
+
+// seedEnvelopes returns real signed envelopes, one per purpose.
+func seedEnvelopes(f *testing.F) [][]byte {
+	k := seededKey(f, "fuzz")
+	var out [][]byte
+	for _, p := range []attest.Purpose{attest.PurposeLaunch, attest.PurposeAttest, attest.PurposeDispatch, attest.PurposeComplete} {
+		a := newAttestation(f, p, k.Public())
+		if p == attest.PurposeComplete {
+			a.Extra, a.Producer.Version, a.Producer.URI = nil, "", ""
+		}
+		out = append(out, signed(f, k, a))
+	}
+	return out
+}
+
+var sentinels = []error{
+	scai.ErrEnvelope, scai.ErrPayloadType, scai.ErrStatement, scai.ErrPredicateType,
+	scai.ErrSubject, scai.ErrEnvKey, scai.ErrBinding, scai.ErrSignature,
+}
+
+func checkSentinel(t *testing.T, err error) {
+	t.Helper()
+	for _, s := range sentinels {
+		if errors.Is(err, s) {
+			return
+		}
+	}
+	t.Fatalf("error wraps no sentinel: %v", err)
+}
+
+// checkOpened opens env and, if that works, checks that the statement is the
+// one NewStatement builds from the attestation (the format is canonical).
+func checkOpened(t *testing.T, env *dsse.Envelope) {
+	t.Helper()
+	o, err := scai.Open(env)
+	if err != nil {
+		checkSentinel(t, err)
+		return
+	}
+	st, err := scai.NewStatement(o.Attestation)
+	if err != nil {
+		t.Fatalf("opened attestation does not build: %v", err)
+	}
+	if d := cmp.Diff(st, o.Statement, protocmp.Transform()); d != "" {
+		t.Fatalf("opened statement is not canonical (-rebuilt +opened):\n%s", d)
+	}
+	if err := scai.VerifySignature(env, o.Attestation.EnvKey); err != nil {
+		checkSentinel(t, err)
+	}
+}
+
+func FuzzParseBundle(f *testing.F) {
+	envs := seedEnvelopes(f)
+	for _, e := range envs {
+		f.Add(e)
+	}
+	f.Add(bytes.Join(envs, []byte("\n")))
+	f.Add([]byte("\n" + string(envs[0]) + "\r\n\n" + string(envs[1]) + "\n"))
+	f.Add([]byte(`{"payloadType":"application/vnd.in-toto+json","payload":"e30=","signatures":[{"keyid":"","sig":"AA=="}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := scai.ParseBundle(b)
+		if err != nil {
+			checkSentinel(t, err)
+			return
+		}
+		if len(got) == 0 {
+			t.Fatal("no envelopes and no error")
+		}
+		for _, env := range got {
+			if env.PayloadType != scai.PayloadType || len(env.Signatures) == 0 {
+				t.Fatalf("ParseBundle accepted %+v", env)
+			}
+			checkOpened(t, env)
+		}
+	})
+}
+
+func FuzzOpen(f *testing.F) {
+	var sigs []dsse.Signature
+	for _, e := range seedEnvelopes(f) {
+		env, err := scai.ParseEnvelope(e)
+		if err != nil {
+			f.Fatal(err)
+		}
+		p, err := env.DecodeB64Payload()
+		if err != nil {
+			f.Fatal(err)
+		}
+		sigs = env.Signatures
+		f.Add(p)
+	}
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		env := &dsse.Envelope{
+			PayloadType: scai.PayloadType,
+			Payload:     base64.StdEncoding.EncodeToString(payload),
+			Signatures:  sigs,
+		}
+		checkOpened(t, env)
+	})
+}
