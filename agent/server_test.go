@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	apiv1 "github.com/attestd/attestd/agent/api/v1"
+	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/verify"
 )
 
@@ -40,10 +41,13 @@ func TestMain(m *testing.M) {
 }
 
 // serve launches an agent on the simulator and serves it on a socket.
-func serve(t *testing.T) (*Agent, string, *apiv1.Client) {
+func serve(t testing.TB) (*Agent, string, *apiv1.Client) {
 	t.Helper()
-	sim := openSim(t)
-	b := newBackend(t, sim)
+	return serveOn(t, newBackend(t, openSim(t)))
+}
+
+func serveOn(t testing.TB, b attest.Backend) (*Agent, string, *apiv1.Client) {
+	t.Helper()
 	f := newFixture(t)
 	a := f.agent(t, b)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -166,6 +166,9 @@ func decodeRecord(b []byte) (Record, error) {
 	default:
 		return Record{}, fmt.Errorf("unknown register type %d", c.IndexType)
 	}
+	if _, _, err := celIndex(RegisterKind(r.Kind), r.Index); err != nil {
+		return Record{}, err
+	}
 	if len(c.Digests) == 0 {
 		return Record{}, errors.New("record has no digests")
 	}

@@ -46,6 +46,8 @@ func TestParseCELRejects(t *testing.T) {
 		{"good then garbage", append(append([]byte{}, good...), 0), ErrTruncated},
 		{"recnum wrong size", bytes.Join([][]byte{tlv(0, []byte{1}), pcr13, digests, content}, nil), nil},
 		{"NV index type", bytes.Join([][]byte{recnum, tlv(2, []byte{1}), digests, content}, nil), nil},
+		{"PCR24", bytes.Join([][]byte{recnum, tlv(1, []byte{24}), digests, content}, nil), nil},
+		{"RTMR4", bytes.Join([][]byte{recnum, tlv(108, []byte{5}), digests, content}, nil), nil},
 		{"MRTD", bytes.Join([][]byte{recnum, tlv(108, []byte{0}), digests, content}, nil), nil},
 		{"fields out of order", bytes.Join([][]byte{recnum, pcr13, content, digests}, nil), nil},
 		{"no digests", bytes.Join([][]byte{recnum, pcr13, tlv(3), content}, nil), nil},

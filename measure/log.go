@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -214,7 +213,7 @@ func (l *Log) Record(ctx context.Context, ext Extender, e Event) error {
 	if e.Type == EventSeparator {
 		l.frozen = true
 	}
-	if err := ext.Extend(ctx, maps.Clone(digests)); err != nil {
+	if err := ext.Extend(ctx, cloneRecord(r).Digests); err != nil {
 		reg := fmt.Sprintf("%s%d", l.cfg.Kind, l.cfg.Index)
 		l.broken = fmt.Errorf("%w: record %d (%s) is in %s but extending %s failed", ErrLogAhead, r.Seq, e.Type, l.cfg.Path, reg)
 		return fmt.Errorf("record %s event: extend %s: %w: %w", e.Type, reg, ErrLogAhead, err)

@@ -9,9 +9,15 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/google/go-eventlog/register"
+	"github.com/google/go-eventlog/tcg"
+	eventlogdata "github.com/google/go-eventlog/testdata"
 	"github.com/google/go-tpm-tools/simulator"
+	"github.com/google/go-tpm/legacy/tpm2"
+	"github.com/google/go-tpm/tpmutil"
 
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/attest/attesttest"
@@ -164,4 +170,72 @@ func benchEvidence(b *testing.B, be *Backend) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// simWithFirmwareLog replays a real firmware event log (from go-eventlog's
+// test data) into the simulator's PCRs 0-7, as firmware would, and returns
+// a backend that ships the log.
+func simWithFirmwareLog(t *testing.T) *Backend {
+	t.Helper()
+	raw := eventlogdata.Ubuntu2104NoSecureBootEventLog
+	el, err := tcg.ParseEventLog(raw, tcg.ParseOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim, err := simulator.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range el.Events(register.HashSHA256) {
+		if e.Index > 7 || e.Type == eventTypeNoAction || e.Digest == nil {
+			continue
+		}
+		if err := tpm2.PCRExtend(sim, tpmutil.Handle(e.Index), tpm2.AlgSHA256, e.Digest, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "binary_bios_measurements")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(sim, Config{FirmwareLogPath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+const eventTypeNoAction = 0x3
+
+func TestFirmwareLog(t *testing.T) {
+	b := simWithFirmwareLog(t)
+	kd, _ := attest.KeyDigest(b.Signer().Public())
+	binding := attest.Bind(attest.PurposeAttest, kd, []byte("n"))
+	ev, err := b.Evidence(context.Background(), binding)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := ev.Part(PartEventLog); !ok || p.MediaType != MediaTypeEventLog {
+		t.Fatalf("no %s part", PartEventLog)
+	}
+	opts := attest.VerifyOptions{Binding: binding, EnvKey: b.Signer().Public(), TrustedAKs: []crypto.PublicKey{b.AKPublic()}}
+	claims, checks := Verifier{}.Verify(ev, opts)
+	if c := checks[len(checks)-1]; c.Name != CheckFirmwareLog || !c.OK || c.Skip || claims == nil {
+		t.Fatalf("firmware-log check %+v (claims %v)", c, claims != nil)
+	}
+	// A log that does not match the PCRs fails.
+	other := replacePart(ev, PartEventLog, eventlogdata.Debian10EventLog)
+	_, checks = Verifier{}.Verify(other, opts)
+	if c := checks[len(checks)-1]; c.OK || !strings.Contains(c.Detail, "does not replay") {
+		t.Errorf("firmware-log check with a foreign log: %+v", c)
+	}
+}
+
+func TestConformanceSimulatorWithFirmwareLog(t *testing.T) {
+	attesttest.RunOptions(t, func(t *testing.T) attest.Backend { return simWithFirmwareLog(t) }, Verifier{},
+		// Only the event digests of a firmware log are authenticated (by
+		// replay); event data and no-action events are not, so a flipped
+		// byte there goes unnoticed by design.
+		attesttest.Options{Trust: pinAK, MaySkip: []string{}, Unauthenticated: []string{PartEventLog}})
 }

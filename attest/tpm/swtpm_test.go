@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/pem"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -126,18 +125,21 @@ func TestTPM2ToolsCheckQuote(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var list []string
-	for _, i := range idx {
-		list = append(list, fmt.Sprint(i))
-	}
 	run(t, "tpm2_checkquote",
 		"-u", file("ak.pem", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: akDER})),
 		"-m", file("quote.attest", part(PartQuoteInfo)),
 		"-s", file("quote.sig", part(PartQuoteSignature)),
 		"-f", file("pcrs.bin", serializedPCRs(t, idx, vals)),
-		"-l", "sha256:"+strings.Join(list, ","),
 		"-g", "sha256",
 		"-q", hex.EncodeToString(binding[:]))
+	// And it really compares: a changed PCR value fails.
+	vals[idx[0]] = bytes.Repeat([]byte{0xaa}, 32)
+	if out, err := exec.Command("tpm2_checkquote",
+		"-u", filepath.Join(dir, "ak.pem"), "-m", filepath.Join(dir, "quote.attest"),
+		"-s", filepath.Join(dir, "quote.sig"), "-f", file("bad-pcrs.bin", serializedPCRs(t, idx, vals)),
+		"-g", "sha256", "-q", hex.EncodeToString(binding[:])).CombinedOutput(); err == nil {
+		t.Errorf("tpm2_checkquote accepted a changed PCR value:\n%s", out)
+	}
 	// The certify signature is over certify-info with the same AK.
 	run(t, "tpm2_checkquote",
 		"-u", filepath.Join(dir, "ak.pem"),

@@ -114,14 +114,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := a.Launch(ctx); err != nil {
-		return err
-	}
+	// Take the socket first: a second daemon must fail here, before it
+	// extends anything into the register.
 	ln, err := agent.Listen(runtimeDir)
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
+	if err := a.Launch(ctx); err != nil {
+		return err
+	}
 	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		logger.Warn("systemd notify failed", "err", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -217,5 +218,47 @@ func TestAutoNeverPicksSimulator(t *testing.T) {
 	err := run(context.Background(), []string{"--config", cfg, "--backend=auto", "--runtime-dir", t.TempDir()}, &syncBuffer{})
 	if !errors.Is(err, attest.ErrNoDevice) {
 		t.Fatalf("auto without a TPM: %v, want ErrNoDevice", err)
+	}
+}
+
+// TestReadyAfterSocketAndLaunchAttestation checks READY=1 reaches systemd
+// only once the socket and the launch attestation exist.
+func TestReadyAfterSocketAndLaunchAttestation(t *testing.T) {
+	notify := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", notify)
+	got := make(chan string, 1)
+	var seen [2]bool
+	go func() {
+		buf := make([]byte, 512)
+		n, err := conn.Read(buf)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		// Look at the runtime dir at the moment READY arrives.
+		matches, _ := filepath.Glob(filepath.Join(os.TempDir(), "TestReadyAfter*", "*", "run"))
+		for _, dir := range matches {
+			_, e1 := os.Stat(filepath.Join(dir, "attestd.sock"))
+			_, e2 := os.Stat(filepath.Join(dir, "launch.intoto.json"))
+			seen = [2]bool{e1 == nil, e2 == nil}
+		}
+		got <- string(buf[:n])
+	}()
+	startDaemon(t, "--backend=simulator")
+	select {
+	case msg := <-got:
+		if msg != "READY=1" {
+			t.Fatalf("notify message %q, want READY=1", msg)
+		}
+		if !seen[0] || !seen[1] {
+			t.Fatalf("READY=1 sent before socket (%v) and launch attestation (%v) existed", seen[0], seen[1])
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no READY=1 within 30s")
 	}
 }
