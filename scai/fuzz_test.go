@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/scai"
@@ -24,7 +25,10 @@ func seedEnvelopes(f *testing.F) [][]byte {
 		}
 		out = append(out, signed(f, k, a))
 	}
-	return out
+	small := newAttestation(f, attest.PurposeLaunch, k.Public())
+	small.Evidence = []*attest.Evidence{{Backend: "tpm", Parts: []attest.Part{{Name: "tpm/pcrs", Data: []byte("{}")}}}}
+	small.Extra, small.Producer, small.Time = nil, scai.Producer{Name: "attestd"}, time.Time{}
+	return append(out, signed(f, k, small))
 }
 
 var sentinels = []error{

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -74,7 +75,7 @@ func (b *Backend) Evidence(ctx context.Context, binding attest.Binding) (*attest
 	)
 	for range quoteAttempts {
 		info, sig, pcrs, err = b.quote(sel, binding)
-		if err == nil || err != errPCRsMoved {
+		if !errors.Is(err, errPCRsMoved) {
 			break
 		}
 	}
@@ -104,7 +105,7 @@ func (b *Backend) Evidence(ctx context.Context, binding attest.Binding) (*attest
 	return ev, nil
 }
 
-var errPCRsMoved = fmt.Errorf("quoted PCRs changed while reading them back")
+var errPCRsMoved = errors.New("quoted PCRs changed while reading them back")
 
 // quote runs TPM2_Quote and reads the PCR values back, checking that they
 // are the values quoted.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-eventlog/register"
@@ -46,11 +47,6 @@ func newSimBackend(t testing.TB, cfg Config) *Backend {
 		}
 	})
 	return b
-}
-
-// pinAK trusts exactly the backend's AK.
-func pinAK(t *testing.T, b attest.Backend) attest.VerifyOptions {
-	return attest.VerifyOptions{TrustedAKs: []crypto.PublicKey{b.(*Backend).AKPublic()}}
 }
 
 func TestConformanceSimulator(t *testing.T) {
@@ -107,15 +103,6 @@ func TestSimulatorEvidenceShape(t *testing.T) {
 	}
 }
 
-// goldenEvidence is testdata/evidence.json: simulator evidence and what
-// verifies it, the seed of the fuzz corpus.
-type goldenEvidence struct {
-	Evidence *attest.Evidence
-	Binding  attest.Binding
-	EnvKey   []byte // PKIX DER
-	AK       []byte // PKIX DER
-}
-
 func writeGolden(t *testing.T, ev *attest.Evidence, binding attest.Binding, b *Backend) {
 	env, err := marshalPKIX(b.Signer().Public())
 	if err != nil {
@@ -159,17 +146,6 @@ func TestSignerAfterClose(t *testing.T) {
 func BenchmarkEvidenceSimulator(b *testing.B) {
 	be := newSimBackend(b, Config{})
 	benchEvidence(b, be)
-}
-
-func benchEvidence(b *testing.B, be *Backend) {
-	ctx := context.Background()
-	var binding attest.Binding
-	b.ResetTimer()
-	for b.Loop() {
-		if _, err := be.Evidence(ctx, binding); err != nil {
-			b.Fatal(err)
-		}
-	}
 }
 
 // simWithFirmwareLog replays a real firmware event log (from go-eventlog's
@@ -238,4 +214,49 @@ func TestConformanceSimulatorWithFirmwareLog(t *testing.T) {
 		// replay); event data and no-action events are not, so a flipped
 		// byte there goes unnoticed by design.
 		attesttest.Options{Trust: pinAK, MaySkip: []string{}, Unauthenticated: []string{PartEventLog}})
+}
+
+// TestConcurrentUse runs Evidence, Extend, Read and Sign from several
+// goroutines; with -race it proves the one mutex covers all TPM access.
+func TestConcurrentUse(t *testing.T) {
+	b := newSimBackend(t, Config{})
+	ctx := context.Background()
+	digests := map[crypto.Hash][]byte{}
+	for _, h := range b.Banks() {
+		digests[h] = make([]byte, h.Size())
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for i := range 10 {
+		wg.Add(4)
+		go func() { defer wg.Done(); _, err := b.Evidence(ctx, attest.Binding{byte(i)}); errs <- err }()
+		go func() { defer wg.Done(); errs <- b.Extend(ctx, digests) }()
+		go func() { defer wg.Done(); _, err := b.Read(ctx, crypto.SHA256); errs <- err }()
+		go func() {
+			defer wg.Done()
+			_, err := b.Signer().Sign(nil, make([]byte, 32), crypto.SHA256)
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func BenchmarkNewSimulator(b *testing.B) {
+	for b.Loop() {
+		sim, err := simulator.Get()
+		if err != nil {
+			b.Fatal(err)
+		}
+		be, err := New(sim, Config{FirmwareLogPath: "/nonexistent"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		be.Close()
+	}
 }

@@ -198,7 +198,7 @@ func serializedPCRs(t *testing.T, idx []int, vals map[int][]byte) []byte {
 		}
 	}
 	le(uint32(1))
-	var sel [8]byte // TPMS_PCR_SELECTION: hash, sizeofSelect, pcrSelect[4], pad
+	var sel [8]byte                                // TPMS_PCR_SELECTION: hash, sizeofSelect, pcrSelect[4], pad
 	binary.LittleEndian.PutUint16(sel[0:], 0x000b) // TPM_ALG_SHA256
 	sel[2] = 3
 	for _, i := range idx {
@@ -223,4 +223,33 @@ func serializedPCRs(t *testing.T, idx []int, vals map[int][]byte) []byte {
 		}
 	}
 	return b.Bytes()
+}
+
+func BenchmarkNewSWTPM(b *testing.B) {
+	sock := swtpmtest.Start(b)
+	for b.Loop() {
+		be, err := Open(Config{Device: "unix:" + sock, FirmwareLogPath: "/nonexistent"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		be.Close()
+	}
+}
+
+// TestConformanceDevice runs the suite on a real TPM when
+// ATTESTD_TEST_TPM names one ("/dev/tpmrm0", "unix:/path", "tcp:host:port").
+// It extends the agent PCR, so use a throw-away machine.
+func TestConformanceDevice(t *testing.T) {
+	dev := os.Getenv("ATTESTD_TEST_TPM")
+	if dev == "" {
+		t.Skip("set ATTESTD_TEST_TPM to run the conformance suite on a real TPM")
+	}
+	attesttest.RunOptions(t, func(t *testing.T) attest.Backend {
+		b, err := Open(Config{Device: dev})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	}, Verifier{}, attesttest.Options{Trust: pinAK, Unauthenticated: []string{PartEKCert, PartAKCert, PartEventLog}})
 }

@@ -10,6 +10,8 @@ package tpm
 import (
 	"context"
 	"crypto"
+	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"io"
@@ -100,15 +102,15 @@ type Backend struct {
 	env   *client.Key
 	banks []crypto.Hash
 
-	signer       crypto.Signer
-	akPublic     []byte // TPMT_PUBLIC
-	envPublic    []byte // TPMT_PUBLIC
-	certifyInfo  []byte // TPMS_ATTEST
-	certifySig   []byte // TPMT_SIGNATURE
-	akCert       []byte // DER or nil
-	ekCert       []byte // DER or nil
-	firmwareLog  []byte // raw TCG PC Client log or nil
-	closed       bool
+	signer      crypto.Signer
+	akPublic    []byte // TPMT_PUBLIC
+	envPublic   []byte // TPMT_PUBLIC
+	certifyInfo []byte // TPMS_ATTEST
+	certifySig  []byte // TPMT_SIGNATURE
+	akCert      []byte // DER or nil
+	ekCert      []byte // DER or nil
+	firmwareLog []byte // raw TCG PC Client log or nil
+	closed      bool
 }
 
 var _ attest.Backend = (*Backend)(nil)
@@ -218,22 +220,28 @@ func (b *Backend) createEnvKey() error {
 	return nil
 }
 
-// readCerts reads the AK certificate (none for a key made here, unless the
-// platform provisioned one) and the EK certificate from NV. Absence, or
-// unreadable certificates, only mean the evidence carries none.
+// readCerts reads the EK certificate (ECC, then RSA) from its TCG NV index.
+// It reads NV directly rather than creating the EK, which would persist a
+// key at the reserved EK handle. Absence, or an unreadable index, only
+// means the evidence carries no EK certificate. An AK made here has no
+// certificate of its own.
 func (b *Backend) readCerts() {
 	b.akCert = b.ak.CertDERBytes()
-	for _, ek := range []func(io.ReadWriter) (*client.Key, error){client.EndorsementKeyECC, client.EndorsementKeyRSA} {
-		k, err := ek(b.rw)
+	for _, idx := range []uint32{client.EKCertNVIndexECC, client.EKCertNVIndexRSA} {
+		der, err := tpm2.NVReadEx(b.rw, tpmutil.Handle(idx), tpm2.HandleOwner, "", 0)
 		if err != nil {
 			continue
 		}
-		der := k.CertDERBytes()
-		k.Close()
-		if der != nil {
-			b.ekCert = der
-			return
+		// Some TPMs pad the index after the DER; keep the certificate only.
+		var raw asn1.RawValue
+		if rest, err := asn1.Unmarshal(der, &raw); err == nil {
+			der = der[:len(der)-len(rest)]
 		}
+		if _, err := x509.ParseCertificate(der); err != nil {
+			continue
+		}
+		b.ekCert = der
+		return
 	}
 }
 
@@ -281,7 +289,9 @@ func (b *Backend) AKPublic() crypto.PublicKey { return b.ak.PublicKey() }
 func (b *Backend) Name() string { return "tpm" }
 
 // Register implements attest.Backend.
-func (b *Backend) Register() attest.Register { return attest.Register{Kind: attest.PCR, Index: b.cfg.PCR} }
+func (b *Backend) Register() attest.Register {
+	return attest.Register{Kind: attest.PCR, Index: b.cfg.PCR}
+}
 
 // Banks implements attest.Backend: the allocated banks among SHA-1, SHA-256,
 // SHA-384 and SHA-512, in that order.

@@ -1,6 +1,7 @@
 package tpm
 
 import (
+	"context"
 	"crypto"
 	"crypto/x509"
 	"errors"
@@ -55,5 +56,21 @@ func TestConfigValidate(t *testing.T) {
 	got, _ := Config{PCR: 12}.validate()
 	if q := got.quotedPCRs(); len(q) != 12 || q[len(q)-1] != 12 {
 		t.Errorf("quotedPCRs with agent PCR 12 = %v, want boot PCRs without duplicates", q)
+	}
+}
+
+// pinAK trusts exactly the backend's AK.
+func pinAK(t *testing.T, b attest.Backend) attest.VerifyOptions {
+	return attest.VerifyOptions{TrustedAKs: []crypto.PublicKey{b.(*Backend).AKPublic()}}
+}
+
+func benchEvidence(b *testing.B, be *Backend) {
+	ctx := context.Background()
+	var binding attest.Binding
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := be.Evidence(ctx, binding); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -197,3 +197,12 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// goldenEvidence is testdata/evidence.json: simulator evidence and what
+// verifies it, the seed of the fuzz corpus.
+type goldenEvidence struct {
+	Evidence *attest.Evidence
+	Binding  attest.Binding
+	EnvKey   []byte // PKIX DER
+	AK       []byte // PKIX DER
+}

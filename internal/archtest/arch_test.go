@@ -27,7 +27,6 @@ func deps(t *testing.T, pkg string) []string {
 var testOnly = []string{
 	module + "/attest/attesttest",
 	module + "/internal/swtpmtest",
-	module + "/internal/deps",
 	"github.com/google/go-sev-guest/testing",
 	"github.com/google/go-tdx-guest/testing",
 }

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,8 +117,8 @@ func StartTPM(t testing.TB) *TPM {
 	}
 }
 
-// waitSocket waits until the socket file exists. It does not connect:
-// swtpm serves one connection at a time, and a probe would be the first.
+// waitSocket waits until swtpm accepts connections on the socket. The probe
+// connection is closed at once; swtpm then accepts the next one.
 func waitSocket(path string, exited <-chan struct{}, waitErr *error) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -126,14 +127,14 @@ func waitSocket(path string, exited <-chan struct{}, waitErr *error) error {
 			return fmt.Errorf("swtpm exited: %v", *waitErr)
 		default:
 		}
-		if fi, err := os.Stat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
 			return nil
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	return errors.New("timed out waiting for " + path)
 }
-
 
 func write(t testing.TB, path, content string) {
 	t.Helper()
