@@ -33,6 +33,9 @@ const (
 type Options struct {
 	Config  *Config
 	Backend attest.Backend
+	// Extra are further evidence sources (a TEE beside a vTPM); their
+	// evidence joins the backend's in every attestation.
+	Extra []attest.EvidenceSource
 	// RuntimeDir holds the socket, the event log and the launch attestation.
 	RuntimeDir string
 	// BinaryPath is the running daemon binary, measured at launch.
@@ -247,12 +250,20 @@ func (a *Agent) attestLocked(ctx context.Context, purpose attest.Purpose, nonce 
 	if err != nil {
 		return nil, fmt.Errorf("evidence: %w", err)
 	}
+	evs := []*attest.Evidence{ev}
+	for _, src := range a.opts.Extra {
+		e, err := src.Evidence(ctx, binding)
+		if err != nil {
+			return nil, fmt.Errorf("%s evidence: %w", src.Name(), err)
+		}
+		evs = append(evs, e)
+	}
 	st, err := scai.NewStatement(&scai.Attestation{
 		Purpose:  purpose,
 		Nonce:    nonce,
 		Binding:  binding,
 		EnvKey:   a.backend.Signer().Public(),
-		Evidence: []*attest.Evidence{ev},
+		Evidence: evs,
 		Extra:    []attest.Part{{Name: scai.PartAgentCEL, MediaType: scai.MediaTypeCEL, Data: a.events.Bytes()}},
 		Producer: scai.Producer{Name: "attestd", Version: a.opts.Version},
 		Time:     a.opts.now().UTC(),

@@ -107,6 +107,16 @@ type Backend interface {
 	Close() error
 }
 
+// EvidenceSource produces additional evidence for the same binding, e.g. a
+// TEE report beside a vTPM quote. The agent puts each source's evidence into
+// the same attestation as the backend's, all bound to the backend's env key.
+type EvidenceSource interface {
+	// Name is the source's short name, used as Evidence.Backend.
+	Name() string
+	// Evidence returns fresh evidence whose report data is binding.
+	Evidence(ctx context.Context, binding Binding) (*Evidence, error)
+}
+
 // VerifyOptions is what a backend verifier needs besides the evidence. The
 // zero value trusts nothing.
 type VerifyOptions struct {
