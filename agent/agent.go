@@ -45,7 +45,8 @@ type Options struct {
 	Version string
 	Logger  *slog.Logger
 
-	now func() time.Time
+	now       func() time.Time
+	startTime func(pid int32) (uint64, error) // process start time, for the PID-reuse guard
 }
 
 // Agent is the daemon core. Its methods are safe for concurrent use.
@@ -58,7 +59,8 @@ type Agent struct {
 
 	mu     sync.Mutex // serialises backend use and the event log
 	events *measure.Log
-	launch []byte // launch attestation envelope, exactly as signed
+	launch []byte    // launch attestation envelope, exactly as signed
+	state  lifecycle // the one build of this environment
 }
 
 // New checks opts and opens the event log. It does not touch the register.
@@ -75,6 +77,9 @@ func New(opts Options) (*Agent, error) {
 	if opts.now == nil {
 		opts.now = time.Now
 	}
+	if opts.startTime == nil {
+		opts.startTime = procStartTime
+	}
 	if reg := opts.Backend.Register(); reg.Kind == attest.PCR && reg.Index != opts.Config.Register {
 		return nil, fmt.Errorf("agent: backend extends %s but config says PCR%d", reg, opts.Config.Register)
 	}
@@ -90,7 +95,7 @@ func New(opts Options) (*Agent, error) {
 		log:       opts.Logger,
 		backend:   opts.Backend,
 		keyDigest: kd,
-		allow:     Allowlist{UIDs: opts.Config.AllowUIDs, GIDs: opts.Config.AllowGIDs, self: uint32(os.Getuid())},
+		allow:     Allowlist{Readers: opts.Config.Readers, Executors: opts.Config.Builders, self: uint32(os.Getuid())},
 	}, nil
 }
 
@@ -120,7 +125,10 @@ func (a *Agent) Launch(ctx context.Context) error {
 	} else if err := a.measureLaunch(ctx); err != nil {
 		return err
 	}
-	env, err := a.attestLocked(ctx, attest.PurposeLaunch, nil)
+	if err := a.loadState(); err != nil {
+		return err
+	}
+	env, err := a.attestLocked(ctx, attest.PurposeLaunch, nil, nil)
 	if err != nil {
 		return fmt.Errorf("launch attestation: %w", err)
 	}
@@ -146,6 +154,13 @@ func (a *Agent) openLog(ctx context.Context) error {
 		return fmt.Errorf("read %s: %w", reg, err)
 	}
 	zero := bytes.Equal(current, make([]byte, len(current)))
+	if zero {
+		// A new boot: whatever build state a runtime dir kept is stale.
+		state := filepath.Join(a.opts.RuntimeDir, StateName)
+		if err := os.Rename(state, state+".stale"); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("set aside state: %w", err)
+		}
+	}
 	cfg := measure.LogConfig{Path: path, Index: reg.Index, Kind: logKind(reg.Kind)}
 	l, err := measure.OpenLog(cfg)
 	if err != nil {
@@ -170,6 +185,7 @@ func (a *Agent) openLog(ctx context.Context) error {
 		if err := os.Rename(path, path+".stale"); err != nil {
 			return fmt.Errorf("set aside event log: %w", err)
 		}
+
 		if l, err = measure.OpenLog(cfg); err != nil {
 			return fmt.Errorf("open event log: %w", err)
 		}
@@ -237,15 +253,33 @@ func (a *Agent) Attest(ctx context.Context, nonce []byte) ([]byte, error) {
 	if a.launch == nil {
 		return nil, errNotLaunched
 	}
-	return a.attestLocked(ctx, attest.PurposeAttest, nonce)
+	env, err := a.attestLocked(ctx, attest.PurposeAttest, nonce, nil)
+	if err != nil {
+		return nil, err
+	}
+	a.state.Admissions = append(a.state.Admissions, env)
+	if n := len(a.state.Admissions); n > maxAdmissions {
+		a.state.Admissions = a.state.Admissions[n-maxAdmissions:]
+	}
+	if err := a.saveState(); err != nil {
+		return nil, err
+	}
+	return env, nil
 }
 
 var errNotLaunched = errors.New("launch not measured yet")
 
 // attestLocked makes evidence for purpose and data and wraps it as a signed
 // SCAI statement. a.mu must be held.
-func (a *Agent) attestLocked(ctx context.Context, purpose attest.Purpose, nonce []byte) ([]byte, error) {
-	binding := attest.Bind(purpose, a.keyDigest, nonce)
+func (a *Agent) attestLocked(ctx context.Context, purpose attest.Purpose, nonce []byte, build *scai.Build) ([]byte, error) {
+	if len(nonce) == 0 {
+		nonce = nil
+	}
+	partial := &scai.Attestation{Purpose: purpose, Nonce: nonce, Build: build, EnvKey: a.backend.Signer().Public()}
+	binding, err := scai.ExpectedBinding(partial)
+	if err != nil {
+		return nil, fmt.Errorf("binding: %w", err)
+	}
 	ev, err := a.backend.Evidence(ctx, binding)
 	if err != nil {
 		return nil, fmt.Errorf("evidence: %w", err)
@@ -261,6 +295,7 @@ func (a *Agent) attestLocked(ctx context.Context, purpose attest.Purpose, nonce 
 	st, err := scai.NewStatement(&scai.Attestation{
 		Purpose:  purpose,
 		Nonce:    nonce,
+		Build:    build,
 		Binding:  binding,
 		EnvKey:   a.backend.Signer().Public(),
 		Evidence: evs,

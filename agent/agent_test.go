@@ -300,7 +300,7 @@ func TestConfig(t *testing.T) {
 		name, yaml, wantErr string
 	}{
 		{"empty", "", ""},
-		{"full", "backend: tpm\ntpm: {device: unix:/x}\nregister: 14\nexecutors: [/bin/sh]\nallow: {uids: [1], gids: [2]}\n", ""},
+		{"full", "backend: tpm\ntpm: {device: unix:/x}\nregister: 14\nexecutors: [/bin/sh]\nallow: {readers: {uids: [1], gids: [2]}, executors: {uids: [3]}}\n", ""},
 		{"unknown key", "bakend: tpm\n", "field bakend not found"},
 		{"register 16", "register: 16\n", "resettable"},
 		{"register 23", "register: 23\n", "resettable"},
@@ -326,7 +326,7 @@ func TestConfig(t *testing.T) {
 }
 
 func FuzzParseConfig(f *testing.F) {
-	f.Add([]byte("backend: tpm\nregister: 13\nexecutors: [/bin/sh]\nallow: {uids: [1]}\n"))
+	f.Add([]byte("backend: tpm\nregister: 13\nexecutors: [/bin/sh]\nallow: {executors: {uids: [1]}}\n"))
 	f.Add([]byte("tpm:\n  device: unix:/run/swtpm.sock\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := ParseConfig("fuzz.yaml", b)

@@ -29,11 +29,19 @@ type FileConfig struct {
 	ImageMetadata string `yaml:"image_metadata"`
 	// Executors are binaries measured at launch, in order.
 	Executors []string `yaml:"executors"`
-	// Allow lists the callers admitted to the socket.
+	// Allow lists the callers admitted to the socket: readers may fetch the
+	// identity, attestations and the event log; executors may also drive the
+	// build lifecycle.
 	Allow struct {
-		UIDs []uint32 `yaml:"uids"`
-		GIDs []uint32 `yaml:"gids"`
+		Readers   Principals `yaml:"readers"`
+		Executors Principals `yaml:"executors"`
 	} `yaml:"allow"`
+}
+
+// Principals are callers by uid or primary gid.
+type Principals struct {
+	UIDs []uint32 `yaml:"uids"`
+	GIDs []uint32 `yaml:"gids"`
 }
 
 // Config is the validated runtime configuration of the agent.
@@ -47,8 +55,10 @@ type Config struct {
 	Register      int
 	ImageMetadata string
 	Executors     []string
-	AllowUIDs     []uint32
-	AllowGIDs     []uint32
+	// Readers and Builders are the callers allowed (executor processes are
+	// "builders" here to keep them apart from the measured executor binaries).
+	Readers  Principals
+	Builders Principals
 }
 
 // ErrConfig marks a config file that cannot be used.
@@ -88,8 +98,8 @@ func ParseConfig(path string, raw []byte) (*Config, error) {
 		Register:      13,
 		ImageMetadata: fc.ImageMetadata,
 		Executors:     fc.Executors,
-		AllowUIDs:     fc.Allow.UIDs,
-		AllowGIDs:     fc.Allow.GIDs,
+		Readers:       fc.Allow.Readers,
+		Builders:      fc.Allow.Executors,
 	}
 	if c.Backend == "" {
 		c.Backend = "auto"

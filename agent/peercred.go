@@ -1,11 +1,15 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/credentials"
@@ -20,6 +24,9 @@ type PeerCred struct {
 	PID int32
 	UID uint32
 	GID uint32
+	// StartTime is the connecting process's start time (clock ticks since
+	// boot, /proc/PID/stat field 22) at connect; 0 if unknown.
+	StartTime uint64
 }
 
 // AuthType implements credentials.AuthInfo.
@@ -27,11 +34,13 @@ func (PeerCred) AuthType() string { return "peercred" }
 
 // peerCredentials is gRPC transport credentials that read SO_PEERCRED at
 // handshake. No encryption: the socket never leaves the machine.
-type peerCredentials struct{}
+type peerCredentials struct {
+	startTime func(pid int32) (uint64, error)
+}
 
 var errNotUnix = errors.New("peer credentials need a unix socket")
 
-func (peerCredentials) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+func (p peerCredentials) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	uc, ok := conn.(*net.UnixConn)
 	if !ok {
 		return nil, nil, errNotUnix
@@ -50,7 +59,12 @@ func (peerCredentials) ServerHandshake(conn net.Conn) (net.Conn, credentials.Aut
 	if serr != nil {
 		return nil, nil, fmt.Errorf("peer credentials: %w", serr)
 	}
-	return conn, PeerCred{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid}, nil
+	pc := PeerCred{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid}
+	if p.startTime != nil {
+		// Best effort: a process that already exited is caught per call.
+		pc.StartTime, _ = p.startTime(cred.Pid)
+	}
+	return conn, pc, nil
 }
 
 func (peerCredentials) ClientHandshake(_ context.Context, _ string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -65,17 +79,38 @@ func (p peerCredentials) Clone() credentials.TransportCredentials { return p }
 
 func (peerCredentials) OverrideServerName(string) error { return nil }
 
-// Allowlist admits callers by UID or primary GID. UID 0 and the daemon's own
-// UID are always admitted.
+// Role is what a caller may do.
+type Role int
+
+// Roles, each including the ones before it.
+const (
+	RoleNone     Role = iota
+	RoleReader        // identity, attestations, event log, bundle, health
+	RoleExecutor      // also the build lifecycle
+)
+
+// Allowlist assigns roles by uid or primary gid. uid 0 and the daemon's
+// own uid are executors: they can reach the TPM anyway.
 type Allowlist struct {
-	UIDs []uint32
-	GIDs []uint32
-	self uint32
+	Readers   Principals
+	Executors Principals
+	self      uint32
 }
 
-// Allows reports whether c may call the API.
-func (a Allowlist) Allows(c PeerCred) bool {
-	return c.UID == 0 || c.UID == a.self || slices.Contains(a.UIDs, c.UID) || slices.Contains(a.GIDs, c.GID)
+func (p Principals) has(c PeerCred) bool {
+	return slices.Contains(p.UIDs, c.UID) || slices.Contains(p.GIDs, c.GID)
+}
+
+// Role returns what c may do.
+func (a Allowlist) Role(c PeerCred) Role {
+	switch {
+	case c.UID == 0 || c.UID == a.self || a.Executors.has(c):
+		return RoleExecutor
+	case a.Readers.has(c):
+		return RoleReader
+	default:
+		return RoleNone
+	}
 }
 
 // callerFrom returns the peer credentials of the caller of ctx.
@@ -86,4 +121,39 @@ func callerFrom(ctx context.Context) (PeerCred, bool) {
 	}
 	c, ok := p.AuthInfo.(PeerCred)
 	return c, ok
+}
+
+// errPeerGone: the process that connected has exited (its PID may be
+// reused, or its socket passed on to another process).
+var errPeerGone = errors.New("the connecting process has exited; reconnect")
+
+// procStartTime reads a process's start time from /proc/PID/stat.
+func procStartTime(pid int32) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may contain spaces.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	return strconv.ParseUint(f[19], 10, 64) // field 22
+}
+
+// checkSamePeer guards against PID reuse between connect and call: the
+// process with the caller's PID must still be the one that connected.
+func checkSamePeer(c PeerCred, startTime func(int32) (uint64, error)) error {
+	if startTime == nil || c.StartTime == 0 {
+		return nil
+	}
+	now, err := startTime(c.PID)
+	if err != nil || now != c.StartTime {
+		return fmt.Errorf("%w: %w (pid %d)", errPermission, errPeerGone, c.PID)
+	}
+	return nil
 }

@@ -22,6 +22,7 @@ import (
 	apiv1 "github.com/attestd/attestd/agent/api/v1"
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/measure"
+	"github.com/attestd/attestd/scai"
 )
 
 // maxRequestSize bounds incoming messages; the largest legitimate request is
@@ -35,7 +36,7 @@ var errPermission = errors.New("caller not allowed")
 // Cancellation is not an error.
 func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 	srv := grpc.NewServer(
-		grpc.Creds(peerCredentials{}),
+		grpc.Creds(peerCredentials{startTime: a.opts.startTime}),
 		grpc.MaxRecvMsgSize(maxRequestSize),
 		grpc.ChainUnaryInterceptor(a.authorize),
 		grpc.ChainStreamInterceptor(a.authorizeStream),
@@ -83,14 +84,35 @@ func (a *Agent) authorizeStream(srv any, ss grpc.ServerStream, info *grpc.Stream
 	return h(srv, ss)
 }
 
+// executorMethods change the environment's state; every other method needs
+// only the reader role.
+var executorMethods = map[string]bool{
+	apiv1.Attestd_BindBuild_FullMethodName:     true,
+	apiv1.Attestd_Extend_FullMethodName:        true,
+	apiv1.Attestd_Complete_FullMethodName:      true,
+	apiv1.Attestd_SignStatement_FullMethodName: true,
+}
+
 func (a *Agent) checkCaller(ctx context.Context, method string) error {
 	c, ok := callerFrom(ctx)
 	if !ok {
 		return fmt.Errorf("%w: no peer credentials", errPermission)
 	}
-	if !a.allow.Allows(c) {
+	need := RoleReader
+	if executorMethods[method] {
+		need = RoleExecutor
+	}
+	if a.allow.Role(c) < need {
 		a.log.Warn("caller refused", "method", method, "uid", c.UID, "gid", c.GID, "pid", c.PID)
-		return fmt.Errorf("%w: uid %d gid %d is not on the allowlist (config: allow.uids / allow.gids)", errPermission, c.UID, c.GID)
+		what := "allow.readers or allow.executors"
+		if need == RoleExecutor {
+			what = "allow.executors"
+		}
+		return fmt.Errorf("%w: uid %d gid %d may not call %s (config: %s)", errPermission, c.UID, c.GID, method, what)
+	}
+	if err := checkSamePeer(c, a.opts.startTime); err != nil {
+		a.log.Warn("caller refused", "method", method, "pid", c.PID, "err", err)
+		return err
 	}
 	return nil
 }
@@ -106,11 +128,12 @@ func (a *Agent) logged(method string, err error) error {
 // statusCode is the one place errors map to gRPC codes.
 func statusCode(err error) codes.Code {
 	switch {
-	case errors.Is(err, attest.ErrNonceSize):
+	case errors.Is(err, attest.ErrNonceSize), errors.Is(err, attest.ErrBuildID),
+		errors.Is(err, scai.ErrDescriptor), errors.Is(err, errInput):
 		return codes.InvalidArgument
 	case errors.Is(err, errPermission):
 		return codes.PermissionDenied
-	case errors.Is(err, errNotLaunched), errors.Is(err, measure.ErrFrozen):
+	case errors.Is(err, errNotLaunched), errors.Is(err, errState), errors.Is(err, measure.ErrFrozen):
 		return codes.FailedPrecondition
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled
@@ -144,6 +167,7 @@ func (s *service) GetIdentity(ctx context.Context, _ *apiv1.GetIdentityRequest) 
 	if launch == nil {
 		return nil, errNotLaunched
 	}
+	ph, id := s.a.Phase()
 	der, err := x509.MarshalPKIXPublicKey(s.a.backend.Signer().Public())
 	if err != nil {
 		return nil, fmt.Errorf("marshal env key: %w", err)
@@ -151,10 +175,12 @@ func (s *service) GetIdentity(ctx context.Context, _ *apiv1.GetIdentityRequest) 
 	return &apiv1.GetIdentityResponse{
 		PublicKey:         der,
 		KeyDigest:         hex.EncodeToString(s.a.keyDigest[:]),
-		Backends:          []string{s.a.backend.Name()},
+		Backends:          s.a.backendNames(),
 		Register:          s.a.backend.Register().String(),
 		LaunchAttestation: launch,
 		Version:           s.a.opts.Version,
+		Phase:             ph,
+		BuildId:           id,
 	}, nil
 }
 
@@ -212,3 +238,11 @@ func Listen(dir string) (net.Listener, error) {
 
 // SocketPath is the socket path inside dir.
 func SocketPath(dir string) string { return filepath.Join(dir, SocketName) }
+
+func (a *Agent) backendNames() []string {
+	names := []string{a.backend.Name()}
+	for _, e := range a.opts.Extra {
+		names = append(names, e.Name())
+	}
+	return names
+}

@@ -176,20 +176,48 @@ func TestCallerNotOnAllowlist(t *testing.T) {
 }
 
 func TestAllowlist(t *testing.T) {
-	al := Allowlist{UIDs: []uint32{1001}, GIDs: []uint32{2002}, self: 999}
+	al := Allowlist{Readers: Principals{UIDs: []uint32{1001}, GIDs: []uint32{2002}}, Executors: Principals{UIDs: []uint32{3003}, GIDs: []uint32{4004}}, self: 999}
 	for _, tc := range []struct {
 		c    PeerCred
-		want bool
+		want Role
 	}{
-		{PeerCred{UID: 0, GID: 0}, true},
-		{PeerCred{UID: 999, GID: 5}, true},
-		{PeerCred{UID: 1001, GID: 5}, true},
-		{PeerCred{UID: 5, GID: 2002}, true},
-		{PeerCred{UID: 5, GID: 5}, false},
+		{PeerCred{UID: 0, GID: 0}, RoleExecutor},
+		{PeerCred{UID: 999, GID: 5}, RoleExecutor},
+		{PeerCred{UID: 1001, GID: 5}, RoleReader},
+		{PeerCred{UID: 5, GID: 2002}, RoleReader},
+		{PeerCred{UID: 3003, GID: 5}, RoleExecutor},
+		{PeerCred{UID: 5, GID: 4004}, RoleExecutor},
+		{PeerCred{UID: 5, GID: 5}, RoleNone},
 	} {
-		if got := al.Allows(tc.c); got != tc.want {
-			t.Errorf("Allows(%+v) = %v, want %v", tc.c, got, tc.want)
+		if got := al.Role(tc.c); got != tc.want {
+			t.Errorf("Role(%+v) = %v, want %v", tc.c, got, tc.want)
 		}
+	}
+}
+
+func TestPIDReuseGuard(t *testing.T) {
+	start := map[int32]uint64{42: 1000}
+	st := func(pid int32) (uint64, error) {
+		v, ok := start[pid]
+		if !ok {
+			return 0, os.ErrNotExist
+		}
+		return v, nil
+	}
+	c := PeerCred{PID: 42, UID: 0, StartTime: 1000}
+	if err := checkSamePeer(c, st); err != nil {
+		t.Fatalf("same process refused: %v", err)
+	}
+	start[42] = 2000 // the PID now belongs to another process
+	if err := checkSamePeer(c, st); !errors.Is(err, errPeerGone) || status.Code(toStatus(err)) != codes.PermissionDenied {
+		t.Fatalf("reused PID: %v", err)
+	}
+	delete(start, 42) // exited
+	if err := checkSamePeer(c, st); !errors.Is(err, errPeerGone) {
+		t.Fatalf("exited process: %v", err)
+	}
+	if got, err := procStartTime(int32(os.Getpid())); err != nil || got == 0 {
+		t.Fatalf("procStartTime(self) = %d, %v", got, err)
 	}
 }
 

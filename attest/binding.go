@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/binary"
+	"errors"
 	"fmt"
 )
 
@@ -72,4 +73,38 @@ func CheckNonce(nonce []byte) error {
 		return fmt.Errorf("%w (got %d bytes)", ErrNonceSize, len(nonce))
 	}
 	return nil
+}
+
+// MaxBuildIDSize bounds a build ID (bytes).
+const MaxBuildIDSize = 256
+
+// ErrBuildID: a build ID is empty, too long or not printable ASCII.
+var ErrBuildID = errors.New("build ID must be 1 to 256 printable ASCII characters")
+
+// CheckBuildID returns ErrBuildID unless id is 1..MaxBuildIDSize printable
+// ASCII characters (0x21..0x7e: no spaces, no control characters).
+func CheckBuildID(id string) error {
+	if len(id) == 0 || len(id) > MaxBuildIDSize {
+		return fmt.Errorf("%w (got %d bytes)", ErrBuildID, len(id))
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x21 || id[i] > 0x7e {
+			return fmt.Errorf("%w (byte %d is 0x%02x)", ErrBuildID, i, id[i])
+		}
+	}
+	return nil
+}
+
+// BuildData is the binding data of PurposeDispatch and PurposeComplete:
+//
+//	u16be(len(buildID)) ‖ buildID ‖ digest ‖ nonce
+//
+// where digest is the build request digest (dispatch) or the inputs/outputs
+// digest (complete), and nonce is the verifier's nonce, possibly empty.
+func BuildData(buildID string, digest [32]byte, nonce []byte) []byte {
+	out := make([]byte, 0, 2+len(buildID)+32+len(nonce))
+	out = binary.BigEndian.AppendUint16(out, uint16(len(buildID)))
+	out = append(out, buildID...)
+	out = append(out, digest[:]...)
+	return append(out, nonce...)
 }

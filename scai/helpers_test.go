@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,7 +16,9 @@ import (
 	"github.com/attestd/attestd/scai"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	ita "github.com/in-toto/attestation/go/v1"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+	"google.golang.org/protobuf/testing/protocmp"
 )
 
 // seededKey derives a P-256 key from seed, so golden files are stable.
@@ -56,18 +59,27 @@ func newAttestation(tb testing.TB, purpose attest.Purpose, pub crypto.PublicKey)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var nonce, data []byte
+	var nonce []byte
+	var build *scai.Build
 	switch purpose {
 	case attest.PurposeAttest:
 		nonce = []byte("verifier nonce 0123456789abcdef")
-		data = nonce
 	case attest.PurposeDispatch:
-		data = []byte("build-42")
+		nonce = []byte("dispatch nonce")
+		build = &scai.Build{ID: "build-42", Request: []*ita.ResourceDescriptor{
+			{Name: "source", Uri: "git+https://example.com/repo", Digest: map[string]string{"gitCommit": strings.Repeat("a", 40)}},
+			{Name: "entryPoint", Content: []byte("make release")},
+		}}
+	case attest.PurposeComplete:
+		build = &scai.Build{ID: "build-42",
+			Inputs:  []*ita.ResourceDescriptor{{Name: "dep.tar.gz", Digest: map[string]string{"sha256": strings.Repeat("b", 64)}}},
+			Outputs: []*ita.ResourceDescriptor{{Name: "app", Digest: map[string]string{"sha256": strings.Repeat("c", 64)}}},
+		}
 	}
-	return &scai.Attestation{
+	a := &scai.Attestation{
 		Purpose:  purpose,
 		Nonce:    nonce,
-		Binding:  attest.Bind(purpose, kd, data),
+		Build:    build,
 		EnvKey:   pub,
 		Evidence: []*attest.Evidence{{Backend: "tpm", Parts: tpmParts()}},
 		Extra: []attest.Part{{
@@ -76,6 +88,12 @@ func newAttestation(tb testing.TB, purpose attest.Purpose, pub crypto.PublicKey)
 		Producer: scai.Producer{Name: "attestd", Version: "v0.1.0-test", URI: "https://github.com/attestd/attestd"},
 		Time:     goldenTime,
 	}
+	data, err := scai.BindingData(a)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	a.Binding = attest.Bind(purpose, kd, data)
+	return a
 }
 
 // signed builds and signs a.
@@ -112,6 +130,7 @@ var cmpAttestation = cmp.Options{
 	cmp.Comparer(func(x, y *ecdsa.PublicKey) bool { return x.Equal(y) }),
 	cmp.Comparer(func(x, y *rsa.PublicKey) bool { return x.Equal(y) }),
 	cmpopts.EquateEmpty(),
+	protocmp.Transform(),
 }
 
 var rsaKey = func() func(tb testing.TB) *rsa.PrivateKey {

@@ -61,15 +61,11 @@ func Open(env *dsse.Envelope) (*Opened, error) {
 	if st.GetPredicateType() != PredicateType {
 		return nil, fmt.Errorf("%w: got %q, want %q", ErrPredicateType, st.GetPredicateType(), PredicateType)
 	}
-	subjectDigest, err := parseSubject(st.GetSubject())
-	if err != nil {
-		return nil, err
-	}
 	report, err := fromStruct(st.GetPredicate())
 	if err != nil {
 		return nil, err
 	}
-	a, err := parseReport(report)
+	a, ps, err := parseReport(report)
 	if err != nil {
 		return nil, err
 	}
@@ -77,11 +73,31 @@ func Open(env *dsse.Envelope) (*Opened, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrEnvKey, err)
 	}
-	if kd != subjectDigest {
-		return nil, fmt.Errorf("%w: subject digest %x is not the env key's digest %x", ErrSubject, subjectDigest, kd)
+	if a.Purpose == attest.PurposeComplete {
+		if err := checkOutputSubjects(st.GetSubject(), a.Build.Outputs); err != nil {
+			return nil, err
+		}
+	} else {
+		subjectDigest, err := parseSubject(st.GetSubject())
+		if err != nil {
+			return nil, err
+		}
+		if kd != subjectDigest {
+			return nil, fmt.Errorf("%w: subject digest %x is not the env key's digest %x", ErrSubject, subjectDigest, kd)
+		}
 	}
-	if selfContained(a.Purpose) && attest.Bind(a.Purpose, kd, a.Nonce) != a.Binding {
-		return nil, fmt.Errorf("%w: binding is not attest.Bind(purpose, key digest, nonce)", ErrBinding)
+	if err := checkBuild(a.Purpose, a.Build); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrStatement, err)
+	}
+	want, err := ExpectedBinding(a)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrStatement, err)
+	}
+	if want != a.Binding {
+		return nil, fmt.Errorf("%w: binding is not attest.Bind(purpose, key digest, binding data)", ErrBinding)
+	}
+	if err := checkBuildConditions(a, ps.buildDigest); err != nil {
+		return nil, err
 	}
 	return &Opened{Statement: st, Attestation: a, Payload: payload}, nil
 }
@@ -149,32 +165,44 @@ func fromStruct(s *structpb.Struct) (*scaipb.AttributeReport, error) {
 // parseReport rebuilds the Attestation from the report. Attributes must come
 // in the order NewStatement writes them: purpose, env key, evidence parts
 // (grouped by backend), agent parts.
-func parseReport(r *scaipb.AttributeReport) (*Attestation, error) {
+// parseState is what parsing carries between attributes.
+type parseState struct {
+	buildDigest [32]byte // recorded in the purpose conditions
+	buildStage  int      // 0 request, 1 inputs, 2 outputs
+}
+
+func parseReport(r *scaipb.AttributeReport) (*Attestation, *parseState, error) {
+	ps := &parseState{}
 	attrs := r.GetAttributes()
 	if len(attrs) < 2 {
-		return nil, fmt.Errorf("%w: want at least the purpose and env key attributes", ErrStatement)
+		return nil, nil, fmt.Errorf("%w: want at least the purpose and env key attributes", ErrStatement)
 	}
 	a := &Attestation{}
-	if err := parsePurpose(attrs[0], a); err != nil {
-		return nil, err
+	if err := parsePurpose(attrs[0], a, ps); err != nil {
+		return nil, nil, err
 	}
 	if attrs[1].GetAttribute() != AttrEnvKey {
-		return nil, fmt.Errorf("%w: attribute 1 is %q, want %q", ErrEnvKey, attrs[1].GetAttribute(), AttrEnvKey)
+		return nil, nil, fmt.Errorf("%w: attribute 1 is %q, want %q", ErrEnvKey, attrs[1].GetAttribute(), AttrEnvKey)
 	}
 	if err := parseEnvKey(attrs[1], a); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	i := 2
+	for ; i < len(attrs) && strings.HasPrefix(attrs[i].GetAttribute(), "attestd.dev/build/"); i++ {
+		if err := parseBuildAttr(attrs[i], a, i, ps); err != nil {
+			return nil, nil, err
+		}
+	}
 	var cur *attest.Evidence
 	seen := map[string]bool{}
 	for ; i < len(attrs) && strings.HasPrefix(attrs[i].GetAttribute(), AttrEvidencePrefix); i++ {
 		backend := strings.TrimPrefix(attrs[i].GetAttribute(), AttrEvidencePrefix)
 		if !backendName.MatchString(backend) {
-			return nil, fmt.Errorf("%w: attribute %d: bad backend name %q", ErrStatement, i, backend)
+			return nil, nil, fmt.Errorf("%w: attribute %d: bad backend name %q", ErrStatement, i, backend)
 		}
 		if cur == nil || cur.Backend != backend {
 			if seen[backend] {
-				return nil, fmt.Errorf("%w: attribute %d: evidence from %q is not contiguous", ErrStatement, i, backend)
+				return nil, nil, fmt.Errorf("%w: attribute %d: evidence from %q is not contiguous", ErrStatement, i, backend)
 			}
 			seen[backend] = true
 			cur = &attest.Evidence{Backend: backend}
@@ -182,35 +210,35 @@ func parseReport(r *scaipb.AttributeReport) (*Attestation, error) {
 		}
 		p, err := parsePart(attrs[i], backend)
 		if err != nil {
-			return nil, fmt.Errorf("%w: attribute %d: %v", ErrStatement, i, err)
+			return nil, nil, fmt.Errorf("%w: attribute %d: %v", ErrStatement, i, err)
 		}
 		if _, dup := cur.Part(p.Name); dup {
-			return nil, fmt.Errorf("%w: attribute %d: duplicate part %q", ErrStatement, i, p.Name)
+			return nil, nil, fmt.Errorf("%w: attribute %d: duplicate part %q", ErrStatement, i, p.Name)
 		}
 		cur.Parts = append(cur.Parts, p)
 	}
 	for ; i < len(attrs); i++ {
 		if attrs[i].GetAttribute() != AttrAgent {
-			return nil, fmt.Errorf("%w: attribute %d: unexpected attribute %q", ErrStatement, i, attrs[i].GetAttribute())
+			return nil, nil, fmt.Errorf("%w: attribute %d: unexpected attribute %q", ErrStatement, i, attrs[i].GetAttribute())
 		}
 		p, err := parsePart(attrs[i], "")
 		if err != nil {
-			return nil, fmt.Errorf("%w: attribute %d: %v", ErrStatement, i, err)
+			return nil, nil, fmt.Errorf("%w: attribute %d: %v", ErrStatement, i, err)
 		}
 		for _, q := range a.Extra {
 			if q.Name == p.Name {
-				return nil, fmt.Errorf("%w: attribute %d: duplicate agent part %q", ErrStatement, i, p.Name)
+				return nil, nil, fmt.Errorf("%w: attribute %d: duplicate agent part %q", ErrStatement, i, p.Name)
 			}
 		}
 		a.Extra = append(a.Extra, p)
 	}
 	if err := parseProducer(r.GetProducer(), a); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return a, nil
+	return a, ps, nil
 }
 
-func parsePurpose(at *scaipb.AttributeAssertion, a *Attestation) error {
+func parsePurpose(at *scaipb.AttributeAssertion, a *Attestation, ps *parseState) error {
 	name := at.GetAttribute()
 	if !strings.HasPrefix(name, AttrPurposePrefix) {
 		return fmt.Errorf("%w: attribute 0 is %q, want %s<purpose>", ErrStatement, name, AttrPurposePrefix)
@@ -232,6 +260,24 @@ func parsePurpose(at *scaipb.AttributeAssertion, a *Attestation) error {
 	}
 	copy(a.Binding[:], b)
 	want := 2
+	if id, ok := conds[condBuildID]; ok {
+		want++
+		a.Build = &Build{ID: id}
+		name := condReqDig
+		if a.Purpose == attest.PurposeComplete {
+			name = condIODig
+		}
+		h, ok := conds[name]
+		if !ok {
+			return fmt.Errorf("%w: purpose conditions: %s missing", ErrStatement, name)
+		}
+		want++
+		d, err := hex.DecodeString(h)
+		if err != nil || len(d) != 32 || hex.EncodeToString(d) != h {
+			return fmt.Errorf("%w: %s condition is not 64 lower-case hex digits", ErrStatement, name)
+		}
+		ps.buildDigest = [32]byte(d)
+	}
 	if h, ok := conds[condNonce]; ok {
 		want++
 		n, err := hex.DecodeString(h)
@@ -386,4 +432,63 @@ func onlyFields(m proto.Message, allowed ...string) error {
 		return false
 	})
 	return err
+}
+
+// parseBuildAttr reads one build request, input or output descriptor.
+func parseBuildAttr(at *scaipb.AttributeAssertion, a *Attestation, i int, ps *parseState) error {
+	if err := onlyFields(at, "attribute", "target"); err != nil {
+		return fmt.Errorf("%w: attribute %d: %v", ErrStatement, i, err)
+	}
+	if a.Build == nil {
+		return fmt.Errorf("%w: attribute %d: build descriptor without a build ID", ErrStatement, i)
+	}
+	rd := at.GetTarget()
+	order := map[string]int{AttrBuildRequest: 0, AttrBuildInput: 1, AttrBuildOutput: 2}
+	n, ok := order[at.GetAttribute()]
+	if !ok {
+		return fmt.Errorf("%w: attribute %d: unknown build attribute %q", ErrStatement, i, at.GetAttribute())
+	}
+	if n < ps.buildStage {
+		return fmt.Errorf("%w: attribute %d: %q out of order", ErrStatement, i, at.GetAttribute())
+	}
+	ps.buildStage = n
+	switch n {
+	case 0:
+		a.Build.Request = append(a.Build.Request, rd)
+	case 1:
+		a.Build.Inputs = append(a.Build.Inputs, rd)
+	case 2:
+		a.Build.Outputs = append(a.Build.Outputs, rd)
+	}
+	return nil
+}
+
+// checkOutputSubjects requires the completion's subjects to be exactly its
+// outputs, in order.
+func checkOutputSubjects(subj, outputs []*ita.ResourceDescriptor) error {
+	if len(subj) != len(outputs) {
+		return fmt.Errorf("%w: %d subjects but %d outputs", ErrSubject, len(subj), len(outputs))
+	}
+	for i := range subj {
+		if !proto.Equal(subj[i], outputs[i]) {
+			return fmt.Errorf("%w: subject %d is not output %d", ErrSubject, i, i)
+		}
+	}
+	return nil
+}
+
+// checkBuildConditions checks the digest recorded in the purpose conditions
+// is the digest of the build descriptors.
+func checkBuildConditions(a *Attestation, recorded [32]byte) error {
+	if a.Build == nil {
+		return nil
+	}
+	_, d, err := buildDigest(a.Purpose, a.Build)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrStatement, err)
+	}
+	if d != recorded {
+		return fmt.Errorf("%w: recorded build digest %x is not the digest %x of the build descriptors", ErrStatement, recorded, d)
+	}
+	return nil
 }

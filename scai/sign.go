@@ -45,13 +45,23 @@ func Sign(ctx context.Context, signer crypto.Signer, st *ita.Statement) ([]byte,
 	if err := st.Validate(); err != nil {
 		return nil, fmt.Errorf("sign statement: %w", err)
 	}
-	sv, err := newSignerVerifier(signer.Public(), signer)
-	if err != nil {
-		return nil, fmt.Errorf("sign statement: %w", err)
-	}
 	payload, err := protojson.Marshal(st)
 	if err != nil {
 		return nil, fmt.Errorf("sign statement: marshal: %w", err)
+	}
+	return SignPayload(ctx, signer, payload)
+}
+
+// SignPayload returns a DSSE envelope (JSON, payloadType PayloadType) signed
+// by signer over exactly payload. The caller has checked that payload is the
+// statement it means to sign.
+func SignPayload(ctx context.Context, signer crypto.Signer, payload []byte) ([]byte, error) {
+	if signer == nil {
+		return nil, fmt.Errorf("sign statement: nil signer")
+	}
+	sv, err := newSignerVerifier(signer.Public(), signer)
+	if err != nil {
+		return nil, fmt.Errorf("sign statement: %w", err)
 	}
 	es, err := dsse.NewEnvelopeSigner(sv)
 	if err != nil {

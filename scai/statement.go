@@ -25,6 +25,7 @@ import (
 	scaipb "github.com/in-toto/attestation/go/predicates/scai/v0"
 	ita "github.com/in-toto/attestation/go/v1"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -66,6 +67,9 @@ const (
 	condPurpose  = "purpose"
 	condBinding  = "binding"
 	condNonce    = "nonce"
+	condBuildID  = "buildId"
+	condReqDig   = "requestDigest"
+	condIODig    = "ioDigest"
 	annBackend   = "backend"
 	annVersion   = "version"
 	annIssuedAt  = "issuedAt"
@@ -88,6 +92,9 @@ type Attestation struct {
 	EnvKey crypto.PublicKey
 	// Evidence holds one entry per backend, each with at least one part.
 	Evidence []*attest.Evidence
+	// Build is the build a dispatch or completion attestation is bound to;
+	// nil for launch and attest.
+	Build *Build
 	// Extra holds agent-level parts, e.g. the agent's CEL (PartAgentCEL).
 	Extra []attest.Part
 	// Producer identifies the software that made the statement.
@@ -117,8 +124,13 @@ func NewStatement(a *Attestation) (*ita.Statement, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build statement: %w", err)
 	}
-	if selfContained(a.Purpose) && attest.Bind(a.Purpose, kd, a.Nonce) != a.Binding {
-		return nil, fmt.Errorf("build statement: %w: binding is not attest.Bind(purpose, key digest, nonce)", ErrBinding)
+	if err := checkBuild(a.Purpose, a.Build); err != nil {
+		return nil, fmt.Errorf("build statement: %w", err)
+	}
+	if want, err := ExpectedBinding(a); err != nil {
+		return nil, fmt.Errorf("build statement: %w", err)
+	} else if want != a.Binding {
+		return nil, fmt.Errorf("build statement: %w: binding is not attest.Bind(purpose, key digest, binding data)", ErrBinding)
 	}
 	if a.Producer.Name == "" {
 		return nil, fmt.Errorf("build statement: producer name is empty")
@@ -131,6 +143,14 @@ func NewStatement(a *Attestation) (*ita.Statement, error) {
 	}
 	if a.Nonce != nil {
 		conds[condNonce] = hex.EncodeToString(a.Nonce)
+	}
+	if a.Build != nil {
+		conds[condBuildID] = a.Build.ID
+		name, d, err := buildDigest(a.Purpose, a.Build)
+		if err != nil {
+			return nil, fmt.Errorf("build statement: %w", err)
+		}
+		conds[name] = hex.EncodeToString(d[:])
 	}
 	condStruct, err := structpb.NewStruct(conds)
 	if err != nil {
@@ -145,6 +165,7 @@ func NewStatement(a *Attestation) (*ita.Statement, error) {
 			MediaType: MediaTypeSPKI,
 		}},
 	}
+	attrs = append(attrs, buildAttributes(a.Build)...)
 
 	seen := map[string]bool{}
 	for i, ev := range a.Evidence {
@@ -193,12 +214,16 @@ func NewStatement(a *Attestation) (*ita.Statement, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build statement: %w", err)
 	}
+	subject := []*ita.ResourceDescriptor{{
+		Name:   SubjectName,
+		Digest: map[string]string{digestSHA256: kdHex},
+	}}
+	if a.Purpose == attest.PurposeComplete {
+		subject = cloneDescriptors(a.Build.Outputs)
+	}
 	st := &ita.Statement{
-		Type: ita.StatementTypeUri,
-		Subject: []*ita.ResourceDescriptor{{
-			Name:   SubjectName,
-			Digest: map[string]string{digestSHA256: kdHex},
-		}},
+		Type:          ita.StatementTypeUri,
+		Subject:       subject,
 		PredicateType: PredicateType,
 		Predicate:     pred,
 	}
@@ -208,13 +233,18 @@ func NewStatement(a *Attestation) (*ita.Statement, error) {
 	return st, nil
 }
 
-// checkPurpose checks purpose is known and nonce is present exactly for
-// PurposeAttest.
+// checkPurpose checks purpose is known and the nonce fits it: required for
+// PurposeAttest, optional for dispatch and complete, absent for launch.
 func checkPurpose(p attest.Purpose, nonce []byte) error {
 	switch p {
 	case attest.PurposeAttest:
 		return attest.CheckNonce(nonce)
-	case attest.PurposeLaunch, attest.PurposeDispatch, attest.PurposeComplete:
+	case attest.PurposeDispatch, attest.PurposeComplete:
+		if nonce != nil {
+			return attest.CheckNonce(nonce)
+		}
+		return nil
+	case attest.PurposeLaunch:
 		if nonce != nil {
 			return fmt.Errorf("purpose %q takes no nonce", p)
 		}
@@ -224,10 +254,73 @@ func checkPurpose(p attest.Purpose, nonce []byte) error {
 	}
 }
 
-// selfContained reports whether the statement alone determines the binding
-// of purpose p: its data is the nonce (attest) or empty (launch).
-func selfContained(p attest.Purpose) bool {
-	return p == attest.PurposeAttest || p == attest.PurposeLaunch
+// checkBuild checks the build fits the purpose: none for launch and attest;
+// an ID and request for dispatch; an ID, inputs and at least one output,
+// all with digests, for complete.
+func checkBuild(p attest.Purpose, b *Build) error {
+	switch p {
+	case attest.PurposeLaunch, attest.PurposeAttest:
+		if b != nil {
+			return fmt.Errorf("purpose %q carries no build", p)
+		}
+		return nil
+	}
+	if b == nil {
+		return fmt.Errorf("purpose %q needs a build", p)
+	}
+	if err := attest.CheckBuildID(b.ID); err != nil {
+		return err
+	}
+	if p == attest.PurposeDispatch {
+		if len(b.Inputs)+len(b.Outputs) > 0 {
+			return fmt.Errorf("%w: a dispatch carries no inputs or outputs", ErrDescriptor)
+		}
+		return CheckDescriptors("request", b.Request, false)
+	}
+	if len(b.Request) > 0 {
+		return fmt.Errorf("%w: a completion carries no request", ErrDescriptor)
+	}
+	if len(b.Outputs) == 0 {
+		return fmt.Errorf("%w: a completion needs at least one output", ErrDescriptor)
+	}
+	if err := CheckDescriptors("input", b.Inputs, true); err != nil {
+		return err
+	}
+	return CheckDescriptors("output", b.Outputs, true)
+}
+
+// buildDigest returns the condition name and value of the build's digest.
+func buildDigest(p attest.Purpose, b *Build) (string, [32]byte, error) {
+	if p == attest.PurposeDispatch {
+		d, err := RequestDigest(b.Request)
+		return condReqDig, d, err
+	}
+	d, err := IODigest(b.Inputs, b.Outputs)
+	return condIODig, d, err
+}
+
+func buildAttributes(b *Build) []*scaipb.AttributeAssertion {
+	if b == nil {
+		return nil
+	}
+	var out []*scaipb.AttributeAssertion
+	for _, l := range []struct {
+		name string
+		rds  []*ita.ResourceDescriptor
+	}{{AttrBuildRequest, b.Request}, {AttrBuildInput, b.Inputs}, {AttrBuildOutput, b.Outputs}} {
+		for _, rd := range l.rds {
+			out = append(out, &scaipb.AttributeAssertion{Attribute: l.name, Target: proto.Clone(rd).(*ita.ResourceDescriptor)})
+		}
+	}
+	return out
+}
+
+func cloneDescriptors(in []*ita.ResourceDescriptor) []*ita.ResourceDescriptor {
+	out := make([]*ita.ResourceDescriptor, len(in))
+	for i, rd := range in {
+		out[i] = proto.Clone(rd).(*ita.ResourceDescriptor)
+	}
+	return out
 }
 
 // checkParts checks part names are non-empty, valid UTF-8 and unique.

@@ -29,7 +29,7 @@ image_metadata: $work/image.json
 executors:
   - /bin/sh
 allow:
-  uids: [$(id -u)]
+  executors: {uids: [$(id -u)]}
 YAML
 
 say "starting attestd on the in-process TPM simulator"

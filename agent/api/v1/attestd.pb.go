@@ -13,6 +13,7 @@ package apiv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -25,6 +26,635 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ResourceDescriptor mirrors the in-toto ResourceDescriptor v1.
+type ResourceDescriptor struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Uri   string                 `protobuf:"bytes,2,opt,name=uri,proto3" json:"uri,omitempty"`
+	// Algorithm → lower-case hex, e.g. "sha256", "gitCommit".
+	Digest           map[string]string `protobuf:"bytes,3,rep,name=digest,proto3" json:"digest,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Content          []byte            `protobuf:"bytes,4,opt,name=content,proto3" json:"content,omitempty"`
+	DownloadLocation string            `protobuf:"bytes,5,opt,name=download_location,json=downloadLocation,proto3" json:"download_location,omitempty"`
+	MediaType        string            `protobuf:"bytes,6,opt,name=media_type,json=mediaType,proto3" json:"media_type,omitempty"`
+	Annotations      *structpb.Struct  `protobuf:"bytes,7,opt,name=annotations,proto3" json:"annotations,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ResourceDescriptor) Reset() {
+	*x = ResourceDescriptor{}
+	mi := &file_attestd_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResourceDescriptor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResourceDescriptor) ProtoMessage() {}
+
+func (x *ResourceDescriptor) ProtoReflect() protoreflect.Message {
+	mi := &file_attestd_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResourceDescriptor.ProtoReflect.Descriptor instead.
+func (*ResourceDescriptor) Descriptor() ([]byte, []int) {
+	return file_attestd_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ResourceDescriptor) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ResourceDescriptor) GetUri() string {
+	if x != nil {
+		return x.Uri
+	}
+	return ""
+}
+
+func (x *ResourceDescriptor) GetDigest() map[string]string {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+func (x *ResourceDescriptor) GetContent() []byte {
+	if x != nil {
+		return x.Content
+	}
+	return nil
+}
+
+func (x *ResourceDescriptor) GetDownloadLocation() string {
+	if x != nil {
+		return x.DownloadLocation
+	}
+	return ""
+}
+
+func (x *ResourceDescriptor) GetMediaType() string {
+	if x != nil {
+		return x.MediaType
+	}
+	return ""
+}
+
+func (x *ResourceDescriptor) GetAnnotations() *structpb.Struct {
+	if x != nil {
+		return x.Annotations
+	}
+	return nil
+}
+
+type BindBuildRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 to 256 printable ASCII characters.
+	BuildId string `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	// Source URI and digest, entry point, tenant, … (at most 256).
+	Request []*ResourceDescriptor `protobuf:"bytes,2,rep,name=request,proto3" json:"request,omitempty"`
+	// Optional verifier nonce, 1 to 64 bytes.
+	Nonce         []byte `protobuf:"bytes,3,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindBuildRequest) Reset() {
+	*x = BindBuildRequest{}
+	mi := &file_attestd_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindBuildRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindBuildRequest) ProtoMessage() {}
+
+func (x *BindBuildRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_attestd_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindBuildRequest.ProtoReflect.Descriptor instead.
+func (*BindBuildRequest) Descriptor() ([]byte, []int) {
+	return file_attestd_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BindBuildRequest) GetBuildId() string {
+	if x != nil {
+		return x.BuildId
+	}
+	return ""
+}
+
+func (x *BindBuildRequest) GetRequest() []*ResourceDescriptor {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *BindBuildRequest) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
+	}
+	return nil
+}
+
+type BindBuildResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The dispatch attestation: DSSE envelope (JSON), exactly as signed.
+	Envelope []byte `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	// True when this build ID was bound earlier and the stored attestation is
+	// returned.
+	Repeated      bool `protobuf:"varint,2,opt,name=repeated,proto3" json:"repeated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindBuildResponse) Reset() {
+	*x = BindBuildResponse{}
+	mi := &file_attestd_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindBuildResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindBuildResponse) ProtoMessage() {}
+
+func (x *BindBuildResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_attestd_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindBuildResponse.ProtoReflect.Descriptor instead.
+func (*BindBuildResponse) Descriptor() ([]byte, []int) {
+	return file_attestd_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *BindBuildResponse) GetEnvelope() []byte {
+	if x != nil {
+		return x.Envelope
+	}
+	return nil
+}
+
+func (x *BindBuildResponse) GetRepeated() bool {
+	if x != nil {
+		return x.Repeated
+	}
+	return false
+}
+
+type ExtendRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 to 128 printable ASCII characters each.
+	Domain    string `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	Operation string `protobuf:"bytes,2,opt,name=operation,proto3" json:"operation,omitempty"`
+	// At most 16 KiB.
+	Content       []byte `protobuf:"bytes,3,opt,name=content,proto3" json:"content,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExtendRequest) Reset() {
+	*x = ExtendRequest{}
+	mi := &file_attestd_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExtendRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExtendRequest) ProtoMessage() {}
+
+func (x *ExtendRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_attestd_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExtendRequest.ProtoReflect.Descriptor instead.
+func (*ExtendRequest) Descriptor() ([]byte, []int) {
+	return file_attestd_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ExtendRequest) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *ExtendRequest) GetOperation() string {
+	if x != nil {
+		return x.Operation
+	}
+	return ""
+}
+
+func (x *ExtendRequest) GetContent() []byte {
+	if x != nil {
+		return x.Content
+	}
+	return nil
+}
+
+type ExtendResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event's record number in the event log.
+	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// Hex SHA-256 digest extended for this event.
+	Sha256        string `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExtendResponse) Reset() {
+	*x = ExtendResponse{}
+	mi := &file_attestd_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExtendResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExtendResponse) ProtoMessage() {}
+
+func (x *ExtendResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_attestd_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExtendResponse.ProtoReflect.Descriptor instead.
+func (*ExtendResponse) Descriptor() ([]byte, []int) {
+	return file_attestd_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ExtendResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ExtendResponse) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+type CompleteRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	BuildId string                 `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	// Each with at least one digest (at most 256 each).
+	Inputs  []*ResourceDescriptor `protobuf:"bytes,2,rep,name=inputs,proto3" json:"inputs,omitempty"`
+	Outputs []*ResourceDescriptor `protobuf:"bytes,3,rep,name=outputs,proto3" json:"outputs,omitempty"`
+	// Optional verifier nonce, 1 to 64 bytes.
+	Nonce         []byte `protobuf:"bytes,4,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteRequest) Reset() {
+	*x = CompleteRequest{}
+	mi := &file_attestd_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteRequest) ProtoMessage() {}
+
+func (x *CompleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_attestd_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteRequest.ProtoReflect.Descriptor instead.
+func (*CompleteRequest) Descriptor() ([]byte, []int) {
+	return file_attestd_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CompleteRequest) GetBuildId() string {
+	if x != nil {
+		return x.BuildId
+	}
+	return ""
+}
+
+func (x *CompleteRequest) GetInputs() []*ResourceDescriptor {
+	if x != nil {
+		return x.Inputs
+	}
+	return nil
+}
+
+func (x *CompleteRequest) GetOutputs() []*ResourceDescriptor {
+	if x != nil {
+		return x.Outputs
+	}
+	return nil
+}
+
+func (x *CompleteRequest) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
+	}
+	return nil
+}
+
+type CompleteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Envelope      []byte                 `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteResponse) Reset() {
+	*x = CompleteResponse{}
+	mi := &file_attestd_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteResponse) ProtoMessage() {}
+
+func (x *CompleteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_attestd_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteResponse.ProtoReflect.Descriptor instead.
+func (*CompleteResponse) Descriptor() ([]byte, []int) {
+	return file_attestd_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CompleteResponse) GetEnvelope() []byte {
+	if x != nil {
+		return x.Envelope
+	}
+	return nil
+}
+
+type SignStatementRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	BuildId string                 `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	// An in-toto Statement v1 (JSON); these exact bytes are signed.
+	Statement     []byte `protobuf:"bytes,2,opt,name=statement,proto3" json:"statement,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignStatementRequest) Reset() {
+	*x = SignStatementRequest{}
+	mi := &file_attestd_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignStatementRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignStatementRequest) ProtoMessage() {}
+
+func (x *SignStatementRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_attestd_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignStatementRequest.ProtoReflect.Descriptor instead.
+func (*SignStatementRequest) Descriptor() ([]byte, []int) {
+	return file_attestd_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SignStatementRequest) GetBuildId() string {
+	if x != nil {
+		return x.BuildId
+	}
+	return ""
+}
+
+func (x *SignStatementRequest) GetStatement() []byte {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
+}
+
+type SignStatementResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Envelope      []byte                 `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignStatementResponse) Reset() {
+	*x = SignStatementResponse{}
+	mi := &file_attestd_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignStatementResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignStatementResponse) ProtoMessage() {}
+
+func (x *SignStatementResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_attestd_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignStatementResponse.ProtoReflect.Descriptor instead.
+func (*SignStatementResponse) Descriptor() ([]byte, []int) {
+	return file_attestd_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SignStatementResponse) GetEnvelope() []byte {
+	if x != nil {
+		return x.Envelope
+	}
+	return nil
+}
+
+type GetBundleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBundleRequest) Reset() {
+	*x = GetBundleRequest{}
+	mi := &file_attestd_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBundleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBundleRequest) ProtoMessage() {}
+
+func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_attestd_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
+func (*GetBundleRequest) Descriptor() ([]byte, []int) {
+	return file_attestd_proto_rawDescGZIP(), []int{9}
+}
+
+type GetBundleResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	BuildId string                 `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	// DSSE envelopes (JSON): launch, admissions, dispatch, completion, signed
+	// statements.
+	Envelopes     [][]byte `protobuf:"bytes,2,rep,name=envelopes,proto3" json:"envelopes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBundleResponse) Reset() {
+	*x = GetBundleResponse{}
+	mi := &file_attestd_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBundleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBundleResponse) ProtoMessage() {}
+
+func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_attestd_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBundleResponse.ProtoReflect.Descriptor instead.
+func (*GetBundleResponse) Descriptor() ([]byte, []int) {
+	return file_attestd_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *GetBundleResponse) GetBuildId() string {
+	if x != nil {
+		return x.BuildId
+	}
+	return ""
+}
+
+func (x *GetBundleResponse) GetEnvelopes() [][]byte {
+	if x != nil {
+		return x.Envelopes
+	}
+	return nil
+}
+
 type GetIdentityRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -33,7 +663,7 @@ type GetIdentityRequest struct {
 
 func (x *GetIdentityRequest) Reset() {
 	*x = GetIdentityRequest{}
-	mi := &file_attestd_proto_msgTypes[0]
+	mi := &file_attestd_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +675,7 @@ func (x *GetIdentityRequest) String() string {
 func (*GetIdentityRequest) ProtoMessage() {}
 
 func (x *GetIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[0]
+	mi := &file_attestd_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +688,7 @@ func (x *GetIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIdentityRequest.ProtoReflect.Descriptor instead.
 func (*GetIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{0}
+	return file_attestd_proto_rawDescGZIP(), []int{11}
 }
 
 type GetIdentityResponse struct {
@@ -75,14 +705,18 @@ type GetIdentityResponse struct {
 	// Statement with a SCAI predicate, exactly as signed.
 	LaunchAttestation []byte `protobuf:"bytes,5,opt,name=launch_attestation,json=launchAttestation,proto3" json:"launch_attestation,omitempty"`
 	// The daemon's version.
-	Version       string `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
+	Version string `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
+	// Lifecycle phase: launched, dispatched or completed.
+	Phase string `protobuf:"bytes,7,opt,name=phase,proto3" json:"phase,omitempty"`
+	// The build ID bound at dispatch, if any.
+	BuildId       string `protobuf:"bytes,8,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetIdentityResponse) Reset() {
 	*x = GetIdentityResponse{}
-	mi := &file_attestd_proto_msgTypes[1]
+	mi := &file_attestd_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -94,7 +728,7 @@ func (x *GetIdentityResponse) String() string {
 func (*GetIdentityResponse) ProtoMessage() {}
 
 func (x *GetIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[1]
+	mi := &file_attestd_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -107,7 +741,7 @@ func (x *GetIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIdentityResponse.ProtoReflect.Descriptor instead.
 func (*GetIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{1}
+	return file_attestd_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetIdentityResponse) GetPublicKey() []byte {
@@ -152,6 +786,20 @@ func (x *GetIdentityResponse) GetVersion() string {
 	return ""
 }
 
+func (x *GetIdentityResponse) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *GetIdentityResponse) GetBuildId() string {
+	if x != nil {
+		return x.BuildId
+	}
+	return ""
+}
+
 type AttestRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The verifier's nonce, 1 to 64 bytes.
@@ -162,7 +810,7 @@ type AttestRequest struct {
 
 func (x *AttestRequest) Reset() {
 	*x = AttestRequest{}
-	mi := &file_attestd_proto_msgTypes[2]
+	mi := &file_attestd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -174,7 +822,7 @@ func (x *AttestRequest) String() string {
 func (*AttestRequest) ProtoMessage() {}
 
 func (x *AttestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[2]
+	mi := &file_attestd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -187,7 +835,7 @@ func (x *AttestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestRequest.ProtoReflect.Descriptor instead.
 func (*AttestRequest) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{2}
+	return file_attestd_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AttestRequest) GetNonce() []byte {
@@ -207,7 +855,7 @@ type AttestResponse struct {
 
 func (x *AttestResponse) Reset() {
 	*x = AttestResponse{}
-	mi := &file_attestd_proto_msgTypes[3]
+	mi := &file_attestd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -219,7 +867,7 @@ func (x *AttestResponse) String() string {
 func (*AttestResponse) ProtoMessage() {}
 
 func (x *AttestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[3]
+	mi := &file_attestd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -232,7 +880,7 @@ func (x *AttestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestResponse.ProtoReflect.Descriptor instead.
 func (*AttestResponse) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{3}
+	return file_attestd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AttestResponse) GetEnvelope() []byte {
@@ -250,7 +898,7 @@ type GetEventLogRequest struct {
 
 func (x *GetEventLogRequest) Reset() {
 	*x = GetEventLogRequest{}
-	mi := &file_attestd_proto_msgTypes[4]
+	mi := &file_attestd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -262,7 +910,7 @@ func (x *GetEventLogRequest) String() string {
 func (*GetEventLogRequest) ProtoMessage() {}
 
 func (x *GetEventLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[4]
+	mi := &file_attestd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -275,7 +923,7 @@ func (x *GetEventLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEventLogRequest.ProtoReflect.Descriptor instead.
 func (*GetEventLogRequest) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{4}
+	return file_attestd_proto_rawDescGZIP(), []int{15}
 }
 
 type GetEventLogResponse struct {
@@ -290,7 +938,7 @@ type GetEventLogResponse struct {
 
 func (x *GetEventLogResponse) Reset() {
 	*x = GetEventLogResponse{}
-	mi := &file_attestd_proto_msgTypes[5]
+	mi := &file_attestd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -302,7 +950,7 @@ func (x *GetEventLogResponse) String() string {
 func (*GetEventLogResponse) ProtoMessage() {}
 
 func (x *GetEventLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[5]
+	mi := &file_attestd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -315,7 +963,7 @@ func (x *GetEventLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEventLogResponse.ProtoReflect.Descriptor instead.
 func (*GetEventLogResponse) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{5}
+	return file_attestd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetEventLogResponse) GetCel() []byte {
@@ -349,7 +997,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_attestd_proto_msgTypes[6]
+	mi := &file_attestd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -361,7 +1009,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[6]
+	mi := &file_attestd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -374,7 +1022,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{6}
+	return file_attestd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -417,8 +1065,50 @@ var File_attestd_proto protoreflect.FileDescriptor
 const file_attestd_proto_rawDesc = "" +
 	"\n" +
 	"\rattestd.proto\x12\n" +
-	"attestd.v1\"\x14\n" +
-	"\x12GetIdentityRequest\"\xd4\x01\n" +
+	"attestd.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xda\x02\n" +
+	"\x12ResourceDescriptor\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03uri\x18\x02 \x01(\tR\x03uri\x12B\n" +
+	"\x06digest\x18\x03 \x03(\v2*.attestd.v1.ResourceDescriptor.DigestEntryR\x06digest\x12\x18\n" +
+	"\acontent\x18\x04 \x01(\fR\acontent\x12+\n" +
+	"\x11download_location\x18\x05 \x01(\tR\x10downloadLocation\x12\x1d\n" +
+	"\n" +
+	"media_type\x18\x06 \x01(\tR\tmediaType\x129\n" +
+	"\vannotations\x18\a \x01(\v2\x17.google.protobuf.StructR\vannotations\x1a9\n" +
+	"\vDigestEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"}\n" +
+	"\x10BindBuildRequest\x12\x19\n" +
+	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x128\n" +
+	"\arequest\x18\x02 \x03(\v2\x1e.attestd.v1.ResourceDescriptorR\arequest\x12\x14\n" +
+	"\x05nonce\x18\x03 \x01(\fR\x05nonce\"K\n" +
+	"\x11BindBuildResponse\x12\x1a\n" +
+	"\benvelope\x18\x01 \x01(\fR\benvelope\x12\x1a\n" +
+	"\brepeated\x18\x02 \x01(\bR\brepeated\"_\n" +
+	"\rExtendRequest\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x1c\n" +
+	"\toperation\x18\x02 \x01(\tR\toperation\x12\x18\n" +
+	"\acontent\x18\x03 \x01(\fR\acontent\":\n" +
+	"\x0eExtendResponse\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x16\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\"\xb4\x01\n" +
+	"\x0fCompleteRequest\x12\x19\n" +
+	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x126\n" +
+	"\x06inputs\x18\x02 \x03(\v2\x1e.attestd.v1.ResourceDescriptorR\x06inputs\x128\n" +
+	"\aoutputs\x18\x03 \x03(\v2\x1e.attestd.v1.ResourceDescriptorR\aoutputs\x12\x14\n" +
+	"\x05nonce\x18\x04 \x01(\fR\x05nonce\".\n" +
+	"\x10CompleteResponse\x12\x1a\n" +
+	"\benvelope\x18\x01 \x01(\fR\benvelope\"O\n" +
+	"\x14SignStatementRequest\x12\x19\n" +
+	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12\x1c\n" +
+	"\tstatement\x18\x02 \x01(\fR\tstatement\"3\n" +
+	"\x15SignStatementResponse\x12\x1a\n" +
+	"\benvelope\x18\x01 \x01(\fR\benvelope\"\x12\n" +
+	"\x10GetBundleRequest\"L\n" +
+	"\x11GetBundleResponse\x12\x19\n" +
+	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12\x1c\n" +
+	"\tenvelopes\x18\x02 \x03(\fR\tenvelopes\"\x14\n" +
+	"\x12GetIdentityRequest\"\x85\x02\n" +
 	"\x13GetIdentityResponse\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x01 \x01(\fR\tpublicKey\x12\x1d\n" +
@@ -427,7 +1117,9 @@ const file_attestd_proto_rawDesc = "" +
 	"\bbackends\x18\x03 \x03(\tR\bbackends\x12\x1a\n" +
 	"\bregister\x18\x04 \x01(\tR\bregister\x12-\n" +
 	"\x12launch_attestation\x18\x05 \x01(\fR\x11launchAttestation\x12\x18\n" +
-	"\aversion\x18\x06 \x01(\tR\aversion\"%\n" +
+	"\aversion\x18\x06 \x01(\tR\aversion\x12\x14\n" +
+	"\x05phase\x18\a \x01(\tR\x05phase\x12\x19\n" +
+	"\bbuild_id\x18\b \x01(\tR\abuildId\"%\n" +
 	"\rAttestRequest\x12\x14\n" +
 	"\x05nonce\x18\x01 \x01(\fR\x05nonce\",\n" +
 	"\x0eAttestResponse\x12\x1a\n" +
@@ -441,11 +1133,16 @@ const file_attestd_proto_rawDesc = "" +
 	"\bregister\x18\x02 \x01(\tR\bregister\x12\x12\n" +
 	"\x04type\x18\x03 \x01(\tR\x04type\x12\x12\n" +
 	"\x04data\x18\x04 \x01(\fR\x04data\x12\x16\n" +
-	"\x06sha256\x18\x05 \x01(\tR\x06sha2562\xea\x01\n" +
+	"\x06sha256\x18\x05 \x01(\tR\x06sha2562\xdc\x04\n" +
 	"\aAttestd\x12N\n" +
 	"\vGetIdentity\x12\x1e.attestd.v1.GetIdentityRequest\x1a\x1f.attestd.v1.GetIdentityResponse\x12?\n" +
 	"\x06Attest\x12\x19.attestd.v1.AttestRequest\x1a\x1a.attestd.v1.AttestResponse\x12N\n" +
-	"\vGetEventLog\x12\x1e.attestd.v1.GetEventLogRequest\x1a\x1f.attestd.v1.GetEventLogResponseB/Z-github.com/attestd/attestd/agent/api/v1;apiv1b\x06proto3"
+	"\vGetEventLog\x12\x1e.attestd.v1.GetEventLogRequest\x1a\x1f.attestd.v1.GetEventLogResponse\x12H\n" +
+	"\tBindBuild\x12\x1c.attestd.v1.BindBuildRequest\x1a\x1d.attestd.v1.BindBuildResponse\x12?\n" +
+	"\x06Extend\x12\x19.attestd.v1.ExtendRequest\x1a\x1a.attestd.v1.ExtendResponse\x12E\n" +
+	"\bComplete\x12\x1b.attestd.v1.CompleteRequest\x1a\x1c.attestd.v1.CompleteResponse\x12T\n" +
+	"\rSignStatement\x12 .attestd.v1.SignStatementRequest\x1a!.attestd.v1.SignStatementResponse\x12H\n" +
+	"\tGetBundle\x12\x1c.attestd.v1.GetBundleRequest\x1a\x1d.attestd.v1.GetBundleResponseB/Z-github.com/attestd/attestd/agent/api/v1;apiv1b\x06proto3"
 
 var (
 	file_attestd_proto_rawDescOnce sync.Once
@@ -459,29 +1156,57 @@ func file_attestd_proto_rawDescGZIP() []byte {
 	return file_attestd_proto_rawDescData
 }
 
-var file_attestd_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_attestd_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_attestd_proto_goTypes = []any{
-	(*GetIdentityRequest)(nil),  // 0: attestd.v1.GetIdentityRequest
-	(*GetIdentityResponse)(nil), // 1: attestd.v1.GetIdentityResponse
-	(*AttestRequest)(nil),       // 2: attestd.v1.AttestRequest
-	(*AttestResponse)(nil),      // 3: attestd.v1.AttestResponse
-	(*GetEventLogRequest)(nil),  // 4: attestd.v1.GetEventLogRequest
-	(*GetEventLogResponse)(nil), // 5: attestd.v1.GetEventLogResponse
-	(*Event)(nil),               // 6: attestd.v1.Event
+	(*ResourceDescriptor)(nil),    // 0: attestd.v1.ResourceDescriptor
+	(*BindBuildRequest)(nil),      // 1: attestd.v1.BindBuildRequest
+	(*BindBuildResponse)(nil),     // 2: attestd.v1.BindBuildResponse
+	(*ExtendRequest)(nil),         // 3: attestd.v1.ExtendRequest
+	(*ExtendResponse)(nil),        // 4: attestd.v1.ExtendResponse
+	(*CompleteRequest)(nil),       // 5: attestd.v1.CompleteRequest
+	(*CompleteResponse)(nil),      // 6: attestd.v1.CompleteResponse
+	(*SignStatementRequest)(nil),  // 7: attestd.v1.SignStatementRequest
+	(*SignStatementResponse)(nil), // 8: attestd.v1.SignStatementResponse
+	(*GetBundleRequest)(nil),      // 9: attestd.v1.GetBundleRequest
+	(*GetBundleResponse)(nil),     // 10: attestd.v1.GetBundleResponse
+	(*GetIdentityRequest)(nil),    // 11: attestd.v1.GetIdentityRequest
+	(*GetIdentityResponse)(nil),   // 12: attestd.v1.GetIdentityResponse
+	(*AttestRequest)(nil),         // 13: attestd.v1.AttestRequest
+	(*AttestResponse)(nil),        // 14: attestd.v1.AttestResponse
+	(*GetEventLogRequest)(nil),    // 15: attestd.v1.GetEventLogRequest
+	(*GetEventLogResponse)(nil),   // 16: attestd.v1.GetEventLogResponse
+	(*Event)(nil),                 // 17: attestd.v1.Event
+	nil,                           // 18: attestd.v1.ResourceDescriptor.DigestEntry
+	(*structpb.Struct)(nil),       // 19: google.protobuf.Struct
 }
 var file_attestd_proto_depIdxs = []int32{
-	6, // 0: attestd.v1.GetEventLogResponse.events:type_name -> attestd.v1.Event
-	0, // 1: attestd.v1.Attestd.GetIdentity:input_type -> attestd.v1.GetIdentityRequest
-	2, // 2: attestd.v1.Attestd.Attest:input_type -> attestd.v1.AttestRequest
-	4, // 3: attestd.v1.Attestd.GetEventLog:input_type -> attestd.v1.GetEventLogRequest
-	1, // 4: attestd.v1.Attestd.GetIdentity:output_type -> attestd.v1.GetIdentityResponse
-	3, // 5: attestd.v1.Attestd.Attest:output_type -> attestd.v1.AttestResponse
-	5, // 6: attestd.v1.Attestd.GetEventLog:output_type -> attestd.v1.GetEventLogResponse
-	4, // [4:7] is the sub-list for method output_type
-	1, // [1:4] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	18, // 0: attestd.v1.ResourceDescriptor.digest:type_name -> attestd.v1.ResourceDescriptor.DigestEntry
+	19, // 1: attestd.v1.ResourceDescriptor.annotations:type_name -> google.protobuf.Struct
+	0,  // 2: attestd.v1.BindBuildRequest.request:type_name -> attestd.v1.ResourceDescriptor
+	0,  // 3: attestd.v1.CompleteRequest.inputs:type_name -> attestd.v1.ResourceDescriptor
+	0,  // 4: attestd.v1.CompleteRequest.outputs:type_name -> attestd.v1.ResourceDescriptor
+	17, // 5: attestd.v1.GetEventLogResponse.events:type_name -> attestd.v1.Event
+	11, // 6: attestd.v1.Attestd.GetIdentity:input_type -> attestd.v1.GetIdentityRequest
+	13, // 7: attestd.v1.Attestd.Attest:input_type -> attestd.v1.AttestRequest
+	15, // 8: attestd.v1.Attestd.GetEventLog:input_type -> attestd.v1.GetEventLogRequest
+	1,  // 9: attestd.v1.Attestd.BindBuild:input_type -> attestd.v1.BindBuildRequest
+	3,  // 10: attestd.v1.Attestd.Extend:input_type -> attestd.v1.ExtendRequest
+	5,  // 11: attestd.v1.Attestd.Complete:input_type -> attestd.v1.CompleteRequest
+	7,  // 12: attestd.v1.Attestd.SignStatement:input_type -> attestd.v1.SignStatementRequest
+	9,  // 13: attestd.v1.Attestd.GetBundle:input_type -> attestd.v1.GetBundleRequest
+	12, // 14: attestd.v1.Attestd.GetIdentity:output_type -> attestd.v1.GetIdentityResponse
+	14, // 15: attestd.v1.Attestd.Attest:output_type -> attestd.v1.AttestResponse
+	16, // 16: attestd.v1.Attestd.GetEventLog:output_type -> attestd.v1.GetEventLogResponse
+	2,  // 17: attestd.v1.Attestd.BindBuild:output_type -> attestd.v1.BindBuildResponse
+	4,  // 18: attestd.v1.Attestd.Extend:output_type -> attestd.v1.ExtendResponse
+	6,  // 19: attestd.v1.Attestd.Complete:output_type -> attestd.v1.CompleteResponse
+	8,  // 20: attestd.v1.Attestd.SignStatement:output_type -> attestd.v1.SignStatementResponse
+	10, // 21: attestd.v1.Attestd.GetBundle:output_type -> attestd.v1.GetBundleResponse
+	14, // [14:22] is the sub-list for method output_type
+	6,  // [6:14] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_attestd_proto_init() }
@@ -495,7 +1220,7 @@ func file_attestd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_attestd_proto_rawDesc), len(file_attestd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,9 +23,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Attestd_GetIdentity_FullMethodName = "/attestd.v1.Attestd/GetIdentity"
-	Attestd_Attest_FullMethodName      = "/attestd.v1.Attestd/Attest"
-	Attestd_GetEventLog_FullMethodName = "/attestd.v1.Attestd/GetEventLog"
+	Attestd_GetIdentity_FullMethodName   = "/attestd.v1.Attestd/GetIdentity"
+	Attestd_Attest_FullMethodName        = "/attestd.v1.Attestd/Attest"
+	Attestd_GetEventLog_FullMethodName   = "/attestd.v1.Attestd/GetEventLog"
+	Attestd_BindBuild_FullMethodName     = "/attestd.v1.Attestd/BindBuild"
+	Attestd_Extend_FullMethodName        = "/attestd.v1.Attestd/Extend"
+	Attestd_Complete_FullMethodName      = "/attestd.v1.Attestd/Complete"
+	Attestd_SignStatement_FullMethodName = "/attestd.v1.Attestd/SignStatement"
+	Attestd_GetBundle_FullMethodName     = "/attestd.v1.Attestd/GetBundle"
 )
 
 // AttestdClient is the client API for Attestd service.
@@ -40,6 +45,21 @@ type AttestdClient interface {
 	Attest(ctx context.Context, in *AttestRequest, opts ...grpc.CallOption) (*AttestResponse, error)
 	// GetEventLog returns the agent's Canonical Event Log.
 	GetEventLog(ctx context.Context, in *GetEventLogRequest, opts ...grpc.CallOption) (*GetEventLogResponse, error)
+	// BindBuild binds the environment to one build ID (dispatch): the build ID
+	// and a digest of the request are extended into the agent register and a
+	// dispatch attestation is made. The same build ID and request again return
+	// the same attestation; any other build ID is refused (FAILED_PRECONDITION).
+	BindBuild(ctx context.Context, in *BindBuildRequest, opts ...grpc.CallOption) (*BindBuildResponse, error)
+	// Extend records a runtime measurement between dispatch and completion.
+	Extend(ctx context.Context, in *ExtendRequest, opts ...grpc.CallOption) (*ExtendResponse, error)
+	// Complete binds the build's inputs and outputs and returns the completion
+	// attestation, whose subjects are the outputs. The environment is spent.
+	Complete(ctx context.Context, in *CompleteRequest, opts ...grpc.CallOption) (*CompleteResponse, error)
+	// SignStatement signs an in-toto Statement (e.g. SLSA provenance) whose
+	// subjects are all among the outputs declared at Complete.
+	SignStatement(ctx context.Context, in *SignStatementRequest, opts ...grpc.CallOption) (*SignStatementResponse, error)
+	// GetBundle returns every attestation of this environment, in order.
+	GetBundle(ctx context.Context, in *GetBundleRequest, opts ...grpc.CallOption) (*GetBundleResponse, error)
 }
 
 type attestdClient struct {
@@ -80,6 +100,56 @@ func (c *attestdClient) GetEventLog(ctx context.Context, in *GetEventLogRequest,
 	return out, nil
 }
 
+func (c *attestdClient) BindBuild(ctx context.Context, in *BindBuildRequest, opts ...grpc.CallOption) (*BindBuildResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BindBuildResponse)
+	err := c.cc.Invoke(ctx, Attestd_BindBuild_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *attestdClient) Extend(ctx context.Context, in *ExtendRequest, opts ...grpc.CallOption) (*ExtendResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExtendResponse)
+	err := c.cc.Invoke(ctx, Attestd_Extend_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *attestdClient) Complete(ctx context.Context, in *CompleteRequest, opts ...grpc.CallOption) (*CompleteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CompleteResponse)
+	err := c.cc.Invoke(ctx, Attestd_Complete_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *attestdClient) SignStatement(ctx context.Context, in *SignStatementRequest, opts ...grpc.CallOption) (*SignStatementResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignStatementResponse)
+	err := c.cc.Invoke(ctx, Attestd_SignStatement_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *attestdClient) GetBundle(ctx context.Context, in *GetBundleRequest, opts ...grpc.CallOption) (*GetBundleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetBundleResponse)
+	err := c.cc.Invoke(ctx, Attestd_GetBundle_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AttestdServer is the server API for Attestd service.
 // All implementations must embed UnimplementedAttestdServer
 // for forward compatibility.
@@ -92,6 +162,21 @@ type AttestdServer interface {
 	Attest(context.Context, *AttestRequest) (*AttestResponse, error)
 	// GetEventLog returns the agent's Canonical Event Log.
 	GetEventLog(context.Context, *GetEventLogRequest) (*GetEventLogResponse, error)
+	// BindBuild binds the environment to one build ID (dispatch): the build ID
+	// and a digest of the request are extended into the agent register and a
+	// dispatch attestation is made. The same build ID and request again return
+	// the same attestation; any other build ID is refused (FAILED_PRECONDITION).
+	BindBuild(context.Context, *BindBuildRequest) (*BindBuildResponse, error)
+	// Extend records a runtime measurement between dispatch and completion.
+	Extend(context.Context, *ExtendRequest) (*ExtendResponse, error)
+	// Complete binds the build's inputs and outputs and returns the completion
+	// attestation, whose subjects are the outputs. The environment is spent.
+	Complete(context.Context, *CompleteRequest) (*CompleteResponse, error)
+	// SignStatement signs an in-toto Statement (e.g. SLSA provenance) whose
+	// subjects are all among the outputs declared at Complete.
+	SignStatement(context.Context, *SignStatementRequest) (*SignStatementResponse, error)
+	// GetBundle returns every attestation of this environment, in order.
+	GetBundle(context.Context, *GetBundleRequest) (*GetBundleResponse, error)
 	mustEmbedUnimplementedAttestdServer()
 }
 
@@ -110,6 +195,21 @@ func (UnimplementedAttestdServer) Attest(context.Context, *AttestRequest) (*Atte
 }
 func (UnimplementedAttestdServer) GetEventLog(context.Context, *GetEventLogRequest) (*GetEventLogResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetEventLog not implemented")
+}
+func (UnimplementedAttestdServer) BindBuild(context.Context, *BindBuildRequest) (*BindBuildResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BindBuild not implemented")
+}
+func (UnimplementedAttestdServer) Extend(context.Context, *ExtendRequest) (*ExtendResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Extend not implemented")
+}
+func (UnimplementedAttestdServer) Complete(context.Context, *CompleteRequest) (*CompleteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Complete not implemented")
+}
+func (UnimplementedAttestdServer) SignStatement(context.Context, *SignStatementRequest) (*SignStatementResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SignStatement not implemented")
+}
+func (UnimplementedAttestdServer) GetBundle(context.Context, *GetBundleRequest) (*GetBundleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetBundle not implemented")
 }
 func (UnimplementedAttestdServer) mustEmbedUnimplementedAttestdServer() {}
 func (UnimplementedAttestdServer) testEmbeddedByValue()                 {}
@@ -186,6 +286,96 @@ func _Attestd_GetEventLog_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Attestd_BindBuild_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BindBuildRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AttestdServer).BindBuild(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Attestd_BindBuild_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AttestdServer).BindBuild(ctx, req.(*BindBuildRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Attestd_Extend_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExtendRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AttestdServer).Extend(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Attestd_Extend_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AttestdServer).Extend(ctx, req.(*ExtendRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Attestd_Complete_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CompleteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AttestdServer).Complete(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Attestd_Complete_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AttestdServer).Complete(ctx, req.(*CompleteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Attestd_SignStatement_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignStatementRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AttestdServer).SignStatement(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Attestd_SignStatement_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AttestdServer).SignStatement(ctx, req.(*SignStatementRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Attestd_GetBundle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetBundleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AttestdServer).GetBundle(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Attestd_GetBundle_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AttestdServer).GetBundle(ctx, req.(*GetBundleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Attestd_ServiceDesc is the grpc.ServiceDesc for Attestd service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -204,6 +394,26 @@ var Attestd_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetEventLog",
 			Handler:    _Attestd_GetEventLog_Handler,
+		},
+		{
+			MethodName: "BindBuild",
+			Handler:    _Attestd_BindBuild_Handler,
+		},
+		{
+			MethodName: "Extend",
+			Handler:    _Attestd_Extend_Handler,
+		},
+		{
+			MethodName: "Complete",
+			Handler:    _Attestd_Complete_Handler,
+		},
+		{
+			MethodName: "SignStatement",
+			Handler:    _Attestd_SignStatement_Handler,
+		},
+		{
+			MethodName: "GetBundle",
+			Handler:    _Attestd_GetBundle_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
