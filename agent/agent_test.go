@@ -335,3 +335,5 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+func testVerifiers() []attest.Verifier { return []attest.Verifier{tpm.Verifier{}} }

@@ -26,8 +26,8 @@ import (
 )
 
 // maxRequestSize bounds incoming messages; the largest legitimate request is
-// a few hundred bytes.
-const maxRequestSize = 64 << 10
+// a few hundred bytes; build descriptors and statements make it larger.
+const maxRequestSize = 1 << 20
 
 // errPermission marks a caller that is not on the allowlist.
 var errPermission = errors.New("caller not allowed")

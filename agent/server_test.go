@@ -111,7 +111,7 @@ func TestServeOverSocket(t *testing.T) {
 	}{
 		{"empty nonce", nil, codes.InvalidArgument},
 		{"65-byte nonce", make([]byte, 65), codes.InvalidArgument},
-		{"oversized request", make([]byte, 1<<20), codes.ResourceExhausted},
+		{"oversized request", make([]byte, 2<<20), codes.ResourceExhausted},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := c.Attest(ctx, &apiv1.AttestRequest{Nonce: tc.nonce})

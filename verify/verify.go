@@ -12,6 +12,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"sort"
 
@@ -24,20 +25,29 @@ import (
 
 // Check names added by this package (backends add their own).
 const (
-	CheckStatement = "statement"
-	CheckSignature = "dsse-signature"
-	CheckNonce     = "nonce"
-	CheckBinding   = "binding"
-	CheckBackend   = "evidence-backend"
-	CheckReplay    = "cel-replay"
-	CheckLaunch    = "launch-frozen"
+	CheckStatement   = "statement"
+	CheckSignature   = "dsse-signature"
+	CheckNonce       = "nonce"
+	CheckBinding     = "binding"
+	CheckBackend     = "evidence-backend"
+	CheckReplay      = "cel-replay"
+	CheckLaunch      = "launch-frozen"
+	CheckBuildID     = "build-id"
+	CheckBuildEvents = "build-events"
 )
 
 // Options says what to trust and expect. The zero value trusts no AK and
 // expects no particular nonce.
 type Options struct {
-	// Nonce, when set, must be the nonce the attestation is bound to.
+	// Nonce, when set, must be the nonce an admission (attest) attestation
+	// is bound to.
 	Nonce []byte
+	// Nonces, by purpose, are the nonces the verifier chose for each step
+	// (attest, dispatch, complete); a purpose without one is not checked
+	// for freshness.
+	Nonces map[attest.Purpose][]byte
+	// BuildID, when set, is the build ID dispatch and completion must carry.
+	BuildID string
 	// TrustedAKs pins attestation keys.
 	TrustedAKs []crypto.PublicKey
 	// AKRoots anchors AK certificates shipped in the evidence.
@@ -52,10 +62,13 @@ type Options struct {
 // Result is the outcome for one attestation.
 type Result struct {
 	Purpose   attest.Purpose   `json:"purpose,omitempty"`
+	BuildID   string           `json:"buildId,omitempty"`
 	KeyDigest string           `json:"envKeySha256,omitempty"`
 	Checks    []attest.Check   `json:"checks"`
 	Events    []measure.Record `json:"-"`
 	OK        bool             `json:"verified"`
+
+	att *scai.Attestation // the opened attestation, if it opened
 }
 
 // Failed returns the names of the failed checks.
@@ -100,6 +113,10 @@ func Envelope(env *dsse.Envelope, opts Options) *Result {
 	}
 	a := op.Attestation
 	r.Purpose = a.Purpose
+	r.att = a
+	if a.Build != nil {
+		r.BuildID = a.Build.ID
+	}
 	kd, err := attest.KeyDigest(a.EnvKey)
 	if err != nil {
 		r.add(CheckStatement, err, "")
@@ -111,14 +128,16 @@ func Envelope(env *dsse.Envelope, opts Options) *Result {
 		r.notChecked(CheckSignature, CheckNonce, CheckBinding, CheckReplay)
 		return r
 	}
-	r.checkNonce(a, opts.Nonce)
-
-	want := attest.Bind(a.Purpose, kd, a.Nonce)
-	var bindErr error
-	if a.Binding != want {
-		bindErr = fmt.Errorf("statement declares binding %x, but purpose %q, env key and nonce give %x", a.Binding[:], a.Purpose, want[:])
+	r.checkNonce(a, opts.expectedNonce(a.Purpose))
+	if opts.BuildID != "" && a.Build != nil && a.Build.ID != opts.BuildID {
+		r.add(CheckBuildID, fmt.Errorf("attestation is bound to build %q, expected %q", a.Build.ID, opts.BuildID), "")
 	}
-	r.add(CheckBinding, bindErr, fmt.Sprintf("binding = H(%q, env key, nonce) = %x…", a.Purpose, want[:8]))
+
+	want, err := scai.ExpectedBinding(a)
+	if err == nil && a.Binding != want {
+		err = fmt.Errorf("statement declares binding %x, but its purpose, env key and data give %x", a.Binding[:], want[:])
+	}
+	r.add(CheckBinding, err, fmt.Sprintf("binding = H(%q, env key, %s) = %x…", a.Purpose, bindingWhat(a.Purpose), want[:8]))
 
 	if len(a.Evidence) == 0 {
 		r.add(CheckBackend, fmt.Errorf("the attestation carries no evidence"), "")
@@ -156,10 +175,35 @@ func Envelope(env *dsse.Envelope, opts Options) *Result {
 	return r
 }
 
+func bindingWhat(p attest.Purpose) string {
+	switch p {
+	case attest.PurposeLaunch:
+		return "no data"
+	case attest.PurposeAttest:
+		return "nonce"
+	case attest.PurposeDispatch:
+		return "build ID, request digest, nonce"
+	default:
+		return "build ID, inputs/outputs digest, nonce"
+	}
+}
+
+func (o Options) expectedNonce(p attest.Purpose) []byte {
+	if n, ok := o.Nonces[p]; ok {
+		return n
+	}
+	if p == attest.PurposeAttest {
+		return o.Nonce
+	}
+	return nil
+}
+
 func (r *Result) checkNonce(a *scai.Attestation, want []byte) {
 	switch {
 	case want == nil && a.Purpose == attest.PurposeAttest:
 		r.skip(CheckNonce, "no --nonce given: freshness not established")
+	case want == nil && a.Nonce != nil:
+		r.skip(CheckNonce, fmt.Sprintf("%s attestation carries nonce %x; none expected (--nonce %s=HEX)", a.Purpose, a.Nonce, a.Purpose))
 	case want == nil:
 		r.skip(CheckNonce, fmt.Sprintf("%s attestation: no nonce expected", a.Purpose))
 	case a.Nonce == nil:
@@ -201,6 +245,64 @@ func (r *Result) checkEventLog(a *scai.Attestation, bank crypto.Hash, registers 
 		err2 = fmt.Errorf("the event log has no launch separator: launch measurements were not completed")
 	}
 	r.add(CheckLaunch, err2, "launch measurements closed by a separator event")
+	if a.Build != nil {
+		r.add(CheckBuildEvents, checkBuildEvents(a, recs), "the event log records this build ID and its "+map[attest.Purpose]string{attest.PurposeDispatch: "request", attest.PurposeComplete: "request, inputs and outputs"}[a.Purpose])
+	}
+}
+
+// checkBuildEvents: the register must carry the build this attestation
+// claims: a dispatch's log has the build-id event with its request digest,
+// a completion's also the complete event with its inputs/outputs digest.
+func checkBuildEvents(a *scai.Attestation, recs []measure.Record) error {
+	var bid *measure.BuildIDData
+	var done *measure.CompleteData
+	for _, rec := range recs {
+		switch rec.Type {
+		case measure.EventBuildID:
+			if bid != nil {
+				return fmt.Errorf("event %d: a second build ID in one environment", rec.Seq)
+			}
+			bid = &measure.BuildIDData{}
+			if err := json.Unmarshal(rec.Data, bid); err != nil {
+				return fmt.Errorf("event %d: %w", rec.Seq, err)
+			}
+		case measure.EventComplete:
+			if bid == nil || done != nil {
+				return fmt.Errorf("event %d: completion out of order", rec.Seq)
+			}
+			done = &measure.CompleteData{}
+			if err := json.Unmarshal(rec.Data, done); err != nil {
+				return fmt.Errorf("event %d: %w", rec.Seq, err)
+			}
+		}
+	}
+	if bid == nil {
+		return fmt.Errorf("the event log has no build-id event")
+	}
+	if bid.BuildID != a.Build.ID {
+		return fmt.Errorf("the event log binds build %q, the attestation claims %q", bid.BuildID, a.Build.ID)
+	}
+	if a.Purpose == attest.PurposeDispatch {
+		d, err := scai.RequestDigest(a.Build.Request)
+		if err != nil {
+			return err
+		}
+		if bid.RequestSHA256 != hex.EncodeToString(d[:]) {
+			return fmt.Errorf("the event log binds request %s, the attestation's request digests to %x", bid.RequestSHA256, d)
+		}
+		return nil
+	}
+	if done == nil {
+		return fmt.Errorf("the event log has no complete event")
+	}
+	d, err := scai.IODigest(a.Build.Inputs, a.Build.Outputs)
+	if err != nil {
+		return err
+	}
+	if done.BuildID != a.Build.ID || done.IOSHA256 != hex.EncodeToString(d[:]) {
+		return fmt.Errorf("the event log completes build %q with io %s, the attestation claims %q with %x", done.BuildID, done.IOSHA256, a.Build.ID, d)
+	}
+	return nil
 }
 
 func replayAll(recs []measure.Record, bank crypto.Hash, registers map[attest.Register][]byte) error {
@@ -258,20 +360,3 @@ func findPart(parts []attest.Part, name string) (attest.Part, bool) {
 
 // CheckEnvelope names the parsing of the bundle itself.
 const CheckEnvelope = "envelope"
-
-// Bundle verifies every envelope in a bundle (one DSSE envelope, or
-// .intoto.jsonl). A bundle that does not parse yields one failed
-// CheckEnvelope result: a tampered file is "not verified", not bad usage.
-func Bundle(raw []byte, opts Options) []*Result {
-	envs, err := scai.ParseBundle(raw)
-	if err != nil {
-		r := &Result{}
-		r.add(CheckEnvelope, err, "")
-		return []*Result{r}
-	}
-	var out []*Result
-	for _, env := range envs {
-		out = append(out, Envelope(env, opts))
-	}
-	return out
-}

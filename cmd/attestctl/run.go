@@ -23,9 +23,15 @@ commands talking to attestd:
   identity [--pem]                 the environment key and launch attestation
   attest --nonce HEX [--out FILE]  a fresh attestation bound to a nonce
   log                              the agent's event log
+  bind --build-id ID [--request FILE] [--nonce HEX]      dispatch: bind this environment to one build
+  extend --domain D --operation O [--content S]          record a runtime measurement
+  complete --build-id ID --output PATH... [--input PATH...]  completion: bind inputs and outputs
+  sign --build-id ID --statement FILE                    sign the build's provenance with the env key
+  bundle [--out FILE]                                    all attestations of this environment (.intoto.jsonl)
 
 commands working offline:
-  verify [flags] FILE              verify an attestation or .intoto.jsonl bundle
+  verify [flags] FILE              verify an attestation or a .intoto.jsonl bundle
+                                   (--nonce [PURPOSE=]HEX repeatable, --build-id ID)
   export-ak FILE                   print the AK public key (PEM) from an attestation
   nonce                            print a random 32-byte nonce (hex)
 `
@@ -68,6 +74,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = e.attest(ctx, rest)
 	case "log":
 		err = e.eventLog(ctx, rest)
+	case "bind":
+		err = e.bind(ctx, rest)
+	case "extend":
+		err = e.extend(ctx, rest)
+	case "complete":
+		err = e.complete(ctx, rest)
+	case "sign":
+		err = e.sign(ctx, rest)
+	case "bundle":
+		err = e.bundle(ctx, rest)
 	case "verify":
 		err = e.verify(rest)
 	case "export-ak":

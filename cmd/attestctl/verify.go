@@ -27,8 +27,9 @@ func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
 
 func (e *env) verify(args []string) error {
 	fs := e.newFlagSet("verify")
-	nonceHex := fs.String("nonce", "", "expected nonce (hex)")
-	var trustAK, akRoots multiFlag
+	var nonces, trustAK, akRoots multiFlag
+	fs.Var(&nonces, "nonce", "expected nonce: HEX (admission) or PURPOSE=HEX for attest, dispatch, complete (repeatable)")
+	buildID := fs.String("build-id", "", "the build ID dispatch and completion must carry")
 	fs.Var(&trustAK, "trust-ak", "PEM public key of a trusted attestation key (repeatable)")
 	fs.Var(&akRoots, "ak-roots", "PEM certificates anchoring AK certificates (repeatable)")
 	insecure := fs.Bool("insecure-trust-embedded-ak", false, "UNSAFE: trust the AK shipped inside the evidence (demos only)")
@@ -43,12 +44,26 @@ func (e *env) verify(args []string) error {
 		InsecureTrustEmbeddedAK: *insecure,
 		Verifiers:               []attest.Verifier{tpm.Verifier{}},
 	}
-	if *nonceHex != "" {
-		n, err := parseNonce(*nonceHex)
+	opts.BuildID = *buildID
+	opts.Nonces = map[attest.Purpose][]byte{}
+	for _, n := range nonces {
+		purpose, hexs := attest.PurposeAttest, n
+		if p, h, ok := strings.Cut(n, "="); ok {
+			purpose, hexs = attest.Purpose(p), h
+		}
+		switch purpose {
+		case attest.PurposeAttest, attest.PurposeDispatch, attest.PurposeComplete:
+		default:
+			return fmt.Errorf("%w: --nonce %s: purpose must be attest, dispatch or complete", errUsage, n)
+		}
+		if _, dup := opts.Nonces[purpose]; dup {
+			return fmt.Errorf("%w: --nonce for %s given twice", errUsage, purpose)
+		}
+		b, err := parseNonce(hexs)
 		if err != nil {
 			return err
 		}
-		opts.Nonce = n
+		opts.Nonces[purpose] = b
 	}
 	for _, f := range trustAK {
 		k, err := readPublicKey(f)
@@ -76,26 +91,18 @@ func (e *env) verify(args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	results := verify.Bundle(raw, opts)
-	ok := true
-	for _, r := range results {
-		ok = ok && r.OK
-	}
+	rep := verify.BundleReport(raw, opts)
 	if *asJSON {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(map[string]any{"verified": ok, "attestations": results}); err != nil {
+		if err := enc.Encode(rep); err != nil {
 			return err
 		}
 	} else {
-		e.printResults(results)
+		e.printReport(rep)
 	}
-	if !ok {
-		var failed []string
-		for _, r := range results {
-			failed = append(failed, r.Failed()...)
-		}
-		return fmt.Errorf("%w: failed checks: %s", errFailed, strings.Join(failed, ", "))
+	if !rep.OK {
+		return fmt.Errorf("%w: failed checks: %s", errFailed, strings.Join(rep.Failed(), ", "))
 	}
 	if !*asJSON {
 		fmt.Fprintln(e.stdout, "VERIFIED")
@@ -103,29 +110,44 @@ func (e *env) verify(args []string) error {
 	return nil
 }
 
-func (e *env) printResults(results []*verify.Result) {
-	for i, r := range results {
-		if len(results) > 1 {
-			fmt.Fprintf(e.stdout, "attestation %d of %d\n", i+1, len(results))
+func (e *env) printReport(rep *verify.Report) {
+	for i, r := range rep.Results {
+		if len(rep.Results) > 1 {
+			fmt.Fprintf(e.stdout, "attestation %d of %d: ", i+1, len(rep.Results))
 		}
 		if r.Purpose != "" {
-			fmt.Fprintf(e.stdout, "purpose: %s   env key sha256: %s\n", r.Purpose, r.KeyDigest)
-		}
-		tw := tabwriter.NewWriter(e.stdout, 2, 8, 2, ' ', 0)
-		fmt.Fprintln(tw, "CHECK\tRESULT\tDETAIL")
-		for _, c := range r.Checks {
-			res := "ok"
-			switch {
-			case c.Skip:
-				res = "skipped"
-			case !c.OK:
-				res = "FAILED"
+			fmt.Fprintf(e.stdout, "%s", r.Purpose)
+			if r.BuildID != "" {
+				fmt.Fprintf(e.stdout, "   build %s", r.BuildID)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Name, res, c.Detail)
+			if r.KeyDigest != "" {
+				fmt.Fprintf(e.stdout, "   env key sha256: %s", r.KeyDigest)
+			}
 		}
-		tw.Flush()
 		fmt.Fprintln(e.stdout)
+		e.printChecks(r.Checks)
 	}
+	if len(rep.Chain) > 0 {
+		fmt.Fprintln(e.stdout, "the bundle as a chain")
+		e.printChecks(rep.Chain)
+	}
+}
+
+func (e *env) printChecks(checks []attest.Check) {
+	tw := tabwriter.NewWriter(e.stdout, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "CHECK\tRESULT\tDETAIL")
+	for _, c := range checks {
+		res := "ok"
+		switch {
+		case c.Skip:
+			res = "skipped"
+		case !c.OK:
+			res = "FAILED"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Name, res, c.Detail)
+	}
+	tw.Flush()
+	fmt.Fprintln(e.stdout)
 }
 
 func (e *env) exportAK(args []string) error {

@@ -176,6 +176,7 @@ func (d *Device) GetRawQuote(reportData [64]byte) ([]byte, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	q := proto.Clone(d.base).(*pb.QuoteV4)
+	q.ExtraBytes = nil // the canned quote carries a test marker there
 	body := q.TdQuoteBody
 	body.ReportData = bytes.Clone(reportData[:])
 	body.Rtmrs = nil

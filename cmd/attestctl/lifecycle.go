@@ -1,0 +1,283 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	ita "github.com/in-toto/attestation/go/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	apiv1 "github.com/attestd/attestd/agent/api/v1"
+)
+
+// descriptorFlags collect resource descriptors from files of JSON arrays
+// (--X-json FILE) and from artifact paths hashed here (--X PATH).
+type descriptorFlags struct {
+	jsonFiles multiFlag
+	paths     multiFlag
+}
+
+func (d *descriptorFlags) load() ([]*apiv1.ResourceDescriptor, error) {
+	var out []*apiv1.ResourceDescriptor
+	for _, f := range d.jsonFiles {
+		raw, err := readInput(f)
+		if err != nil {
+			return nil, err
+		}
+		rds, err := parseDescriptors(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		out = append(out, rds...)
+	}
+	for _, p := range d.paths {
+		sum, err := fileSHA256(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, &apiv1.ResourceDescriptor{Name: p, Digest: map[string]string{"sha256": hex.EncodeToString(sum[:])}})
+	}
+	return out, nil
+}
+
+// parseDescriptors reads a JSON array of in-toto ResourceDescriptors.
+func parseDescriptors(raw []byte) ([]*apiv1.ResourceDescriptor, error) {
+	var items []json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return nil, fmt.Errorf("want a JSON array of in-toto resource descriptors: %w", err)
+	}
+	out := make([]*apiv1.ResourceDescriptor, 0, len(items))
+	for i, it := range items {
+		rd := &ita.ResourceDescriptor{}
+		if err := protojson.Unmarshal(it, rd); err != nil {
+			return nil, fmt.Errorf("descriptor %d: %w", i, err)
+		}
+		d := &apiv1.ResourceDescriptor{Name: rd.GetName(), Uri: rd.GetUri(), Digest: rd.GetDigest(), Content: rd.GetContent(),
+			DownloadLocation: rd.GetDownloadLocation(), MediaType: rd.GetMediaType()}
+		if a := rd.GetAnnotations(); a != nil {
+			d.Annotations = proto.Clone(a).(*structpb.Struct)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+func fileSHA256(path string) ([32]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return [32]byte{}, fmt.Errorf("read %s: %w", path, err)
+	}
+	return [32]byte(h.Sum(nil)), nil
+}
+
+// writeOut writes an envelope to out (or stdout).
+func (e *env) writeOut(out string, b []byte, what string) error {
+	b = append(b, '\n')
+	if out == "" {
+		_, err := e.stdout.Write(b)
+		return err
+	}
+	if err := os.WriteFile(out, b, 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", what, err)
+	}
+	fmt.Fprintf(e.stderr, "%s (%d bytes) written to %s\n", what, len(b), out)
+	return nil
+}
+
+func optionalNonce(s string) ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	return parseNonce(s)
+}
+
+func (e *env) bind(ctx context.Context, args []string) error {
+	fs := e.newFlagSet("bind")
+	buildID := fs.String("build-id", "", "the build ID assigned by the platform (required)")
+	nonceHex := fs.String("nonce", "", "the control plane's nonce for this dispatch (hex, optional)")
+	out := fs.String("out", "", "write the dispatch attestation to FILE (default: stdout)")
+	var req descriptorFlags
+	fs.Var(&req.jsonFiles, "request", "JSON array of in-toto resource descriptors describing the build request (repeatable)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *buildID == "" {
+		return fmt.Errorf("%w: --build-id is required", errUsage)
+	}
+	nonce, err := optionalNonce(*nonceHex)
+	if err != nil {
+		return err
+	}
+	request, err := req.load()
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return e.call(ctx, "bind", func(ctx context.Context, c *apiv1.Client) error {
+		resp, err := c.BindBuild(ctx, &apiv1.BindBuildRequest{BuildId: *buildID, Request: request, Nonce: nonce})
+		if err != nil {
+			return err
+		}
+		if resp.GetRepeated() {
+			fmt.Fprintf(e.stderr, "build %s was already bound; the same dispatch attestation is returned\n", *buildID)
+		}
+		return e.writeOut(*out, resp.GetEnvelope(), "dispatch attestation")
+	})
+}
+
+func (e *env) extend(ctx context.Context, args []string) error {
+	fs := e.newFlagSet("extend")
+	domain := fs.String("domain", "", "what is measured, e.g. deps (required)")
+	op := fs.String("operation", "", "what happened, e.g. fetch (required)")
+	content := fs.String("content", "", "the measurement, e.g. name@sha256:… ")
+	contentFile := fs.String("content-file", "", "read the measurement from FILE instead")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *domain == "" || *op == "" {
+		return fmt.Errorf("%w: --domain and --operation are required", errUsage)
+	}
+	data := []byte(*content)
+	if *contentFile != "" {
+		b, err := readInput(*contentFile)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		data = b
+	}
+	return e.call(ctx, "extend", func(ctx context.Context, c *apiv1.Client) error {
+		resp, err := c.Extend(ctx, &apiv1.ExtendRequest{Domain: *domain, Operation: *op, Content: data})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "event %d sha256:%s\n", resp.GetSeq(), resp.GetSha256())
+		return nil
+	})
+}
+
+func (e *env) complete(ctx context.Context, args []string) error {
+	fs := e.newFlagSet("complete")
+	buildID := fs.String("build-id", "", "the build ID bound at dispatch (required)")
+	nonceHex := fs.String("nonce", "", "a nonce for the completion (hex, optional)")
+	out := fs.String("out", "", "write the completion attestation to FILE (default: stdout)")
+	var in, outp descriptorFlags
+	fs.Var(&in.paths, "input", "an input file, hashed here (repeatable)")
+	fs.Var(&in.jsonFiles, "inputs", "JSON array of in-toto resource descriptors of inputs (repeatable)")
+	fs.Var(&outp.paths, "output", "an output file, hashed here (repeatable)")
+	fs.Var(&outp.jsonFiles, "outputs", "JSON array of in-toto resource descriptors of outputs (repeatable)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *buildID == "" {
+		return fmt.Errorf("%w: --build-id is required", errUsage)
+	}
+	nonce, err := optionalNonce(*nonceHex)
+	if err != nil {
+		return err
+	}
+	inputs, err := in.load()
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	outputs, err := outp.load()
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if len(outputs) == 0 {
+		return fmt.Errorf("%w: at least one --output or --outputs is required", errUsage)
+	}
+	return e.call(ctx, "complete", func(ctx context.Context, c *apiv1.Client) error {
+		resp, err := c.Complete(ctx, &apiv1.CompleteRequest{BuildId: *buildID, Inputs: inputs, Outputs: outputs, Nonce: nonce})
+		if err != nil {
+			return err
+		}
+		return e.writeOut(*out, resp.GetEnvelope(), "completion attestation")
+	})
+}
+
+func (e *env) sign(ctx context.Context, args []string) error {
+	fs := e.newFlagSet("sign")
+	buildID := fs.String("build-id", "", "the build ID (required)")
+	stFile := fs.String("statement", "", "in-toto Statement v1 JSON to sign, e.g. SLSA provenance (required; - for stdin)")
+	out := fs.String("out", "", "write the DSSE envelope to FILE (default: stdout)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *buildID == "" || *stFile == "" {
+		return fmt.Errorf("%w: --build-id and --statement are required", errUsage)
+	}
+	st, err := readInput(*stFile)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return e.call(ctx, "sign", func(ctx context.Context, c *apiv1.Client) error {
+		resp, err := c.SignStatement(ctx, &apiv1.SignStatementRequest{BuildId: *buildID, Statement: st})
+		if err != nil {
+			return err
+		}
+		return e.writeOut(*out, resp.GetEnvelope(), "signed statement")
+	})
+}
+
+func (e *env) bundle(ctx context.Context, args []string) error {
+	fs := e.newFlagSet("bundle")
+	out := fs.String("out", "", "write the bundle (.intoto.jsonl) to FILE (default: stdout)")
+	extra := fs.String("add", "", "also append the envelopes in FILE (e.g. statements signed elsewhere)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var add []byte
+	if *extra != "" {
+		b, err := readInput(*extra)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		add = b
+	}
+	return e.call(ctx, "bundle", func(ctx context.Context, c *apiv1.Client) error {
+		resp, err := c.GetBundle(ctx, &apiv1.GetBundleRequest{})
+		if err != nil {
+			return err
+		}
+		var jsonl []byte
+		for _, env := range resp.GetEnvelopes() {
+			jsonl = append(append(jsonl, env...), '\n')
+		}
+		jsonl = append(jsonl, add...)
+		if *out == "" {
+			_, err := e.stdout.Write(jsonl)
+			return err
+		}
+		if err := os.WriteFile(*out, jsonl, 0o644); err != nil {
+			return fmt.Errorf("write bundle: %w", err)
+		}
+		fmt.Fprintf(e.stderr, "bundle of %d attestations for build %q written to %s\n", len(resp.GetEnvelopes()), resp.GetBuildId(), *out)
+		return nil
+	})
+}
+
+// call dials the daemon and runs fn with a timeout.
+func (e *env) call(ctx context.Context, method string, fn func(context.Context, *apiv1.Client) error) error {
+	c, err := e.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	if err := fn(ctx, c); err != nil {
+		return e.rpcError(method, err)
+	}
+	return nil
+}
