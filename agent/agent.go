@@ -27,6 +27,7 @@ const (
 	SocketName       = "attestd.sock"
 	EventLogName     = "attestd.cel"
 	LaunchAttestName = "launch.intoto.json"
+	KeyFileName      = "envkey.blob"
 )
 
 // Options wires an Agent. Backend and Config are required.

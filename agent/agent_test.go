@@ -307,7 +307,7 @@ func TestConfig(t *testing.T) {
 		{"register 3", "register: 3\n", "firmware"},
 		{"register 99", "register: 99\n", "0..23"},
 		{"relative executor", "executors: [sh]\n", "absolute"},
-		{"bad backend", "backend: magic\n", "want auto, tpm or simulator"},
+		{"bad backend", "backend: magic\n", "backend \"magic\": want auto"},
 		{"wrong type", "register: thirteen\n", "cannot unmarshal"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -16,7 +16,7 @@ const DefaultConfigPath = "/etc/attestd/config.yaml"
 
 // FileConfig is the on-disk config file (YAML). Unknown keys are rejected.
 type FileConfig struct {
-	// Backend: "auto", "tpm" or "simulator".
+	// Backend: "auto", "tpm", "snp", "tdx" or "simulator".
 	Backend string `yaml:"backend"`
 	TPM     struct {
 		// Device: "" (auto: /dev/tpmrm0, then /dev/tpm0), a device path,
@@ -50,8 +50,11 @@ type Config struct {
 	Path string
 	Raw  []byte
 
-	Backend       string
-	TPMDevice     string
+	Backend   string
+	TPMDevice string
+	// TPMKeyFile keeps the TPM-wrapped env key across restarts within a
+	// boot; set by the daemon to a file in its runtime dir.
+	TPMKeyFile    string
 	Register      int
 	ImageMetadata string
 	Executors     []string
@@ -115,9 +118,9 @@ func ParseConfig(path string, raw []byte) (*Config, error) {
 
 func (c *Config) validate() error {
 	switch c.Backend {
-	case "auto", "tpm", "simulator":
+	case "auto", "tpm", "snp", "tdx", "simulator":
 	default:
-		return fmt.Errorf("backend %q: want auto, tpm or simulator", c.Backend)
+		return fmt.Errorf("backend %q: want auto, tpm, snp, tdx or simulator", c.Backend)
 	}
 	if err := ValidateRegister(c.Register); err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -33,7 +34,12 @@ func TestMain(m *testing.M) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_, err = c.GetIdentity(ctx, &apiv1.GetIdentityRequest{})
+		switch os.Getenv("ATTESTD_TEST_METHOD") {
+		case "BindBuild":
+			_, err = c.BindBuild(ctx, &apiv1.BindBuildRequest{BuildId: "build-1"})
+		default:
+			_, err = c.GetIdentity(ctx, &apiv1.GetIdentityRequest{})
+		}
 		fmt.Println(status.Code(err).String())
 		os.Exit(0)
 	}
@@ -48,7 +54,11 @@ func serve(t testing.TB) (*Agent, string, *apiv1.Client) {
 
 func serveOn(t testing.TB, b attest.Backend) (*Agent, string, *apiv1.Client) {
 	t.Helper()
-	f := newFixture(t)
+	return serveFixture(t, newFixture(t), b)
+}
+
+func serveFixture(t testing.TB, f *fixture, b attest.Backend) (*Agent, string, *apiv1.Client) {
+	t.Helper()
 	a := f.agent(t, b)
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := a.Launch(ctx); err != nil {
@@ -136,25 +146,53 @@ func TestServeOverSocket(t *testing.T) {
 	}
 }
 
-func TestCallerNotOnAllowlist(t *testing.T) {
+// TestCallerRoles connects as another uid (the tests run as root; CI
+// too) and checks the roles the config gives it.
+func TestCallerRoles(t *testing.T) {
 	if os.Getuid() != 0 {
 		if os.Getenv("CI") != "" {
 			t.Fatal("this test needs root (to run a client as another uid); CI runs as root")
 		}
 		t.Skip("needs root to run a client as another uid")
 	}
-	_, sock, _ := serve(t)
-	// Let the other uid reach the socket so the daemon, not the file mode, decides.
-	if err := os.Chmod(filepath.Dir(sock), 0o755); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name         string
+		allow        string
+		method, want string
+	}{
+		{"stranger reads", "", "GetIdentity", "PermissionDenied"},
+		{"stranger binds", "", "BindBuild", "PermissionDenied"},
+		{"reader reads", "allow: {readers: {uids: [65534]}}", "GetIdentity", "OK"},
+		{"reader binds", "allow: {readers: {uids: [65534]}}", "BindBuild", "PermissionDenied"},
+		{"executor binds", "allow: {executors: {gids: [65534]}}", "BindBuild", "OK"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			cfg, err := ParseConfig("c.yaml", []byte(tc.allow))
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.cfg = cfg
+			_, sock, _ := serveFixture(t, f, newBackend(t, openSim(t)))
+			if got := runAs(t, sock, 65534, tc.method); got != tc.want {
+				t.Fatalf("%s as uid 65534: %s, want %s", tc.method, got, tc.want)
+			}
+		})
 	}
+}
+
+// runAs runs this test binary as a client with uid/gid id and returns the
+// status code name it got for method.
+func runAs(t *testing.T, sock string, id uint32, method string) string {
+	t.Helper()
+	// Let the other uid reach the socket so the daemon, not the file mode, decides.
 	if err := os.Chmod(sock, 0o666); err != nil {
 		t.Fatal(err)
 	}
 	for dir := filepath.Dir(sock); dir != "/"; dir = filepath.Dir(dir) {
 		os.Chmod(dir, 0o755) // t.TempDir parents are 0700
 	}
-	// The test binary lives in a 0700 build dir: copy it where uid 65534 can run it.
+	// The test binary lives in a 0700 build dir: copy it where the uid can run it.
 	self, err := os.ReadFile(os.Args[0])
 	if err != nil {
 		t.Fatal(err)
@@ -164,15 +202,13 @@ func TestCallerNotOnAllowlist(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(client, "-test.run=^$")
-	cmd.Env = append(os.Environ(), "ATTESTD_TEST_CLIENT="+sock)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	cmd.Env = append(os.Environ(), "ATTESTD_TEST_CLIENT="+sock, "ATTESTD_TEST_METHOD="+method)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: id, Gid: id}}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("client as uid 65534: %v\n%s", err, out)
+		t.Fatalf("client as uid %d: %v\n%s", id, err, out)
 	}
-	if got := string(out); got != "PermissionDenied\n" {
-		t.Fatalf("client as uid 65534 got %q, want PermissionDenied", got)
-	}
+	return strings.TrimSpace(string(out))
 }
 
 func TestAllowlist(t *testing.T) {

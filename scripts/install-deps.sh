@@ -2,6 +2,8 @@
 # Installs what the tests need on a fresh Debian machine (run as root).
 set -euo pipefail
 pkgs=(swtpm swtpm-tools tpm2-tools protobuf-compiler libssl-dev gcc make)
+# images/ and the e2e test (issue 6): bake with debootstrap, boot under QEMU + OVMF + swtpm.
+pkgs+=(systemd debootstrap qemu-system-x86 ovmf systemd-boot-efi cryptsetup-bin dosfstools mtools fdisk binutils e2fsprogs squashfs-tools cpio zstd)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -166,7 +166,11 @@ func Envelope(env *dsse.Envelope, opts Options) *Result {
 			allClaims = false
 			continue
 		}
-		bank = claims.Bank
+		// The first evidence is the backend's, whose register the agent's
+		// log extends; a TEE source beside it may claim another bank.
+		if bank == 0 {
+			bank = claims.Bank
+		}
 		for reg, val := range claims.Registers {
 			registers[reg] = val
 		}

@@ -72,7 +72,12 @@ func (Verifier) Backend() string { return Name }
 
 // ParseReport decodes a raw attestation report, which must be exactly
 // abi.ReportSize bytes.
-func ParseReport(raw []byte) (*spb.Report, error) {
+func ParseReport(raw []byte) (_ *spb.Report, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("parse SEV-SNP report: malformed report (%v)", r)
+		}
+	}()
 	if len(raw) != abi.ReportSize {
 		return nil, fmt.Errorf("SEV-SNP report is %d bytes, want %d", len(raw), abi.ReportSize)
 	}
@@ -243,7 +248,7 @@ func envKeyCheck(p parsed, opts attest.VerifyOptions) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	rd := att(p).GetReport().GetReportData()
+	rd := p.att.GetReport().GetReportData()
 	want := reportData(attest.Binding{}, kd, p.register)
 	if !bytes.Equal(rd[32:], want[32:]) {
 		if p.register != nil {
@@ -256,5 +261,3 @@ func envKeyCheck(p parsed, opts attest.VerifyOptions) (string, error) {
 	}
 	return "REPORT_DATA[32:64] is the SHA-256 of the environment key", nil
 }
-
-func att(p parsed) *spb.Attestation { return p.att }

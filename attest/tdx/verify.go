@@ -85,7 +85,14 @@ func (Verifier) Backend() string { return Name }
 
 // ParseQuote decodes a raw version-4 TD quote and requires its encoding to
 // be canonical: nothing unparsed but zero padding.
-func ParseQuote(raw []byte) (*pb.QuoteV4, error) {
+func ParseQuote(raw []byte) (_ *pb.QuoteV4, err error) {
+	// go-tdx-guest's parser can index out of range on lying size fields
+	// (found by FuzzParseQuote): turn that into an error.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("parse TDX quote: malformed quote (%v)", r)
+		}
+	}()
 	q, err := abi.QuoteToProto(raw)
 	if err != nil {
 		return nil, fmt.Errorf("parse TDX quote: %w", err)

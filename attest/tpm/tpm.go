@@ -52,6 +52,11 @@ type Config struct {
 	// DefaultFirmwareLogPath. A missing file means the evidence carries no
 	// firmware log.
 	FirmwareLogPath string
+	// KeyFile, when set, keeps the environment key's TPM-wrapped blob so a
+	// restart within the same boot keeps the same key (the daemon puts it
+	// in its runtime dir). The blob loads only in this TPM; after a reboot
+	// it is ignored and replaced.
+	KeyFile string
 
 	// autoDevices replaces defaultDevices in tests.
 	autoDevices []string
@@ -111,6 +116,11 @@ type Backend struct {
 	ekCert      []byte // DER or nil
 	firmwareLog []byte // raw TCG PC Client log or nil
 	closed      bool
+
+	// KeyReused reports that the env key was loaded from Config.KeyFile;
+	// KeyNotReused, when set, says why an existing key file was not used.
+	KeyReused    bool
+	KeyNotReused string
 }
 
 var _ attest.Backend = (*Backend)(nil)
@@ -204,6 +214,20 @@ func (b *Backend) createEnvKey() error {
 		return fmt.Errorf("create storage root key: %w", err)
 	}
 	defer srk.Close()
+	var reset uint32
+	if b.cfg.KeyFile != "" {
+		if reset, err = resetCount(b.rw); err != nil {
+			return err
+		}
+		h, pub, err := b.loadKeyFile(srk, reset)
+		if err == nil {
+			b.KeyReused = true
+			return b.useEnvKey(h, pub)
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			b.KeyNotReused = fmt.Sprintf("environment key blob %s not used: %v", b.cfg.KeyFile, err)
+		}
+	}
 	priv, pub, _, _, _, err := tpm2.CreateKey(b.rw, srk.Handle(), tpm2.PCRSelection{}, "", "", envKeyTemplate())
 	if err != nil {
 		return fmt.Errorf("create environment key: %w", err)
@@ -212,6 +236,17 @@ func (b *Backend) createEnvKey() error {
 	if err != nil {
 		return fmt.Errorf("load environment key: %w", err)
 	}
+	if b.cfg.KeyFile != "" {
+		if err := b.saveKeyFile(reset, pub, priv); err != nil {
+			tpm2.FlushContext(b.rw, h)
+			return err
+		}
+	}
+	return b.useEnvKey(h, pub)
+}
+
+func (b *Backend) useEnvKey(h tpmutil.Handle, pub []byte) error {
+	var err error
 	if b.env, err = client.LoadCachedKey(b.rw, h, nil); err != nil {
 		tpm2.FlushContext(b.rw, h)
 		return fmt.Errorf("read environment key: %w", err)

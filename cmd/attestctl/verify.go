@@ -34,6 +34,7 @@ func (e *env) verify(args []string) error {
 	fs.Var(&akRoots, "ak-roots", "PEM certificates anchoring AK certificates (repeatable)")
 	insecure := fs.Bool("insecure-trust-embedded-ak", false, "UNSAFE: trust the AK shipped inside the evidence (demos only)")
 	asJSON := fs.Bool("json", false, "print results as JSON")
+	tee := teeFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -44,6 +45,11 @@ func (e *env) verify(args []string) error {
 		InsecureTrustEmbeddedAK: *insecure,
 		Verifiers:               []attest.Verifier{tpm.Verifier{}},
 	}
+	teeVerifiers, err := tee.verifiers()
+	if err != nil {
+		return err
+	}
+	opts.Verifiers = append(opts.Verifiers, teeVerifiers...)
 	opts.BuildID = *buildID
 	opts.Nonces = map[attest.Purpose][]byte{}
 	for _, n := range nonces {

@@ -15,7 +15,7 @@ import (
 // openBackend opens the evidence backend cfg names. "auto" picks a real
 // device and never a simulator or fake.
 func openBackend(cfg *agent.Config, log *slog.Logger) (attest.Backend, error) {
-	tcfg := tpm.Config{Device: cfg.TPMDevice, PCR: cfg.Register}
+	tcfg := tpm.Config{Device: cfg.TPMDevice, PCR: cfg.Register, KeyFile: cfg.TPMKeyFile}
 	switch cfg.Backend {
 	case "simulator":
 		if !cgoEnabled {
@@ -35,13 +35,13 @@ func openBackend(cfg *agent.Config, log *slog.Logger) (attest.Backend, error) {
 	case "tpm", "auto":
 		b, err := tpm.Open(tcfg)
 		if errors.Is(err, attest.ErrNoDevice) && cfg.Backend == "auto" {
-			return nil, fmt.Errorf("backend auto: %w (no TPM found; SEV-SNP and TDX are not supported yet; --backend=simulator runs a demo)", err)
+			return nil, err // openEvidence names everything auto looked for
 		}
 		if err != nil {
 			return nil, fmt.Errorf("backend tpm: %w", err)
 		}
 		return b, nil
 	default:
-		return nil, fmt.Errorf("%w: unknown backend %q (want auto, tpm or simulator)", errUsage, cfg.Backend)
+		return nil, fmt.Errorf("%w: unknown backend %q (want auto, tpm, snp, tdx or simulator)", errUsage, cfg.Backend)
 	}
 }

@@ -8,11 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/attestd/attestd/agent"
+	"github.com/attestd/attestd/attest/tpm"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -42,7 +44,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs := flag.NewFlagSet("attestd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&f.config, "config", agent.DefaultConfigPath, "config file (YAML)")
-	fs.StringVar(&f.backend, "backend", "", "evidence backend: auto, tpm or simulator (overrides the config file)")
+	fs.StringVar(&f.backend, "backend", "", "evidence backend: auto, tpm, snp, tdx or simulator (overrides the config file)")
 	fs.StringVar(&f.tpmDevice, "tpm-device", "", "TPM device path, unix:/path or tcp:host:port of a swtpm (overrides the config file)")
 	fs.StringVar(&f.runtimeDir, "runtime-dir", "", "directory for the socket, event log and launch attestation (default $RUNTIME_DIRECTORY, else /run/attestd)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -87,12 +89,24 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if runtimeDir == "" {
 		runtimeDir = runtimeDirFromEnv()
 	}
+	if err := os.MkdirAll(runtimeDir, 0o750); err != nil {
+		return fmt.Errorf("create runtime dir: %w", err)
+	}
+	cfg.TPMKeyFile = filepath.Join(runtimeDir, agent.KeyFileName)
 
-	backend, err := openBackend(cfg, logger)
+	backend, extra, err := openEvidence(cfg, logger)
 	if err != nil {
 		return err
 	}
 	defer backend.Close()
+	if tb, ok := backend.(*tpm.Backend); ok {
+		if tb.KeyReused {
+			logger.Info("restart within the boot: environment key reloaded", "key_file", cfg.TPMKeyFile)
+		}
+		if tb.KeyNotReused != "" {
+			logger.Warn("new environment key", "reason", tb.KeyNotReused)
+		}
+	}
 
 	exe, err := os.Executable()
 	if err != nil {
@@ -105,6 +119,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	a, err := agent.New(agent.Options{
 		Config:     cfg,
 		Backend:    backend,
+		Extra:      extra,
 		RuntimeDir: runtimeDir,
 		BinaryPath: exe,
 		Cmdline:    strings.TrimSpace(string(cmdline)),

@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# images/bake.sh: bake the build-runner image (issue 6, docs/operating.md).
+#
+#   images/bake.sh [OUT]          (default OUT=images/out; run as root)
+#
+# Debian bookworm root (debootstrap, cached) + attestd (CGO_ENABLED=0) + its
+# unit + a stand-in runner + the e2e test unit -> squashfs root protected by
+# dm-verity (roothash= on the kernel command line) -> a small busybox initrd
+# that opens the verity device -> a UKI (objcopy + systemd-stub) on an ESP ->
+# one GPT disk image. Then `attestctl reference` computes the reference values
+# from exactly these artifacts and signs them with the bake key.
+#
+# Environment (used by the e2e test for its negative variants):
+#   ATTESTD_BIN      attestd binary to bake instead of a fresh build
+#   EXTRA_CMDLINE    appended to the kernel command line
+#   BAKE_KEY         PEM EC private key signing the reference values
+#                    (default: OUT/../bake-key.pem, created if missing)
+#   IMAGE_VERSION    recorded in the image metadata (default: git describe)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+out=$(realpath -m "${1:-$here/out}")
+cache=$here/.cache
+suite=bookworm
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+stub=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
+# Packages of the image. The rootfs cache is keyed by this list.
+packages=systemd,systemd-sysv,udev,kmod,busybox-static,cryptsetup-bin,linux-image-amd64
+
+die() { echo "bake: $*" >&2; exit 1; }
+log() { printf 'bake: %s\n' "$*" >&2; }
+
+[[ $(id -u) -eq 0 ]] || die "must run as root (debootstrap, chroot, file ownership)"
+for t in debootstrap mksquashfs veritysetup objcopy objdump sfdisk mkfs.vfat mmd mcopy go cpio zstd; do
+	command -v "$t" >/dev/null || die "$t missing; run scripts/install-deps.sh"
+done
+[[ -f $stub ]] || die "$stub missing (package systemd-boot-efi); run scripts/install-deps.sh"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/attestd-bake.XXXXXX")
+cleanup() {
+	local rc=$?
+	# Nothing is mounted in the work dir; just remove it.
+	rm -rf "$work"
+	((rc == 0)) || echo "bake: FAILED (exit $rc)" >&2
+}
+trap cleanup EXIT
+mkdir -p "$out" "$cache"
+
+# --- 1. base root file system (cached) ------------------------------------
+key=$(printf '%s\n' "v2" "$suite" "$mirror" "$packages" | sha256sum | cut -c1-16)
+base=$cache/rootfs-$suite-$key.tar
+if [[ ! -f $base ]]; then
+	log "debootstrap $suite (not cached: $base)"
+	mkdir "$work/ds"
+	debootstrap --variant=minbase --include="$packages" "$suite" "$work/ds" "$mirror" >"$work/debootstrap.log" 2>&1 ||
+		{ tail -20 "$work/debootstrap.log" >&2; die "debootstrap failed (log above)"; }
+	# Trim what a runner never needs; the initramfs-tools initrd is replaced.
+	rm -rf "$work/ds"/boot/initrd.img* "$work/ds"/var/lib/apt/lists/* "$work/ds"/var/cache/apt/*.bin \
+		"$work/ds"/usr/share/{doc,man,locale,info}/* "$work/ds"/var/log/* "$work/ds"/var/cache/debconf/*-old
+	kver=$(ls "$work/ds/lib/modules")
+	(cd "$work/ds/lib/modules/$kver/kernel" && find . -mindepth 1 -maxdepth 1 ! -name drivers ! -name fs ! -name lib ! -name crypto ! -name arch -exec rm -rf {} + &&
+		find drivers -mindepth 1 -maxdepth 1 ! -name virtio ! -name block ! -name md ! -name char -exec rm -rf {} +)
+	chroot "$work/ds" depmod "$kver"
+	tar -C "$work/ds" --numeric-owner -cf "$base.tmp" .
+	mv "$base.tmp" "$base"
+	rm -rf "$work/ds"
+fi
+root=$work/root
+mkdir "$root"
+tar -C "$root" --numeric-owner -xf "$base"
+kver=$(ls "$root/lib/modules")
+
+# --- 2. attestd, units, config, runner, test unit --------------------------
+version=${IMAGE_VERSION:-$(git -C "$repo" describe --always --dirty 2>/dev/null || echo dev)}
+if [[ -n ${ATTESTD_BIN:-} ]]; then
+	install -m 0755 "$ATTESTD_BIN" "$root/usr/bin/attestd"
+else
+	(cd "$repo" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "-buildid= -X main.version=$version" -o "$root/usr/bin/attestd" ./cmd/attestd)
+fi
+(cd "$repo" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "-buildid=" -o "$root/usr/bin/attestctl" ./cmd/attestctl)
+
+install -D -m 0644 "$repo/systemd/attestd.service" "$root/usr/lib/systemd/system/attestd.service"
+install -D -m 0644 "$repo/systemd/attestd.sysusers.conf" "$root/usr/lib/sysusers.d/attestd.conf"
+install -D -m 0644 "$repo/systemd/attestd.tmpfiles.conf" "$root/usr/lib/tmpfiles.d/attestd.conf"
+install -D -m 0644 "$repo/systemd/60-attestd.rules" "$root/usr/lib/udev/rules.d/60-attestd.rules"
+install -D -m 0755 "$here/rootfs/build-runner" "$root/usr/libexec/build-runner/runner"
+install -D -m 0644 "$here/rootfs/build-runner.service" "$root/usr/lib/systemd/system/build-runner.service"
+install -D -m 0644 "$here/rootfs/runner.sysusers.conf" "$root/usr/lib/sysusers.d/build-runner.conf"
+install -D -m 0755 "$here/rootfs/attestd-e2e" "$root/usr/libexec/attestd/e2e"
+install -D -m 0644 "$here/rootfs/attestd-e2e.service" "$root/usr/lib/systemd/system/attestd-e2e.service"
+install -D -m 0644 "$here/rootfs/config.yaml" "$root/etc/attestd/config.yaml"
+printf '{"name":"attestd-build-runner","suite":"%s","version":"%s"}\n' "$suite" "$version" |
+	install -D -m 0644 /dev/stdin "$root/usr/lib/attestd/image.json"
+
+# Users exist at bake time: the root file system is read-only at run time.
+systemd-sysusers --root="$root" >/dev/null
+for u in attestd.service build-runner.service attestd-e2e.service; do
+	ln -sf "/usr/lib/systemd/system/$u" "$root/etc/systemd/system/multi-user.target.wants/$u"
+done
+# Read-only root: volatile /var and /tmp; machine-id generated per boot.
+cat >"$root/etc/fstab" <<'EOF'
+tmpfs /var tmpfs mode=0755,nosuid,nodev 0 0
+tmpfs /tmp tmpfs mode=1777,nosuid,nodev 0 0
+EOF
+: >"$root/etc/machine-id"
+echo attestd-runner >"$root/etc/hostname"
+# No interactive first boot; no phase measurements into PCR 11 (the image has
+# no tpm2-tss, docs/reference-values.md); nothing periodic.
+for u in systemd-firstboot.service systemd-pcrphase.service systemd-pcrphase-sysinit.service \
+	systemd-pcrphase-initrd.service apt-daily.timer apt-daily-upgrade.timer systemd-random-seed.service \
+	e2scrub_all.timer e2scrub_reap.service getty@tty1.service; do
+	ln -sf /dev/null "$root/etc/systemd/system/$u"
+done
+
+# --- 3. initrd: busybox + veritysetup + the modules to reach the root -------
+ird=$work/initrd
+mkdir -p "$ird"/{bin,dev,proc,sys,newroot,lib/modules,run}
+cp "$root/bin/busybox" "$ird/bin/busybox"
+cp "$root/usr/sbin/veritysetup" "$ird/bin/veritysetup"
+chroot "$root" ldd /usr/sbin/veritysetup | awk '/=>/ {print $3} /ld-linux/ {print $1}' | while read -r l; do
+	install -D "$root$l" "$ird$l"
+done
+for m in virtio_pci virtio_blk dm_verity squashfs; do
+	chroot "$root" modprobe -S "$kver" --show-depends "$m" | awk '$1 == "insmod" {print $2}'
+done | awk '!seen[$0]++' >"$work/modules.list"
+while read -r m; do
+	cp "$root$m" "$ird/lib/modules/"
+	basename "$m" >>"$ird/lib/modules/order"
+done <"$work/modules.list"
+install -m 0755 "$here/initrd-init" "$ird/init"
+find "$ird" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+(cd "$ird" && find . | LC_ALL=C sort | cpio --quiet -o -H newc --reproducible -R 0:0 | zstd -q -19 -T0 >"$work/initrd.img")
+
+# --- 4. root file system + dm-verity ---------------------------------------
+# The kernel goes into the UKI, not the root file system.
+cp "$root/boot/vmlinuz-$kver" "$work/vmlinuz"
+mksquashfs "$root" "$work/root.img" -noappend -quiet -no-progress -comp zstd -mkfs-time "$SOURCE_DATE_EPOCH" \
+	-all-time "$SOURCE_DATE_EPOCH" -e boot >/dev/null
+# dm-verity covers whole 4 KiB blocks.
+truncate -s %4096 "$work/root.img"
+salt=$(printf 'attestd-image-%s' "$suite" | sha256sum | cut -c1-64)
+veritysetup format "$work/root.img" "$work/verity.img" --salt="$salt" \
+	--uuid=7a0b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d >"$work/verity.txt"
+roothash=$(awk '/^Root hash:/ {print $3}' "$work/verity.txt")
+[[ $roothash =~ ^[0-9a-f]{64}$ ]] || die "no root hash from veritysetup"
+log "dm-verity root hash $roothash"
+
+# --- 5. UKI -----------------------------------------------------------------
+cmdline="console=ttyS0 roothash=$roothash ro panic=-1 systemd.show_status=error${EXTRA_CMDLINE:+ $EXTRA_CMDLINE}"
+printf '%s' "$cmdline" >"$work/cmdline.txt"
+cp "$root/usr/lib/os-release" "$work/os-release"
+kernel=$work/vmlinuz
+align=0x1000
+end=$(objdump -h "$stub" | awk 'NF == 7 && $1 ~ /^[0-9]+$/ {print $3, $4}' | while read -r size vma; do
+	echo $((16#$vma + 16#$size))
+done | sort -n | tail -1)
+args=()
+add() { # name file
+	local off=$(((end + align - 1) / align * align))
+	args+=(--add-section "$1=$2" --change-section-vma "$1=$(printf '0x%x' "$off")")
+	end=$((off + $(stat -c %s "$2")))
+}
+add .osrel "$work/os-release"
+add .cmdline "$work/cmdline.txt"
+add .linux "$kernel"
+add .initrd "$work/initrd.img"
+objcopy "${args[@]}" "$stub" "$work/uki.efi"
+
+# --- 6. ESP + GPT disk --------------------------------------------------------
+uki_kib=$(($(stat -c %s "$work/uki.efi") / 1024))
+esp_kib=$(((uki_kib + 4096) / 1024 * 1024))
+mkfs.vfat -C -i 0a77e57d -n ESP "$work/esp.img" "$esp_kib" >/dev/null
+mmd -i "$work/esp.img" ::/EFI ::/EFI/BOOT
+mcopy -i "$work/esp.img" "$work/uki.efi" ::/EFI/BOOT/BOOTX64.EFI
+mib() { echo $((($(stat -c %s "$1") + (1 << 20) - 1) >> 20)); }
+esp_mib=$(mib "$work/esp.img") root_mib=$(mib "$work/root.img") ver_mib=$(mib "$work/verity.img")
+total_mib=$((1 + esp_mib + root_mib + ver_mib + 1))
+rm -f "$work/disk.img"
+truncate -s "${total_mib}M" "$work/disk.img"
+sfdisk --quiet "$work/disk.img" <<EOF
+label: gpt
+label-id: 5E0A7D1E-0000-4000-8000-00000A77E57D
+first-lba: 2048
+start=1MiB, size=${esp_mib}MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=5E0A7D1E-0001-4000-8000-00000A77E57D, name=esp
+size=${root_mib}MiB, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, uuid=5E0A7D1E-0002-4000-8000-00000A77E57D, name=attestd-root
+size=${ver_mib}MiB, type=2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5, uuid=5E0A7D1E-0003-4000-8000-00000A77E57D, name=attestd-verity
+EOF
+dd if="$work/esp.img" of="$work/disk.img" bs=1M seek=1 conv=notrunc,sparse status=none
+dd if="$work/root.img" of="$work/disk.img" bs=1M seek=$((1 + esp_mib)) conv=notrunc,sparse status=none
+dd if="$work/verity.img" of="$work/disk.img" bs=1M seek=$((1 + esp_mib + root_mib)) conv=notrunc,sparse status=none
+
+# --- 7. reference values ------------------------------------------------------
+bakekey=${BAKE_KEY:-$out/../bake-key.pem}
+attestctl=$work/attestctl
+(cd "$repo" && go build -o "$attestctl" ./cmd/attestctl)
+if "$attestctl" help 2>&1 | grep -q '^  reference'; then
+	"$attestctl" reference --root "$root" --uki "$work/uki.efi" --key "$bakekey" --new-key \
+		--out "$work/reference.intoto.json" >/dev/null
+else
+	log "attestctl has no reference command yet: no reference values"
+fi
+
+install -m 0644 "$work/disk.img" "$out/disk.img"
+install -m 0644 "$work/uki.efi" "$out/uki.efi"
+printf '%s\n' "$roothash" >"$out/roothash"
+printf '%s\n' "$cmdline" >"$out/cmdline"
+[[ -f $work/reference.intoto.json ]] && install -m 0644 "$work/reference.intoto.json" "$out/reference.intoto.json"
+sha256sum "$out/disk.img" "$out/uki.efi" | sed "s#$out/##" >"$out/SHA256SUMS"
+log "image in $out: disk.img ($(du -h "$out/disk.img" | cut -f1)), uki.efi, roothash, cmdline"
