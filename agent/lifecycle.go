@@ -40,7 +40,7 @@ const (
 // Errors executors see (mapped to gRPC codes in statusCode).
 var (
 	// errState: the call is not allowed in the current phase.
-	errState = errors.New("not allowed now")
+	errState = errors.New("refused in this lifecycle phase")
 	// errInput: a malformed executor request.
 	errInput = errors.New("invalid request")
 )

@@ -69,4 +69,20 @@ if "$bin/attestctl" verify --nonce "$("$bin/attestctl" nonce)" --trust-ak "$work
 fi
 grep -E 'FAILED|NOT VERIFIED' "$work/wrong-nonce.txt"
 
+say "a build: the shell executor of docs/integrating.md (bind, extend, complete, sign, bundle)"
+dispatch_nonce=$("$bin/attestctl" nonce)
+mkdir -p "$work/build"
+PATH="$bin:$PATH" docs/examples/shell-executor.sh build-0001 "$work/build" "$dispatch_nonce"
+
+say "attestctl verify the build's bundle as a chain"
+"$bin/attestctl" verify --nonce "attest=$nonce" --nonce "dispatch=$dispatch_nonce" --build-id build-0001 \
+	--trust-ak "$work/ak.pem" "$work/build/build.intoto.jsonl"
+
+say "a second build in the same environment is refused"
+if "$bin/attestctl" bind --build-id build-0002 >"$work/second.txt" 2>&1; then
+	echo "demo: a second build ID was accepted" >&2
+	exit 1
+fi
+cat "$work/second.txt"
+
 say "demo passed; files are in .demo/"

@@ -107,7 +107,11 @@ func Envelope(env *dsse.Envelope, opts Options) *Result {
 	defer func() { r.OK = len(r.Failed()) == 0 && len(r.Checks) > 0 }()
 
 	op, err := scai.Open(env)
-	if !r.add(CheckStatement, err, "in-toto Statement v1 with a SCAI v0.3 predicate; subject is the env key") {
+	detail := "in-toto Statement v1 with a SCAI v0.3 predicate; subject is the env key"
+	if err == nil && op.Attestation.Purpose == attest.PurposeComplete {
+		detail = fmt.Sprintf("in-toto Statement v1 with a SCAI v0.3 predicate; subjects are the build's %d output(s)", len(op.Attestation.Build.Outputs))
+	}
+	if !r.add(CheckStatement, err, detail) {
 		r.notChecked(CheckStatement, CheckSignature, CheckNonce, CheckBinding, CheckReplay)
 		return r
 	}

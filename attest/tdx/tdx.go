@@ -271,7 +271,9 @@ func New(cfg Config) (*Backend, error) {
 func (b *Backend) Name() string { return Name }
 
 // Register implements attest.Backend: RTMR3.
-func (b *Backend) Register() attest.Register { return attest.Register{Kind: attest.RTMR, Index: AgentRTMR} }
+func (b *Backend) Register() attest.Register {
+	return attest.Register{Kind: attest.RTMR, Index: AgentRTMR}
+}
 
 // Banks implements attest.Backend: RTMRs are SHA-384.
 func (b *Backend) Banks() []crypto.Hash { return []crypto.Hash{crypto.SHA384} }
@@ -361,4 +363,3 @@ func (s *keySigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]
 	}
 	return s.key.Sign(r, digest, opts)
 }
-

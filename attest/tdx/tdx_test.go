@@ -125,7 +125,9 @@ func TestVerifierNamedFailures(t *testing.T) {
 		{"trailing NUL", func(ev *attest.Evidence, _ *tdx.Verifier, _ *attest.VerifyOptions) {
 			ev.Parts[0].Data[len(ev.Parts[0].Data)-1] ^= 1
 		}, tdx.CheckQuoteSignature},
-		{"truncated", func(ev *attest.Evidence, _ *tdx.Verifier, _ *attest.VerifyOptions) { ev.Parts[0].Data = ev.Parts[0].Data[:600] }, tdx.CheckQuoteSignature},
+		{"truncated", func(ev *attest.Evidence, _ *tdx.Verifier, _ *attest.VerifyOptions) {
+			ev.Parts[0].Data = ev.Parts[0].Data[:600]
+		}, tdx.CheckQuoteSignature},
 		{"oversized", func(ev *attest.Evidence, _ *tdx.Verifier, _ *attest.VerifyOptions) {
 			ev.Parts[0].Data = append(ev.Parts[0].Data, 1)
 		}, tdx.CheckQuoteSignature},

@@ -351,4 +351,3 @@ func ccelCheck(ev *attest.Evidence, q *pb.QuoteV4) (string, bool, error) {
 	}
 	return "CCEL replays to the quoted RTMR0-2", false, nil
 }
-

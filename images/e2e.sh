@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# images/e2e.sh (make e2e): bake the build-runner image, boot it under QEMU
+# (TCG) + OVMF + swtpm, let the guest's test unit run a lifecycle with a nonce
+# chosen here, and verify what comes out with `attestctl verify` against the
+# signed reference values and the AK pinned from the vTPM. Then the same with
+# a changed attestd binary and with a changed kernel command line: both must
+# fail on a named check. Run as root. See docs/operating.md.
+#
+# Environment: E2E_OUT (default images/e2e-out), E2E_BOOT_TIMEOUT (seconds per
+# boot, default 420), E2E_VARIANTS (default "good bad-binary bad-cmdline").
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+out=$(realpath -m "${E2E_OUT:-$here/e2e-out}")
+boot_timeout=${E2E_BOOT_TIMEOUT:-420}
+variants=${E2E_VARIANTS:-good bad-binary bad-cmdline}
+ovmf_code=/usr/share/OVMF/OVMF_CODE_4M.fd
+ovmf_vars=/usr/share/OVMF/OVMF_VARS_4M.fd
+
+die() { echo "e2e: $*" >&2; exit 1; }
+log() { printf '\033[1me2e: %s\033[0m\n' "$*" >&2; }
+
+[[ $(id -u) -eq 0 ]] || die "must run as root (the bake needs it)"
+for t in qemu-system-x86_64 swtpm swtpm_setup swtpm_localca timeout go tar; do
+	command -v "$t" >/dev/null || die "$t missing; run scripts/install-deps.sh"
+done
+[[ -f $ovmf_code && -f $ovmf_vars ]] || die "OVMF (OVMF_CODE_4M.fd) missing; run scripts/install-deps.sh"
+
+t0=$(date +%s)
+mkdir -p "$out"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/attestd-e2e.XXXXXX")
+pids=()
+cleanup() {
+	local rc=$? p
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$tmp"
+	((rc == 0)) || echo "e2e: FAILED (exit $rc); files in $out" >&2
+}
+trap cleanup EXIT
+
+attestctl=$tmp/attestctl
+(cd "$repo" && go build -o "$attestctl" ./cmd/attestctl && go build -o "$tmp/akpin" ./images/akpin)
+
+# --- the vTPM: manufactured once, with an EK certificate from a local CA -----
+tpmdir=$tmp/tpm
+mkdir -p "$tpmdir/state" "$tpmdir/ca"
+cat >"$tpmdir/localca.conf" <<EOF
+statedir = $tpmdir/ca
+signingkey = $tpmdir/ca/signkey.pem
+issuercert = $tpmdir/ca/issuercert.pem
+certserial = $tpmdir/ca/certserial
+EOF
+printf -- '--platform-manufacturer attestd\n--platform-version 2.1\n--platform-model e2e\n' >"$tpmdir/localca.options"
+printf 'create_certs_tool = swtpm_localca\ncreate_certs_tool_config = %s\ncreate_certs_tool_options = %s\nactive_pcr_banks = sha256\n' \
+	"$tpmdir/localca.conf" "$tpmdir/localca.options" >"$tpmdir/setup.conf"
+# A sha256-only bank: OVMF under TCG spends most of the boot hashing.
+XDG_CONFIG_HOME=$tpmdir HOME=$tpmdir swtpm_setup --tpm2 --tpmstate "$tpmdir/state" --create-ek-cert \
+	--create-platform-cert --pcr-banks sha256 --config "$tpmdir/setup.conf" --overwrite >"$tpmdir/setup.log" 2>&1 ||
+	{ cat "$tpmdir/setup.log" >&2; die "swtpm_setup failed"; }
+
+# --- AK enrollment: read the AK from the vTPM on the host, before any boot ---
+swtpm socket --tpm2 --server "type=unixio,path=$tpmdir/enroll.sock" --ctrl "type=unixio,path=$tpmdir/enroll.ctrl" \
+	--tpmstate "dir=$tpmdir/state" --flags not-need-init,startup-clear >"$tpmdir/enroll.log" 2>&1 &
+enroll_pid=$!
+pids+=("$enroll_pid")
+for _ in $(seq 100); do [[ -S $tpmdir/enroll.sock ]] && break; sleep 0.1; done
+"$tmp/akpin" "unix:$tpmdir/enroll.sock" >"$out/ak.pem" || die "AK enrollment failed"
+kill "$enroll_pid"
+wait "$enroll_pid" 2>/dev/null || true
+log "AK pinned from the vTPM: $out/ak.pem"
+
+# --- bake ----------------------------------------------------------------------
+bake() { # variant
+	local v=$1 s=$(date +%s)
+	case $v in
+	good) "$here/bake.sh" "$out/$v" ;;
+	bad-binary)
+		# Same source, different build: any other attestd binary.
+		(cd "$repo" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "-buildid= -X main.version=tampered" -o "$tmp/attestd-tampered" ./cmd/attestd)
+		ATTESTD_BIN=$tmp/attestd-tampered "$here/bake.sh" "$out/$v"
+		;;
+	bad-cmdline) EXTRA_CMDLINE="attestd.tampered=1" "$here/bake.sh" "$out/$v" ;;
+	*) die "unknown variant $v" ;;
+	esac
+	log "baked $v in $(($(date +%s) - s)) s"
+}
+
+# --- boot ----------------------------------------------------------------------
+boot() { # variant nonce
+	local v=$1 nonce=$2 d=$out/$1 s
+	rm -rf "$d/result"
+	mkdir -p "$d/result"
+	# The I/O disk: the nonce in, a tar archive of the results out.
+	truncate -s 0 "$d/io.img"
+	truncate -s 16M "$d/io.img"
+	printf 'ATTESTD-E2E-IO v1\n%s\n' "$nonce" | dd of="$d/io.img" conv=notrunc status=none
+	cp "$ovmf_vars" "$d/OVMF_VARS.fd"
+	local ctrl=$tmp/tpm/$v.ctrl
+	swtpm socket --tpm2 --ctrl "type=unixio,path=$ctrl" --tpmstate "dir=$tpmdir/state" \
+		--flags startup-clear --terminate >"$d/swtpm.log" 2>&1 &
+	local swtpm_pid=$!
+	pids+=("$swtpm_pid")
+	for _ in $(seq 100); do [[ -S $ctrl ]] && break; sleep 0.1; done
+	s=$(date +%s)
+	local rc=0
+	timeout --foreground -k 10 "$boot_timeout" qemu-system-x86_64 \
+		-machine q35 -accel tcg -cpu max -smp 2 -m 1536 -nodefaults -no-reboot \
+		-display none -serial "file:$d/serial.log" \
+		-drive "if=pflash,format=raw,unit=0,readonly=on,file=$ovmf_code" \
+		-drive "if=pflash,format=raw,unit=1,file=$d/OVMF_VARS.fd" \
+		-chardev "socket,id=chrtpm,path=$ctrl" -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0 \
+		-drive "if=virtio,format=raw,file=$d/disk.img,readonly=on" \
+		-drive "if=virtio,format=raw,file=$d/io.img" \
+		-nic none >"$d/qemu.log" 2>&1 || rc=$?
+	local took=$(($(date +%s) - s))
+	kill "$swtpm_pid" 2>/dev/null || true
+	wait "$swtpm_pid" 2>/dev/null || true
+	if ((rc != 0)) || ! tar -C "$d/result" -xf "$d/io.img" 2>/dev/null || [[ ! -f $d/result/rc ]]; then
+		echo "---- serial console ($v), last 60 lines ----" >&2
+		tail -n 60 "$d/serial.log" >&2 || true
+		cat "$d/qemu.log" >&2 || true
+		die "$v: guest did not deliver results (qemu exit $rc after $took s; timeout $boot_timeout s)"
+	fi
+	echo "$took" >"$d/boot-seconds"
+	log "$v: VM ran $took s (power-on to power-off); guest steps: $(tr '\n' ' ' <"$d/result/steps")"
+}
+
+# --- verify ------------------------------------------------------------------
+verify() { # variant nonce -> exit status of attestctl verify on the attestation
+	local v=$1 nonce=$2 d=$out/$1 r=$out/good/reference.intoto.json
+	cat "$d/result/launch.intoto.json" >"$d/bundle.intoto.jsonl"
+	echo >>"$d/bundle.intoto.jsonl"
+	cat "$d/result/attest.intoto.json" >>"$d/bundle.intoto.jsonl"
+	local args=(verify --trust-ak "$out/ak.pem")
+	if [[ -f $r ]]; then
+		args+=(--reference "$r" --reference-key "$out/good/bake-key.pub.pem")
+	fi
+	# The launch attestation carries no nonce; the attest one must carry ours.
+	"$attestctl" "${args[@]}" "$d/result/launch.intoto.json" >"$d/verify-launch.txt" 2>&1 || return 1
+	"$attestctl" "${args[@]}" --nonce "$nonce" "$d/result/attest.intoto.json" >"$d/verify.txt" 2>&1
+}
+
+failed_on() { # variant check
+	grep -Eq "^$2 +FAILED" "$out/$1/verify.txt" "$out/$1/verify-launch.txt"
+}
+
+status=0
+for v in $variants; do
+	bake "$v"
+	[[ -f $out/$v/reference.intoto.json ]] && cp "$out/$v/reference.intoto.json" "$out/$v/reference.baked.json"
+	nonce=$("$attestctl" nonce)
+	boot "$v" "$nonce"
+	if verify "$v" "$nonce"; then
+		result=verified
+	else
+		result="not verified"
+	fi
+	case $v in
+	good)
+		if [[ $result != verified ]]; then
+			cat "$out/$v/verify-launch.txt" "$out/$v/verify.txt" >&2
+			die "good image: $result"
+		fi
+		cat "$out/$v/verify.txt"
+		;;
+	bad-binary | bad-cmdline)
+		want=reference-agent-register
+		[[ $v == bad-cmdline ]] && want=reference-pcr11
+		if [[ $result == verified ]]; then
+			cat "$out/$v/verify.txt" >&2
+			die "$v: verified against the good image's reference values"
+		fi
+		if [[ -f $out/good/reference.intoto.json ]] && ! failed_on "$v" "$want"; then
+			cat "$out/$v/verify-launch.txt" "$out/$v/verify.txt" >&2
+			die "$v: not verified, but not on check $want"
+		fi
+		log "$v: not verified, as expected: $(grep -hE 'FAILED' "$out/$v/verify.txt" | awk '{print $1}' | sort -u | tr '\n' ' ')"
+		;;
+	esac
+done
+log "all variants passed in $(($(date +%s) - t0)) s"
