@@ -25,7 +25,7 @@ const (
 const bindingDomain = "attestd binding v1"
 
 // Binding is the 32-byte value placed in a TPM quote's qualifying data. TEE
-// reports carry it in REPORT_DATA followed by 32 zero bytes (ReportData).
+// reports carry it in the first half of REPORT_DATA (ReportData).
 type Binding [32]byte
 
 // KeyDigest is SHA-256 over the PKIX (SubjectPublicKeyInfo) DER encoding of
@@ -60,11 +60,32 @@ func Bind(purpose Purpose, keyDigest [32]byte, data []byte) Binding {
 	return b
 }
 
-// ReportData is the 64-byte REPORT_DATA form of b used by SEV-SNP and TDX.
-func (b Binding) ReportData() [64]byte {
-	var r [64]byte
-	copy(r[:], b[:])
-	return r
+// reportDataDomain separates the register commitment in REPORT_DATA[32:]
+// from a plain key digest.
+const reportDataDomain = "attestd snp software rtmr3 v1"
+
+// ReportData is the 64-byte REPORT_DATA of SEV-SNP reports and TDX quotes:
+//
+//	binding ‖ keyDigest                                             (register == nil)
+//	binding ‖ SHA-256("attestd snp software rtmr3 v1" ‖ keyDigest ‖ register)
+//
+// The second half lets a verifier see which env key the hardware vouched
+// for without knowing the purpose or nonce; the register form also commits
+// to a software-kept register where the TEE has no runtime register of its
+// own (SEV-SNP). See docs/formats.md.
+func ReportData(b Binding, keyDigest [32]byte, register []byte) [64]byte {
+	var rd [64]byte
+	copy(rd[:], b[:])
+	if register == nil {
+		copy(rd[32:], keyDigest[:])
+		return rd
+	}
+	h := sha256.New()
+	h.Write([]byte(reportDataDomain))
+	h.Write(keyDigest[:])
+	h.Write(register)
+	copy(rd[32:], h.Sum(nil))
+	return rd
 }
 
 // CheckNonce returns ErrNonceSize unless 1 <= len(nonce) <= MaxNonceSize.

@@ -17,7 +17,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/sha512"
 	"errors"
 	"fmt"
@@ -63,28 +62,14 @@ type QuoteProvider interface {
 	GetRawQuote(reportData [64]byte) ([]byte, error)
 }
 
-// registerDomain separates the software register commitment in
-// REPORT_DATA[32:64] from the plain key digest used by Source.
-const registerDomain = "attestd snp software rtmr3 v1"
-
 // softwareRegister is the register index the Backend role claims: it
 // emulates TDX's RTMR3 (SHA-384) so the agent's CEL is the same on both.
 var softwareRegister = attest.Register{Kind: attest.RTMR, Index: 3}
 
-// reportData is REPORT_DATA for a binding: binding ‖ keyDigest (Source) or
-// binding ‖ SHA-256(domain ‖ keyDigest ‖ register) (Backend).
+// reportData is REPORT_DATA for a binding (attest.ReportData): with the
+// key digest (Source) or with the software register (Backend).
 func reportData(b attest.Binding, keyDigest [32]byte, register []byte) [64]byte {
-	rd := b.ReportData()
-	if register == nil {
-		copy(rd[32:], keyDigest[:])
-		return rd
-	}
-	h := sha256.New()
-	h.Write([]byte(registerDomain))
-	h.Write(keyDigest[:])
-	h.Write(register)
-	copy(rd[32:], h.Sum(nil))
-	return rd
+	return attest.ReportData(b, keyDigest, register)
 }
 
 // Config selects how reports are obtained.

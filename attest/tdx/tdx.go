@@ -161,11 +161,9 @@ func (configfsRTMRs) ExtendRTMR(index int, digest []byte) error {
 
 func (configfsRTMRs) ReadRTMR(int) ([]byte, error) { return nil, attest.ErrUnsupported }
 
-// reportData is binding ‖ SHA-256(PKIX(env key)).
+// reportData is binding ‖ SHA-256(PKIX(env key)) (attest.ReportData).
 func reportData(b attest.Binding, keyDigest [32]byte) [64]byte {
-	rd := b.ReportData()
-	copy(rd[32:], keyDigest[:])
-	return rd
+	return attest.ReportData(b, keyDigest, nil)
 }
 
 // getEvidence quotes rd and adds the CCEL when configured.

@@ -33,6 +33,7 @@ commands working offline:
   verify [flags] FILE              verify an attestation or a .intoto.jsonl bundle
                                    (--nonce [PURPOSE=]HEX repeatable, --build-id ID)
   export-ak FILE                   print the AK public key (PEM) from an attestation
+  reference --root DIR --uki FILE --key PEM   reference values of a baked image (signed)
   nonce                            print a random 32-byte nonce (hex)
 `
 )
@@ -84,6 +85,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = e.sign(ctx, rest)
 	case "bundle":
 		err = e.bundle(ctx, rest)
+	case "reference":
+		err = e.reference(rest)
 	case "verify":
 		err = e.verify(rest)
 	case "export-ak":

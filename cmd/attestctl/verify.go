@@ -35,6 +35,7 @@ func (e *env) verify(args []string) error {
 	insecure := fs.Bool("insecure-trust-embedded-ak", false, "UNSAFE: trust the AK shipped inside the evidence (demos only)")
 	asJSON := fs.Bool("json", false, "print results as JSON")
 	tee := teeFlags(fs)
+	refs := newReferenceFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -98,6 +99,9 @@ func (e *env) verify(args []string) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	rep := verify.BundleReport(raw, opts)
+	if err := refs.apply(rep, raw, opts); err != nil {
+		return err
+	}
 	if *asJSON {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")

@@ -1,0 +1,401 @@
+package verify
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+
+	ita "github.com/in-toto/attestation/go/v1"
+	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/attestd/attestd/attest"
+	"github.com/attestd/attestd/measure"
+	"github.com/attestd/attestd/scai"
+)
+
+// Reference values: what an image baker predicts the measurements of a
+// correctly booted image to be (docs/reference-values.md). OpenReference
+// checks the statement's authenticity (the bake key's signature); Appraise
+// compares authenticated evidence with the values (policy). Neither does the
+// other's job.
+
+// ReferencePredicateType is the predicate type of a reference-values statement.
+const ReferencePredicateType = "https://attestd.dev/reference-values/v0.1"
+
+// Check names added by reference appraisal.
+const (
+	CheckReference         = "reference-values"
+	CheckRefAgentRegister  = "reference-agent-register"
+	CheckRefRootHash       = "reference-roothash"
+	CheckRefPCRPrefix      = "reference-pcr" // + index, e.g. reference-pcr4
+	maxReferenceStatement  = 1 << 20
+	referenceStatementType = "https://in-toto.io/Statement/v1"
+)
+
+// ReferenceValues is the predicate of a reference-values statement.
+type ReferenceValues struct {
+	// Bank is the hash algorithm of every value: "sha256".
+	Bank string `json:"bank"`
+	// Agent is attestd's register after launch.
+	Agent AgentReference `json:"agent"`
+	// RootHash is the dm-verity root hash of the image's root file system
+	// (lower-case hex), as on the kernel command line.
+	RootHash string `json:"roothash,omitempty"`
+	// PCRs maps a PCR index ("4", "11") to its expected value (hex) at the
+	// time attestd quotes: only the PCRs predicted from the image.
+	PCRs map[string]string `json:"pcrs,omitempty"`
+	// Boot describes how the PCR values were predicted (informational).
+	Boot *BootReference `json:"boot,omitempty"`
+}
+
+// AgentReference is the expected launch state of attestd's register.
+type AgentReference struct {
+	Register string `json:"register"` // "PCR13" or "RTMR3"
+	// Launch is the register value after the launch separator (hex).
+	Launch string `json:"launch"`
+	// Events are the launch events, in order, as attestd records them.
+	Events []ReferenceEvent `json:"events"`
+}
+
+// ReferenceEvent is one predicted attestd event: its type name and its data
+// (the JSON attestd records, verbatim).
+type ReferenceEvent struct {
+	Type string          `json:"type"`
+	Data json.RawMessage `json:"data"`
+}
+
+// BootReference records the inputs of the PCR predictions.
+type BootReference struct {
+	UKIAuthenticodeSHA256 string   `json:"ukiAuthenticodeSha256,omitempty"`
+	Cmdline               string   `json:"cmdline,omitempty"`
+	PCR11Phases           []string `json:"pcr11Phases"`
+}
+
+// ReferenceSubject names what the reference values are for.
+type ReferenceSubject struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+}
+
+type referenceStatement struct {
+	Type          string            `json:"_type"`
+	Subject       []json.RawMessage `json:"subject"`
+	PredicateType string            `json:"predicateType"`
+	Predicate     ReferenceValues   `json:"predicate"`
+}
+
+// NewReferenceStatement returns the in-toto Statement (JSON) for rv about
+// the given subjects (e.g. the UKI and the disk image).
+func NewReferenceStatement(subjects []ReferenceSubject, rv *ReferenceValues) ([]byte, error) {
+	if err := rv.validate(); err != nil {
+		return nil, err
+	}
+	st := referenceStatement{Type: referenceStatementType, PredicateType: ReferencePredicateType, Predicate: *rv}
+	for _, s := range subjects {
+		b, err := json.Marshal(map[string]any{"name": s.Name, "digest": map[string]string{"sha256": s.SHA256}})
+		if err != nil {
+			return nil, err
+		}
+		st.Subject = append(st.Subject, b)
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		return nil, fmt.Errorf("encode reference statement: %w", err)
+	}
+	var pb ita.Statement
+	if err := protojson.Unmarshal(b, &pb); err != nil {
+		return nil, fmt.Errorf("reference statement: %w", err)
+	}
+	if err := pb.Validate(); err != nil {
+		return nil, fmt.Errorf("reference statement: %w", err)
+	}
+	return b, nil
+}
+
+// SignReference signs a reference statement with the bake key (DSSE, payload
+// type application/vnd.in-toto+json).
+func SignReference(ctx context.Context, key crypto.Signer, statement []byte) ([]byte, error) {
+	return scai.SignPayload(ctx, key, statement)
+}
+
+// OpenReference checks that raw is a DSSE envelope signed by one of keys
+// whose payload is a reference-values statement, and returns the values.
+// This is the authenticity half; Appraise is the policy half.
+func OpenReference(raw []byte, keys []crypto.PublicKey) (*ReferenceValues, error) {
+	if len(raw) > maxReferenceStatement {
+		return nil, fmt.Errorf("reference values: larger than %d bytes", maxReferenceStatement)
+	}
+	env, err := scai.ParseEnvelope(raw)
+	if err != nil {
+		return nil, fmt.Errorf("reference values: %w", err)
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("reference values: no reference key given")
+	}
+	var sigErr error
+	signed := false
+	for _, k := range keys {
+		if sigErr = scai.VerifySignature(env, k); sigErr == nil {
+			signed = true
+			break
+		}
+	}
+	if !signed {
+		return nil, fmt.Errorf("reference values: not signed by the reference key: %w", sigErr)
+	}
+	payload, err := base64.StdEncoding.DecodeString(env.Payload)
+	if err != nil {
+		return nil, fmt.Errorf("reference values: payload: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields()
+	var st referenceStatement
+	if err := dec.Decode(&st); err != nil {
+		return nil, fmt.Errorf("reference values: %w", err)
+	}
+	if st.Type != referenceStatementType || st.PredicateType != ReferencePredicateType {
+		return nil, fmt.Errorf("reference values: statement type %q / predicate type %q, want %q / %q",
+			st.Type, st.PredicateType, referenceStatementType, ReferencePredicateType)
+	}
+	if err := st.Predicate.validate(); err != nil {
+		return nil, err
+	}
+	return &st.Predicate, nil
+}
+
+func (rv *ReferenceValues) validate() error {
+	bad := func(f string, a ...any) error { return fmt.Errorf("reference values: "+f, a...) }
+	if rv.Bank != "sha256" {
+		return bad("bank %q: only sha256 is supported", rv.Bank)
+	}
+	isHex := func(s string) bool {
+		b, err := hex.DecodeString(s)
+		return err == nil && len(b) == sha256.Size && hex.EncodeToString(b) == s
+	}
+	if rv.Agent.Register != "PCR13" && !isAgentRegister(rv.Agent.Register) {
+		return bad("agent register %q", rv.Agent.Register)
+	}
+	if !isHex(rv.Agent.Launch) {
+		return bad("agent launch value %q is not 64 lower-case hex digits", rv.Agent.Launch)
+	}
+	if rv.RootHash != "" {
+		if b, err := hex.DecodeString(rv.RootHash); err != nil || len(b) == 0 || hex.EncodeToString(b) != rv.RootHash {
+			return bad("roothash %q is not lower-case hex", rv.RootHash)
+		}
+	}
+	for k, v := range rv.PCRs {
+		i, err := strconv.Atoi(k)
+		if err != nil || i < 0 || i > 23 || strconv.Itoa(i) != k {
+			return bad("PCR index %q", k)
+		}
+		if !isHex(v) {
+			return bad("PCR %s value %q is not 64 lower-case hex digits", k, v)
+		}
+	}
+	return nil
+}
+
+func isAgentRegister(s string) bool {
+	_, _, err := parseRegisterName(s)
+	return err == nil
+}
+
+// parseRegisterName parses "PCR13" or "RTMR3".
+func parseRegisterName(s string) (attest.RegisterKind, int, error) {
+	for _, k := range []attest.RegisterKind{"PCR", "RTMR"} {
+		if len(s) > len(k) && s[:len(k)] == string(k) {
+			i, err := strconv.Atoi(s[len(k):])
+			if err == nil && strconv.Itoa(i) == s[len(k):] {
+				return k, i, nil
+			}
+		}
+	}
+	return "", 0, fmt.Errorf("register %q: want e.g. PCR13 or RTMR3", s)
+}
+
+// Appraise compares one attestation with reference values and returns the
+// reference checks. It takes its register values only from evidence that
+// the backend verifiers accept under opts (it runs them again), and the
+// agent's events only from a log that replays to those values; if either
+// fails, every reference check is reported as not checked.
+func Appraise(env *dsse.Envelope, opts Options, rv *ReferenceValues) []attest.Check {
+	names := []string{CheckRefAgentRegister}
+	if rv.RootHash != "" {
+		names = append(names, CheckRefRootHash)
+	}
+	pcrs := make([]int, 0, len(rv.PCRs))
+	for k := range rv.PCRs {
+		i, _ := strconv.Atoi(k)
+		pcrs = append(pcrs, i)
+	}
+	sort.Ints(pcrs)
+	for _, i := range pcrs {
+		names = append(names, CheckRefPCRPrefix+strconv.Itoa(i))
+	}
+	notChecked := func(why string) []attest.Check {
+		var out []attest.Check
+		for _, n := range names {
+			out = append(out, attest.Check{Name: n, Detail: "not checked: " + why})
+		}
+		return out
+	}
+	regs, bank, recs, err := authenticated(env, opts)
+	if err != nil {
+		return notChecked(err.Error())
+	}
+	if bank != crypto.SHA256 {
+		return notChecked(fmt.Sprintf("evidence bank is %v, reference values are sha256", bank))
+	}
+	var out []attest.Check
+	add := func(name string, err error, detail string) {
+		c := attest.Check{Name: name, OK: err == nil, Detail: detail}
+		if err != nil {
+			c.Detail = err.Error()
+		}
+		out = append(out, c)
+	}
+
+	// Agent register: the launch prefix of the (already replayed) log must
+	// give the reference launch value.
+	kind, index, _ := parseRegisterName(rv.Agent.Register)
+	var agentErr error
+	var launch []measure.Record
+	if prefix, ok := measure.LaunchPrefix(recs); !ok {
+		agentErr = errors.New("the agent's event log has no launch separator")
+	} else if v, err := measure.Replay(prefix, bank, string(kind), index); err != nil {
+		agentErr = fmt.Errorf("replay launch events: %w", err)
+	} else if got := hex.EncodeToString(v); got != rv.Agent.Launch {
+		agentErr = fmt.Errorf("%s after launch is %s, reference %s%s", rv.Agent.Register, got, rv.Agent.Launch, diffEvents(prefix, rv.Agent.Events))
+	} else {
+		launch = prefix
+	}
+	add(CheckRefAgentRegister, agentErr, fmt.Sprintf("%s launch events match the reference (%d events)", rv.Agent.Register, len(launch)))
+
+	if rv.RootHash != "" {
+		var rhErr error
+		var got string
+		for _, r := range launch {
+			if r.Type == measure.EventImage {
+				var im measure.ImageMeasurement
+				if err := json.Unmarshal(r.Data, &im); err != nil {
+					rhErr = fmt.Errorf("image event: %w", err)
+				}
+				got = im.RootHash
+			}
+		}
+		switch {
+		case launch == nil:
+			rhErr = errors.New("no authenticated launch events (see " + CheckRefAgentRegister + ")")
+		case rhErr == nil && got != rv.RootHash:
+			rhErr = fmt.Errorf("the image was booted with roothash %q, reference %s", got, rv.RootHash)
+		}
+		add(CheckRefRootHash, rhErr, "dm-verity root hash on the kernel command line is the reference "+short(rv.RootHash))
+	}
+
+	for _, i := range pcrs {
+		name := CheckRefPCRPrefix + strconv.Itoa(i)
+		want := rv.PCRs[strconv.Itoa(i)]
+		got, ok := regs[attest.Register{Kind: "PCR", Index: i}]
+		switch {
+		case !ok:
+			add(name, fmt.Errorf("PCR %d is not quoted", i), "")
+		case hex.EncodeToString(got) != want:
+			add(name, fmt.Errorf("PCR %d is %x, reference %s", i, got, want), "")
+		default:
+			add(name, nil, fmt.Sprintf("PCR %d is the reference %s", i, short(want)))
+		}
+	}
+	return out
+}
+
+func short(h string) string {
+	if len(h) > 16 {
+		return h[:16] + "…"
+	}
+	return h
+}
+
+// diffEvents names the first launch event that differs from the reference.
+func diffEvents(got []measure.Record, want []ReferenceEvent) string {
+	for i, r := range got {
+		if i >= len(want) {
+			return fmt.Sprintf("; extra event %d (%s)", i, r.Type)
+		}
+		if r.Type.String() != want[i].Type || !bytes.Equal(r.Data, want[i].Data) {
+			return fmt.Sprintf("; first difference at event %d: %s %s, reference %s %s", i, r.Type, r.Data, want[i].Type, want[i].Data)
+		}
+	}
+	if len(want) > len(got) {
+		return fmt.Sprintf("; missing event %d (%s)", len(got), want[len(got)].Type)
+	}
+	return ""
+}
+
+// authenticated returns the register values of env's evidence and the
+// agent's event log, only if every backend check passed and the log replays.
+func authenticated(env *dsse.Envelope, opts Options) (map[attest.Register][]byte, crypto.Hash, []measure.Record, error) {
+	op, err := scai.Open(env)
+	if err != nil {
+		return nil, 0, nil, errors.New("statement did not open")
+	}
+	a := op.Attestation
+	if err := scai.VerifySignature(env, a.EnvKey); err != nil {
+		return nil, 0, nil, errors.New(CheckSignature + " failed")
+	}
+	kd, err := attest.KeyDigest(a.EnvKey)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	vopts := attest.VerifyOptions{
+		Binding:                 attest.Bind(a.Purpose, kd, a.Nonce),
+		EnvKey:                  a.EnvKey,
+		TrustedAKs:              opts.TrustedAKs,
+		AKRoots:                 opts.AKRoots,
+		InsecureTrustEmbeddedAK: opts.InsecureTrustEmbeddedAK,
+	}
+	if a.Binding != vopts.Binding {
+		return nil, 0, nil, errors.New(CheckBinding + " failed")
+	}
+	regs := map[attest.Register][]byte{}
+	var bank crypto.Hash
+	for _, ev := range a.Evidence {
+		v := findVerifier(opts.Verifiers, ev.Backend)
+		if v == nil {
+			return nil, 0, nil, fmt.Errorf("no verifier for evidence backend %q", ev.Backend)
+		}
+		claims, checks := v.Verify(ev, vopts)
+		for _, c := range checks {
+			if !c.OK && !c.Skip {
+				return nil, 0, nil, fmt.Errorf("evidence check %s failed", c.Name)
+			}
+		}
+		if claims == nil {
+			return nil, 0, nil, errors.New("evidence yields no claims")
+		}
+		bank = claims.Bank
+		for r, val := range claims.Registers {
+			regs[r] = val
+		}
+	}
+	part, ok := findPart(a.Extra, scai.PartAgentCEL)
+	if !ok {
+		return nil, 0, nil, errors.New("no agent event log")
+	}
+	recs, err := measure.ParseCEL(part.Data)
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("agent event log: %w", err)
+	}
+	if err := replayAll(recs, bank, regs); err != nil {
+		return nil, 0, nil, errors.New(CheckReplay + " failed")
+	}
+	return regs, bank, recs, nil
+}
