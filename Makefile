@@ -5,6 +5,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
 .PHONY: all build demo test deps lint check-generated generate static fuzz bench clean
+.PHONY: image e2e
 
 all: build
 
@@ -40,6 +41,14 @@ check-generated: generate
 # Short fuzzing of every target (the seed corpora also run in make test).
 fuzz:
 	scripts/fuzz.sh 20s
+
+# The build-runner image (root; debootstrap cached in images/.cache) -> images/out.
+image:
+	images/bake.sh
+
+# Bake, boot under QEMU + OVMF + swtpm, verify; then the negative variants (root, ~10 min).
+e2e:
+	images/e2e.sh
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./attest/tpm/ ./agent/

@@ -136,8 +136,7 @@ find "$ird" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 # --- 4. root file system + dm-verity ---------------------------------------
 # The kernel goes into the UKI, not the root file system.
 cp "$root/boot/vmlinuz-$kver" "$work/vmlinuz"
-mksquashfs "$root" "$work/root.img" -noappend -quiet -no-progress -comp zstd -mkfs-time "$SOURCE_DATE_EPOCH" \
-	-all-time "$SOURCE_DATE_EPOCH" -e boot >/dev/null
+mksquashfs "$root" "$work/root.img" -noappend -quiet -no-progress -comp zstd -e boot >/dev/null # timestamps: SOURCE_DATE_EPOCH
 # dm-verity covers whole 4 KiB blocks.
 truncate -s %4096 "$work/root.img"
 salt=$(printf 'attestd-image-%s' "$suite" | sha256sum | cut -c1-64)
@@ -197,7 +196,7 @@ attestctl=$work/attestctl
 (cd "$repo" && go build -o "$attestctl" ./cmd/attestctl)
 if "$attestctl" help 2>&1 | grep -q '^  reference'; then
 	"$attestctl" reference --root "$root" --uki "$work/uki.efi" --key "$bakekey" --new-key \
-		--out "$work/reference.intoto.json" >/dev/null
+		--pub-out "$work/bake-key.pub.pem" --out "$work/reference.intoto.json" >"$work/reference.json"
 else
 	log "attestctl has no reference command yet: no reference values"
 fi
@@ -206,6 +205,8 @@ install -m 0644 "$work/disk.img" "$out/disk.img"
 install -m 0644 "$work/uki.efi" "$out/uki.efi"
 printf '%s\n' "$roothash" >"$out/roothash"
 printf '%s\n' "$cmdline" >"$out/cmdline"
-[[ -f $work/reference.intoto.json ]] && install -m 0644 "$work/reference.intoto.json" "$out/reference.intoto.json"
+if [[ -f $work/reference.intoto.json ]]; then
+	install -m 0644 "$work/reference.intoto.json" "$work/bake-key.pub.pem" "$work/reference.json" "$out/"
+fi
 sha256sum "$out/disk.img" "$out/uki.efi" | sed "s#$out/##" >"$out/SHA256SUMS"
 log "image in $out: disk.img ($(du -h "$out/disk.img" | cut -f1)), uki.efi, roothash, cmdline"

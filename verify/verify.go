@@ -68,7 +68,10 @@ type Result struct {
 	Events    []measure.Record `json:"-"`
 	OK        bool             `json:"verified"`
 
-	att *scai.Attestation // the opened attestation, if it opened
+	att       *scai.Attestation          // the opened attestation, if it opened
+	env       *dsse.Envelope             // the envelope as parsed
+	registers map[attest.Register][]byte // authenticated registers: set only when every evidence check passed and the log replays
+	backends  []string                   // backends whose evidence passed every check
 }
 
 // Failed returns the names of the failed checks.
@@ -103,7 +106,7 @@ func (r *Result) notChecked(prereq string, names ...string) {
 
 // Envelope verifies one DSSE envelope.
 func Envelope(env *dsse.Envelope, opts Options) *Result {
-	r := &Result{}
+	r := &Result{env: env}
 	defer func() { r.OK = len(r.Failed()) == 0 && len(r.Checks) > 0 }()
 
 	op, err := scai.Open(env)
@@ -170,6 +173,7 @@ func Envelope(env *dsse.Envelope, opts Options) *Result {
 			allClaims = false
 			continue
 		}
+		r.backends = append(r.backends, ev.Backend)
 		// The first evidence is the backend's, whose register the agent's
 		// log extends; a TEE source beside it may claim another bank.
 		if bank == 0 {
@@ -180,7 +184,20 @@ func Envelope(env *dsse.Envelope, opts Options) *Result {
 		}
 	}
 	r.checkEventLog(a, bank, registers, allClaims)
+	if allClaims && passed(r.Checks, CheckReplay) {
+		r.registers = registers
+	}
 	return r
+}
+
+// passed reports whether the check called name ran and passed.
+func passed(checks []attest.Check, name string) bool {
+	for _, c := range checks {
+		if c.Name == name {
+			return c.OK
+		}
+	}
+	return false
 }
 
 func bindingWhat(p attest.Purpose) string {

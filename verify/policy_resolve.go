@@ -1,0 +1,217 @@
+package verify
+
+import (
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/attestd/attestd/attest"
+)
+
+// Resolved is what the files named by a policy hold. Reading them checks
+// only their syntax; the reference statement's signature is checked here
+// too (it is a trust input), its values later against evidence.
+type Resolved struct {
+	TrustedAKs []crypto.PublicKey
+	AKRoots    *x509.CertPool // nil when none
+	EKRoots    *x509.CertPool // nil when none
+	SNPRoots   []*x509.Certificate
+	SNPVCEK    []byte
+	TDXRoots   *x509.CertPool // nil: the vendor's embedded root
+	// Reference is the opened reference-values statement, or nil with
+	// ReferenceErr saying why it is not usable (reported as a failed
+	// reference-values check, not as a bad policy).
+	Reference    *ReferenceValues
+	ReferenceErr error
+}
+
+// maxPolicyFile bounds a file a policy names.
+const maxPolicyFile = 16 << 20
+
+// LoadPolicy reads, parses and resolves the policy at path; relative file
+// names in it are relative to its directory. Every error is a *PolicyError.
+func LoadPolicy(path string) (*Policy, error) {
+	raw, err := readBounded(path)
+	if err != nil {
+		return nil, &PolicyError{Msg: err.Error()}
+	}
+	p, err := ParsePolicy(raw)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Dir(path)
+	if err := p.Resolve(func(name string) ([]byte, error) {
+		if !filepath.IsAbs(name) {
+			name = filepath.Join(dir, name)
+		}
+		return readBounded(name)
+	}); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func readBounded(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() > maxPolicyFile {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxPolicyFile)
+	}
+	return os.ReadFile(path)
+}
+
+// Resolve reads the files the policy names with readFile and fills
+// p.Resolved. Errors name the policy key and line of the file at fault.
+func (p *Policy) Resolve(readFile func(name string) ([]byte, error)) error {
+	r := &Resolved{}
+	read := func(key, name string) ([]byte, error) {
+		b, err := readFile(name)
+		if err != nil {
+			return nil, p.errAt(key, "%v", err)
+		}
+		return b, nil
+	}
+	certs := func(key, name string) ([]*x509.Certificate, error) {
+		b, err := read(key, name)
+		if err != nil {
+			return nil, err
+		}
+		var out []*x509.Certificate
+		for {
+			var blk *pem.Block
+			blk, b = pem.Decode(b)
+			if blk == nil {
+				break
+			}
+			if blk.Type != "CERTIFICATE" {
+				continue
+			}
+			c, err := x509.ParseCertificate(blk.Bytes)
+			if err != nil {
+				return nil, p.errAt(key, "%s: %v", name, err)
+			}
+			out = append(out, c)
+		}
+		if len(out) == 0 {
+			return nil, p.errAt(key, "%s: no PEM certificates", name)
+		}
+		return out, nil
+	}
+	pool := func(key string, names []string) (*x509.CertPool, error) {
+		if len(names) == 0 {
+			return nil, nil
+		}
+		pl := x509.NewCertPool()
+		for i, n := range names {
+			cs, err := certs(fmt.Sprintf("%s[%d]", key, i), n)
+			if err != nil {
+				return nil, err
+			}
+			for _, c := range cs {
+				pl.AddCert(c)
+			}
+		}
+		return pl, nil
+	}
+	pubKey := func(key, name string) (crypto.PublicKey, error) {
+		b, err := read(key, name)
+		if err != nil {
+			return nil, err
+		}
+		blk, _ := pem.Decode(b)
+		if blk == nil || blk.Type != "PUBLIC KEY" {
+			return nil, p.errAt(key, "%s: want a PEM \"PUBLIC KEY\" block", name)
+		}
+		k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+		if err != nil {
+			return nil, p.errAt(key, "%s: %v", name, err)
+		}
+		return k, nil
+	}
+	var err error
+	for i, f := range p.Trust.TPM.PinnedAKs {
+		k, err := pubKey(fmt.Sprintf("trust.tpm.pinned_aks[%d]", i), f)
+		if err != nil {
+			return err
+		}
+		r.TrustedAKs = append(r.TrustedAKs, k)
+	}
+	if r.AKRoots, err = pool("trust.tpm.ak_roots", p.Trust.TPM.AKRoots); err != nil {
+		return err
+	}
+	if r.EKRoots, err = pool("trust.tpm.ek_roots", p.Trust.TPM.EKRoots); err != nil {
+		return err
+	}
+	if p.Trust.SNP.Roots != "" {
+		if r.SNPRoots, err = certs("trust.snp.roots", p.Trust.SNP.Roots); err != nil {
+			return err
+		}
+	}
+	if p.Trust.SNP.VCEK != "" {
+		if r.SNPVCEK, err = read("trust.snp.vcek", p.Trust.SNP.VCEK); err != nil {
+			return err
+		}
+		if _, err := x509.ParseCertificate(r.SNPVCEK); err != nil {
+			return p.errAt("trust.snp.vcek", "%s: want a DER certificate: %v", p.Trust.SNP.VCEK, err)
+		}
+	}
+	if p.Trust.TDX.Roots != "" {
+		if r.TDXRoots, err = pool("trust.tdx.roots", []string{p.Trust.TDX.Roots}); err != nil {
+			return err
+		}
+	}
+	if p.Reference.File != "" {
+		var keys []crypto.PublicKey
+		for i, f := range p.Reference.Keys {
+			k, err := pubKey(fmt.Sprintf("reference.keys[%d]", i), f)
+			if err != nil {
+				return err
+			}
+			keys = append(keys, k)
+		}
+		b, err := read("reference.file", p.Reference.File)
+		if err != nil {
+			return err
+		}
+		r.Reference, r.ReferenceErr = OpenReference(b, keys)
+	}
+	p.Resolved = r
+	return nil
+}
+
+// Options returns base with the policy's trust anchors, nonces and build
+// ID added. Values already in base (from the command line) win for nonces
+// and build ID. Backend verifiers are not set here: verify does not import
+// backends; the caller builds them from p.Trust (cmd/attestctl does).
+func (p *Policy) Options(base Options) Options {
+	o := base
+	if p.Resolved != nil {
+		o.TrustedAKs = append(append([]crypto.PublicKey(nil), base.TrustedAKs...), p.Resolved.TrustedAKs...)
+		if o.AKRoots == nil {
+			o.AKRoots = p.Resolved.AKRoots
+		}
+	}
+	o.InsecureTrustEmbeddedAK = o.InsecureTrustEmbeddedAK || p.Trust.TPM.InsecureTrustEmbeddedAK
+	nonces := map[attest.Purpose][]byte{}
+	for k, v := range p.Nonces() {
+		nonces[k] = v
+	}
+	for k, v := range base.Nonces {
+		nonces[k] = v
+	}
+	o.Nonces = nonces
+	if o.BuildID == "" {
+		o.BuildID = p.Build.ID
+	}
+	return o
+}
