@@ -383,7 +383,7 @@ func (a *Agent) SignStatement(ctx context.Context, buildID string, statement []b
 		return nil, err
 	}
 	for i, s := range st.GetSubject() {
-		if !amongOutputs(s, outputs) {
+		if !scai.SubjectAmong(s, outputs) {
 			return nil, fmt.Errorf("%w: subject %d (%q) is not among the outputs declared at Complete", errInput, i, s.GetName())
 		}
 	}
@@ -409,24 +409,6 @@ func completedOutputs(env []byte) ([]*ita.ResourceDescriptor, error) {
 		return nil, fmt.Errorf("stored completion: %w", err)
 	}
 	return op.Attestation.Build.Outputs, nil
-}
-
-// amongOutputs: every digest of s equals the same algorithm's digest of one
-// output.
-func amongOutputs(s *ita.ResourceDescriptor, outputs []*ita.ResourceDescriptor) bool {
-	if len(s.GetDigest()) == 0 {
-		return false
-	}
-outer:
-	for _, o := range outputs {
-		for alg, v := range s.GetDigest() {
-			if o.GetDigest()[alg] != v {
-				continue outer
-			}
-		}
-		return true
-	}
-	return false
 }
 
 // Bundle returns every attestation of this environment, in order: launch,

@@ -200,3 +200,22 @@ func ExpectedBinding(a *Attestation) (attest.Binding, error) {
 	}
 	return attest.Bind(a.Purpose, kd, data), nil
 }
+
+// SubjectAmong reports whether subject s names one of outputs: s has at
+// least one digest, and one output has every digest s has, with equal
+// values. Used to check that signed statements are about the build's outputs.
+func SubjectAmong(s *ita.ResourceDescriptor, outputs []*ita.ResourceDescriptor) bool {
+	if len(s.GetDigest()) == 0 {
+		return false
+	}
+outer:
+	for _, o := range outputs {
+		for alg, v := range s.GetDigest() {
+			if o.GetDigest()[alg] != v {
+				continue outer
+			}
+		}
+		return true
+	}
+	return false
+}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 
 	ita "github.com/in-toto/attestation/go/v1"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
@@ -152,7 +154,7 @@ func (c *chain) check(opts Options) {
 		problems = append(problems, "signed statements without a completion")
 	}
 	if len(problems) > 0 {
-		c.add(CheckChainMembers, fmt.Errorf("%s", joinSemi(problems)), "")
+		c.add(CheckChainMembers, errors.New(strings.Join(problems, "; ")), "")
 	} else {
 		c.add(CheckChainMembers, nil, fmt.Sprintf("launch, %d admission(s), %d dispatch, %d completion, %d signed statement(s)",
 			count[attest.PurposeAttest], count[attest.PurposeDispatch], count[attest.PurposeComplete], signed))
@@ -263,7 +265,7 @@ func (c *chain) checkSigned(env *dsse.Envelope, r *Result) {
 	}
 	var subjErr error
 	for i, s := range st.GetSubject() {
-		if !subjectAmong(s, c.complete.att.Build.Outputs) {
+		if !scai.SubjectAmong(s, c.complete.att.Build.Outputs) {
 			subjErr = fmt.Errorf("subject %d (%q, %v) is not among the completion's outputs", i, s.GetName(), s.GetDigest())
 			break
 		}
@@ -271,33 +273,4 @@ func (c *chain) checkSigned(env *dsse.Envelope, r *Result) {
 	r.add(CheckSignedSubject, subjErr, fmt.Sprintf("all %d subjects are outputs of build %q", len(st.GetSubject()), c.complete.BuildID))
 	r.BuildID = c.complete.BuildID
 	r.KeyDigest = c.complete.KeyDigest
-}
-
-// subjectAmong: every digest of s equals the same algorithm's digest of one
-// output.
-func subjectAmong(s *ita.ResourceDescriptor, outputs []*ita.ResourceDescriptor) bool {
-	if len(s.GetDigest()) == 0 {
-		return false
-	}
-outer:
-	for _, o := range outputs {
-		for alg, v := range s.GetDigest() {
-			if o.GetDigest()[alg] != v {
-				continue outer
-			}
-		}
-		return true
-	}
-	return false
-}
-
-func joinSemi(s []string) string {
-	var b bytes.Buffer
-	for i, x := range s {
-		if i > 0 {
-			b.WriteString("; ")
-		}
-		b.WriteString(x)
-	}
-	return b.String()
 }

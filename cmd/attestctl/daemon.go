@@ -22,16 +22,12 @@ func (e *env) identity(ctx context.Context, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	c, err := e.dial()
-	if err != nil {
+	var id *apiv1.GetIdentityResponse
+	if err := e.call(ctx, "identity", func(ctx context.Context, c *apiv1.Client) (err error) {
+		id, err = c.GetIdentity(ctx, &apiv1.GetIdentityRequest{})
 		return err
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
-	defer cancel()
-	id, err := c.GetIdentity(ctx, &apiv1.GetIdentityRequest{})
-	if err != nil {
-		return e.rpcError("identity", err)
+	}); err != nil {
+		return err
 	}
 	if *out != "" {
 		if err := os.WriteFile(*out, append(id.GetLaunchAttestation(), '\n'), 0o644); err != nil {
@@ -44,6 +40,7 @@ func (e *env) identity(ctx context.Context, args []string) error {
 	fmt.Fprintf(e.stdout, "env key sha256:  %s\n", id.GetKeyDigest())
 	fmt.Fprintf(e.stdout, "backends:        %v\n", id.GetBackends())
 	fmt.Fprintf(e.stdout, "agent register:  %s\n", id.GetRegister())
+	fmt.Fprintf(e.stdout, "phase:           %s %s\n", id.GetPhase(), id.GetBuildId())
 	fmt.Fprintf(e.stdout, "attestd version: %s\n", id.GetVersion())
 	fmt.Fprintf(e.stdout, "launch attestation: %d bytes%s\n", len(id.GetLaunchAttestation()), map[bool]string{true: ", written to " + *out}[*out != ""])
 	return nil
@@ -60,27 +57,13 @@ func (e *env) attest(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := e.dial()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
-	defer cancel()
-	resp, err := c.Attest(ctx, &apiv1.AttestRequest{Nonce: nonce})
-	if err != nil {
-		return e.rpcError("attest", err)
-	}
-	env := append(resp.GetEnvelope(), '\n')
-	if *out == "" {
-		_, err = e.stdout.Write(env)
-		return err
-	}
-	if err := os.WriteFile(*out, env, 0o644); err != nil {
-		return fmt.Errorf("write attestation: %w", err)
-	}
-	fmt.Fprintf(e.stderr, "attestation (%d bytes) written to %s\n", len(env), *out)
-	return nil
+	return e.call(ctx, "attest", func(ctx context.Context, c *apiv1.Client) error {
+		resp, err := c.Attest(ctx, &apiv1.AttestRequest{Nonce: nonce})
+		if err != nil {
+			return err
+		}
+		return e.writeOut(*out, resp.GetEnvelope(), "attestation")
+	})
 }
 
 func (e *env) eventLog(ctx context.Context, args []string) error {
@@ -89,26 +72,21 @@ func (e *env) eventLog(ctx context.Context, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	c, err := e.dial()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
-	defer cancel()
-	resp, err := c.GetEventLog(ctx, &apiv1.GetEventLogRequest{})
-	if err != nil {
-		return e.rpcError("log", err)
-	}
-	if *out != "" {
-		if err := os.WriteFile(*out, resp.GetCel(), 0o644); err != nil {
-			return fmt.Errorf("write event log: %w", err)
+	return e.call(ctx, "log", func(ctx context.Context, c *apiv1.Client) error {
+		resp, err := c.GetEventLog(ctx, &apiv1.GetEventLogRequest{})
+		if err != nil {
+			return err
 		}
-	}
-	for _, ev := range resp.GetEvents() {
-		fmt.Fprintf(e.stdout, "%3d  %-6s %-10s %s…  %s\n", ev.GetSeq(), ev.GetRegister(), ev.GetType(), ev.GetSha256()[:16], ev.GetData())
-	}
-	return nil
+		if *out != "" {
+			if err := os.WriteFile(*out, resp.GetCel(), 0o644); err != nil {
+				return fmt.Errorf("write event log: %w", err)
+			}
+		}
+		for _, ev := range resp.GetEvents() {
+			fmt.Fprintf(e.stdout, "%3d  %-6s %-10s %s…  %s\n", ev.GetSeq(), ev.GetRegister(), ev.GetType(), ev.GetSha256()[:16], ev.GetData())
+		}
+		return nil
+	})
 }
 
 func (e *env) nonce(args []string) error {

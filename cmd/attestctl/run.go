@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	apiv1 "github.com/attestd/attestd/agent/api/v1"
 )
@@ -48,6 +49,7 @@ type env struct {
 	socket string
 	stdout io.Writer
 	stderr io.Writer
+	now    func() time.Time // appraisal clock; nil means time.Now (tests set it)
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {

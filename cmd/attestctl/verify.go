@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/attest/tpm"
@@ -34,13 +35,19 @@ func (e *env) verify(args []string) error {
 	fs.Var(&akRoots, "ak-roots", "PEM certificates anchoring AK certificates (repeatable)")
 	insecure := fs.Bool("insecure-trust-embedded-ak", false, "UNSAFE: trust the AK shipped inside the evidence (demos only)")
 	asJSON := fs.Bool("json", false, "print results as JSON")
+	policyFile := fs.String("policy", "", "appraisal policy (YAML; docs/policy.example.yaml)")
+	vsaKey := fs.String("vsa-key", "", "PEM private key (ECDSA P-256) signing the SLSA VSA; needs --vsa-out")
+	vsaOut := fs.String("vsa-out", "", "write a DSSE-signed SLSA VSA v1 per bundle here (JSON lines)")
 	tee := teeFlags(fs)
 	refs := newReferenceFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("%w: verify takes exactly one FILE", errUsage)
+	if fs.NArg() < 1 {
+		return fmt.Errorf("%w: verify takes one or more FILEs", errUsage)
+	}
+	if (*vsaKey == "") != (*vsaOut == "") {
+		return fmt.Errorf("%w: --vsa-key and --vsa-out go together", errUsage)
 	}
 	opts := verify.Options{
 		InsecureTrustEmbeddedAK: *insecure,
@@ -91,33 +98,83 @@ func (e *env) verify(args []string) error {
 			}
 		}
 	}
-	if *insecure && !*asJSON {
+	now := e.clock()
+	var pol *verify.Policy
+	if *policyFile != "" {
+		if pol, err = verify.LoadPolicy(*policyFile); err != nil {
+			return fmt.Errorf("%w: policy %s: %v", errUsage, *policyFile, err)
+		}
+		opts = pol.Options(opts)
+		if opts.Verifiers, err = policyVerifiers(pol, opts.Verifiers, func() time.Time { return now }); err != nil {
+			return fmt.Errorf("%w: policy %s: %v", errUsage, *policyFile, err)
+		}
+	}
+	var signer crypto.Signer
+	if *vsaKey != "" {
+		if signer, err = readPrivateKey(*vsaKey); err != nil {
+			return fmt.Errorf("%w: --vsa-key: %v", errUsage, err)
+		}
+	}
+	if opts.InsecureTrustEmbeddedAK && !*asJSON {
 		fmt.Fprintln(e.stderr, "WARNING: --insecure-trust-embedded-ak: the attestation key is taken from the evidence itself; this proves nothing about the machine. Demo use only.")
 	}
-	raw, err := readInput(fs.Arg(0))
-	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	var inputs []verify.Input
+	for _, f := range fs.Args() {
+		raw, err := readInput(f)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		inputs = append(inputs, verify.Input{Name: f, Raw: raw})
 	}
-	rep := verify.BundleReport(raw, opts)
-	if err := refs.apply(rep, raw, opts); err != nil {
-		return err
+	ev := verify.Evaluate(pol, inputs, opts, now)
+	for i, b := range ev.Bundles {
+		if err := refs.apply(b.Report, inputs[i].Raw, opts); err != nil {
+			return err
+		}
+		b.OK = b.OK && b.Report.OK
+		ev.OK = ev.OK && b.OK
+	}
+	if *vsaOut != "" {
+		if err := e.writeVSAs(ev, signer, *vsaOut, *policyFile, now); err != nil {
+			return err
+		}
 	}
 	if *asJSON {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+		if err := enc.Encode(ev); err != nil {
 			return err
 		}
 	} else {
-		e.printReport(rep)
+		e.printEvaluation(ev, pol != nil)
 	}
-	if !rep.OK {
-		return fmt.Errorf("%w: failed checks: %s", errFailed, strings.Join(rep.Failed(), ", "))
+	if !ev.OK {
+		return fmt.Errorf("%w: failed checks: %s", errFailed, strings.Join(ev.Failed(), ", "))
 	}
 	if !*asJSON {
 		fmt.Fprintln(e.stdout, "VERIFIED")
 	}
 	return nil
+}
+
+func (e *env) printEvaluation(ev *verify.Evaluation, withPolicy bool) {
+	for _, b := range ev.Bundles {
+		if len(ev.Bundles) > 1 || withPolicy {
+			fmt.Fprintf(e.stdout, "== %s (sha256 %s)\n", b.Name, b.SHA256[:16])
+		}
+		e.printReport(b.Report)
+		if len(b.Policy) > 0 {
+			fmt.Fprintln(e.stdout, "policy")
+			e.printChecks(b.Policy)
+		}
+		if withPolicy {
+			fmt.Fprintf(e.stdout, "SLSA BuildEnv level supported by this bundle: %d\n\n", b.Level)
+		}
+	}
+	if len(ev.Bundles) > 1 && len(ev.Checks) > 0 {
+		fmt.Fprintln(e.stdout, "across bundles")
+		e.printChecks(ev.Checks)
+	}
 }
 
 func (e *env) printReport(rep *verify.Report) {
