@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/credentials"
@@ -27,6 +28,35 @@ type PeerCred struct {
 	// StartTime is the connecting process's start time (clock ticks since
 	// boot, /proc/PID/stat field 22) at connect; 0 if unknown.
 	StartTime uint64
+
+	proc *peerProcess // a pidfd of the connecting process, if one could be opened
+}
+
+// peerProcess holds a pidfd for the connecting process: unlike a PID it
+// cannot come to name another process. It is closed with the connection.
+type peerProcess struct {
+	once sync.Once
+	fd   int
+}
+
+// alive reports whether the process the pidfd names still runs. Signal 0
+// only checks: ESRCH means it exited, EPERM that it runs as someone else.
+func (p *peerProcess) alive() bool {
+	err := unix.PidfdSendSignal(p.fd, 0, nil, 0)
+	return err == nil || errors.Is(err, unix.EPERM)
+}
+
+func (p *peerProcess) close() { p.once.Do(func() { unix.Close(p.fd) }) }
+
+// procConn closes the peer's pidfd with the connection.
+type procConn struct {
+	net.Conn
+	proc *peerProcess
+}
+
+func (c *procConn) Close() error {
+	c.proc.close()
+	return c.Conn.Close()
 }
 
 // AuthType implements credentials.AuthInfo.
@@ -63,6 +93,10 @@ func (p peerCredentials) ServerHandshake(conn net.Conn) (net.Conn, credentials.A
 	if p.startTime != nil {
 		// Best effort: a process that already exited is caught per call.
 		pc.StartTime, _ = p.startTime(cred.Pid)
+	}
+	if fd, err := unix.PidfdOpen(int(cred.Pid), 0); err == nil {
+		pc.proc = &peerProcess{fd: fd}
+		return &procConn{Conn: conn, proc: pc.proc}, pc, nil
 	}
 	return conn, pc, nil
 }
@@ -146,8 +180,17 @@ func procStartTime(pid int32) (uint64, error) {
 }
 
 // checkSamePeer guards against PID reuse between connect and call: the
-// process with the caller's PID must still be the one that connected.
+// process that connected must still run. A pidfd taken at connect answers
+// that exactly (and needs no /proc access, which ProtectProc=invisible
+// takes away); without one, the process with the caller's PID must have the
+// start time recorded at connect.
 func checkSamePeer(c PeerCred, startTime func(int32) (uint64, error)) error {
+	if c.proc != nil {
+		if !c.proc.alive() {
+			return fmt.Errorf("%w: %w (pid %d)", errPermission, errPeerGone, c.PID)
+		}
+		return nil
+	}
 	if startTime == nil || c.StartTime == 0 {
 		return nil
 	}

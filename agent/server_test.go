@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -303,5 +304,26 @@ func TestStatusCodes(t *testing.T) {
 	}
 	if msg := status.Convert(toStatus(errors.New("secret detail"))).Message(); msg == "secret detail" {
 		t.Error("internal error details leak to callers")
+	}
+}
+
+func TestPidfdGuard(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+	if err != nil {
+		t.Skipf("pidfd_open unsupported by this kernel: %v", err)
+	}
+	c := PeerCred{PID: int32(cmd.Process.Pid), proc: &peerProcess{fd: fd}}
+	defer c.proc.close()
+	if err := checkSamePeer(c, nil); err != nil {
+		t.Fatalf("running process refused: %v", err)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if err := checkSamePeer(c, nil); !errors.Is(err, errPeerGone) {
+		t.Fatalf("exited process: %v", err)
 	}
 }
