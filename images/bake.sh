@@ -17,6 +17,7 @@
 #                    (default: OUT/../bake-key.pem, created if missing)
 #   IMAGE_VERSION    recorded in the image metadata (default: git describe)
 set -euo pipefail
+started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -27,7 +28,10 @@ mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 stub=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
 # Packages of the image. The rootfs cache is keyed by this list.
-packages=systemd,systemd-sysv,udev,kmod,busybox-static,cryptsetup-bin,linux-image-amd64
+packages=systemd,systemd-sysv,udev,kmod,busybox-static,cryptsetup-bin
+# The kernel is unpacked, not installed: installing it pulls in initramfs-tools,
+# which builds an initrd this image throws away (minutes of a CI run).
+kernel_pkg=linux-image-amd64
 
 die() { echo "bake: $*" >&2; exit 1; }
 log() { printf 'bake: %s\n' "$*" >&2; }
@@ -49,13 +53,18 @@ trap cleanup EXIT
 mkdir -p "$out" "$cache"
 
 # --- 1. base root file system (cached) ------------------------------------
-key=$(printf '%s\n' "v2" "$suite" "$mirror" "$packages" | sha256sum | cut -c1-16)
+key=$(printf '%s\n' "v3" "$suite" "$mirror" "$packages" "$kernel_pkg" | sha256sum | cut -c1-16)
 base=$cache/rootfs-$suite-$key.tar
 if [[ ! -f $base ]]; then
 	log "debootstrap $suite (not cached: $base)"
 	mkdir "$work/ds"
 	debootstrap --variant=minbase --include="$packages" "$suite" "$work/ds" "$mirror" >"$work/debootstrap.log" 2>&1 ||
 		{ tail -20 "$work/debootstrap.log" >&2; die "debootstrap failed (log above)"; }
+	# dpkg --unpack runs no postinst: no initramfs-tools, no initrd, no hooks.
+	kdeb=$(chroot "$work/ds" apt-cache depends "$kernel_pkg" | awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ {print $2; exit}')
+	[[ -n $kdeb ]] || die "no kernel package behind $kernel_pkg"
+	chroot "$work/ds" sh -c 'cd /tmp && apt-get -q -o APT::Sandbox::User=root download "$1" && dpkg --unpack /tmp/*.deb && rm -f /tmp/*.deb' \
+		sh "$kdeb" >>"$work/debootstrap.log" 2>&1 || { tail -20 "$work/debootstrap.log" >&2; die "unpacking $kdeb failed (log above)"; }
 	# Trim what a runner never needs; the initramfs-tools initrd is replaced.
 	rm -rf "$work/ds"/boot/initrd.img* "$work/ds"/var/lib/apt/lists/* "$work/ds"/var/cache/apt/*.bin \
 		"$work/ds"/usr/share/{doc,man,locale,info}/* "$work/ds"/var/log/* "$work/ds"/var/cache/debconf/*-old
@@ -64,6 +73,7 @@ if [[ ! -f $base ]]; then
 		find drivers -mindepth 1 -maxdepth 1 ! -name virtio ! -name block ! -name md ! -name char -exec rm -rf {} +)
 	chroot "$work/ds" depmod "$kver"
 	tar -C "$work/ds" --numeric-owner -cf "$base.tmp" .
+	sha256sum "$base.tmp" | cut -d' ' -f1 >"$base.sha256"
 	mv "$base.tmp" "$base"
 	rm -rf "$work/ds"
 fi
@@ -112,6 +122,13 @@ for u in systemd-firstboot.service systemd-pcrphase.service systemd-pcrphase-sys
 	systemd-pcrphase-initrd.service apt-daily.timer apt-daily-upgrade.timer systemd-random-seed.service \
 	e2scrub_all.timer e2scrub_reap.service getty@tty1.service; do
 	ln -sf /dev/null "$root/etc/systemd/system/$u"
+done
+# The initrd opens the verity root and mounts the ESP nowhere: without this the
+# veritysetup generator waits 90 s for a device named after roothash= and the
+# GPT generator tries to automount the ESP on /boot.
+mkdir -p "$root/etc/systemd/system-generators"
+for g in systemd-veritysetup-generator systemd-gpt-auto-generator; do
+	ln -sf /dev/null "$root/etc/systemd/system-generators/$g"
 done
 
 # --- 3. initrd: busybox + veritysetup + the modules to reach the root -------
@@ -194,19 +211,22 @@ dd if="$work/verity.img" of="$work/disk.img" bs=1M seek=$((1 + esp_mib + root_mi
 bakekey=${BAKE_KEY:-$out/../bake-key.pem}
 attestctl=$work/attestctl
 (cd "$repo" && go build -o "$attestctl" ./cmd/attestctl)
-if "$attestctl" help 2>&1 | grep -q '^  reference'; then
-	"$attestctl" reference --root "$root" --uki "$work/uki.efi" --key "$bakekey" --new-key \
-		--pub-out "$work/bake-key.pub.pem" --out "$work/reference.intoto.json" >"$work/reference.json"
-else
-	log "attestctl has no reference command yet: no reference values"
+# The image's SLSA provenance (BuildEnv L1) comes with the reference values.
+prov=(--provenance-out "$work/provenance.intoto.json" --subject "$work/disk.img" --subject "$work/uki.efi"
+	--started-on "$started" --param "suite=$suite" --param "packages=$packages" --param "kernel=$kernel_pkg"
+	--param "version=$version" --param "cmdline=$cmdline" --param "mirror=$mirror")
+[[ -f $base.sha256 ]] || sha256sum "$base" | cut -d' ' -f1 >"$base.sha256"
+prov+=(--dep "file:images/.cache/$(basename "$base")=sha256:$(cat "$base.sha256")")
+if commit=$(git -C "$repo" rev-parse HEAD 2>/dev/null); then
+	prov+=(--dep "git+https://github.com/attestd/attestd@$commit=gitCommit:$commit")
 fi
+"$attestctl" reference --root "$root" --uki "$work/uki.efi" --key "$bakekey" --new-key \
+	--pub-out "$work/bake-key.pub.pem" --out "$work/reference.intoto.json" "${prov[@]}" >"$work/reference.json"
 
 install -m 0644 "$work/disk.img" "$out/disk.img"
 install -m 0644 "$work/uki.efi" "$out/uki.efi"
 printf '%s\n' "$roothash" >"$out/roothash"
 printf '%s\n' "$cmdline" >"$out/cmdline"
-if [[ -f $work/reference.intoto.json ]]; then
-	install -m 0644 "$work/reference.intoto.json" "$work/bake-key.pub.pem" "$work/reference.json" "$out/"
-fi
+install -m 0644 "$work/reference.intoto.json" "$work/provenance.intoto.json" "$work/bake-key.pub.pem" "$work/reference.json" "$out/"
 sha256sum "$out/disk.img" "$out/uki.efi" | sed "s#$out/##" >"$out/SHA256SUMS"
 log "image in $out: disk.img ($(du -h "$out/disk.img" | cut -f1)), uki.efi, roothash, cmdline"

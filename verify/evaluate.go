@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	ita "github.com/in-toto/attestation/go/v1"
+
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/scai"
 )
@@ -249,11 +251,15 @@ func (p *Policy) appraiseReference(rep *Report, opts Options) bool {
 	if p.Resolved == nil || p.Reference.File == "" {
 		return false
 	}
-	ok := true
+	// The launch prefix of the agent's log is the same in every
+	// attestation of a chain (chain-event-log checks that), so appraising
+	// the launch and admission attestations covers the bundle.
+	ok, n := true, 0
 	for _, r := range rep.Results {
-		if r.att == nil {
+		if r.att == nil || (r.Purpose != attest.PurposeLaunch && r.Purpose != attest.PurposeAttest) {
 			continue
 		}
+		n++
 		if p.Resolved.Reference == nil {
 			r.Checks = append(r.Checks, attest.Check{Name: CheckReference, Detail: fmt.Sprint(p.Resolved.ReferenceErr)})
 			ok = false
@@ -267,7 +273,7 @@ func (p *Policy) appraiseReference(rep *Report, opts Options) bool {
 		r.OK = len(r.Failed()) == 0
 		rep.OK = rep.OK && r.OK
 	}
-	return ok
+	return ok && n > 0
 }
 
 func (p *Policy) registerValues(r *Result) error {
@@ -296,20 +302,20 @@ func (p *Policy) requestMatches(b *scai.Build) error {
 	if b == nil {
 		return fmt.Errorf("the dispatch carries no build")
 	}
-next:
 	for i, want := range p.Build.Request {
-		for _, rd := range b.Request {
+		if !slices.ContainsFunc(b.Request, func(rd *ita.ResourceDescriptor) bool {
 			if want.Name != "" && rd.GetName() != want.Name || want.URI != "" && rd.GetUri() != want.URI {
-				continue
+				return false
 			}
 			for alg, v := range want.Digest {
 				if rd.GetDigest()[alg] != v {
-					continue next
+					return false
 				}
 			}
-			continue next
+			return true
+		}) {
+			return fmt.Errorf("build.request[%d] (name %q, uri %q, digest %v) is not in the build request", i, want.Name, want.URI, want.Digest)
 		}
-		return fmt.Errorf("build.request[%d] (name %q, uri %q) is not in the build request", i, want.Name, want.URI)
 	}
 	return nil
 }
@@ -321,6 +327,9 @@ next:
 // L3 also hardware-rooted evidence in every attestation (SEV-SNP or TDX,
 // or a TPM the policy declares hardware).
 func (p *Policy) level(rep *Report, rs []*Result, refOK bool) int {
+	if !refOK {
+		refOK = p.teeMeasurementsPinned(rs)
+	}
 	if !rep.OK || len(rs) == 0 || !refOK || p.Trust.TPM.InsecureTrustEmbeddedAK {
 		return 0
 	}
@@ -339,7 +348,9 @@ func (p *Policy) level(rep *Report, rs []*Result, refOK bool) int {
 			case "snp":
 				hw = hw || !p.Trust.SNP.AllowDebugUnsafe
 			case "tdx":
-				hw = hw || !p.Trust.TDX.AllowDebugUnsafe && !p.Trust.TDX.InsecureSkipCollateral
+				// A skipped collateral check leaves the platform's TCB
+				// unknown: not L3.
+				hw = hw || !p.Trust.TDX.AllowDebugUnsafe && passedNotSkipped(r.Checks, checkTDXCollateral)
 			case "tpm":
 				hw = hw || p.Trust.TPM.Hardware
 			}
@@ -349,6 +360,33 @@ func (p *Policy) level(rep *Report, rs []*Result, refOK bool) int {
 		}
 	}
 	return 3
+}
+
+// teeMeasurementsPinned: every attestation carries authenticated TEE
+// evidence whose launch measurement the policy pins (trust.snp.measurements,
+// trust.tdx.mrtds): the verifier's own reference values for the image.
+func (p *Policy) teeMeasurementsPinned(rs []*Result) bool {
+	for _, r := range rs {
+		pinned := slices.Contains(r.backends, "snp") && len(p.Trust.SNP.Measurements) > 0 ||
+			slices.Contains(r.backends, "tdx") && len(p.Trust.TDX.MRTDs) > 0
+		if !pinned {
+			return false
+		}
+	}
+	return len(rs) > 0
+}
+
+// checkTDXCollateral is attest/tdx's CheckCollateral (verify does not
+// import backends).
+const checkTDXCollateral = "tdx-collateral"
+
+func passedNotSkipped(checks []attest.Check, name string) bool {
+	for _, c := range checks {
+		if c.Name == name {
+			return c.OK && !c.Skip
+		}
+	}
+	return false
 }
 
 func findPurpose(rs []*Result, p attest.Purpose) *Result {

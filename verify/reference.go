@@ -75,9 +75,12 @@ type ReferenceEvent struct {
 
 // BootReference records the inputs of the PCR predictions.
 type BootReference struct {
-	UKIAuthenticodeSHA256 string   `json:"ukiAuthenticodeSha256,omitempty"`
-	Cmdline               string   `json:"cmdline,omitempty"`
-	PCR11Phases           []string `json:"pcr11Phases"`
+	UKIAuthenticodeSHA256 string `json:"ukiAuthenticodeSha256,omitempty"`
+	// KernelAuthenticodeSHA256 is the Authenticode digest of the UKI's
+	// .linux section, which systemd-stub loads as an image of its own.
+	KernelAuthenticodeSHA256 string   `json:"kernelAuthenticodeSha256,omitempty"`
+	Cmdline                  string   `json:"cmdline,omitempty"`
+	PCR11Phases              []string `json:"pcr11Phases"`
 }
 
 // ReferenceSubject names what the reference values are for.
@@ -227,7 +230,14 @@ func parseRegisterName(s string) (attest.RegisterKind, int, error) {
 // the backend verifiers accept under opts (it runs them again), and the
 // agent's events only from a log that replays to those values; if either
 // fails, every reference check is reported as not checked.
+//
+// A statement that is not an attestd attestation (a SCAI predicate), such as
+// a provenance statement the environment key signed, has no measurements:
+// Appraise returns no checks for it.
 func Appraise(env *dsse.Envelope, opts Options, rv *ReferenceValues) []attest.Check {
+	if _, err := scai.Open(env); errors.Is(err, scai.ErrPredicateType) {
+		return nil
+	}
 	names := []string{CheckRefAgentRegister}
 	if rv.RootHash != "" {
 		names = append(names, CheckRefRootHash)
@@ -351,12 +361,12 @@ func authenticated(env *dsse.Envelope, opts Options) (map[attest.Register][]byte
 	if err := scai.VerifySignature(env, a.EnvKey); err != nil {
 		return nil, 0, nil, errors.New(CheckSignature + " failed")
 	}
-	kd, err := attest.KeyDigest(a.EnvKey)
+	want, err := scai.ExpectedBinding(a)
 	if err != nil {
-		return nil, 0, nil, err
+		return nil, 0, nil, errors.New(CheckBinding + " failed")
 	}
 	vopts := attest.VerifyOptions{
-		Binding:                 attest.Bind(a.Purpose, kd, a.Nonce),
+		Binding:                 want,
 		EnvKey:                  a.EnvKey,
 		TrustedAKs:              opts.TrustedAKs,
 		AKRoots:                 opts.AKRoots,

@@ -37,6 +37,7 @@ func (e *env) reference(args []string) error {
 	newKey := fs.Bool("new-key", false, "create --key (P-256) if it does not exist")
 	pubOut := fs.String("pub-out", "", "also write the bake key's public key (PEM) here")
 	outFile := fs.String("out", "", "write the signed statement here (default stdout)")
+	prov := newProvenanceFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -68,6 +69,19 @@ func (e *env) reference(args []string) error {
 	env, err := verify.SignReference(context.Background(), key, st)
 	if err != nil {
 		return err
+	}
+	if *prov.out != "" {
+		pst, err := prov.statement(*uki, e.clock())
+		if err != nil {
+			return err
+		}
+		penv, err := verify.SignReference(context.Background(), key, pst)
+		if err != nil {
+			return fmt.Errorf("sign image provenance: %w", err)
+		}
+		if err := os.WriteFile(*prov.out, append(penv, '\n'), 0o644); err != nil {
+			return err
+		}
 	}
 	if *outFile == "" {
 		_, err = fmt.Fprintf(e.stdout, "%s\n", env)
@@ -167,14 +181,27 @@ func computeReference(root, ukiPath, binaryPath, configPath string) (*verify.Ref
 	if err != nil {
 		return nil, nil, err
 	}
-	rv.PCRs["4"] = hex.EncodeToString(measure.PredictPCR4(crypto.SHA256, [][]byte{auth}))
+	// systemd-stub 252 starts the embedded kernel with LoadImage, so the
+	// firmware measures it into PCR 4 too, right after the UKI.
+	linux, ok, err := measure.UKISection(img, ".linux")
+	if err != nil {
+		return nil, nil, err
+	}
+	if !ok {
+		return nil, nil, fmt.Errorf("%s has no .linux section", ukiPath)
+	}
+	kauth, err := measure.AuthenticodeDigest(linux, crypto.SHA256)
+	if err != nil {
+		return nil, nil, fmt.Errorf("the UKI's kernel: %w", err)
+	}
+	rv.PCRs["4"] = hex.EncodeToString(measure.PredictPCR4(crypto.SHA256, [][]byte{auth, kauth}))
 	// The image masks systemd-pcrphase: no phase strings (docs/reference-values.md).
 	pcr11, err := measure.PredictPCR11(crypto.SHA256, img, nil)
 	if err != nil {
 		return nil, nil, err
 	}
 	rv.PCRs["11"] = hex.EncodeToString(pcr11)
-	rv.Boot = &verify.BootReference{UKIAuthenticodeSHA256: hex.EncodeToString(auth), Cmdline: cmdline, PCR11Phases: []string{}}
+	rv.Boot = &verify.BootReference{UKIAuthenticodeSHA256: hex.EncodeToString(auth), KernelAuthenticodeSHA256: hex.EncodeToString(kauth), Cmdline: cmdline, PCR11Phases: []string{}}
 	return rv, img, nil
 }
 

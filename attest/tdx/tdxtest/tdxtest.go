@@ -167,6 +167,11 @@ func (d *Device) Roots() *x509.CertPool {
 	return p
 }
 
+// RootPEM is the fake "Intel SGX Root CA" certificate, PEM-encoded.
+func (d *Device) RootPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: d.root.Raw})
+}
+
 // IsSupported implements go-tdx-guest's client.QuoteProvider.
 func (*Device) IsSupported() error { return nil }
 

@@ -1,0 +1,87 @@
+package verify
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestPolicyExampleParses(t *testing.T) {
+	raw, err := os.ReadFile("../docs/policy.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ParsePolicy(raw)
+	if err != nil {
+		t.Fatalf("docs/policy.example.yaml: %v", err)
+	}
+	if p.Require.Level != 2 || p.Trust.SNP.MinimumTCB.Microcode != 115 || !p.Build.OneBuild() {
+		t.Errorf("parsed %+v", p)
+	}
+}
+
+func TestPolicyErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		line       int
+		key        string
+	}{
+		{"unknown top key", "version: 1\ntrusts: {}\n", 2, "trusts"},
+		{"unknown nested key", "version: 1\ntrust:\n  tpm:\n    pinned_ak: [a.pem]\n", 4, "trust.tpm.pinned_ak"},
+		{"wrong type", "version: 1\nrequire:\n  level: high\n", 3, "require.level"},
+		{"list wanted", "version: 1\nrequire:\n  registers: PCR0\n", 3, "require.registers"},
+		{"bool wanted", "version: 1\ntrust: {tpm: {hardware: yes please}}\n", 2, "trust.tpm.hardware"},
+		{"bad version", "version: 2\n", 1, "version"},
+		{"bad hex", "version: 1\ntrust:\n  snp:\n    measurements: [abcd]\n", 4, "trust.snp.measurements[0]"},
+		{"bad register", "version: 1\nrequire:\n  registers: [PCR0, XYZ1]\n", 3, "require.registers[1]"},
+		{"bad level", "version: 1\nrequire: {level: 4}\n", 2, "require.level"},
+		{"bad duration", "version: 1\nfreshness:\n  max_age: soon\n", 3, "freshness.max_age"},
+		{"bad nonce purpose", "version: 1\nfreshness:\n  nonces: {launch: '00'}\n", 3, "freshness.nonces.launch"},
+		{"reference without key", "version: 1\nreference:\n  file: r.json\n", 3, "reference"},
+		{"bad build id", "version: 1\nbuild: {id: 'has space'}\n", 2, "build.id"},
+		{"duplicate key", "version: 1\nversion: 1\n", 2, "version"},
+		{"tdx rtmrs count", "version: 1\ntrust:\n  tdx:\n    rtmrs: ['" + strings.Repeat("00", 48) + "']\n", 4, "trust.tdx.rtmrs"},
+		{"alias", "version: 1\nx: &a 1\nrequire: {level: *a}\n", 2, "x"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParsePolicy([]byte(tc.yaml))
+			var pe *PolicyError
+			if !errors.As(err, &pe) || !errors.Is(err, ErrPolicy) {
+				t.Fatalf("err = %v, want a *PolicyError", err)
+			}
+			if pe.Line != tc.line || pe.Key != tc.key {
+				t.Errorf("error %q at line %d key %q, want line %d key %q", err, pe.Line, pe.Key, tc.line, tc.key)
+			}
+		})
+	}
+	for _, bad := range []string{"", "---\n", "[1, 2]", "version: 1\n\t- x"} {
+		if _, err := ParsePolicy([]byte(bad)); !errors.Is(err, ErrPolicy) {
+			t.Errorf("%q: err = %v, want ErrPolicy", bad, err)
+		}
+	}
+}
+
+// FuzzParsePolicy: parsing never panics; what parses validates again.
+func FuzzParsePolicy(f *testing.F) {
+	if raw, err := os.ReadFile("../docs/policy.example.yaml"); err == nil {
+		f.Add(raw)
+	}
+	f.Add([]byte("version: 1\nrequire: {level: 2, registers: [PCR0]}\n"))
+	f.Add([]byte("version: 1\nreference: {registers: {RTMR1: ['00']}}\n"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		p, err := ParsePolicy(raw)
+		if err != nil {
+			if !errors.Is(err, ErrPolicy) {
+				t.Fatalf("error %v is not ErrPolicy", err)
+			}
+			return
+		}
+		if err := p.validate(); err != nil {
+			t.Fatalf("parsed policy fails validation: %v", err)
+		}
+		_ = p.Nonces()
+		_ = p.SNPMeasurements()
+		_ = p.TDXRTMRs()
+	})
+}
