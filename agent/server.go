@@ -135,6 +135,10 @@ func statusCode(err error) codes.Code {
 		return codes.PermissionDenied
 	case errors.Is(err, errNotLaunched), errors.Is(err, errState), errors.Is(err, measure.ErrFrozen):
 		return codes.FailedPrecondition
+	case errors.Is(err, attest.ErrUnsupported):
+		return codes.Unimplemented
+	case errors.Is(err, attest.ErrChallenge):
+		return codes.InvalidArgument
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):

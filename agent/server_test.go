@@ -327,3 +327,15 @@ func TestPidfdGuard(t *testing.T) {
 		t.Fatalf("exited process: %v", err)
 	}
 }
+
+func TestActivateCredentialErrors(t *testing.T) {
+	_, _, c := serve(t) // the simulator has no EK certificate
+	ctx := context.Background()
+	if _, err := c.ActivateCredential(ctx, &apiv1.ActivateCredentialRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("empty challenge: %v", err)
+	}
+	_, err := c.ActivateCredential(ctx, &apiv1.ActivateCredentialRequest{CredentialBlob: []byte{0, 1, 2}, EncryptedSecret: []byte{0, 1, 2}})
+	if status.Code(err) != codes.Unimplemented {
+		t.Errorf("TPM without EK certificate: %v", err)
+	}
+}

@@ -23,6 +23,9 @@ var (
 	ErrMissingPart = errors.New("evidence part missing")
 	// ErrUnsupported: the backend cannot do what was asked.
 	ErrUnsupported = errors.New("not supported by this backend")
+	// ErrChallenge: an AK registration (credential) challenge the device
+	// cannot open: malformed, or made for another EK or AK.
+	ErrChallenge = errors.New("credential challenge does not open with this TPM's EK and AK")
 )
 
 // MaxNonceSize is the largest caller nonce accepted (bytes).

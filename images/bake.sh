@@ -12,6 +12,7 @@
 #
 # Environment (used by the e2e test for its negative variants):
 #   ATTESTD_BIN      attestd binary to bake instead of a fresh build
+#   ATTESTCTL_BIN    attestctl binary to bake instead of a fresh build
 #   EXTRA_CMDLINE    appended to the kernel command line
 #   BAKE_KEY         PEM EC private key signing the reference values
 #                    (default: OUT/../bake-key.pem, created if missing)
@@ -89,7 +90,11 @@ if [[ -n ${ATTESTD_BIN:-} ]]; then
 else
 	(cd "$repo" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "-buildid= -X main.version=$version" -o "$root/usr/bin/attestd" ./cmd/attestd)
 fi
-(cd "$repo" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "-buildid=" -o "$root/usr/bin/attestctl" ./cmd/attestctl)
+if [[ -n ${ATTESTCTL_BIN:-} ]]; then
+	install -m 0755 "$ATTESTCTL_BIN" "$root/usr/bin/attestctl"
+else
+	(cd "$repo" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "-buildid=" -o "$root/usr/bin/attestctl" ./cmd/attestctl)
+fi
 
 install -D -m 0644 "$repo/systemd/attestd.service" "$root/usr/lib/systemd/system/attestd.service"
 install -D -m 0644 "$repo/systemd/attestd.sysusers.conf" "$root/usr/lib/sysusers.d/attestd.conf"
@@ -153,7 +158,9 @@ find "$ird" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 # --- 4. root file system + dm-verity ---------------------------------------
 # The kernel goes into the UKI, not the root file system.
 cp "$root/boot/vmlinuz-$kver" "$work/vmlinuz"
-mksquashfs "$root" "$work/root.img" -noappend -quiet -no-progress -comp zstd -e boot >/dev/null # timestamps: SOURCE_DATE_EPOCH
+# Same inputs, same root hash: every file gets the same time.
+find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+mksquashfs "$root" "$work/root.img" -noappend -quiet -no-progress -comp zstd -e boot >/dev/null
 # dm-verity covers whole 4 KiB blocks.
 truncate -s %4096 "$work/root.img"
 salt=$(printf 'attestd-image-%s' "$suite" | sha256sum | cut -c1-64)

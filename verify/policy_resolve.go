@@ -86,24 +86,9 @@ func (p *Policy) Resolve(readFile func(name string) ([]byte, error)) error {
 		if err != nil {
 			return nil, err
 		}
-		var out []*x509.Certificate
-		for {
-			var blk *pem.Block
-			blk, b = pem.Decode(b)
-			if blk == nil {
-				break
-			}
-			if blk.Type != "CERTIFICATE" {
-				continue
-			}
-			c, err := x509.ParseCertificate(blk.Bytes)
-			if err != nil {
-				return nil, p.errAt(key, "%s: %v", name, err)
-			}
-			out = append(out, c)
-		}
-		if len(out) == 0 {
-			return nil, p.errAt(key, "%s: no PEM certificates", name)
+		out, err := ParsePEMCertificates(b)
+		if err != nil {
+			return nil, p.errAt(key, "%s: %v", name, err)
 		}
 		return out, nil
 	}
@@ -214,4 +199,29 @@ func (p *Policy) Options(base Options) Options {
 		o.BuildID = p.Build.ID
 	}
 	return o
+}
+
+// ParsePEMCertificates returns every CERTIFICATE block of a PEM file (other
+// blocks are skipped); none is an error.
+func ParsePEMCertificates(b []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no PEM certificates")
+	}
+	return out, nil
 }

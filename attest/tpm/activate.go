@@ -14,6 +14,8 @@ import (
 	"github.com/google/go-tpm-tools/client"
 	"github.com/google/go-tpm/legacy/tpm2"
 	"github.com/google/go-tpm/legacy/tpm2/credactivation"
+
+	"github.com/attestd/attestd/attest"
 )
 
 // AK registration by credential activation (TPM 2.0 Part 1, §24): a verifier
@@ -96,15 +98,18 @@ func MakeCredential(ek crypto.PublicKey, akPublic []byte) (secret []byte, ch *Ch
 	return secret, &Challenge{CredBlob: blob, EncSecret: enc}, nil
 }
 
-// ActivateCredential opens a challenge made for this TPM's EK and AK and
-// returns the secret. The EK is created from the default template matching
-// the EK certificate (RSA or ECC) and flushed afterwards.
-func (b *Backend) ActivateCredential(ctx context.Context, ch *Challenge) ([]byte, error) {
+// ActivateCredential opens a challenge (TPM2B_ID_OBJECT and
+// TPM2B_ENCRYPTED_SECRET, as in Challenge) made for this TPM's EK and AK and
+// returns the secret. The EK is created as a transient primary key from the
+// default template matching the EK certificate (RSA or ECC) and flushed
+// afterwards; nothing is persisted.
+func (b *Backend) ActivateCredential(ctx context.Context, credBlob, encSecret []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if ch == nil || len(ch.CredBlob) < 2 || len(ch.EncSecret) < 2 {
-		return nil, errors.New("activate credential: empty challenge")
+	ch := &Challenge{CredBlob: credBlob, EncSecret: encSecret}
+	if len(ch.CredBlob) < 2 || len(ch.EncSecret) < 2 {
+		return nil, fmt.Errorf("%w: empty challenge", attest.ErrChallenge)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -112,17 +117,17 @@ func (b *Backend) ActivateCredential(ctx context.Context, ch *Challenge) ([]byte
 		return nil, errClosed
 	}
 	if b.ekCert == nil {
-		return nil, errors.New("activate credential: this TPM has no EK certificate")
+		return nil, fmt.Errorf("activate credential: %w: this TPM has no EK certificate", attest.ErrUnsupported)
 	}
 	cert, err := x509.ParseCertificate(b.ekCert)
 	if err != nil {
 		return nil, fmt.Errorf("activate credential: EK certificate: %w", err)
 	}
-	newEK := client.EndorsementKeyECC
+	tmpl := client.DefaultEKTemplateECC()
 	if _, ok := cert.PublicKey.(interface{ Size() int }); ok { // *rsa.PublicKey
-		newEK = client.EndorsementKeyRSA
+		tmpl = client.DefaultEKTemplateRSA()
 	}
-	ek, err := newEK(b.rw)
+	ek, err := client.NewKey(b.rw, tpm2.HandleEndorsement, tmpl)
 	if err != nil {
 		return nil, fmt.Errorf("activate credential: create EK: %w", err)
 	}
@@ -143,7 +148,7 @@ func (b *Backend) ActivateCredential(ctx context.Context, ch *Challenge) ([]byte
 	secret, err := tpm2.ActivateCredentialUsingAuth(b.rw, []tpm2.AuthCommand{pw, {Session: sess, Attributes: tpm2.AttrContinueSession}},
 		b.ak.Handle(), ek.Handle(), ch.CredBlob[2:], ch.EncSecret[2:])
 	if err != nil {
-		return nil, fmt.Errorf("activate credential: %w", err)
+		return nil, fmt.Errorf("activate credential: %w: %v", attest.ErrChallenge, err)
 	}
 	return bytes.Clone(secret), nil
 }

@@ -42,7 +42,7 @@ func TestCredentialActivationSWTPM(t *testing.T) {
 	if err != nil {
 		t.Fatalf("MakeCredential: %v", err)
 	}
-	got, err := b.ActivateCredential(context.Background(), ch)
+	got, err := b.ActivateCredential(context.Background(), ch.CredBlob, ch.EncSecret)
 	if err != nil {
 		t.Fatalf("ActivateCredential: %v", err)
 	}
@@ -71,14 +71,14 @@ func TestCredentialActivationSWTPM(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := b.ActivateCredential(context.Background(), ch); err == nil {
+		if _, err := b.ActivateCredential(context.Background(), ch.CredBlob, ch.EncSecret); err == nil {
 			t.Error("a challenge for another AK name was opened")
 		}
 	})
 	t.Run("tampered blob", func(t *testing.T) {
 		_, ch, _ := MakeCredential(ek, akPub)
 		ch.CredBlob[len(ch.CredBlob)-1] ^= 1
-		if _, err := b.ActivateCredential(context.Background(), ch); err == nil {
+		if _, err := b.ActivateCredential(context.Background(), ch.CredBlob, ch.EncSecret); err == nil {
 			t.Error("a tampered credential blob was opened")
 		}
 	})

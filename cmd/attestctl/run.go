@@ -29,6 +29,7 @@ commands talking to attestd:
   complete --build-id ID --output PATH... [--input PATH...]  completion: bind inputs and outputs
   sign --build-id ID --statement FILE                    sign the build's provenance with the env key
   bundle [--out FILE]                                    all attestations of this environment (.intoto.jsonl)
+  register --ek-roots PEM [--out FILE]                   pin the AK by credential activation against the EK certificate
 
 commands working offline:
   verify [flags] FILE              verify an attestation or a .intoto.jsonl bundle
@@ -87,6 +88,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = e.sign(ctx, rest)
 	case "bundle":
 		err = e.bundle(ctx, rest)
+	case "register":
+		err = e.register(ctx, rest)
 	case "reference":
 		err = e.reference(rest)
 	case "verify":

@@ -31,6 +31,12 @@ func startAgent(t *testing.T) string {
 		sim.Close()
 		t.Fatal(err)
 	}
+	return startAgentOn(t, b)
+}
+
+// startAgentOn serves an agent on backend b and returns its socket.
+func startAgentOn(t *testing.T, b *tpm.Backend) string {
+	t.Helper()
 	dir := t.TempDir()
 	cfg, err := agent.ParseConfig(filepath.Join(dir, "c.yaml"), []byte("executors: [/bin/sh]\n"))
 	if err != nil {

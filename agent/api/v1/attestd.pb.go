@@ -26,6 +26,104 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ActivateCredentialRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET, each with its size prefix,
+	// as TPM2_MakeCredential produced them.
+	CredentialBlob  []byte `protobuf:"bytes,1,opt,name=credential_blob,json=credentialBlob,proto3" json:"credential_blob,omitempty"`
+	EncryptedSecret []byte `protobuf:"bytes,2,opt,name=encrypted_secret,json=encryptedSecret,proto3" json:"encrypted_secret,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ActivateCredentialRequest) Reset() {
+	*x = ActivateCredentialRequest{}
+	mi := &file_attestd_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActivateCredentialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActivateCredentialRequest) ProtoMessage() {}
+
+func (x *ActivateCredentialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_attestd_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActivateCredentialRequest.ProtoReflect.Descriptor instead.
+func (*ActivateCredentialRequest) Descriptor() ([]byte, []int) {
+	return file_attestd_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ActivateCredentialRequest) GetCredentialBlob() []byte {
+	if x != nil {
+		return x.CredentialBlob
+	}
+	return nil
+}
+
+func (x *ActivateCredentialRequest) GetEncryptedSecret() []byte {
+	if x != nil {
+		return x.EncryptedSecret
+	}
+	return nil
+}
+
+type ActivateCredentialResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Secret        []byte                 `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActivateCredentialResponse) Reset() {
+	*x = ActivateCredentialResponse{}
+	mi := &file_attestd_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActivateCredentialResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActivateCredentialResponse) ProtoMessage() {}
+
+func (x *ActivateCredentialResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_attestd_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActivateCredentialResponse.ProtoReflect.Descriptor instead.
+func (*ActivateCredentialResponse) Descriptor() ([]byte, []int) {
+	return file_attestd_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ActivateCredentialResponse) GetSecret() []byte {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
 // ResourceDescriptor mirrors the in-toto ResourceDescriptor v1.
 type ResourceDescriptor struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -43,7 +141,7 @@ type ResourceDescriptor struct {
 
 func (x *ResourceDescriptor) Reset() {
 	*x = ResourceDescriptor{}
-	mi := &file_attestd_proto_msgTypes[0]
+	mi := &file_attestd_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -55,7 +153,7 @@ func (x *ResourceDescriptor) String() string {
 func (*ResourceDescriptor) ProtoMessage() {}
 
 func (x *ResourceDescriptor) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[0]
+	mi := &file_attestd_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -68,7 +166,7 @@ func (x *ResourceDescriptor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceDescriptor.ProtoReflect.Descriptor instead.
 func (*ResourceDescriptor) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{0}
+	return file_attestd_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ResourceDescriptor) GetName() string {
@@ -134,7 +232,7 @@ type BindBuildRequest struct {
 
 func (x *BindBuildRequest) Reset() {
 	*x = BindBuildRequest{}
-	mi := &file_attestd_proto_msgTypes[1]
+	mi := &file_attestd_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -146,7 +244,7 @@ func (x *BindBuildRequest) String() string {
 func (*BindBuildRequest) ProtoMessage() {}
 
 func (x *BindBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[1]
+	mi := &file_attestd_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -159,7 +257,7 @@ func (x *BindBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindBuildRequest.ProtoReflect.Descriptor instead.
 func (*BindBuildRequest) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{1}
+	return file_attestd_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *BindBuildRequest) GetBuildId() string {
@@ -196,7 +294,7 @@ type BindBuildResponse struct {
 
 func (x *BindBuildResponse) Reset() {
 	*x = BindBuildResponse{}
-	mi := &file_attestd_proto_msgTypes[2]
+	mi := &file_attestd_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -208,7 +306,7 @@ func (x *BindBuildResponse) String() string {
 func (*BindBuildResponse) ProtoMessage() {}
 
 func (x *BindBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[2]
+	mi := &file_attestd_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -221,7 +319,7 @@ func (x *BindBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindBuildResponse.ProtoReflect.Descriptor instead.
 func (*BindBuildResponse) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{2}
+	return file_attestd_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BindBuildResponse) GetEnvelope() []byte {
@@ -251,7 +349,7 @@ type ExtendRequest struct {
 
 func (x *ExtendRequest) Reset() {
 	*x = ExtendRequest{}
-	mi := &file_attestd_proto_msgTypes[3]
+	mi := &file_attestd_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -263,7 +361,7 @@ func (x *ExtendRequest) String() string {
 func (*ExtendRequest) ProtoMessage() {}
 
 func (x *ExtendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[3]
+	mi := &file_attestd_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -276,7 +374,7 @@ func (x *ExtendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendRequest.ProtoReflect.Descriptor instead.
 func (*ExtendRequest) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{3}
+	return file_attestd_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ExtendRequest) GetDomain() string {
@@ -312,7 +410,7 @@ type ExtendResponse struct {
 
 func (x *ExtendResponse) Reset() {
 	*x = ExtendResponse{}
-	mi := &file_attestd_proto_msgTypes[4]
+	mi := &file_attestd_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -324,7 +422,7 @@ func (x *ExtendResponse) String() string {
 func (*ExtendResponse) ProtoMessage() {}
 
 func (x *ExtendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[4]
+	mi := &file_attestd_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -337,7 +435,7 @@ func (x *ExtendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendResponse.ProtoReflect.Descriptor instead.
 func (*ExtendResponse) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{4}
+	return file_attestd_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ExtendResponse) GetSeq() uint64 {
@@ -368,7 +466,7 @@ type CompleteRequest struct {
 
 func (x *CompleteRequest) Reset() {
 	*x = CompleteRequest{}
-	mi := &file_attestd_proto_msgTypes[5]
+	mi := &file_attestd_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -380,7 +478,7 @@ func (x *CompleteRequest) String() string {
 func (*CompleteRequest) ProtoMessage() {}
 
 func (x *CompleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[5]
+	mi := &file_attestd_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -393,7 +491,7 @@ func (x *CompleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteRequest.ProtoReflect.Descriptor instead.
 func (*CompleteRequest) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{5}
+	return file_attestd_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CompleteRequest) GetBuildId() string {
@@ -433,7 +531,7 @@ type CompleteResponse struct {
 
 func (x *CompleteResponse) Reset() {
 	*x = CompleteResponse{}
-	mi := &file_attestd_proto_msgTypes[6]
+	mi := &file_attestd_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -445,7 +543,7 @@ func (x *CompleteResponse) String() string {
 func (*CompleteResponse) ProtoMessage() {}
 
 func (x *CompleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[6]
+	mi := &file_attestd_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -458,7 +556,7 @@ func (x *CompleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteResponse.ProtoReflect.Descriptor instead.
 func (*CompleteResponse) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{6}
+	return file_attestd_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CompleteResponse) GetEnvelope() []byte {
@@ -479,7 +577,7 @@ type SignStatementRequest struct {
 
 func (x *SignStatementRequest) Reset() {
 	*x = SignStatementRequest{}
-	mi := &file_attestd_proto_msgTypes[7]
+	mi := &file_attestd_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -491,7 +589,7 @@ func (x *SignStatementRequest) String() string {
 func (*SignStatementRequest) ProtoMessage() {}
 
 func (x *SignStatementRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[7]
+	mi := &file_attestd_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -504,7 +602,7 @@ func (x *SignStatementRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignStatementRequest.ProtoReflect.Descriptor instead.
 func (*SignStatementRequest) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{7}
+	return file_attestd_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SignStatementRequest) GetBuildId() string {
@@ -530,7 +628,7 @@ type SignStatementResponse struct {
 
 func (x *SignStatementResponse) Reset() {
 	*x = SignStatementResponse{}
-	mi := &file_attestd_proto_msgTypes[8]
+	mi := &file_attestd_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -542,7 +640,7 @@ func (x *SignStatementResponse) String() string {
 func (*SignStatementResponse) ProtoMessage() {}
 
 func (x *SignStatementResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[8]
+	mi := &file_attestd_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -555,7 +653,7 @@ func (x *SignStatementResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignStatementResponse.ProtoReflect.Descriptor instead.
 func (*SignStatementResponse) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{8}
+	return file_attestd_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SignStatementResponse) GetEnvelope() []byte {
@@ -573,7 +671,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_attestd_proto_msgTypes[9]
+	mi := &file_attestd_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -585,7 +683,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[9]
+	mi := &file_attestd_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -598,7 +696,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{9}
+	return file_attestd_proto_rawDescGZIP(), []int{11}
 }
 
 type GetBundleResponse struct {
@@ -613,7 +711,7 @@ type GetBundleResponse struct {
 
 func (x *GetBundleResponse) Reset() {
 	*x = GetBundleResponse{}
-	mi := &file_attestd_proto_msgTypes[10]
+	mi := &file_attestd_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -625,7 +723,7 @@ func (x *GetBundleResponse) String() string {
 func (*GetBundleResponse) ProtoMessage() {}
 
 func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[10]
+	mi := &file_attestd_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -638,7 +736,7 @@ func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleResponse.ProtoReflect.Descriptor instead.
 func (*GetBundleResponse) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{10}
+	return file_attestd_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetBundleResponse) GetBuildId() string {
@@ -663,7 +761,7 @@ type GetIdentityRequest struct {
 
 func (x *GetIdentityRequest) Reset() {
 	*x = GetIdentityRequest{}
-	mi := &file_attestd_proto_msgTypes[11]
+	mi := &file_attestd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -675,7 +773,7 @@ func (x *GetIdentityRequest) String() string {
 func (*GetIdentityRequest) ProtoMessage() {}
 
 func (x *GetIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[11]
+	mi := &file_attestd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -688,7 +786,7 @@ func (x *GetIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIdentityRequest.ProtoReflect.Descriptor instead.
 func (*GetIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{11}
+	return file_attestd_proto_rawDescGZIP(), []int{13}
 }
 
 type GetIdentityResponse struct {
@@ -716,7 +814,7 @@ type GetIdentityResponse struct {
 
 func (x *GetIdentityResponse) Reset() {
 	*x = GetIdentityResponse{}
-	mi := &file_attestd_proto_msgTypes[12]
+	mi := &file_attestd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +826,7 @@ func (x *GetIdentityResponse) String() string {
 func (*GetIdentityResponse) ProtoMessage() {}
 
 func (x *GetIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[12]
+	mi := &file_attestd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +839,7 @@ func (x *GetIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIdentityResponse.ProtoReflect.Descriptor instead.
 func (*GetIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{12}
+	return file_attestd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetIdentityResponse) GetPublicKey() []byte {
@@ -810,7 +908,7 @@ type AttestRequest struct {
 
 func (x *AttestRequest) Reset() {
 	*x = AttestRequest{}
-	mi := &file_attestd_proto_msgTypes[13]
+	mi := &file_attestd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +920,7 @@ func (x *AttestRequest) String() string {
 func (*AttestRequest) ProtoMessage() {}
 
 func (x *AttestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[13]
+	mi := &file_attestd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,7 +933,7 @@ func (x *AttestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestRequest.ProtoReflect.Descriptor instead.
 func (*AttestRequest) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{13}
+	return file_attestd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AttestRequest) GetNonce() []byte {
@@ -855,7 +953,7 @@ type AttestResponse struct {
 
 func (x *AttestResponse) Reset() {
 	*x = AttestResponse{}
-	mi := &file_attestd_proto_msgTypes[14]
+	mi := &file_attestd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +965,7 @@ func (x *AttestResponse) String() string {
 func (*AttestResponse) ProtoMessage() {}
 
 func (x *AttestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[14]
+	mi := &file_attestd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +978,7 @@ func (x *AttestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestResponse.ProtoReflect.Descriptor instead.
 func (*AttestResponse) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{14}
+	return file_attestd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AttestResponse) GetEnvelope() []byte {
@@ -898,7 +996,7 @@ type GetEventLogRequest struct {
 
 func (x *GetEventLogRequest) Reset() {
 	*x = GetEventLogRequest{}
-	mi := &file_attestd_proto_msgTypes[15]
+	mi := &file_attestd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +1008,7 @@ func (x *GetEventLogRequest) String() string {
 func (*GetEventLogRequest) ProtoMessage() {}
 
 func (x *GetEventLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[15]
+	mi := &file_attestd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +1021,7 @@ func (x *GetEventLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEventLogRequest.ProtoReflect.Descriptor instead.
 func (*GetEventLogRequest) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{15}
+	return file_attestd_proto_rawDescGZIP(), []int{17}
 }
 
 type GetEventLogResponse struct {
@@ -938,7 +1036,7 @@ type GetEventLogResponse struct {
 
 func (x *GetEventLogResponse) Reset() {
 	*x = GetEventLogResponse{}
-	mi := &file_attestd_proto_msgTypes[16]
+	mi := &file_attestd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -950,7 +1048,7 @@ func (x *GetEventLogResponse) String() string {
 func (*GetEventLogResponse) ProtoMessage() {}
 
 func (x *GetEventLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[16]
+	mi := &file_attestd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -963,7 +1061,7 @@ func (x *GetEventLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEventLogResponse.ProtoReflect.Descriptor instead.
 func (*GetEventLogResponse) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{16}
+	return file_attestd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetEventLogResponse) GetCel() []byte {
@@ -997,7 +1095,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_attestd_proto_msgTypes[17]
+	mi := &file_attestd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1107,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_attestd_proto_msgTypes[17]
+	mi := &file_attestd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1120,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_attestd_proto_rawDescGZIP(), []int{17}
+	return file_attestd_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -1065,7 +1163,12 @@ var File_attestd_proto protoreflect.FileDescriptor
 const file_attestd_proto_rawDesc = "" +
 	"\n" +
 	"\rattestd.proto\x12\n" +
-	"attestd.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xda\x02\n" +
+	"attestd.v1\x1a\x1cgoogle/protobuf/struct.proto\"o\n" +
+	"\x19ActivateCredentialRequest\x12'\n" +
+	"\x0fcredential_blob\x18\x01 \x01(\fR\x0ecredentialBlob\x12)\n" +
+	"\x10encrypted_secret\x18\x02 \x01(\fR\x0fencryptedSecret\"4\n" +
+	"\x1aActivateCredentialResponse\x12\x16\n" +
+	"\x06secret\x18\x01 \x01(\fR\x06secret\"\xda\x02\n" +
 	"\x12ResourceDescriptor\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03uri\x18\x02 \x01(\tR\x03uri\x12B\n" +
@@ -1133,7 +1236,7 @@ const file_attestd_proto_rawDesc = "" +
 	"\bregister\x18\x02 \x01(\tR\bregister\x12\x12\n" +
 	"\x04type\x18\x03 \x01(\tR\x04type\x12\x12\n" +
 	"\x04data\x18\x04 \x01(\fR\x04data\x12\x16\n" +
-	"\x06sha256\x18\x05 \x01(\tR\x06sha2562\xdc\x04\n" +
+	"\x06sha256\x18\x05 \x01(\tR\x06sha2562\xc1\x05\n" +
 	"\aAttestd\x12N\n" +
 	"\vGetIdentity\x12\x1e.attestd.v1.GetIdentityRequest\x1a\x1f.attestd.v1.GetIdentityResponse\x12?\n" +
 	"\x06Attest\x12\x19.attestd.v1.AttestRequest\x1a\x1a.attestd.v1.AttestResponse\x12N\n" +
@@ -1142,7 +1245,8 @@ const file_attestd_proto_rawDesc = "" +
 	"\x06Extend\x12\x19.attestd.v1.ExtendRequest\x1a\x1a.attestd.v1.ExtendResponse\x12E\n" +
 	"\bComplete\x12\x1b.attestd.v1.CompleteRequest\x1a\x1c.attestd.v1.CompleteResponse\x12T\n" +
 	"\rSignStatement\x12 .attestd.v1.SignStatementRequest\x1a!.attestd.v1.SignStatementResponse\x12H\n" +
-	"\tGetBundle\x12\x1c.attestd.v1.GetBundleRequest\x1a\x1d.attestd.v1.GetBundleResponseB/Z-github.com/attestd/attestd/agent/api/v1;apiv1b\x06proto3"
+	"\tGetBundle\x12\x1c.attestd.v1.GetBundleRequest\x1a\x1d.attestd.v1.GetBundleResponse\x12c\n" +
+	"\x12ActivateCredential\x12%.attestd.v1.ActivateCredentialRequest\x1a&.attestd.v1.ActivateCredentialResponseB/Z-github.com/attestd/attestd/agent/api/v1;apiv1b\x06proto3"
 
 var (
 	file_attestd_proto_rawDescOnce sync.Once
@@ -1156,54 +1260,58 @@ func file_attestd_proto_rawDescGZIP() []byte {
 	return file_attestd_proto_rawDescData
 }
 
-var file_attestd_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_attestd_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_attestd_proto_goTypes = []any{
-	(*ResourceDescriptor)(nil),    // 0: attestd.v1.ResourceDescriptor
-	(*BindBuildRequest)(nil),      // 1: attestd.v1.BindBuildRequest
-	(*BindBuildResponse)(nil),     // 2: attestd.v1.BindBuildResponse
-	(*ExtendRequest)(nil),         // 3: attestd.v1.ExtendRequest
-	(*ExtendResponse)(nil),        // 4: attestd.v1.ExtendResponse
-	(*CompleteRequest)(nil),       // 5: attestd.v1.CompleteRequest
-	(*CompleteResponse)(nil),      // 6: attestd.v1.CompleteResponse
-	(*SignStatementRequest)(nil),  // 7: attestd.v1.SignStatementRequest
-	(*SignStatementResponse)(nil), // 8: attestd.v1.SignStatementResponse
-	(*GetBundleRequest)(nil),      // 9: attestd.v1.GetBundleRequest
-	(*GetBundleResponse)(nil),     // 10: attestd.v1.GetBundleResponse
-	(*GetIdentityRequest)(nil),    // 11: attestd.v1.GetIdentityRequest
-	(*GetIdentityResponse)(nil),   // 12: attestd.v1.GetIdentityResponse
-	(*AttestRequest)(nil),         // 13: attestd.v1.AttestRequest
-	(*AttestResponse)(nil),        // 14: attestd.v1.AttestResponse
-	(*GetEventLogRequest)(nil),    // 15: attestd.v1.GetEventLogRequest
-	(*GetEventLogResponse)(nil),   // 16: attestd.v1.GetEventLogResponse
-	(*Event)(nil),                 // 17: attestd.v1.Event
-	nil,                           // 18: attestd.v1.ResourceDescriptor.DigestEntry
-	(*structpb.Struct)(nil),       // 19: google.protobuf.Struct
+	(*ActivateCredentialRequest)(nil),  // 0: attestd.v1.ActivateCredentialRequest
+	(*ActivateCredentialResponse)(nil), // 1: attestd.v1.ActivateCredentialResponse
+	(*ResourceDescriptor)(nil),         // 2: attestd.v1.ResourceDescriptor
+	(*BindBuildRequest)(nil),           // 3: attestd.v1.BindBuildRequest
+	(*BindBuildResponse)(nil),          // 4: attestd.v1.BindBuildResponse
+	(*ExtendRequest)(nil),              // 5: attestd.v1.ExtendRequest
+	(*ExtendResponse)(nil),             // 6: attestd.v1.ExtendResponse
+	(*CompleteRequest)(nil),            // 7: attestd.v1.CompleteRequest
+	(*CompleteResponse)(nil),           // 8: attestd.v1.CompleteResponse
+	(*SignStatementRequest)(nil),       // 9: attestd.v1.SignStatementRequest
+	(*SignStatementResponse)(nil),      // 10: attestd.v1.SignStatementResponse
+	(*GetBundleRequest)(nil),           // 11: attestd.v1.GetBundleRequest
+	(*GetBundleResponse)(nil),          // 12: attestd.v1.GetBundleResponse
+	(*GetIdentityRequest)(nil),         // 13: attestd.v1.GetIdentityRequest
+	(*GetIdentityResponse)(nil),        // 14: attestd.v1.GetIdentityResponse
+	(*AttestRequest)(nil),              // 15: attestd.v1.AttestRequest
+	(*AttestResponse)(nil),             // 16: attestd.v1.AttestResponse
+	(*GetEventLogRequest)(nil),         // 17: attestd.v1.GetEventLogRequest
+	(*GetEventLogResponse)(nil),        // 18: attestd.v1.GetEventLogResponse
+	(*Event)(nil),                      // 19: attestd.v1.Event
+	nil,                                // 20: attestd.v1.ResourceDescriptor.DigestEntry
+	(*structpb.Struct)(nil),            // 21: google.protobuf.Struct
 }
 var file_attestd_proto_depIdxs = []int32{
-	18, // 0: attestd.v1.ResourceDescriptor.digest:type_name -> attestd.v1.ResourceDescriptor.DigestEntry
-	19, // 1: attestd.v1.ResourceDescriptor.annotations:type_name -> google.protobuf.Struct
-	0,  // 2: attestd.v1.BindBuildRequest.request:type_name -> attestd.v1.ResourceDescriptor
-	0,  // 3: attestd.v1.CompleteRequest.inputs:type_name -> attestd.v1.ResourceDescriptor
-	0,  // 4: attestd.v1.CompleteRequest.outputs:type_name -> attestd.v1.ResourceDescriptor
-	17, // 5: attestd.v1.GetEventLogResponse.events:type_name -> attestd.v1.Event
-	11, // 6: attestd.v1.Attestd.GetIdentity:input_type -> attestd.v1.GetIdentityRequest
-	13, // 7: attestd.v1.Attestd.Attest:input_type -> attestd.v1.AttestRequest
-	15, // 8: attestd.v1.Attestd.GetEventLog:input_type -> attestd.v1.GetEventLogRequest
-	1,  // 9: attestd.v1.Attestd.BindBuild:input_type -> attestd.v1.BindBuildRequest
-	3,  // 10: attestd.v1.Attestd.Extend:input_type -> attestd.v1.ExtendRequest
-	5,  // 11: attestd.v1.Attestd.Complete:input_type -> attestd.v1.CompleteRequest
-	7,  // 12: attestd.v1.Attestd.SignStatement:input_type -> attestd.v1.SignStatementRequest
-	9,  // 13: attestd.v1.Attestd.GetBundle:input_type -> attestd.v1.GetBundleRequest
-	12, // 14: attestd.v1.Attestd.GetIdentity:output_type -> attestd.v1.GetIdentityResponse
-	14, // 15: attestd.v1.Attestd.Attest:output_type -> attestd.v1.AttestResponse
-	16, // 16: attestd.v1.Attestd.GetEventLog:output_type -> attestd.v1.GetEventLogResponse
-	2,  // 17: attestd.v1.Attestd.BindBuild:output_type -> attestd.v1.BindBuildResponse
-	4,  // 18: attestd.v1.Attestd.Extend:output_type -> attestd.v1.ExtendResponse
-	6,  // 19: attestd.v1.Attestd.Complete:output_type -> attestd.v1.CompleteResponse
-	8,  // 20: attestd.v1.Attestd.SignStatement:output_type -> attestd.v1.SignStatementResponse
-	10, // 21: attestd.v1.Attestd.GetBundle:output_type -> attestd.v1.GetBundleResponse
-	14, // [14:22] is the sub-list for method output_type
-	6,  // [6:14] is the sub-list for method input_type
+	20, // 0: attestd.v1.ResourceDescriptor.digest:type_name -> attestd.v1.ResourceDescriptor.DigestEntry
+	21, // 1: attestd.v1.ResourceDescriptor.annotations:type_name -> google.protobuf.Struct
+	2,  // 2: attestd.v1.BindBuildRequest.request:type_name -> attestd.v1.ResourceDescriptor
+	2,  // 3: attestd.v1.CompleteRequest.inputs:type_name -> attestd.v1.ResourceDescriptor
+	2,  // 4: attestd.v1.CompleteRequest.outputs:type_name -> attestd.v1.ResourceDescriptor
+	19, // 5: attestd.v1.GetEventLogResponse.events:type_name -> attestd.v1.Event
+	13, // 6: attestd.v1.Attestd.GetIdentity:input_type -> attestd.v1.GetIdentityRequest
+	15, // 7: attestd.v1.Attestd.Attest:input_type -> attestd.v1.AttestRequest
+	17, // 8: attestd.v1.Attestd.GetEventLog:input_type -> attestd.v1.GetEventLogRequest
+	3,  // 9: attestd.v1.Attestd.BindBuild:input_type -> attestd.v1.BindBuildRequest
+	5,  // 10: attestd.v1.Attestd.Extend:input_type -> attestd.v1.ExtendRequest
+	7,  // 11: attestd.v1.Attestd.Complete:input_type -> attestd.v1.CompleteRequest
+	9,  // 12: attestd.v1.Attestd.SignStatement:input_type -> attestd.v1.SignStatementRequest
+	11, // 13: attestd.v1.Attestd.GetBundle:input_type -> attestd.v1.GetBundleRequest
+	0,  // 14: attestd.v1.Attestd.ActivateCredential:input_type -> attestd.v1.ActivateCredentialRequest
+	14, // 15: attestd.v1.Attestd.GetIdentity:output_type -> attestd.v1.GetIdentityResponse
+	16, // 16: attestd.v1.Attestd.Attest:output_type -> attestd.v1.AttestResponse
+	18, // 17: attestd.v1.Attestd.GetEventLog:output_type -> attestd.v1.GetEventLogResponse
+	4,  // 18: attestd.v1.Attestd.BindBuild:output_type -> attestd.v1.BindBuildResponse
+	6,  // 19: attestd.v1.Attestd.Extend:output_type -> attestd.v1.ExtendResponse
+	8,  // 20: attestd.v1.Attestd.Complete:output_type -> attestd.v1.CompleteResponse
+	10, // 21: attestd.v1.Attestd.SignStatement:output_type -> attestd.v1.SignStatementResponse
+	12, // 22: attestd.v1.Attestd.GetBundle:output_type -> attestd.v1.GetBundleResponse
+	1,  // 23: attestd.v1.Attestd.ActivateCredential:output_type -> attestd.v1.ActivateCredentialResponse
+	15, // [15:24] is the sub-list for method output_type
+	6,  // [6:15] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
 	6,  // [6:6] is the sub-list for extension extendee
 	0,  // [0:6] is the sub-list for field type_name
@@ -1220,7 +1328,7 @@ func file_attestd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_attestd_proto_rawDesc), len(file_attestd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,14 +23,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Attestd_GetIdentity_FullMethodName   = "/attestd.v1.Attestd/GetIdentity"
-	Attestd_Attest_FullMethodName        = "/attestd.v1.Attestd/Attest"
-	Attestd_GetEventLog_FullMethodName   = "/attestd.v1.Attestd/GetEventLog"
-	Attestd_BindBuild_FullMethodName     = "/attestd.v1.Attestd/BindBuild"
-	Attestd_Extend_FullMethodName        = "/attestd.v1.Attestd/Extend"
-	Attestd_Complete_FullMethodName      = "/attestd.v1.Attestd/Complete"
-	Attestd_SignStatement_FullMethodName = "/attestd.v1.Attestd/SignStatement"
-	Attestd_GetBundle_FullMethodName     = "/attestd.v1.Attestd/GetBundle"
+	Attestd_GetIdentity_FullMethodName        = "/attestd.v1.Attestd/GetIdentity"
+	Attestd_Attest_FullMethodName             = "/attestd.v1.Attestd/Attest"
+	Attestd_GetEventLog_FullMethodName        = "/attestd.v1.Attestd/GetEventLog"
+	Attestd_BindBuild_FullMethodName          = "/attestd.v1.Attestd/BindBuild"
+	Attestd_Extend_FullMethodName             = "/attestd.v1.Attestd/Extend"
+	Attestd_Complete_FullMethodName           = "/attestd.v1.Attestd/Complete"
+	Attestd_SignStatement_FullMethodName      = "/attestd.v1.Attestd/SignStatement"
+	Attestd_GetBundle_FullMethodName          = "/attestd.v1.Attestd/GetBundle"
+	Attestd_ActivateCredential_FullMethodName = "/attestd.v1.Attestd/ActivateCredential"
 )
 
 // AttestdClient is the client API for Attestd service.
@@ -60,6 +61,10 @@ type AttestdClient interface {
 	SignStatement(ctx context.Context, in *SignStatementRequest, opts ...grpc.CallOption) (*SignStatementResponse, error)
 	// GetBundle returns every attestation of this environment, in order.
 	GetBundle(ctx context.Context, in *GetBundleRequest, opts ...grpc.CallOption) (*GetBundleResponse, error)
+	// ActivateCredential answers a verifier's AK registration challenge
+	// (TPM2_ActivateCredential with the EK): only the TPM that holds both the
+	// certified EK and this AK can recover the secret. TPM backends only.
+	ActivateCredential(ctx context.Context, in *ActivateCredentialRequest, opts ...grpc.CallOption) (*ActivateCredentialResponse, error)
 }
 
 type attestdClient struct {
@@ -150,6 +155,16 @@ func (c *attestdClient) GetBundle(ctx context.Context, in *GetBundleRequest, opt
 	return out, nil
 }
 
+func (c *attestdClient) ActivateCredential(ctx context.Context, in *ActivateCredentialRequest, opts ...grpc.CallOption) (*ActivateCredentialResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ActivateCredentialResponse)
+	err := c.cc.Invoke(ctx, Attestd_ActivateCredential_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AttestdServer is the server API for Attestd service.
 // All implementations must embed UnimplementedAttestdServer
 // for forward compatibility.
@@ -177,6 +192,10 @@ type AttestdServer interface {
 	SignStatement(context.Context, *SignStatementRequest) (*SignStatementResponse, error)
 	// GetBundle returns every attestation of this environment, in order.
 	GetBundle(context.Context, *GetBundleRequest) (*GetBundleResponse, error)
+	// ActivateCredential answers a verifier's AK registration challenge
+	// (TPM2_ActivateCredential with the EK): only the TPM that holds both the
+	// certified EK and this AK can recover the secret. TPM backends only.
+	ActivateCredential(context.Context, *ActivateCredentialRequest) (*ActivateCredentialResponse, error)
 	mustEmbedUnimplementedAttestdServer()
 }
 
@@ -210,6 +229,9 @@ func (UnimplementedAttestdServer) SignStatement(context.Context, *SignStatementR
 }
 func (UnimplementedAttestdServer) GetBundle(context.Context, *GetBundleRequest) (*GetBundleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetBundle not implemented")
+}
+func (UnimplementedAttestdServer) ActivateCredential(context.Context, *ActivateCredentialRequest) (*ActivateCredentialResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ActivateCredential not implemented")
 }
 func (UnimplementedAttestdServer) mustEmbedUnimplementedAttestdServer() {}
 func (UnimplementedAttestdServer) testEmbeddedByValue()                 {}
@@ -376,6 +398,24 @@ func _Attestd_GetBundle_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Attestd_ActivateCredential_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ActivateCredentialRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AttestdServer).ActivateCredential(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Attestd_ActivateCredential_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AttestdServer).ActivateCredential(ctx, req.(*ActivateCredentialRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Attestd_ServiceDesc is the grpc.ServiceDesc for Attestd service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -414,6 +454,10 @@ var Attestd_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetBundle",
 			Handler:    _Attestd_GetBundle_Handler,
+		},
+		{
+			MethodName: "ActivateCredential",
+			Handler:    _Attestd_ActivateCredential_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
