@@ -26,6 +26,7 @@ deps:
 lint:
 	@out=$$(gofmt -l .); if [[ -n "$$out" ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags attestd_demo_fakes ./cmd/attestd
 
 # Production binaries build without cgo.
 static:

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -225,8 +226,8 @@ func (a *Agent) sameRequest(reqDigest [32]byte) error {
 
 // ExtendResult identifies the recorded event.
 type ExtendResult struct {
-	Seq    uint64
-	SHA256 []byte
+	Seq     uint64
+	Digests map[crypto.Hash][]byte
 }
 
 // Extend records one runtime measurement of the executor; only between
@@ -258,7 +259,7 @@ func (a *Agent) Extend(ctx context.Context, domain, operation string, content []
 	}
 	recs := a.events.Records()
 	last := recs[len(recs)-1]
-	return &ExtendResult{Seq: last.Seq, SHA256: last.Digests[sha256Hash]}, nil
+	return &ExtendResult{Seq: last.Seq, Digests: last.Digests}, nil
 }
 
 func checkLabel(what, s string) error {

@@ -24,7 +24,7 @@ func (s *service) Extend(ctx context.Context, req *apiv1.ExtendRequest) (*apiv1.
 	if err != nil {
 		return nil, err
 	}
-	return &apiv1.ExtendResponse{Seq: r.Seq, Sha256: hex.EncodeToString(r.SHA256)}, nil
+	return &apiv1.ExtendResponse{Seq: r.Seq, Sha256: hex.EncodeToString(r.Digests[sha256Hash]), Digests: digestMap(r.Digests)}, nil
 }
 
 func (s *service) Complete(ctx context.Context, req *apiv1.CompleteRequest) (*apiv1.CompleteResponse, error) {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -206,6 +207,7 @@ func (s *service) GetEventLog(ctx context.Context, _ *apiv1.GetEventLogRequest) 
 			Type:     r.Type.String(),
 			Data:     r.Data,
 			Sha256:   hex.EncodeToString(r.Digests[sha256Hash]),
+			Digests:  digestMap(r.Digests),
 		})
 	}
 	return resp, nil
@@ -249,4 +251,16 @@ func (a *Agent) backendNames() []string {
 		names = append(names, e.Name())
 	}
 	return names
+}
+
+// digestMap names each digest by its algorithm, as in in-toto digest sets.
+func digestMap(ds map[crypto.Hash][]byte) map[string]string {
+	names := map[crypto.Hash]string{crypto.SHA1: "sha1", crypto.SHA256: "sha256", crypto.SHA384: "sha384", crypto.SHA512: "sha512"}
+	out := make(map[string]string, len(ds))
+	for h, d := range ds {
+		if n, ok := names[h]; ok {
+			out[n] = hex.EncodeToString(d)
+		}
+	}
+	return out
 }

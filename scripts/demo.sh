@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # make demo: attestd on the in-process TPM simulator, a lifecycle over its
 # socket, and verification of the result.
+# DEMO_BACKEND=snp|tdx make demo: the same on a fake SEV-SNP / TDX guest
+# (test-only fakes that really sign with fake vendor roots, linked into a
+# separate demo binary built with -tags attestd_demo_fakes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$PWD/bin
 work=$PWD/.demo
+backend=${DEMO_BACKEND:-simulator}
 rm -rf "$work"
 mkdir -p "$work/run"
+if [[ $backend != simulator ]]; then
+	exec "$(dirname "$0")/demo-tee.sh" "$backend"
+fi
 pid=
 cleanup() {
 	if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then

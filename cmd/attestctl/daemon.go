@@ -83,7 +83,7 @@ func (e *env) eventLog(ctx context.Context, args []string) error {
 			}
 		}
 		for _, ev := range resp.GetEvents() {
-			fmt.Fprintf(e.stdout, "%3d  %-6s %-10s %s…  %s\n", ev.GetSeq(), ev.GetRegister(), ev.GetType(), ev.GetSha256()[:16], ev.GetData())
+			fmt.Fprintf(e.stdout, "%3d  %-6s %-10s %s  %s\n", ev.GetSeq(), ev.GetRegister(), ev.GetType(), shortDigest(ev.GetDigests()), ev.GetData())
 		}
 		return nil
 	})
@@ -113,4 +113,14 @@ func parseNonce(s string) ([]byte, error) {
 		return nil, fmt.Errorf("%w: --nonce: %v", errUsage, err)
 	}
 	return b, nil
+}
+
+// shortDigest shows the strongest digest of a set, abbreviated.
+func shortDigest(ds map[string]string) string {
+	for _, alg := range []string{"sha256", "sha384", "sha512", "sha1"} {
+		if d, ok := ds[alg]; ok && len(d) >= 16 {
+			return alg + ":" + d[:16] + "…"
+		}
+	}
+	return "-"
 }

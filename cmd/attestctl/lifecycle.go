@@ -161,7 +161,7 @@ func (e *env) extend(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stdout, "event %d sha256:%s\n", resp.GetSeq(), resp.GetSha256())
+		fmt.Fprintf(e.stdout, "event %d %s\n", resp.GetSeq(), shortDigest(resp.GetDigests()))
 		return nil
 	})
 }

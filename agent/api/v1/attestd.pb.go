@@ -402,8 +402,11 @@ type ExtendResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The event's record number in the event log.
 	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	// Hex SHA-256 digest extended for this event.
-	Sha256        string `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Hex SHA-256 digest extended for this event (empty without a SHA-256
+	// bank: see digests).
+	Sha256 string `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Every digest extended: algorithm → lower-case hex.
+	Digests       map[string]string `protobuf:"bytes,3,rep,name=digests,proto3" json:"digests,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -450,6 +453,13 @@ func (x *ExtendResponse) GetSha256() string {
 		return x.Sha256
 	}
 	return ""
+}
+
+func (x *ExtendResponse) GetDigests() map[string]string {
+	if x != nil {
+		return x.Digests
+	}
+	return nil
 }
 
 type CompleteRequest struct {
@@ -1087,8 +1097,12 @@ type Event struct {
 	Type string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
 	// Event data (JSON) exactly as measured.
 	Data []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
-	// Hex SHA-256 digest extended for this event.
-	Sha256        string `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Hex SHA-256 digest extended for this event (empty when the register
+	// has no SHA-256 bank, e.g. TDX RTMRs: see digests).
+	Sha256 string `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Every digest extended for this event: algorithm ("sha256", "sha384",
+	// …) → lower-case hex.
+	Digests       map[string]string `protobuf:"bytes,6,rep,name=digests,proto3" json:"digests,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1158,6 +1172,13 @@ func (x *Event) GetSha256() string {
 	return ""
 }
 
+func (x *Event) GetDigests() map[string]string {
+	if x != nil {
+		return x.Digests
+	}
+	return nil
+}
+
 var File_attestd_proto protoreflect.FileDescriptor
 
 const file_attestd_proto_rawDesc = "" +
@@ -1191,10 +1212,14 @@ const file_attestd_proto_rawDesc = "" +
 	"\rExtendRequest\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x1c\n" +
 	"\toperation\x18\x02 \x01(\tR\toperation\x12\x18\n" +
-	"\acontent\x18\x03 \x01(\fR\acontent\":\n" +
+	"\acontent\x18\x03 \x01(\fR\acontent\"\xb9\x01\n" +
 	"\x0eExtendResponse\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x16\n" +
-	"\x06sha256\x18\x02 \x01(\tR\x06sha256\"\xb4\x01\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12A\n" +
+	"\adigests\x18\x03 \x03(\v2'.attestd.v1.ExtendResponse.DigestsEntryR\adigests\x1a:\n" +
+	"\fDigestsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb4\x01\n" +
 	"\x0fCompleteRequest\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x126\n" +
 	"\x06inputs\x18\x02 \x03(\v2\x1e.attestd.v1.ResourceDescriptorR\x06inputs\x128\n" +
@@ -1230,13 +1255,17 @@ const file_attestd_proto_rawDesc = "" +
 	"\x12GetEventLogRequest\"R\n" +
 	"\x13GetEventLogResponse\x12\x10\n" +
 	"\x03cel\x18\x01 \x01(\fR\x03cel\x12)\n" +
-	"\x06events\x18\x02 \x03(\v2\x11.attestd.v1.EventR\x06events\"u\n" +
+	"\x06events\x18\x02 \x03(\v2\x11.attestd.v1.EventR\x06events\"\xeb\x01\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1a\n" +
 	"\bregister\x18\x02 \x01(\tR\bregister\x12\x12\n" +
 	"\x04type\x18\x03 \x01(\tR\x04type\x12\x12\n" +
 	"\x04data\x18\x04 \x01(\fR\x04data\x12\x16\n" +
-	"\x06sha256\x18\x05 \x01(\tR\x06sha2562\xc1\x05\n" +
+	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x128\n" +
+	"\adigests\x18\x06 \x03(\v2\x1e.attestd.v1.Event.DigestsEntryR\adigests\x1a:\n" +
+	"\fDigestsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xc1\x05\n" +
 	"\aAttestd\x12N\n" +
 	"\vGetIdentity\x12\x1e.attestd.v1.GetIdentityRequest\x1a\x1f.attestd.v1.GetIdentityResponse\x12?\n" +
 	"\x06Attest\x12\x19.attestd.v1.AttestRequest\x1a\x1a.attestd.v1.AttestResponse\x12N\n" +
@@ -1260,7 +1289,7 @@ func file_attestd_proto_rawDescGZIP() []byte {
 	return file_attestd_proto_rawDescData
 }
 
-var file_attestd_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_attestd_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_attestd_proto_goTypes = []any{
 	(*ActivateCredentialRequest)(nil),  // 0: attestd.v1.ActivateCredentialRequest
 	(*ActivateCredentialResponse)(nil), // 1: attestd.v1.ActivateCredentialResponse
@@ -1283,38 +1312,42 @@ var file_attestd_proto_goTypes = []any{
 	(*GetEventLogResponse)(nil),        // 18: attestd.v1.GetEventLogResponse
 	(*Event)(nil),                      // 19: attestd.v1.Event
 	nil,                                // 20: attestd.v1.ResourceDescriptor.DigestEntry
-	(*structpb.Struct)(nil),            // 21: google.protobuf.Struct
+	nil,                                // 21: attestd.v1.ExtendResponse.DigestsEntry
+	nil,                                // 22: attestd.v1.Event.DigestsEntry
+	(*structpb.Struct)(nil),            // 23: google.protobuf.Struct
 }
 var file_attestd_proto_depIdxs = []int32{
 	20, // 0: attestd.v1.ResourceDescriptor.digest:type_name -> attestd.v1.ResourceDescriptor.DigestEntry
-	21, // 1: attestd.v1.ResourceDescriptor.annotations:type_name -> google.protobuf.Struct
+	23, // 1: attestd.v1.ResourceDescriptor.annotations:type_name -> google.protobuf.Struct
 	2,  // 2: attestd.v1.BindBuildRequest.request:type_name -> attestd.v1.ResourceDescriptor
-	2,  // 3: attestd.v1.CompleteRequest.inputs:type_name -> attestd.v1.ResourceDescriptor
-	2,  // 4: attestd.v1.CompleteRequest.outputs:type_name -> attestd.v1.ResourceDescriptor
-	19, // 5: attestd.v1.GetEventLogResponse.events:type_name -> attestd.v1.Event
-	13, // 6: attestd.v1.Attestd.GetIdentity:input_type -> attestd.v1.GetIdentityRequest
-	15, // 7: attestd.v1.Attestd.Attest:input_type -> attestd.v1.AttestRequest
-	17, // 8: attestd.v1.Attestd.GetEventLog:input_type -> attestd.v1.GetEventLogRequest
-	3,  // 9: attestd.v1.Attestd.BindBuild:input_type -> attestd.v1.BindBuildRequest
-	5,  // 10: attestd.v1.Attestd.Extend:input_type -> attestd.v1.ExtendRequest
-	7,  // 11: attestd.v1.Attestd.Complete:input_type -> attestd.v1.CompleteRequest
-	9,  // 12: attestd.v1.Attestd.SignStatement:input_type -> attestd.v1.SignStatementRequest
-	11, // 13: attestd.v1.Attestd.GetBundle:input_type -> attestd.v1.GetBundleRequest
-	0,  // 14: attestd.v1.Attestd.ActivateCredential:input_type -> attestd.v1.ActivateCredentialRequest
-	14, // 15: attestd.v1.Attestd.GetIdentity:output_type -> attestd.v1.GetIdentityResponse
-	16, // 16: attestd.v1.Attestd.Attest:output_type -> attestd.v1.AttestResponse
-	18, // 17: attestd.v1.Attestd.GetEventLog:output_type -> attestd.v1.GetEventLogResponse
-	4,  // 18: attestd.v1.Attestd.BindBuild:output_type -> attestd.v1.BindBuildResponse
-	6,  // 19: attestd.v1.Attestd.Extend:output_type -> attestd.v1.ExtendResponse
-	8,  // 20: attestd.v1.Attestd.Complete:output_type -> attestd.v1.CompleteResponse
-	10, // 21: attestd.v1.Attestd.SignStatement:output_type -> attestd.v1.SignStatementResponse
-	12, // 22: attestd.v1.Attestd.GetBundle:output_type -> attestd.v1.GetBundleResponse
-	1,  // 23: attestd.v1.Attestd.ActivateCredential:output_type -> attestd.v1.ActivateCredentialResponse
-	15, // [15:24] is the sub-list for method output_type
-	6,  // [6:15] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	21, // 3: attestd.v1.ExtendResponse.digests:type_name -> attestd.v1.ExtendResponse.DigestsEntry
+	2,  // 4: attestd.v1.CompleteRequest.inputs:type_name -> attestd.v1.ResourceDescriptor
+	2,  // 5: attestd.v1.CompleteRequest.outputs:type_name -> attestd.v1.ResourceDescriptor
+	19, // 6: attestd.v1.GetEventLogResponse.events:type_name -> attestd.v1.Event
+	22, // 7: attestd.v1.Event.digests:type_name -> attestd.v1.Event.DigestsEntry
+	13, // 8: attestd.v1.Attestd.GetIdentity:input_type -> attestd.v1.GetIdentityRequest
+	15, // 9: attestd.v1.Attestd.Attest:input_type -> attestd.v1.AttestRequest
+	17, // 10: attestd.v1.Attestd.GetEventLog:input_type -> attestd.v1.GetEventLogRequest
+	3,  // 11: attestd.v1.Attestd.BindBuild:input_type -> attestd.v1.BindBuildRequest
+	5,  // 12: attestd.v1.Attestd.Extend:input_type -> attestd.v1.ExtendRequest
+	7,  // 13: attestd.v1.Attestd.Complete:input_type -> attestd.v1.CompleteRequest
+	9,  // 14: attestd.v1.Attestd.SignStatement:input_type -> attestd.v1.SignStatementRequest
+	11, // 15: attestd.v1.Attestd.GetBundle:input_type -> attestd.v1.GetBundleRequest
+	0,  // 16: attestd.v1.Attestd.ActivateCredential:input_type -> attestd.v1.ActivateCredentialRequest
+	14, // 17: attestd.v1.Attestd.GetIdentity:output_type -> attestd.v1.GetIdentityResponse
+	16, // 18: attestd.v1.Attestd.Attest:output_type -> attestd.v1.AttestResponse
+	18, // 19: attestd.v1.Attestd.GetEventLog:output_type -> attestd.v1.GetEventLogResponse
+	4,  // 20: attestd.v1.Attestd.BindBuild:output_type -> attestd.v1.BindBuildResponse
+	6,  // 21: attestd.v1.Attestd.Extend:output_type -> attestd.v1.ExtendResponse
+	8,  // 22: attestd.v1.Attestd.Complete:output_type -> attestd.v1.CompleteResponse
+	10, // 23: attestd.v1.Attestd.SignStatement:output_type -> attestd.v1.SignStatementResponse
+	12, // 24: attestd.v1.Attestd.GetBundle:output_type -> attestd.v1.GetBundleResponse
+	1,  // 25: attestd.v1.Attestd.ActivateCredential:output_type -> attestd.v1.ActivateCredentialResponse
+	17, // [17:26] is the sub-list for method output_type
+	8,  // [8:17] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_attestd_proto_init() }
@@ -1328,7 +1361,7 @@ func file_attestd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_attestd_proto_rawDesc), len(file_attestd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
