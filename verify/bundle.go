@@ -160,6 +160,9 @@ func (c *chain) check(opts Options) {
 			count[attest.PurposeAttest], count[attest.PurposeDispatch], count[attest.PurposeComplete], signed))
 	}
 
+	if len(attestd) == 0 {
+		return // nothing opened: chain-members and the per-envelope checks say why
+	}
 	var keyErr error
 	for _, r := range attestd {
 		if r.KeyDigest != attestd[0].KeyDigest {
