@@ -160,7 +160,8 @@ find "$ird" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 cp "$root/boot/vmlinuz-$kver" "$work/vmlinuz"
 # Same inputs, same root hash: every file gets the same time.
 find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-mksquashfs "$root" "$work/root.img" -noappend -quiet -no-progress -comp zstd -e boot >/dev/null
+# zstd level 3, not mksquashfs's default 15: a few MB larger, minutes faster on 2 loaded cores.
+mksquashfs "$root" "$work/root.img" -noappend -quiet -no-progress -comp zstd -Xcompression-level 3 -e boot >/dev/null
 # dm-verity covers whole 4 KiB blocks.
 truncate -s %4096 "$work/root.img"
 salt=$(printf 'attestd-image-%s' "$suite" | sha256sum | cut -c1-64)
