@@ -40,7 +40,7 @@ func ConfigEvent(path string, content []byte) (Event, error) {
 // exists but cannot be read is an error, and so is a root hash given more
 // than once (which one the system used would be ambiguous).
 func ImageEvent(metadataPath string, cmdline string) (Event, error) {
-	m := ImageMeasurement{MetadataPath: metadataPath}
+	var digest *[32]byte
 	if metadataPath != "" {
 		sum, err := fileSHA256(metadataPath)
 		switch {
@@ -48,27 +48,10 @@ func ImageEvent(metadataPath string, cmdline string) (Event, error) {
 		case err != nil:
 			return Event{}, fmt.Errorf("measure image metadata: %w", err)
 		default:
-			m.MetadataSHA256 = hex.EncodeToString(sum[:])
+			digest = &sum
 		}
 	}
-	seen := map[string]bool{}
-	for _, p := range splitCmdline(cmdline) {
-		var dst *string
-		switch p.key {
-		case "roothash":
-			dst = &m.RootHash
-		case "usrhash":
-			dst = &m.UsrHash
-		default:
-			continue
-		}
-		if seen[p.key] {
-			return Event{}, fmt.Errorf("parse kernel command line: %s= given more than once", p.key)
-		}
-		seen[p.key] = true
-		*dst = p.val
-	}
-	return jsonEvent(EventImage, m)
+	return ImageEventFromDigest(metadataPath, digest, cmdline)
 }
 
 // SeparatorEvent marks the end of launch measurements.

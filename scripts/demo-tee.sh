@@ -6,6 +6,8 @@
 # policy file, which is exactly how a real verifier names AMD's or Intel's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/demo-lib.sh
+. scripts/demo-lib.sh
 kind=$1
 case $kind in snp | tdx) ;; *)
 	echo "demo: DEMO_BACKEND must be simulator, snp or tdx (got $kind)" >&2
@@ -14,15 +16,6 @@ case $kind in snp | tdx) ;; *)
 esac
 bin=$PWD/bin
 work=$PWD/.demo
-pid=
-cleanup() {
-	if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-		kill "$pid"
-		wait "$pid" 2>/dev/null || true
-	fi
-}
-trap cleanup EXIT
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 go build -tags attestd_demo_fakes -o "$bin/attestd-demo-fakes" ./cmd/attestd
 
@@ -36,17 +29,9 @@ YAML
 echo '{"name": "demo-runner", "version": "1"}' >"$work/image.json"
 
 say "starting attestd on a FAKE $kind guest (demo only)"
-ATTESTD_DEMO_FAKE_TEE=$kind ATTESTD_DEMO_FAKE_ROOTS="$work/fake-$kind-roots.pem" \
-	"$bin/attestd-demo-fakes" --config "$work/config.yaml" --runtime-dir "$work/run" 2>"$work/attestd.log" &
-pid=$!
 export ATTESTD_SOCKET="$work/run/attestd.sock"
-for _ in $(seq 1 300); do
-	[[ -S "$ATTESTD_SOCKET" ]] && break
-	kill -0 "$pid" 2>/dev/null || { cat "$work/attestd.log"; echo "attestd exited" >&2; exit 1; }
-	sleep 0.1
-done
-[[ -S "$ATTESTD_SOCKET" ]] || { cat "$work/attestd.log"; echo "attestd did not start" >&2; exit 1; }
-sed 's/^/  attestd: /' "$work/attestd.log"
+export ATTESTD_DEMO_FAKE_TEE=$kind ATTESTD_DEMO_FAKE_ROOTS="$work/fake-$kind-roots.pem"
+start_daemon "$work/attestd.log" "$bin/attestd-demo-fakes" --config "$work/config.yaml" --runtime-dir "$work/run"
 
 say "attestctl identity"
 "$bin/attestctl" identity

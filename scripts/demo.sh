@@ -6,6 +6,8 @@
 # separate demo binary built with -tags attestd_demo_fakes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/demo-lib.sh
+. scripts/demo-lib.sh
 bin=$PWD/bin
 work=$PWD/.demo
 backend=${DEMO_BACKEND:-simulator}
@@ -14,16 +16,6 @@ mkdir -p "$work/run"
 if [[ $backend != simulator ]]; then
 	exec "$(dirname "$0")/demo-tee.sh" "$backend"
 fi
-pid=
-cleanup() {
-	if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-		kill "$pid"
-		wait "$pid" 2>/dev/null || true
-	fi
-}
-trap cleanup EXIT
-
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 # An image identity file and a config as an image baker would ship them.
 cat >"$work/image.json" <<JSON
@@ -40,16 +32,8 @@ allow:
 YAML
 
 say "starting attestd on the in-process TPM simulator"
-"$bin/attestd" --config "$work/config.yaml" --runtime-dir "$work/run" 2>"$work/attestd.log" &
-pid=$!
 export ATTESTD_SOCKET="$work/run/attestd.sock"
-for _ in $(seq 1 300); do
-	[[ -S "$ATTESTD_SOCKET" ]] && break
-	kill -0 "$pid" 2>/dev/null || { cat "$work/attestd.log"; echo "attestd exited" >&2; exit 1; }
-	sleep 0.1
-done
-[[ -S "$ATTESTD_SOCKET" ]] || { cat "$work/attestd.log"; echo "attestd did not start" >&2; exit 1; }
-sed 's/^/  attestd: /' "$work/attestd.log"
+start_daemon "$work/attestd.log" "$bin/attestd" --config "$work/config.yaml" --runtime-dir "$work/run"
 
 say "attestctl identity"
 "$bin/attestctl" identity --out "$work/launch.intoto.json"
