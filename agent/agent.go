@@ -233,7 +233,7 @@ func (a *Agent) measureLaunch(ctx context.Context) error {
 }
 
 func (a *Agent) recordRestart(ctx context.Context) error {
-	bin, err := fileSHA256(a.opts.BinaryPath)
+	bin, err := measure.FileSHA256(a.opts.BinaryPath)
 	if err != nil {
 		return fmt.Errorf("measure binary: %w", err)
 	}
@@ -329,14 +329,6 @@ func logKind(k attest.RegisterKind) measure.RegisterKind {
 		return measure.RTMR
 	}
 	return measure.PCR
-}
-
-func fileSHA256(path string) ([32]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return [32]byte{}, err
-	}
-	return sha256.Sum256(b), nil
 }
 
 // writeFileAtomic writes b to a temporary file beside path, syncs it and

@@ -42,7 +42,7 @@ func ConfigEvent(path string, content []byte) (Event, error) {
 func ImageEvent(metadataPath string, cmdline string) (Event, error) {
 	var digest *[32]byte
 	if metadataPath != "" {
-		sum, err := fileSHA256(metadataPath)
+		sum, err := FileSHA256(metadataPath)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 		case err != nil:
@@ -69,16 +69,16 @@ func RestartEvent(binarySHA256, configSHA256 [32]byte) Event {
 }
 
 func fileEvent(t EventType, path string) (Event, error) {
-	sum, err := fileSHA256(path)
+	sum, err := FileSHA256(path)
 	if err != nil {
 		return Event{}, fmt.Errorf("measure %s: %w", t, err)
 	}
 	return jsonEvent(t, FileMeasurement{Path: path, SHA256: hex.EncodeToString(sum[:])})
 }
 
-// fileSHA256 hashes a regular file (not a device or FIFO, which could block
-// or never end).
-func fileSHA256(path string) ([32]byte, error) {
+// FileSHA256 hashes a regular file (not a device or FIFO, which could block
+// or never end), streaming it.
+func FileSHA256(path string) ([32]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return [32]byte{}, err

@@ -2,19 +2,17 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 
 	ita "github.com/in-toto/attestation/go/v1"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/attestd/attestd/agent"
 	apiv1 "github.com/attestd/attestd/agent/api/v1"
+	"github.com/attestd/attestd/measure"
 )
 
 // descriptorFlags collect resource descriptors from files of JSON arrays
@@ -38,7 +36,7 @@ func (d *descriptorFlags) load() ([]*apiv1.ResourceDescriptor, error) {
 		out = append(out, rds...)
 	}
 	for _, p := range d.paths {
-		sum, err := fileSHA256(p)
+		sum, err := measure.FileSHA256(p)
 		if err != nil {
 			return nil, err
 		}
@@ -53,33 +51,15 @@ func parseDescriptors(raw []byte) ([]*apiv1.ResourceDescriptor, error) {
 	if err := json.Unmarshal(raw, &items); err != nil {
 		return nil, fmt.Errorf("want a JSON array of in-toto resource descriptors: %w", err)
 	}
-	out := make([]*apiv1.ResourceDescriptor, 0, len(items))
+	rds := make([]*ita.ResourceDescriptor, 0, len(items))
 	for i, it := range items {
 		rd := &ita.ResourceDescriptor{}
 		if err := protojson.Unmarshal(it, rd); err != nil {
 			return nil, fmt.Errorf("descriptor %d: %w", i, err)
 		}
-		d := &apiv1.ResourceDescriptor{Name: rd.GetName(), Uri: rd.GetUri(), Digest: rd.GetDigest(), Content: rd.GetContent(),
-			DownloadLocation: rd.GetDownloadLocation(), MediaType: rd.GetMediaType()}
-		if a := rd.GetAnnotations(); a != nil {
-			d.Annotations = proto.Clone(a).(*structpb.Struct)
-		}
-		out = append(out, d)
+		rds = append(rds, rd)
 	}
-	return out, nil
-}
-
-func fileSHA256(path string) ([32]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return [32]byte{}, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return [32]byte{}, fmt.Errorf("read %s: %w", path, err)
-	}
-	return [32]byte(h.Sum(nil)), nil
+	return agent.ToAPI(rds), nil
 }
 
 // writeOut writes an envelope to out (or stdout).

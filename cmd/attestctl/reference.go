@@ -267,25 +267,9 @@ func loadBakeKey(file string, create bool) (crypto.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: --key: %v", errUsage, err)
 	}
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil, fmt.Errorf("%w: --key %s: no PEM block", errUsage, file)
-	}
-	var k any
-	switch blk.Type {
-	case "PRIVATE KEY":
-		k, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
-	case "EC PRIVATE KEY":
-		k, err = x509.ParseECPrivateKey(blk.Bytes)
-	default:
-		return nil, fmt.Errorf("%w: --key %s: PEM type %q, want PRIVATE KEY", errUsage, file, blk.Type)
-	}
+	k, err := parsePrivateKey(b)
 	if err != nil {
 		return nil, fmt.Errorf("%w: --key %s: %v", errUsage, file, err)
 	}
-	s, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("%w: --key %s: not a signing key", errUsage, file)
-	}
-	return s, nil
+	return k, nil
 }

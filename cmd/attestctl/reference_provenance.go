@@ -14,6 +14,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/attestd/attestd/measure"
 )
 
 // The SLSA provenance v1 statement of a baked image (SLSA BuildEnv L1: the
@@ -59,7 +61,7 @@ func (pf *provenanceFlags) statement(ukiPath string, finished time.Time) ([]byte
 	}
 	st := &ita.Statement{Type: ita.StatementTypeUri, PredicateType: slsaProvenanceType}
 	for _, f := range subjects {
-		sum, err := fileSHA256(f)
+		sum, err := measure.FileSHA256(f)
 		if err != nil {
 			return nil, fmt.Errorf("%w: --subject: %v", errUsage, err)
 		}
