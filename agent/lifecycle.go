@@ -61,26 +61,17 @@ type lifecycle struct {
 
 // fromLog derives phase and build ID from the event log.
 func fromLog(recs []measure.Record) (lifecycle, error) {
-	lc := lifecycle{Phase: phaseLaunched}
-	for _, r := range recs {
-		switch r.Type {
-		case measure.EventBuildID:
-			var d measure.BuildIDData
-			if err := json.Unmarshal(r.Data, &d); err != nil {
-				return lc, fmt.Errorf("event %d: %w", r.Seq, err)
-			}
-			if lc.Phase != phaseLaunched {
-				return lc, fmt.Errorf("event %d: a second build ID %q in one boot", r.Seq, d.BuildID)
-			}
-			lc.Phase, lc.BuildID = phaseDispatched, d.BuildID
-		case measure.EventComplete:
-			if lc.Phase != phaseDispatched {
-				return lc, fmt.Errorf("event %d: completion without dispatch", r.Seq)
-			}
-			lc.Phase = phaseCompleted
-		}
+	b, err := measure.BuildFromLog(recs)
+	switch {
+	case err != nil:
+		return lifecycle{}, err
+	case b.Complete != nil:
+		return lifecycle{Phase: phaseCompleted, BuildID: b.Dispatch.BuildID}, nil
+	case b.Dispatch != nil:
+		return lifecycle{Phase: phaseDispatched, BuildID: b.Dispatch.BuildID}, nil
+	default:
+		return lifecycle{Phase: phaseLaunched}, nil
 	}
-	return lc, nil
 }
 
 // loadState reconciles state.json with the event log. The log wins where
@@ -208,20 +199,14 @@ func (a *Agent) BindBuild(ctx context.Context, buildID string, request []*ita.Re
 
 // sameRequest checks the logged build-id event carries reqDigest.
 func (a *Agent) sameRequest(reqDigest [32]byte) error {
-	for _, r := range a.events.Records() {
-		if r.Type != measure.EventBuildID {
-			continue
-		}
-		var d measure.BuildIDData
-		if err := json.Unmarshal(r.Data, &d); err != nil {
-			return fmt.Errorf("build-id event: %w", err)
-		}
-		if d.RequestSHA256 != hex.EncodeToString(reqDigest[:]) {
-			return fmt.Errorf("%w: build %q was bound with a different request", errState, d.BuildID)
-		}
-		return nil
+	b, err := measure.BuildFromLog(a.events.Records())
+	if err != nil || b.Dispatch == nil {
+		return fmt.Errorf("build-id event: missing or unreadable: %v", err)
 	}
-	return fmt.Errorf("build-id event missing from the event log")
+	if b.Dispatch.RequestSHA256 != hex.EncodeToString(reqDigest[:]) {
+		return fmt.Errorf("%w: build %q was bound with a different request", errState, b.Dispatch.BuildID)
+	}
+	return nil
 }
 
 // ExtendResult identifies the recorded event.
@@ -337,13 +322,8 @@ func (a *Agent) Complete(ctx context.Context, buildID string, inputs, outputs []
 
 // loggedIO reports whether the complete event carries ioDigest.
 func (a *Agent) loggedIO(ioDigest [32]byte) bool {
-	for _, r := range a.events.Records() {
-		var d measure.CompleteData
-		if r.Type == measure.EventComplete && json.Unmarshal(r.Data, &d) == nil {
-			return d.IOSHA256 == hex.EncodeToString(ioDigest[:])
-		}
-	}
-	return false
+	b, err := measure.BuildFromLog(a.events.Records())
+	return err == nil && b.Complete != nil && b.Complete.IOSHA256 == hex.EncodeToString(ioDigest[:])
 }
 
 // SignStatement signs the tenant's in-toto statement (e.g. SLSA

@@ -1,6 +1,10 @@
 package measure
 
-import "encoding/hex"
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+)
 
 // BuildIDData is the data of EventBuildID: the build the environment was
 // dispatched to and the digest of its request.
@@ -37,4 +41,41 @@ func RuntimeEvent(domain, operation string, content []byte) Event {
 // CompleteEvent records completion of buildID with the inputs/outputs digest.
 func CompleteEvent(buildID string, ioDigest [32]byte) Event {
 	return mustJSONEvent(EventComplete, CompleteData{BuildID: buildID, IOSHA256: hex.EncodeToString(ioDigest[:])})
+}
+
+// BuildLog is the build an event log binds.
+type BuildLog struct {
+	Dispatch *BuildIDData  // the build-id event, nil before dispatch
+	Complete *CompleteData // the complete event, nil before completion
+}
+
+// BuildFromLog reads the build events of an event log: at most one build-id
+// event (one build per environment), and at most one complete event, for
+// that build, after it. Anything else is an error naming the record.
+func BuildFromLog(recs []Record) (BuildLog, error) {
+	var b BuildLog
+	for _, r := range recs {
+		switch r.Type {
+		case EventBuildID:
+			if b.Dispatch != nil {
+				return b, fmt.Errorf("event %d: a second build ID in one environment", r.Seq)
+			}
+			b.Dispatch = &BuildIDData{}
+			if err := json.Unmarshal(r.Data, b.Dispatch); err != nil {
+				return b, fmt.Errorf("event %d: %w", r.Seq, err)
+			}
+		case EventComplete:
+			if b.Dispatch == nil || b.Complete != nil {
+				return b, fmt.Errorf("event %d: completion out of order", r.Seq)
+			}
+			b.Complete = &CompleteData{}
+			if err := json.Unmarshal(r.Data, b.Complete); err != nil {
+				return b, fmt.Errorf("event %d: %w", r.Seq, err)
+			}
+			if b.Complete.BuildID != b.Dispatch.BuildID {
+				return b, fmt.Errorf("event %d: completes build %q, but build %q was dispatched", r.Seq, b.Complete.BuildID, b.Dispatch.BuildID)
+			}
+		}
+	}
+	return b, nil
 }

@@ -47,7 +47,6 @@ const (
 	AttrBuildOutput  = "attestd.dev/build/output"
 )
 
-
 // CheckDescriptors validates a descriptor list: at most MaxDescriptors,
 // each valid per in-toto, digests of known algorithms in lower-case hex of
 // the right length, and (when needDigest) at least one digest each.

@@ -12,7 +12,6 @@ import (
 	"crypto"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"sort"
 
@@ -279,28 +278,11 @@ func (r *Result) checkEventLog(a *scai.Attestation, bank crypto.Hash, registers 
 // claims: a dispatch's log has the build-id event with its request digest,
 // a completion's also the complete event with its inputs/outputs digest.
 func checkBuildEvents(a *scai.Attestation, recs []measure.Record) error {
-	var bid *measure.BuildIDData
-	var done *measure.CompleteData
-	for _, rec := range recs {
-		switch rec.Type {
-		case measure.EventBuildID:
-			if bid != nil {
-				return fmt.Errorf("event %d: a second build ID in one environment", rec.Seq)
-			}
-			bid = &measure.BuildIDData{}
-			if err := json.Unmarshal(rec.Data, bid); err != nil {
-				return fmt.Errorf("event %d: %w", rec.Seq, err)
-			}
-		case measure.EventComplete:
-			if bid == nil || done != nil {
-				return fmt.Errorf("event %d: completion out of order", rec.Seq)
-			}
-			done = &measure.CompleteData{}
-			if err := json.Unmarshal(rec.Data, done); err != nil {
-				return fmt.Errorf("event %d: %w", rec.Seq, err)
-			}
-		}
+	b, err := measure.BuildFromLog(recs)
+	if err != nil {
+		return err
 	}
+	bid, done := b.Dispatch, b.Complete
 	if bid == nil {
 		return fmt.Errorf("the event log has no build-id event")
 	}
@@ -324,8 +306,8 @@ func checkBuildEvents(a *scai.Attestation, recs []measure.Record) error {
 	if err != nil {
 		return err
 	}
-	if done.BuildID != a.Build.ID || done.IOSHA256 != hex.EncodeToString(d[:]) {
-		return fmt.Errorf("the event log completes build %q with io %s, the attestation claims %q with %x", done.BuildID, done.IOSHA256, a.Build.ID, d)
+	if done.IOSHA256 != hex.EncodeToString(d[:]) {
+		return fmt.Errorf("the event log completes build %q with io %s, the attestation claims %x", done.BuildID, done.IOSHA256, d)
 	}
 	return nil
 }
