@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 
@@ -76,6 +77,27 @@ func (e *env) writeOut(out string, b []byte, what string) error {
 	return nil
 }
 
+// stepFlags are the flags dispatch and completion share.
+type stepFlags struct {
+	buildID, nonceHex, out *string
+}
+
+func newStepFlags(fs *flag.FlagSet, step string) *stepFlags {
+	return &stepFlags{
+		buildID:  fs.String("build-id", "", "the build ID assigned by the platform (required)"),
+		nonceHex: fs.String("nonce", "", "the control plane's nonce for this "+step+" (hex, optional)"),
+		out:      fs.String("out", "", "write the "+step+" attestation to FILE (default: stdout)"),
+	}
+}
+
+// nonce checks the build ID is given and returns the nonce, if any.
+func (f *stepFlags) nonce() ([]byte, error) {
+	if *f.buildID == "" {
+		return nil, fmt.Errorf("%w: --build-id is required", errUsage)
+	}
+	return optionalNonce(*f.nonceHex)
+}
+
 func optionalNonce(s string) ([]byte, error) {
 	if s == "" {
 		return nil, nil
@@ -85,18 +107,13 @@ func optionalNonce(s string) ([]byte, error) {
 
 func (e *env) bind(ctx context.Context, args []string) error {
 	fs := e.newFlagSet("bind")
-	buildID := fs.String("build-id", "", "the build ID assigned by the platform (required)")
-	nonceHex := fs.String("nonce", "", "the control plane's nonce for this dispatch (hex, optional)")
-	out := fs.String("out", "", "write the dispatch attestation to FILE (default: stdout)")
+	sf := newStepFlags(fs, "dispatch")
 	var req descriptorFlags
 	fs.Var(&req.jsonFiles, "request", "JSON array of in-toto resource descriptors describing the build request (repeatable)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *buildID == "" {
-		return fmt.Errorf("%w: --build-id is required", errUsage)
-	}
-	nonce, err := optionalNonce(*nonceHex)
+	nonce, err := sf.nonce()
 	if err != nil {
 		return err
 	}
@@ -105,14 +122,14 @@ func (e *env) bind(ctx context.Context, args []string) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	return e.call(ctx, "bind", func(ctx context.Context, c *apiv1.Client) error {
-		resp, err := c.BindBuild(ctx, &apiv1.BindBuildRequest{BuildId: *buildID, Request: request, Nonce: nonce})
+		resp, err := c.BindBuild(ctx, &apiv1.BindBuildRequest{BuildId: *sf.buildID, Request: request, Nonce: nonce})
 		if err != nil {
 			return err
 		}
 		if resp.GetRepeated() {
-			fmt.Fprintf(e.stderr, "build %s was already bound; the same dispatch attestation is returned\n", *buildID)
+			fmt.Fprintf(e.stderr, "build %s was already bound; the same dispatch attestation is returned\n", *sf.buildID)
 		}
-		return e.writeOut(*out, resp.GetEnvelope(), "dispatch attestation")
+		return e.writeOut(*sf.out, resp.GetEnvelope(), "dispatch attestation")
 	})
 }
 
@@ -148,9 +165,7 @@ func (e *env) extend(ctx context.Context, args []string) error {
 
 func (e *env) complete(ctx context.Context, args []string) error {
 	fs := e.newFlagSet("complete")
-	buildID := fs.String("build-id", "", "the build ID bound at dispatch (required)")
-	nonceHex := fs.String("nonce", "", "a nonce for the completion (hex, optional)")
-	out := fs.String("out", "", "write the completion attestation to FILE (default: stdout)")
+	sf := newStepFlags(fs, "completion")
 	var in, outp descriptorFlags
 	fs.Var(&in.paths, "input", "an input file, hashed here (repeatable)")
 	fs.Var(&in.jsonFiles, "inputs", "JSON array of in-toto resource descriptors of inputs (repeatable)")
@@ -159,10 +174,7 @@ func (e *env) complete(ctx context.Context, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *buildID == "" {
-		return fmt.Errorf("%w: --build-id is required", errUsage)
-	}
-	nonce, err := optionalNonce(*nonceHex)
+	nonce, err := sf.nonce()
 	if err != nil {
 		return err
 	}
@@ -178,11 +190,11 @@ func (e *env) complete(ctx context.Context, args []string) error {
 		return fmt.Errorf("%w: at least one --output or --outputs is required", errUsage)
 	}
 	return e.call(ctx, "complete", func(ctx context.Context, c *apiv1.Client) error {
-		resp, err := c.Complete(ctx, &apiv1.CompleteRequest{BuildId: *buildID, Inputs: inputs, Outputs: outputs, Nonce: nonce})
+		resp, err := c.Complete(ctx, &apiv1.CompleteRequest{BuildId: *sf.buildID, Inputs: inputs, Outputs: outputs, Nonce: nonce})
 		if err != nil {
 			return err
 		}
-		return e.writeOut(*out, resp.GetEnvelope(), "completion attestation")
+		return e.writeOut(*sf.out, resp.GetEnvelope(), "completion attestation")
 	})
 }
 
