@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"crypto"
-	"errors"
 	"strings"
 	"testing"
 
@@ -263,5 +262,4 @@ func TestLifecycleBundleVerifies(t *testing.T) {
 		}
 		t.Fatalf("bundle not verified: %v", rep.Failed())
 	}
-	_ = errors.New
 }

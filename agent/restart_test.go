@@ -12,7 +12,6 @@ import (
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/attest/tpm"
 	"github.com/attestd/attestd/internal/swtpmtest"
-	"github.com/attestd/attestd/measure"
 	"github.com/attestd/attestd/verify"
 )
 
@@ -96,7 +95,6 @@ func TestRestartKeepsTheBuildOnSwtpm(t *testing.T) {
 	if !rep.OK {
 		t.Fatalf("bundle after restart: %v", rep.Failed())
 	}
-	_ = measure.EventRestart
 }
 
 // failingBackend fails Evidence on demand: a TPM error mid-call.

@@ -49,7 +49,13 @@ type testDaemon struct {
 // config allowing the test's uid, and waits for its socket.
 func startDaemon(t *testing.T, args ...string) *testDaemon {
 	t.Helper()
-	dir := t.TempDir()
+	return startDaemonIn(t, t.TempDir(), args...)
+}
+
+// startDaemonIn is startDaemon with the config and runtime dir (dir/run)
+// under dir.
+func startDaemonIn(t *testing.T, dir string, args ...string) *testDaemon {
+	t.Helper()
 	cfg := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(cfg, []byte("executors: [/bin/sh]\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -231,6 +237,7 @@ func TestReadyAfterSocketAndLaunchAttestation(t *testing.T) {
 	}
 	defer conn.Close()
 	t.Setenv("NOTIFY_SOCKET", notify)
+	dir := t.TempDir()
 	got := make(chan string, 1)
 	var seen [2]bool
 	go func() {
@@ -241,15 +248,12 @@ func TestReadyAfterSocketAndLaunchAttestation(t *testing.T) {
 			return
 		}
 		// Look at the runtime dir at the moment READY arrives.
-		matches, _ := filepath.Glob(filepath.Join(os.TempDir(), "TestReadyAfter*", "*", "run"))
-		for _, dir := range matches {
-			_, e1 := os.Stat(filepath.Join(dir, "attestd.sock"))
-			_, e2 := os.Stat(filepath.Join(dir, "launch.intoto.json"))
-			seen = [2]bool{e1 == nil, e2 == nil}
-		}
+		_, e1 := os.Stat(filepath.Join(dir, "run", "attestd.sock"))
+		_, e2 := os.Stat(filepath.Join(dir, "run", "launch.intoto.json"))
+		seen = [2]bool{e1 == nil, e2 == nil}
 		got <- string(buf[:n])
 	}()
-	startDaemon(t, "--backend=simulator")
+	startDaemonIn(t, dir, "--backend=simulator")
 	select {
 	case msg := <-got:
 		if msg != "READY=1" {
