@@ -66,8 +66,11 @@ type Evidence struct {
 }
 
 // Part returns the part called name.
-func (e *Evidence) Part(name string) (Part, bool) {
-	for _, p := range e.Parts {
+func (e *Evidence) Part(name string) (Part, bool) { return FindPart(e.Parts, name) }
+
+// FindPart returns the part called name among parts.
+func FindPart(parts []Part, name string) (Part, bool) {
+	for _, p := range parts {
 		if p.Name == name {
 			return p, true
 		}

@@ -396,7 +396,7 @@ func authenticated(env *dsse.Envelope, opts Options) (map[attest.Register][]byte
 			regs[r] = val
 		}
 	}
-	part, ok := findPart(a.Extra, scai.PartAgentCEL)
+	part, ok := attest.FindPart(a.Extra, scai.PartAgentCEL)
 	if !ok {
 		return nil, 0, nil, errors.New("no agent event log")
 	}

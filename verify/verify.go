@@ -242,7 +242,7 @@ func (r *Result) checkNonce(a *scai.Attestation, want []byte) {
 // checkEventLog replays the agent's CEL against the quoted registers and
 // checks the launch phase is closed by a separator.
 func (r *Result) checkEventLog(a *scai.Attestation, bank crypto.Hash, registers map[attest.Register][]byte, haveClaims bool) {
-	part, ok := findPart(a.Extra, scai.PartAgentCEL)
+	part, ok := attest.FindPart(a.Extra, scai.PartAgentCEL)
 	if !ok {
 		r.add(CheckReplay, fmt.Errorf("%w: %s", attest.ErrMissingPart, scai.PartAgentCEL), "")
 		return
@@ -354,15 +354,6 @@ func findVerifier(vs []attest.Verifier, backend string) attest.Verifier {
 		}
 	}
 	return nil
-}
-
-func findPart(parts []attest.Part, name string) (attest.Part, bool) {
-	for _, p := range parts {
-		if p.Name == name {
-			return p, true
-		}
-	}
-	return attest.Part{}, false
 }
 
 // CheckEnvelope names the parsing of the bundle itself.
