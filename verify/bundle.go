@@ -17,6 +17,11 @@ import (
 	"github.com/attestd/attestd/scai"
 )
 
+// PurposeSignedStatement marks the Result of a statement the environment
+// signed for the build (e.g. SLSA provenance) rather than an attestd
+// attestation.
+const PurposeSignedStatement attest.Purpose = "signed-statement"
+
 // Bundle-level check names.
 const (
 	CheckChainMembers  = "chain-members"
@@ -68,7 +73,7 @@ func BundleReport(raw []byte, opts Options) *Report {
 			rep.Results = append(rep.Results, Envelope(env, opts))
 			continue
 		}
-		r := &Result{Purpose: "signed-statement"}
+		r := &Result{Purpose: PurposeSignedStatement}
 		rep.Results = append(rep.Results, r)
 		signed = append(signed, env)
 		signedResults = append(signedResults, r)
@@ -119,7 +124,7 @@ func (c *chain) check(opts Options) {
 	count := map[attest.Purpose]int{}
 	signed := 0
 	for _, r := range c.rep.Results {
-		if r.Purpose == "signed-statement" {
+		if r.Purpose == PurposeSignedStatement {
 			signed++
 			continue
 		}

@@ -265,7 +265,7 @@ func (p *Policy) appraiseReference(rep *Report, opts Options) bool {
 			ok = false
 		} else {
 			r.Checks = append(r.Checks, attest.Check{Name: CheckReference, OK: true, Detail: "reference values signed by the bake key"})
-			for _, c := range Appraise(r.env, opts, p.Resolved.Reference) {
+			for _, c := range r.Appraise(p.Resolved.Reference) {
 				r.Checks = append(r.Checks, c)
 				ok = ok && c.OK
 			}

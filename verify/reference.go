@@ -227,15 +227,26 @@ func parseRegisterName(s string) (attest.RegisterKind, int, error) {
 
 // Appraise compares one attestation with reference values and returns the
 // reference checks. It takes its register values only from evidence that
-// the backend verifiers accept under opts (it runs them again), and the
-// agent's events only from a log that replays to those values; if either
-// fails, every reference check is reported as not checked.
+// the backend verifiers accept under opts (Envelope), and the agent's events
+// only from a log that replays to those values; if either fails, every
+// reference check is reported as not checked. Callers holding a Result use
+// Result.Appraise and skip verifying twice.
 //
 // A statement that is not an attestd attestation (a SCAI predicate), such as
 // a provenance statement the environment key signed, has no measurements:
 // Appraise returns no checks for it.
 func Appraise(env *dsse.Envelope, opts Options, rv *ReferenceValues) []attest.Check {
 	if _, err := scai.Open(env); errors.Is(err, scai.ErrPredicateType) {
+		return nil
+	}
+	return Envelope(env, opts).Appraise(rv)
+}
+
+// Appraise is the package-level Appraise for an attestation already
+// verified: it uses the registers and event log r authenticated, without
+// verifying the evidence again.
+func (r *Result) Appraise(rv *ReferenceValues) []attest.Check {
+	if r.Purpose == PurposeSignedStatement {
 		return nil
 	}
 	names := []string{CheckRefAgentRegister}
@@ -258,9 +269,9 @@ func Appraise(env *dsse.Envelope, opts Options, rv *ReferenceValues) []attest.Ch
 		}
 		return out
 	}
-	regs, bank, recs, err := authenticated(env, opts)
-	if err != nil {
-		return notChecked(err.Error())
+	regs, bank, recs := r.registers, r.bank, r.Events
+	if regs == nil {
+		return notChecked("the attestation's evidence or event log did not verify (see its checks)")
 	}
 	if bank != crypto.SHA256 {
 		return notChecked(fmt.Sprintf("evidence bank is %v, reference values are sha256", bank))
@@ -348,64 +359,4 @@ func diffEvents(got []measure.Record, want []ReferenceEvent) string {
 		return fmt.Sprintf("; missing event %d (%s)", len(got), want[len(got)].Type)
 	}
 	return ""
-}
-
-// authenticated returns the register values of env's evidence and the
-// agent's event log, only if every backend check passed and the log replays.
-func authenticated(env *dsse.Envelope, opts Options) (map[attest.Register][]byte, crypto.Hash, []measure.Record, error) {
-	op, err := scai.Open(env)
-	if err != nil {
-		return nil, 0, nil, errors.New("statement did not open")
-	}
-	a := op.Attestation
-	if err := scai.VerifySignature(env, a.EnvKey); err != nil {
-		return nil, 0, nil, errors.New(CheckSignature + " failed")
-	}
-	want, err := scai.ExpectedBinding(a)
-	if err != nil {
-		return nil, 0, nil, errors.New(CheckBinding + " failed")
-	}
-	vopts := attest.VerifyOptions{
-		Binding:                 want,
-		EnvKey:                  a.EnvKey,
-		TrustedAKs:              opts.TrustedAKs,
-		AKRoots:                 opts.AKRoots,
-		InsecureTrustEmbeddedAK: opts.InsecureTrustEmbeddedAK,
-	}
-	if a.Binding != vopts.Binding {
-		return nil, 0, nil, errors.New(CheckBinding + " failed")
-	}
-	regs := map[attest.Register][]byte{}
-	var bank crypto.Hash
-	for _, ev := range a.Evidence {
-		v := findVerifier(opts.Verifiers, ev.Backend)
-		if v == nil {
-			return nil, 0, nil, fmt.Errorf("no verifier for evidence backend %q", ev.Backend)
-		}
-		claims, checks := v.Verify(ev, vopts)
-		for _, c := range checks {
-			if !c.OK && !c.Skip {
-				return nil, 0, nil, fmt.Errorf("evidence check %s failed", c.Name)
-			}
-		}
-		if claims == nil {
-			return nil, 0, nil, errors.New("evidence yields no claims")
-		}
-		bank = claims.Bank
-		for r, val := range claims.Registers {
-			regs[r] = val
-		}
-	}
-	part, ok := attest.FindPart(a.Extra, scai.PartAgentCEL)
-	if !ok {
-		return nil, 0, nil, errors.New("no agent event log")
-	}
-	recs, err := measure.ParseCEL(part.Data)
-	if err != nil {
-		return nil, 0, nil, fmt.Errorf("agent event log: %w", err)
-	}
-	if err := replayAll(recs, bank, regs); err != nil {
-		return nil, 0, nil, errors.New(CheckReplay + " failed")
-	}
-	return regs, bank, recs, nil
 }

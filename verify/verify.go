@@ -68,8 +68,8 @@ type Result struct {
 	OK        bool             `json:"verified"`
 
 	att       *scai.Attestation          // the opened attestation, if it opened
-	env       *dsse.Envelope             // the envelope as parsed
 	registers map[attest.Register][]byte // authenticated registers: set only when every evidence check passed and the log replays
+	bank      crypto.Hash                // the hash of registers
 	backends  []string                   // backends whose evidence passed every check
 }
 
@@ -105,7 +105,7 @@ func (r *Result) notChecked(prereq string, names ...string) {
 
 // Envelope verifies one DSSE envelope.
 func Envelope(env *dsse.Envelope, opts Options) *Result {
-	r := &Result{env: env}
+	r := &Result{}
 	defer func() { r.OK = len(r.Failed()) == 0 && len(r.Checks) > 0 }()
 
 	op, err := scai.Open(env)
@@ -184,7 +184,7 @@ func Envelope(env *dsse.Envelope, opts Options) *Result {
 	}
 	r.checkEventLog(a, bank, registers, allClaims)
 	if allClaims && passed(r.Checks, CheckReplay) {
-		r.registers = registers
+		r.registers, r.bank = registers, bank
 	}
 	return r
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/attestd/attestd/attest"
-	"github.com/attestd/attestd/scai"
 	"github.com/attestd/attestd/verify"
 )
 
@@ -22,10 +21,10 @@ func newReferenceFlags(fs *flag.FlagSet) *referenceFlags {
 	return rf
 }
 
-// apply appraises every attestd attestation in raw against the reference
+// apply appraises every attestd attestation of rep against the reference
 // values and adds the checks to rep. A reference file that is not signed by
 // a --reference-key fails the "reference-values" check of every attestation.
-func (rf *referenceFlags) apply(rep *verify.Report, raw []byte, opts verify.Options) error {
+func (rf *referenceFlags) apply(rep *verify.Report) error {
 	if len(rf.files) == 0 {
 		if len(rf.keys) > 0 {
 			return fmt.Errorf("%w: --reference-key without --reference", errUsage)
@@ -51,13 +50,8 @@ func (rf *referenceFlags) apply(rep *verify.Report, raw []byte, opts verify.Opti
 		return fmt.Errorf("%w: --reference: %v", errUsage, err)
 	}
 	rv, refErr := verify.OpenReference(b, keys)
-	envs, err := scai.ParseBundle(raw)
-	if err != nil || len(envs) != len(rep.Results) {
-		return nil // the bundle itself already failed, or is not one attestation per envelope
-	}
-	for i, env := range envs {
-		r := rep.Results[i]
-		if r.Purpose == "" {
+	for _, r := range rep.Results {
+		if r.Purpose == "" || r.Purpose == verify.PurposeSignedStatement {
 			continue
 		}
 		if refErr != nil {
@@ -65,7 +59,7 @@ func (rf *referenceFlags) apply(rep *verify.Report, raw []byte, opts verify.Opti
 		} else {
 			r.Checks = append(r.Checks, attest.Check{Name: verify.CheckReference, OK: true,
 				Detail: "reference values signed by the bake key"})
-			r.Checks = append(r.Checks, verify.Appraise(env, opts, rv)...)
+			r.Checks = append(r.Checks, r.Appraise(rv)...)
 		}
 		r.OK = len(r.Failed()) == 0
 		rep.OK = rep.OK && r.OK

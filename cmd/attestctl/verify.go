@@ -127,8 +127,8 @@ func (e *env) verify(args []string) error {
 		inputs = append(inputs, verify.Input{Name: f, Raw: raw})
 	}
 	ev := verify.Evaluate(pol, inputs, opts, now)
-	for i, b := range ev.Bundles {
-		if err := refs.apply(b.Report, inputs[i].Raw, opts); err != nil {
+	for _, b := range ev.Bundles {
+		if err := refs.apply(b.Report); err != nil {
 			return err
 		}
 		b.OK = b.OK && b.Report.OK
