@@ -15,7 +15,7 @@ import (
 // openBackend opens the evidence backend cfg names. "auto" picks a real
 // device and never a simulator or fake.
 func openBackend(cfg *agent.Config, log *slog.Logger) (attest.Backend, error) {
-	tcfg := tpm.Config{Device: cfg.TPMDevice, PCR: cfg.Register, KeyFile: cfg.TPMKeyFile}
+	tcfg := tpmConfig(cfg)
 	switch cfg.Backend {
 	case "simulator":
 		if !cgoEnabled {
@@ -44,4 +44,9 @@ func openBackend(cfg *agent.Config, log *slog.Logger) (attest.Backend, error) {
 	default:
 		return nil, fmt.Errorf("%w: unknown backend %q (want auto, tpm, snp, tdx or simulator)", errUsage, cfg.Backend)
 	}
+}
+
+// tpmConfig is the TPM backend's config, for a TPM alone or beside a TEE.
+func tpmConfig(cfg *agent.Config) tpm.Config {
+	return tpm.Config{Device: cfg.TPMDevice, PCR: cfg.Register, KeyFile: cfg.TPMKeyFile}
 }

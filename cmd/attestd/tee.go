@@ -74,7 +74,7 @@ func openTEE(cfg *agent.Config, kind string, log *slog.Logger) (attest.Backend, 
 		log.Warn("USING A FAKE " + kind + " DEVICE: attestations prove nothing about this machine; for tests only")
 	}
 	// A vTPM beside the TEE: it holds the key and PCR; the TEE vouches too.
-	if v, err := tpm.Open(tpm.Config{Device: cfg.TPMDevice, PCR: cfg.Register, KeyFile: cfg.TPMKeyFile}); err == nil {
+	if v, err := tpm.Open(tpmConfig(cfg)); err == nil {
 		src, err := newTEESource(kind, tdxCfg, snpQP, v.Signer().Public())
 		if err != nil {
 			v.Close()
