@@ -46,13 +46,15 @@ var (
 	errInput = errors.New("invalid request")
 )
 
-// lifecycle is the build state. The event log is its source of truth (the
+// lifecycle is the build state. The event log is its source of truth: the
 // phase and build ID follow from the build-id and complete events, which the
-// register holds); state.json adds the attestations made, so a repeated call
-// returns the same result and a restart loses nothing.
+// register holds, and are never stored. state.json keeps only the
+// attestations made, so a repeated call returns the same result and a
+// restart loses nothing.
 type lifecycle struct {
-	Phase      phase    `json:"phase"`
-	BuildID    string   `json:"buildId,omitempty"`
+	Phase   phase  `json:"-"`
+	BuildID string `json:"-"`
+
 	Dispatch   []byte   `json:"dispatch,omitempty"`
 	Complete   []byte   `json:"complete,omitempty"`
 	Signed     [][]byte `json:"signed,omitempty"`
@@ -74,9 +76,12 @@ func fromLog(recs []measure.Record) (lifecycle, error) {
 	}
 }
 
-// loadState reconciles state.json with the event log. The log wins where
-// state.json lags (a crash between extend and save); state.json claiming
-// more than the log is refused.
+// loadState takes the attestations kept in state.json, if the event log
+// bears them out: a dispatch attestation needs the build-id event, a
+// completion (and signed statements) the complete event. A log ahead of
+// state.json (a crash between extend and save) is fine: the attestation is
+// made again on the next call. state.json claiming more than the log is
+// refused.
 func (a *Agent) loadState() error {
 	lc, err := fromLog(a.events.Records())
 	if err != nil {
@@ -95,20 +100,10 @@ func (a *Agent) loadState() error {
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return fmt.Errorf("state %s: %w", path, err)
 	}
-	rank := map[phase]int{phaseLaunched: 0, phaseDispatched: 1, phaseCompleted: 2}
-	if _, ok := rank[st.Phase]; !ok {
-		return fmt.Errorf("state %s: unknown phase %q", path, st.Phase)
+	if (st.Dispatch != nil && lc.Phase == phaseLaunched) || ((st.Complete != nil || len(st.Signed) > 0) && lc.Phase != phaseCompleted) {
+		return fmt.Errorf("state %s holds attestations of a build the event log (phase %s) does not record; reboot the environment", path, lc.Phase)
 	}
-	if rank[st.Phase] > rank[lc.Phase] || (st.BuildID != "" && st.BuildID != lc.BuildID) {
-		return fmt.Errorf("state %s says %s build %q but the event log says %s build %q; reboot the environment", path, st.Phase, st.BuildID, lc.Phase, lc.BuildID)
-	}
-	lc.Admissions = st.Admissions
-	if lc.Phase == st.Phase || lc.Phase == phaseCompleted {
-		lc.Dispatch = st.Dispatch
-	}
-	if lc.Phase == st.Phase {
-		lc.Complete, lc.Signed = st.Complete, st.Signed
-	}
+	lc.Dispatch, lc.Complete, lc.Signed, lc.Admissions = st.Dispatch, st.Complete, st.Signed, st.Admissions
 	a.state = lc
 	return nil
 }

@@ -147,3 +147,28 @@ func TestQuoteFailureIsReported(t *testing.T) {
 		t.Fatalf("Complete after success: %v", err)
 	}
 }
+
+// TestStateAheadOfLogRefused: state.json holding a completion the event log
+// does not record (edited, or from elsewhere) stops the daemon.
+func TestStateAheadOfLogRefused(t *testing.T) {
+	sim := openSim(t)
+	f := newFixture(t)
+	ctx := context.Background()
+	b1 := newBackend(t, sim)
+	a1 := f.agent(t, b1)
+	if err := a1.Launch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a1.BindBuild(ctx, "build-1", testRequest, nil); err != nil {
+		t.Fatal(err)
+	}
+	b1.Close()
+	path := filepath.Join(f.dir, "run", StateName)
+	if err := os.WriteFile(path, []byte(`{"dispatch":"e30=","complete":"e30="}`), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	err := f.agent(t, newBackend(t, sim)).Launch(ctx)
+	if err == nil || !strings.Contains(err.Error(), "does not record") {
+		t.Fatalf("Launch with state ahead of the log: %v", err)
+	}
+}
