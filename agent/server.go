@@ -230,16 +230,39 @@ func Listen(dir string) (net.Listener, error) {
 			return nil, fmt.Errorf("remove stale socket: %w", err)
 		}
 	}
-	ln, err := net.Listen("unix", path)
+	// Bind and listen under a temporary name, set the mode, then rename:
+	// the socket appears at its path only once it is listening with its
+	// final mode, so a client that sees the file can connect.
+	tmp := filepath.Join(dir, "."+SocketName+".new")
+	os.Remove(tmp)
+	ln, err := net.Listen("unix", tmp)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
-	ln.(*net.UnixListener).SetUnlinkOnClose(true)
-	if err := os.Chmod(path, 0o660); err != nil {
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o660); err != nil {
 		ln.Close()
+		os.Remove(tmp)
 		return nil, fmt.Errorf("chmod socket: %w", err)
 	}
-	return ln, nil
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("place socket: %w", err)
+	}
+	return &socketListener{Listener: ln, path: path}, nil
+}
+
+// socketListener removes its socket file when closed.
+type socketListener struct {
+	net.Listener
+	path string
+}
+
+func (l *socketListener) Close() error {
+	err := l.Listener.Close()
+	os.Remove(l.path)
+	return err
 }
 
 // SocketPath is the socket path inside dir.

@@ -5,7 +5,6 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -276,8 +275,7 @@ func TestListenLiveAndStaleSocket(t *testing.T) {
 	if _, err := Listen(dir); err == nil {
 		t.Fatal("Listen succeeded over a live socket")
 	}
-	ln.(*net.UnixListener).SetUnlinkOnClose(false)
-	ln.Close() // leaves a stale socket file behind, as a crash would
+	ln.(*socketListener).Listener.Close() // leaves a stale socket file behind, as a crash would
 	if _, err := os.Stat(SocketPath(dir)); err != nil {
 		t.Fatalf("stale socket not left behind: %v", err)
 	}
