@@ -43,6 +43,9 @@ type Options struct {
 	BinaryPath string
 	// Cmdline is the kernel command line (for roothash=/usrhash=).
 	Cmdline string
+	// Storage is the storage layout measured at launch (StorageProbe); nil
+	// records no storage event.
+	Storage *measure.StorageMeasurement
 	Version string
 	Logger  *slog.Logger
 
@@ -216,6 +219,12 @@ func (a *Agent) measureLaunch(ctx context.Context) error {
 		return fmt.Errorf("measure image: %w", err)
 	}
 	evs = append(evs, ev)
+	if a.opts.Storage != nil {
+		if ev, err = measure.StorageEvent(*a.opts.Storage); err != nil {
+			return fmt.Errorf("measure storage: %w", err)
+		}
+		evs = append(evs, ev)
+	}
 	for _, p := range c.Executors {
 		if ev, err = measure.ExecutorEvent(p); err != nil {
 			return fmt.Errorf("measure executor: %w", err)

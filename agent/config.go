@@ -36,6 +36,12 @@ type FileConfig struct {
 		Readers   Principals `yaml:"readers"`
 		Executors Principals `yaml:"executors"`
 	} `yaml:"allow"`
+	Storage struct {
+		// Encrypted are the paths the builds write to (the runner's work
+		// directory, scratch volumes) that must be on a dm-crypt mapping with
+		// an ephemeral key at launch; otherwise attestd refuses to start.
+		Encrypted []string `yaml:"encrypted"`
+	} `yaml:"storage"`
 }
 
 // Principals are callers by uid or primary gid.
@@ -62,6 +68,8 @@ type Config struct {
 	// "builders" here to keep them apart from the measured executor binaries).
 	Readers  Principals
 	Builders Principals
+	// EncryptedPaths must be on ephemeral dm-crypt at launch (docs/storage.md).
+	EncryptedPaths []string
 }
 
 // ErrConfig marks a config file that cannot be used.
@@ -94,15 +102,16 @@ func ParseConfig(path string, raw []byte) (*Config, error) {
 		}
 	}
 	c := &Config{
-		Path:          path,
-		Raw:           raw,
-		Backend:       fc.Backend,
-		TPMDevice:     fc.TPM.Device,
-		Register:      13,
-		ImageMetadata: fc.ImageMetadata,
-		Executors:     fc.Executors,
-		Readers:       fc.Allow.Readers,
-		Builders:      fc.Allow.Executors,
+		Path:           path,
+		Raw:            raw,
+		Backend:        fc.Backend,
+		TPMDevice:      fc.TPM.Device,
+		Register:       13,
+		ImageMetadata:  fc.ImageMetadata,
+		Executors:      fc.Executors,
+		Readers:        fc.Allow.Readers,
+		Builders:       fc.Allow.Executors,
+		EncryptedPaths: fc.Storage.Encrypted,
 	}
 	if c.Backend == "" {
 		c.Backend = "auto"
@@ -128,6 +137,11 @@ func (c *Config) validate() error {
 	for _, e := range c.Executors {
 		if !filepath.IsAbs(e) {
 			return fmt.Errorf("executor %q: path must be absolute", e)
+		}
+	}
+	for _, p := range c.EncryptedPaths {
+		if !filepath.IsAbs(p) {
+			return fmt.Errorf("storage.encrypted %q: path must be absolute", p)
 		}
 	}
 	if c.ImageMetadata != "" && !filepath.IsAbs(c.ImageMetadata) {

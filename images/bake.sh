@@ -14,10 +14,17 @@
 #   ATTESTD_BIN      attestd binary to bake instead of a fresh build
 #   ATTESTCTL_BIN    attestctl binary to bake instead of a fresh build
 #   EXTRA_CMDLINE    appended to the kernel command line
+#   STORAGE          the runner's work directory /var/lib/build-runner:
+#                    "encrypted" (default): plain dm-crypt with a fresh random
+#                    key from /etc/crypttab on the scratch disk, formatted at
+#                    every boot, required by attestd's config;
+#                    "plain": the scratch disk as ext4, unencrypted, not
+#                    required (a misconfigured image, for the e2e test)
 #   BAKE_KEY         PEM EC private key signing the reference values
 #                    (default: OUT/../bake-key.pem, created if missing)
 #   IMAGE_VERSION    recorded in the image metadata (default: git describe)
 set -euo pipefail
+storage=${STORAGE:-encrypted}
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -37,6 +44,7 @@ kernel_pkg=linux-image-amd64
 die() { echo "bake: $*" >&2; exit 1; }
 log() { printf 'bake: %s\n' "$*" >&2; }
 
+[[ $storage == encrypted || $storage == plain ]] || die "STORAGE=$storage: want encrypted or plain"
 [[ $(id -u) -eq 0 ]] || die "must run as root (debootstrap, chroot, file ownership)"
 for t in debootstrap mksquashfs veritysetup objcopy objdump sfdisk mkfs.vfat mmd mcopy go cpio zstd; do
 	command -v "$t" >/dev/null || die "$t missing; run scripts/install-deps.sh"
@@ -106,7 +114,11 @@ install -D -m 0644 "$here/rootfs/runner.sysusers.conf" "$root/usr/lib/sysusers.d
 install -D -m 0755 "$here/rootfs/attestd-e2e" "$root/usr/libexec/attestd/e2e"
 install -D -m 0644 "$here/rootfs/attestd-e2e.service" "$root/usr/lib/systemd/system/attestd-e2e.service"
 install -D -m 0644 "$here/rootfs/config.yaml" "$root/etc/attestd/config.yaml"
-printf '{"name":"attestd-build-runner","suite":"%s","version":"%s"}\n' "$suite" "$version" |
+if [[ $storage == plain ]]; then
+	# An operator who did not ask for encrypted storage: attestd measures it anyway.
+	sed -i '/^# The runner.s work directory/,$d' "$root/etc/attestd/config.yaml"
+fi
+printf '{"name":"attestd-build-runner","suite":"%s","version":"%s","storage":"%s"}\n' "$suite" "$version" "$storage" |
 	install -D -m 0644 /dev/stdin "$root/usr/lib/attestd/image.json"
 
 # Users exist at bake time: the root file system is read-only at run time.
@@ -119,6 +131,22 @@ cat >"$root/etc/fstab" <<'EOF'
 tmpfs /var tmpfs mode=0755,nosuid,nodev 0 0
 tmpfs /tmp tmpfs mode=1777,nosuid,nodev 0 0
 EOF
+# The build's writable storage: the scratch disk (virtio serial
+# attestd-scratch) on the runner's work directory (docs/storage.md). nofail:
+# a failed setup must not stop the boot in emergency mode; attestd, ordered
+# after the mount, then finds the work directory unencrypted and refuses to
+# start, so the runner does not start either.
+scratch=/dev/disk/by-id/virtio-attestd-scratch
+mountopts=nofail,nosuid,nodev,x-systemd.device-timeout=30s,x-systemd.before=attestd.service
+if [[ $storage == encrypted ]]; then
+	# Plain dm-crypt, key read from the kernel's random source at every open
+	# and never stored; tmp=ext4 formats the mapping each time.
+	printf 'scratch %s /dev/urandom plain,cipher=aes-xts-plain64,size=512,tmp=ext4,nofail,x-systemd.device-timeout=30s\n' "$scratch" >"$root/etc/crypttab"
+	printf '/dev/mapper/scratch /var/lib/build-runner ext4 %s 0 0\n' "$mountopts" >>"$root/etc/fstab"
+else
+	rm -f "$root/etc/crypttab"
+	printf '%s /var/lib/build-runner ext4 %s 0 0\n' "$scratch" "$mountopts" >>"$root/etc/fstab"
+fi
 : >"$root/etc/machine-id"
 echo attestd-runner >"$root/etc/hostname"
 # No interactive first boot; no phase measurements into PCR 11 (the image has
@@ -221,7 +249,7 @@ attestctl=$work/attestctl
 (cd "$repo" && go build -o "$attestctl" ./cmd/attestctl)
 # The image's SLSA provenance (BuildEnv L1) comes with the reference values.
 prov=(--provenance-out "$work/provenance.intoto.json" --subject "$work/disk.img" --subject "$work/uki.efi"
-	--started-on "$started" --param "suite=$suite" --param "packages=$packages" --param "kernel=$kernel_pkg"
+	--started-on "$started" --param "suite=$suite" --param "storage=$storage" --param "packages=$packages" --param "kernel=$kernel_pkg"
 	--param "version=$version" --param "cmdline=$cmdline" --param "mirror=$mirror")
 [[ -f $base.sha256 ]] || sha256sum "$base" | cut -d' ' -f1 >"$base.sha256"
 prov+=(--dep "file:images/.cache/$(basename "$base")=sha256:$(cat "$base.sha256")")

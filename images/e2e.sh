@@ -4,17 +4,24 @@
 # chosen here, and verify what comes out with `attestctl verify` against the
 # signed reference values and the AK pinned from the vTPM. Then the same with
 # a changed attestd binary and with a changed kernel command line: both must
-# fail on a named check. Run as root. See docs/operating.md.
+# fail on a named check. The build writes a marker into its work directory,
+# which is on the scratch disk: on the raw disk it must not be found (the
+# image encrypts it with an ephemeral key), except in the plain-storage
+# variant, whose work directory is plain ext4 and which must fail the
+# storage-encrypted check. In crypt-fails the scratch disk is read-only, the
+# encrypted setup fails, and attestd and the runner must not start.
+# Run as root. See docs/operating.md and docs/storage.md.
 #
 # Environment: E2E_OUT (default images/e2e-out), E2E_BOOT_TIMEOUT (seconds per
-# boot, default 420), E2E_VARIANTS (default "good bad-binary bad-cmdline").
+# boot, default 420), E2E_VARIANTS (default "good bad-binary bad-cmdline
+# plain-storage crypt-fails").
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 out=$(realpath -m "${E2E_OUT:-$here/e2e-out}")
 boot_timeout=${E2E_BOOT_TIMEOUT:-420}
-variants=${E2E_VARIANTS:-good bad-binary bad-cmdline}
+variants=${E2E_VARIANTS:-good bad-binary bad-cmdline plain-storage crypt-fails}
 ovmf_code=/usr/share/OVMF/OVMF_CODE_4M.fd
 ovmf_vars=/usr/share/OVMF/OVMF_VARS_4M.fd
 
@@ -88,20 +95,34 @@ bake() { # variant
 		ATTESTD_BIN=$tmp/attestd-tampered "$here/bake.sh" "$out/$v"
 		;;
 	bad-cmdline) EXTRA_CMDLINE="attestd.tampered=1" "$here/bake.sh" "$out/$v" ;; # same root, same root hash
+	plain-storage) STORAGE=plain "$here/bake.sh" "$out/$v" ;;
+	crypt-fails) # the good image; only the scratch disk differs
+		mkdir -p "$out/$v"
+		cp --reflink=auto "$out/good/disk.img" "$out/$v/disk.img"
+		;;
 	*) die "unknown variant $v" ;;
 	esac
 	log "baked $v in $(($(date +%s) - s)) s"
 }
 
 # --- boot ----------------------------------------------------------------------
-boot() { # variant admission-nonce dispatch-nonce build-id
+boot() { # variant admission-nonce dispatch-nonce build-id marker
 	local v=$1 d=$out/$1 s
 	rm -rf "$d/result"
 	mkdir -p "$d/result"
-	# The I/O disk: nonces and build ID in, a tar archive of the results out.
+	# The I/O disk: nonces, build ID and marker in, a tar archive of the results out.
 	truncate -s 0 "$d/io.img"
 	truncate -s 16M "$d/io.img"
-	printf 'ATTESTD-E2E-IO v1\n%s\n%s\n%s\n' "$2" "$3" "$4" | dd of="$d/io.img" conv=notrunc status=none
+	printf 'ATTESTD-E2E-IO v1\n%s\n%s\n%s\n%s\n' "$2" "$3" "$4" "$5" | dd of="$d/io.img" conv=notrunc status=none
+	# The scratch disk under the runner's work directory: blank (the image
+	# sets it up), or ext4 made here for the plain-storage image.
+	local scratch_ro=off
+	truncate -s 0 "$d/scratch.img"
+	truncate -s 64M "$d/scratch.img"
+	case $v in
+	plain-storage) mkfs.ext4 -q -F -L attestd-scratch "$d/scratch.img" ;;
+	crypt-fails) scratch_ro=on ;;
+	esac
 	cp "$ovmf_vars" "$d/OVMF_VARS.fd"
 	local ctrl=$tmp/tpm/$v.ctrl
 	swtpm socket --tpm2 --ctrl "type=unixio,path=$ctrl" --tpmstate "dir=$tpmdir/state" \
@@ -119,6 +140,8 @@ boot() { # variant admission-nonce dispatch-nonce build-id
 		-chardev "socket,id=chrtpm,path=$ctrl" -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0 \
 		-drive "if=virtio,format=raw,file=$d/disk.img,readonly=on" \
 		-drive "if=virtio,format=raw,file=$d/io.img" \
+		-drive "if=none,id=scratch,format=raw,file=$d/scratch.img,readonly=$scratch_ro" \
+		-device virtio-blk-pci,drive=scratch,serial=attestd-scratch \
 		-nic none >"$d/qemu.log" 2>&1 || rc=$?
 	local took=$(($(date +%s) - s))
 	kill "$swtpm_pid" 2>/dev/null || true
@@ -136,17 +159,64 @@ boot() { # variant admission-nonce dispatch-nonce build-id
 	ready=$(awk -v us="${ready:-0}" 'BEGIN {printf "%.1f", us / 1e6}')
 	echo "$ready" >"$d/attestd-ready-seconds"
 	log "$v: VM ran $took s (power-on to power-off); attestd ready $ready s after kernel start; guest steps: $(tr '\n' ' ' <"$d/result/steps")"
-	[[ $(cat "$d/result/rc") == 0 ]] || die "$v: a guest step failed (see $d/result/*.err)"
+	[[ $v == crypt-fails || $(cat "$d/result/rc") == 0 ]] || die "$v: a guest step failed (see $d/result/*.err)"
+}
+
+# --- storage -------------------------------------------------------------------
+check_marker() { # variant marker
+	local v=$1 n z
+	[[ -s $out/$v/result/marker.sha256 ]] || die "$v: the guest wrote no marker into its work directory"
+	n=$(marker_on_disk "$v" "$2")
+	z=$(nonzero_bytes "$out/$v/scratch.img")
+	echo "$n" >"$out/$v/marker-on-disk"
+	if [[ $v == plain-storage ]]; then
+		# The control: on a plain disk the same search finds the marker.
+		((n > 0)) || die "$v: marker not found on the unencrypted scratch disk: the search itself is broken"
+		log "$v: marker found $n time(s) on the raw scratch disk (unencrypted, as expected)"
+	else
+		((n == 0)) || die "$v: marker found $n time(s) on the raw scratch disk: the work directory is not encrypted"
+		((z > 1048576)) || die "$v: only $z non-zero bytes on the scratch disk: the guest did not write to it"
+		log "$v: marker not on the raw scratch disk ($z non-zero bytes written)"
+	fi
+}
+
+check_setup_failed() { # variant: attestd and the runner must not have started
+	local v=$1 d=$out/$1/result line
+	[[ -f $d/journal.txt ]] || die "$v: no journal from the guest"
+	grep -q '^ActiveEnterTimestampMonotonic=0$' "$d/attestd.state" ||
+		{ cat "$d/attestd.state" >&2; die "$v: attestd became active although the encrypted setup failed"; }
+	grep -q '^ActiveEnterTimestampMonotonic=0$' "$d/runner.state" ||
+		{ cat "$d/runner.state" >&2; die "$v: the runner started although attestd did not"; }
+	line=$(grep -m1 -o 'attestd: storage: .*' "$d/journal.txt") ||
+		{ grep -i attestd "$d/journal.txt" | tail -20 >&2; die "$v: no 'attestd: storage:' line in the journal"; }
+	[[ ! -f $d/bundle.intoto.jsonl || ! -s $d/bundle.intoto.jsonl ]] || die "$v: the guest got a bundle"
+	echo "$line" >"$out/$v/failure-line"
+	log "$v: attestd refused, runner not started: $line"
 }
 
 # --- verify ------------------------------------------------------------------
 verify() { # variant admission-nonce dispatch-nonce build-id -> exit status of attestctl verify
-	local v=$1 d=$out/$1 r=$out/good/reference.intoto.json
+	local v=$1 d=$out/$1 ref=$out/good
 	[[ -f $d/result/bundle.intoto.jsonl ]] || { echo "no bundle from the guest" >"$d/verify.txt"; return 1; }
 	# Against the GOOD image's reference values: a changed image must fail.
-	"$attestctl" verify --trust-ak "$out/ak.pem" --reference "$r" --reference-key "$out/good/bake-key.pub.pem" \
+	# The plain-storage image is checked against its own: everything in it is
+	# as baked, only its storage is not what the policy requires.
+	[[ $v == plain-storage ]] && ref=$d
+	printf 'version: 1\nstorage:\n  root_verity: %s\n  encrypted_writable: true\n' "$(cat "$ref/roothash")" >"$d/policy.yaml"
+	"$attestctl" verify --policy "$d/policy.yaml" --trust-ak "$out/ak.pem" \
+		--reference "$ref/reference.intoto.json" --reference-key "$ref/bake-key.pub.pem" \
 		--nonce "attest=$2" --nonce "dispatch=$3" --build-id "$4" \
 		"$d/result/bundle.intoto.jsonl" >"$d/verify.txt" 2>&1
+}
+
+# marker_on_disk variant marker: how often the marker is on the raw scratch disk.
+marker_on_disk() {
+	{ grep -a -o -F "$2" "$out/$1/scratch.img" || true; } | wc -l
+}
+
+# nonzero_bytes file: bytes that are not zero (what the guest wrote).
+nonzero_bytes() {
+	tr -d '\000' <"$1" | wc -c
 }
 
 failed_on() { # variant check
@@ -161,7 +231,13 @@ for v in $variants; do
 	bake "$v"
 	[[ -f $out/good/reference.intoto.json ]] || die "no reference values in $out/good: the good variant runs first"
 	admission=$("$attestctl" nonce) dispatch=$("$attestctl" nonce) build_id="e2e-$v-$(date +%s)"
-	boot "$v" "$admission" "$dispatch" "$build_id"
+	marker="attestd-e2e-marker-$("$attestctl" nonce)"
+	boot "$v" "$admission" "$dispatch" "$build_id" "$marker"
+	if [[ $v == crypt-fails ]]; then
+		check_setup_failed "$v"
+		continue
+	fi
+	check_marker "$v" "$marker"
 	if verify "$v" "$admission" "$dispatch" "$build_id"; then
 		result=verified
 	else
@@ -173,10 +249,22 @@ for v in $variants; do
 			cat "$out/$v/verify.txt" >&2
 			die "good image: $result"
 		fi
+		for c in storage-root-verity storage-encrypted; do
+			passed "$v" "$c" || { cat "$out/$v/verify.txt" >&2; die "$v: policy check $c did not run"; }
+		done
 		cat "$out/$v/verify.txt"
 		;;
-	bad-binary | bad-cmdline)
+	bad-binary | bad-cmdline | plain-storage)
 		want=reference-agent-register
+		if [[ $v == plain-storage ]]; then
+			want=storage-encrypted
+			# Its own reference values and root: only the storage check may fail.
+			for c in reference-agent-register reference-roothash storage-root-verity; do
+				passed "$v" "$c" || { cat "$out/$v/verify.txt" >&2; die "$v: $c should pass (its own image)"; }
+			done
+			others=$(grep -E '^[a-z0-9-]+ +FAILED' "$out/$v/verify.txt" | awk '{print $1}' | sort -u | grep -v -x storage-encrypted || true)
+			[[ -z $others ]] || { cat "$out/$v/verify.txt" >&2; die "$v: failed more than storage-encrypted: $others"; }
+		fi
 		if [[ $v == bad-cmdline ]]; then
 			want=reference-pcr11
 			# Only the UKI changed: attestd and the root must still match.

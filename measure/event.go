@@ -25,7 +25,7 @@ const ContentType uint8 = 0xAD
 // nested inside the ContentType TLV.
 type EventType uint8
 
-// Launch events (1-4) are refused once the separator is recorded.
+// Launch events (1-4, 7) are refused once the separator is recorded.
 const (
 	EventBinary    EventType = 1 // the running attestd binary: FileMeasurement
 	EventConfig    EventType = 2 // the daemon config file: FileMeasurement
@@ -33,6 +33,7 @@ const (
 	EventExecutor  EventType = 4 // an executor binary: FileMeasurement
 	EventSeparator EventType = 5 // launch measurements frozen after this: Separator
 	EventRestart   EventType = 6 // the daemon restarted in the same boot: Restart
+	EventStorage   EventType = 7 // the system's mounts and what backs them: StorageMeasurement (launch)
 
 	// 16..31 are reserved for the build lifecycle; their data formats are
 	// defined by the agent and documented in docs/measure-events.md.
@@ -56,6 +57,8 @@ func (t EventType) String() string {
 		return "separator"
 	case EventRestart:
 		return "restart"
+	case EventStorage:
+		return "storage"
 	case EventBuildID:
 		return "build-id"
 	case EventRuntime:
@@ -68,7 +71,7 @@ func (t EventType) String() string {
 
 // launch reports whether t may only be recorded before the separator.
 func (t EventType) launch() bool {
-	return t >= EventBinary && t <= EventExecutor
+	return t >= EventBinary && t <= EventExecutor || t == EventStorage
 }
 
 // Event is one attestd measurement. Data is UTF-8 JSON, kept verbatim: the

@@ -61,6 +61,9 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 // run is the whole daemon: it returns when ctx is cancelled (nil) or on the
 // first error.
 func run(ctx context.Context, args []string, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "probe-storage" {
+		return probeStorage(ctx, args[1:], os.Stdout, stderr)
+	}
 	f, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
@@ -93,6 +96,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("create runtime dir: %w", err)
 	}
 	cfg.TPMKeyFile = filepath.Join(runtimeDir, agent.KeyFileName)
+	// Storage first: a build environment whose writable storage is not as
+	// configured must not get as far as the register.
+	storage, err := launchStorage(ctx, cfg, runtimeDir, logger)
+	if err != nil {
+		return err
+	}
 
 	backend, extra, err := openEvidence(cfg, logger)
 	if err != nil {
@@ -123,6 +132,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		RuntimeDir: runtimeDir,
 		BinaryPath: exe,
 		Cmdline:    strings.TrimSpace(string(cmdline)),
+		Storage:    storage,
 		Version:    version,
 		Logger:     logger,
 	})

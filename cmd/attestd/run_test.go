@@ -56,10 +56,17 @@ func startDaemon(t *testing.T, args ...string) *testDaemon {
 // under dir.
 func startDaemonIn(t *testing.T, dir string, args ...string) *testDaemon {
 	t.Helper()
-	cfg := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(cfg, []byte("executors: [/bin/sh]\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte("executors: [/bin/sh]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return startDaemonNoConfig(t, dir, args...)
+}
+
+// startDaemonNoConfig is startDaemonIn with the config dir/config.yaml the
+// test wrote.
+func startDaemonNoConfig(t *testing.T, dir string, args ...string) *testDaemon {
+	t.Helper()
+	cfg := filepath.Join(dir, "config.yaml")
 	run := filepath.Join(dir, "run")
 	d := &testDaemon{dir: run, log: &syncBuffer{}}
 	ctx, cancel := context.WithCancel(context.Background())

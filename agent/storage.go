@@ -1,0 +1,264 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/attestd/attestd/measure"
+)
+
+// StorageProbe reads the system's storage layout from the kernel: the
+// mount table, sysfs for the block device behind each mount, the
+// device-mapper table of each device-mapper device (dmsetup, which needs
+// CAP_SYS_ADMIN) and the crypttab line of each mapping. docs/storage.md.
+type StorageProbe struct {
+	// MountInfo is the mount table; default /proc/1/mountinfo, falling back
+	// to /proc/self/mountinfo when init's is hidden (hidepid).
+	MountInfo string
+	// SysDevBlock is sysfs's /sys/dev/block.
+	SysDevBlock string
+	// Crypttab is the crypttab file; default /etc/crypttab.
+	Crypttab string
+	// DMTable returns the table of device major:minor; default runs
+	// `dmsetup table`.
+	DMTable func(ctx context.Context, major, minor uint32) (string, error)
+}
+
+// maxMountInfo bounds the mount table read (measure refuses more).
+const maxMountInfo = 4 << 20
+
+// Probe measures the storage layout.
+func (p StorageProbe) Probe(ctx context.Context) (*measure.StorageMeasurement, error) {
+	if p.SysDevBlock == "" {
+		p.SysDevBlock = "/sys/dev/block"
+	}
+	if p.Crypttab == "" {
+		p.Crypttab = "/etc/crypttab"
+	}
+	if p.DMTable == nil {
+		p.DMTable = dmsetupTable
+	}
+	table, raw, err := readMountInfo(p.MountInfo)
+	if err != nil {
+		return nil, err
+	}
+	mounts, err := measure.ParseMountInfo(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", table, err)
+	}
+	s := &measure.StorageMeasurement{MountTable: table}
+	crypttab := map[string]measure.CrypttabEntry{}
+	switch raw, err := readBounded(p.Crypttab, maxConfigSize); {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("read crypttab: %w", err)
+	default:
+		entries, err := measure.ParseCrypttab(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p.Crypttab, err)
+		}
+		for _, e := range entries {
+			crypttab[e.Name] = e
+		}
+		s.Crypttab = p.Crypttab
+	}
+	devices := map[[2]uint32]*measure.DeviceMeasurement{}
+	for _, mi := range mounts {
+		m := measure.MountMeasurement{
+			MountPoint: mi.MountPoint,
+			FSType:     mi.FSType,
+			Source:     mi.Source,
+			Writable:   measure.HasOption(mi.Options, "rw") || measure.HasOption(mi.SuperOptions, "rw"),
+			Kind:       measure.MountKind(mi.FSType),
+		}
+		major, minor, isBlock := mi.Major, mi.Minor, mi.Major != 0
+		if !isBlock && strings.HasPrefix(mi.Source, "/dev/") {
+			// btrfs and others report an anonymous device: the source names the real one.
+			var st syscall.Stat_t
+			if syscall.Stat(mi.Source, &st) == nil && st.Mode&syscall.S_IFMT == syscall.S_IFBLK {
+				major, minor, isBlock = unixMajor(st.Rdev), unixMinor(st.Rdev), true
+			}
+		}
+		if isBlock && m.Kind != measure.MountVirtual {
+			m.Kind = measure.MountBlock
+			key := [2]uint32{major, minor}
+			d, ok := devices[key]
+			if !ok {
+				d = p.device(ctx, major, minor, crypttab)
+				devices[key] = d
+			}
+			m.Device = d
+		}
+		s.Mounts = append(s.Mounts, m)
+	}
+	return s, nil
+}
+
+// device describes block device major:minor from sysfs and, for a
+// device-mapper device, its table.
+func (p StorageProbe) device(ctx context.Context, major, minor uint32, crypttab map[string]measure.CrypttabEntry) *measure.DeviceMeasurement {
+	num := fmt.Sprintf("%d:%d", major, minor)
+	d := &measure.DeviceMeasurement{Number: num}
+	dir := filepath.Join(p.SysDevBlock, num)
+	if target, err := os.Readlink(dir); err == nil {
+		d.Name = path.Base(target)
+	}
+	name, err := os.ReadFile(filepath.Join(dir, "dm", "name"))
+	if err != nil {
+		return d // not a device-mapper device
+	}
+	dm := &measure.DMMeasurement{Name: strings.TrimSpace(string(name))}
+	if uuid, err := os.ReadFile(filepath.Join(dir, "dm", "uuid")); err == nil {
+		dm.UUID = strings.TrimSpace(string(uuid))
+	}
+	if es, err := os.ReadDir(filepath.Join(dir, "slaves")); err == nil {
+		for _, e := range es {
+			dm.Backing = append(dm.Backing, e.Name())
+		}
+	}
+	if e, ok := crypttab[dm.Name]; ok {
+		dm.Crypttab = &measure.CrypttabMeasurement{Device: e.Device, KeyFile: e.KeyFile, Options: e.Options}
+	}
+	if table, err := p.DMTable(ctx, major, minor); err != nil {
+		dm.Error = err.Error()
+	} else if ts, err := measure.ParseDMTable(table); err != nil {
+		dm.Error = err.Error()
+	} else {
+		dm.Targets = measure.TargetMeasurements(ts)
+	}
+	d.DM = dm
+	return d
+}
+
+func readMountInfo(name string) (string, []byte, error) {
+	names := []string{name}
+	if name == "" {
+		names = []string{"/proc/1/mountinfo", "/proc/self/mountinfo"}
+	}
+	var err error
+	for _, n := range names {
+		var raw []byte
+		if raw, err = readBounded(n, maxMountInfo); err == nil {
+			return n, raw, nil
+		}
+	}
+	return "", nil, fmt.Errorf("read mount table: %w", err)
+}
+
+// dmsetupTable runs `dmsetup table` for one device. dmsetup prints a
+// crypt key as zeros unless asked with --showkeys; measure drops it anyway.
+func dmsetupTable(ctx context.Context, major, minor uint32) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "dmsetup", "table", "--major", strconv.Itoa(int(major)), "--minor", strconv.Itoa(int(minor)))
+	cmd.Env = []string{"LC_ALL=C", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if i := strings.IndexByte(msg, '\n'); i >= 0 {
+			msg = msg[:i]
+		}
+		if msg == "" {
+			msg = err.Error()
+		}
+		return "", fmt.Errorf("dmsetup table %d:%d: %s", major, minor, msg)
+	}
+	return out.String(), nil
+}
+
+func unixMajor(dev uint64) uint32 {
+	return uint32((dev>>8)&0xfff) | uint32((dev>>32)&^0xfff)
+}
+
+func unixMinor(dev uint64) uint32 {
+	return uint32(dev&0xff) | uint32((dev>>12)&^0xff)
+}
+
+// CheckEncryptedPaths checks that each path is on a dm-crypt mapping with
+// an ephemeral key (measure.StorageMeasurement.EphemeralCrypt): the
+// storage.encrypted paths of the config. The error is one line.
+func CheckEncryptedPaths(s *measure.StorageMeasurement, paths []string) error {
+	for _, p := range paths {
+		m := s.MountOf(p)
+		if m == nil {
+			return fmt.Errorf("storage: %s is on no mount in %s", p, s.MountTable)
+		}
+		if err := s.EphemeralCrypt(m); err != nil {
+			return fmt.Errorf("storage: %s must be on an encrypted volume with an ephemeral key, but %v", p, err)
+		}
+	}
+	return nil
+}
+
+// StorageSnapshot is what `attestd probe-storage` (run as root by the unit
+// before the daemon) leaves in the runtime directory for the daemon, which
+// cannot read device-mapper tables itself.
+type StorageSnapshot struct {
+	BootID  string                     `json:"bootId"`
+	Storage measure.StorageMeasurement `json:"storage"`
+}
+
+// StorageSnapshotName is the snapshot's file name in the runtime directory.
+const StorageSnapshotName = "storage.json"
+
+// ReadStorageSnapshot reads a snapshot and checks it was taken in this
+// boot (bootID is /proc/sys/kernel/random/boot_id).
+func ReadStorageSnapshot(name, bootID string) (*measure.StorageMeasurement, error) {
+	raw, err := readBounded(name, 2*maxMountInfo)
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	var snap StorageSnapshot
+	if err := dec.Decode(&snap); err != nil {
+		return nil, fmt.Errorf("storage snapshot %s: %w", name, err)
+	}
+	if snap.BootID != bootID {
+		return nil, fmt.Errorf("storage snapshot %s is from boot %q, this is boot %q", name, snap.BootID, bootID)
+	}
+	if len(snap.Storage.Mounts) == 0 || snap.Storage.MountTable == "" {
+		return nil, fmt.Errorf("storage snapshot %s: no mounts", name)
+	}
+	return &snap.Storage, nil
+}
+
+// BootID returns the kernel's boot ID.
+func BootID() (string, error) {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return "", fmt.Errorf("read boot ID: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// EncodeStorageSnapshot encodes a snapshot of s taken in boot bootID.
+func EncodeStorageSnapshot(bootID string, s *measure.StorageMeasurement) ([]byte, error) {
+	b, err := json.MarshalIndent(StorageSnapshot{BootID: bootID, Storage: *s}, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode storage snapshot: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
+// WriteStorageSnapshot writes an encoded snapshot atomically, readable by
+// the daemon's user (the probe runs as root).
+func WriteStorageSnapshot(name string, b []byte) error {
+	if err := writeFileAtomic(name, b, 0o644); err != nil {
+		return fmt.Errorf("write storage snapshot: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/attestd/attestd/agent"
+	"github.com/attestd/attestd/measure"
+)
+
+// launchStorage is the storage layout the daemon measures at launch: the
+// snapshot `attestd probe-storage` left in the runtime directory (the unit
+// runs it as root: reading device-mapper tables needs CAP_SYS_ADMIN, which
+// the daemon never has), or else its own probe. Either way the config's
+// storage.encrypted paths must be on ephemeral dm-crypt.
+func launchStorage(ctx context.Context, cfg *agent.Config, runtimeDir string, logger *slog.Logger) (*measure.StorageMeasurement, error) {
+	snap := filepath.Join(runtimeDir, agent.StorageSnapshotName)
+	var s *measure.StorageMeasurement
+	if _, err := os.Stat(snap); err == nil {
+		bootID, err := agent.BootID()
+		if err != nil {
+			return nil, err
+		}
+		if s, err = agent.ReadStorageSnapshot(snap, bootID); err != nil {
+			return nil, err
+		}
+		logger.Info("storage layout from the probe's snapshot", "path", snap, "mounts", len(s.Mounts))
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("storage snapshot: %w", err)
+	} else {
+		if s, err = (agent.StorageProbe{}).Probe(ctx); err != nil {
+			return nil, err
+		}
+		for _, m := range s.Mounts {
+			if m.Device != nil && m.Device.DM != nil && m.Device.DM.Error != "" {
+				logger.Warn("device-mapper table unreadable (run `attestd probe-storage` as root first, as the unit does)",
+					"device", m.Device.DM.Name, "err", m.Device.DM.Error)
+				break
+			}
+		}
+	}
+	if err := agent.CheckEncryptedPaths(s, cfg.EncryptedPaths); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// probeStorage is `attestd probe-storage`: measure the storage layout,
+// check the config's storage.encrypted paths, and write the snapshot the
+// daemon measures. It runs as root before the daemon (ExecStartPre=+).
+func probeStorage(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("attestd probe-storage", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config := fs.String("config", agent.DefaultConfigPath, "config file (YAML): its storage.encrypted paths are checked")
+	out := fs.String("out", "", "write the snapshot here (default: $RUNTIME_DIRECTORY/"+agent.StorageSnapshotName+"; - for stdout)")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	cfg, err := agent.LoadConfig(*config)
+	if err != nil {
+		return err
+	}
+	s, err := (agent.StorageProbe{}).Probe(ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range s.Mounts {
+		if m.Device != nil && m.Device.DM != nil && m.Device.DM.Error != "" {
+			return fmt.Errorf("storage: device-mapper device %s: %s", m.Device.DM.Name, m.Device.DM.Error)
+		}
+	}
+	if err := agent.CheckEncryptedPaths(s, cfg.EncryptedPaths); err != nil {
+		return err
+	}
+	bootID, err := agent.BootID()
+	if err != nil {
+		return err
+	}
+	b, err := agent.EncodeStorageSnapshot(bootID, s)
+	if err != nil {
+		return err
+	}
+	if *out == "-" {
+		_, err := stdout.Write(b)
+		return err
+	}
+	if *out == "" {
+		*out = filepath.Join(runtimeDirFromEnv(), agent.StorageSnapshotName)
+	}
+	return agent.WriteStorageSnapshot(*out, b)
+}
