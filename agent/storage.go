@@ -217,21 +217,40 @@ const StorageSnapshotName = "storage.json"
 // ReadStorageSnapshot reads a snapshot and checks it was taken in this
 // boot (bootID is /proc/sys/kernel/random/boot_id).
 func ReadStorageSnapshot(name, bootID string) (*measure.StorageMeasurement, error) {
-	raw, err := readBounded(name, 2*maxMountInfo)
+	raw, err := readBounded(name, maxSnapshot)
 	if err != nil {
 		return nil, err
+	}
+	s, err := ParseStorageSnapshot(raw, bootID)
+	if err != nil {
+		return nil, fmt.Errorf("storage snapshot %s: %w", name, err)
+	}
+	return s, nil
+}
+
+// maxSnapshot bounds a storage snapshot.
+const maxSnapshot = 2 * maxMountInfo
+
+// ParseStorageSnapshot decodes a snapshot strictly (one JSON object, no
+// unknown fields) and checks it was taken in boot bootID.
+func ParseStorageSnapshot(raw []byte, bootID string) (*measure.StorageMeasurement, error) {
+	if len(raw) > maxSnapshot {
+		return nil, fmt.Errorf("larger than %d bytes", maxSnapshot)
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	var snap StorageSnapshot
 	if err := dec.Decode(&snap); err != nil {
-		return nil, fmt.Errorf("storage snapshot %s: %w", name, err)
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("trailing data after the snapshot")
 	}
 	if snap.BootID != bootID {
-		return nil, fmt.Errorf("storage snapshot %s is from boot %q, this is boot %q", name, snap.BootID, bootID)
+		return nil, fmt.Errorf("taken in boot %q, this is boot %q", snap.BootID, bootID)
 	}
 	if len(snap.Storage.Mounts) == 0 || snap.Storage.MountTable == "" {
-		return nil, fmt.Errorf("storage snapshot %s: no mounts", name)
+		return nil, errors.New("no mounts")
 	}
 	return &snap.Storage, nil
 }

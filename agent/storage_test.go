@@ -282,7 +282,7 @@ func TestStorageSnapshot(t *testing.T) {
 	if len(got.Mounts) != len(s.Mounts) {
 		t.Errorf("round trip: %d mounts, want %d", len(got.Mounts), len(s.Mounts))
 	}
-	if _, err := ReadStorageSnapshot(name, "boot-2"); err == nil || !strings.Contains(err.Error(), `from boot "boot-1"`) {
+	if _, err := ReadStorageSnapshot(name, "boot-2"); err == nil || !strings.Contains(err.Error(), `taken in boot "boot-1"`) {
 		t.Errorf("snapshot of another boot: %v", err)
 	}
 	for _, bad := range []string{`{"bootId":"boot-1","storage":{"mountTable":"x","mounts":[]}}`, `{"bootId":"boot-1","extra":1}`, `not json`} {
@@ -291,4 +291,26 @@ func TestStorageSnapshot(t *testing.T) {
 			t.Errorf("snapshot %s accepted", bad)
 		}
 	}
+}
+
+func FuzzParseStorageSnapshot(f *testing.F) {
+	f.Add([]byte(`{"bootId":"b","storage":{"mountTable":"/proc/1/mountinfo","mounts":[{"mountPoint":"/","fsType":"squashfs","source":"/dev/mapper/root","writable":false,"kind":"block","device":{"number":"253:0","name":"dm-0","dm":{"name":"root","targets":[{"type":"verity","sectors":8,"rootDigest":"00"}]}}}]}}`))
+	f.Add([]byte(`{"bootId":"b","storage":{"mountTable":"x","mounts":[{"mountPoint":"/var/lib/x","kind":"block","writable":true}]}} {}`))
+	f.Add([]byte(`{"bootId":"b","extra":1}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		s, err := ParseStorageSnapshot(raw, "b")
+		if err != nil {
+			return
+		}
+		if len(s.Mounts) == 0 {
+			t.Fatal("accepted a snapshot without mounts")
+		}
+		// The rules must cope with whatever decodes.
+		s.RootVerity()
+		s.EncryptedWritable()
+		CheckEncryptedPaths(s, []string{"/var/lib/build-runner", "/"})
+		if _, err := measure.StorageEvent(*s); err != nil {
+			t.Fatal(err)
+		}
+	})
 }

@@ -200,7 +200,9 @@ roothash=$(awk '/^Root hash:/ {print $3}' "$work/verity.txt")
 log "dm-verity root hash $roothash"
 
 # --- 5. UKI -----------------------------------------------------------------
-cmdline="console=ttyS0 roothash=$roothash ro panic=-1 systemd.show_status=error${EXTRA_CMDLINE:+ $EXTRA_CMDLINE}"
+# no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer check can
+# fail and panic the boot (as cloud images do, skip it).
+cmdline="console=ttyS0 roothash=$roothash ro panic=-1 no_timer_check systemd.show_status=error${EXTRA_CMDLINE:+ $EXTRA_CMDLINE}"
 printf '%s' "$cmdline" >"$work/cmdline.txt"
 cp "$root/usr/lib/os-release" "$work/os-release"
 kernel=$work/vmlinuz

@@ -138,7 +138,8 @@ boot() { # variant admission-nonce dispatch-nonce build-id marker
 		-drive "if=pflash,format=raw,unit=0,readonly=on,file=$ovmf_code" \
 		-drive "if=pflash,format=raw,unit=1,file=$d/OVMF_VARS.fd" \
 		-chardev "socket,id=chrtpm,path=$ctrl" -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0 \
-		-drive "if=virtio,format=raw,file=$d/disk.img,readonly=on" \
+		-drive "if=none,id=system,format=raw,file=$d/disk.img,readonly=on" \
+		-device virtio-blk-pci,drive=system,bootindex=1 \
 		-drive "if=virtio,format=raw,file=$d/io.img" \
 		-drive "if=none,id=scratch,format=raw,file=$d/scratch.img,readonly=$scratch_ro" \
 		-device virtio-blk-pci,drive=scratch,serial=attestd-scratch \

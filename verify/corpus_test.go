@@ -26,6 +26,7 @@ import (
 	"github.com/attestd/attestd/attest/snp"
 	"github.com/attestd/attestd/attest/tdx"
 	"github.com/attestd/attestd/attest/tpm"
+	"github.com/attestd/attestd/measure"
 	"github.com/attestd/attestd/scai"
 	"github.com/attestd/attestd/verify"
 )
@@ -778,6 +779,30 @@ func tamperCases() []tamperCase {
 	add("reference-roothash-differs", fixed(verify.CheckRefRootHash), tpmOnly, func(t *testing.T, _ *fixtures, e *env) tampered {
 		return withPolicy(e, refPolicy(t, e, func(rv *verify.ReferenceValues) { rv.RootHash = strings.Repeat("cd", 32) }))
 	})
+
+	// The launch's storage measurement (storage: in the policy).
+	storagePolicy := "version: 1\nstorage: {root_verity: '" + fixtureRootHash + "', encrypted_writable: true}\n"
+	add("storage-not-measured/encrypted", fixed(verify.CheckPolicyStorageEncrypted), nil, func(t *testing.T, _ *fixtures, e *env) tampered {
+		return withPolicy(e, parsePolicy(t, "version: 1\nstorage: {encrypted_writable: true}\n"))
+	})
+	add("storage-not-measured/root-verity", fixed(verify.CheckPolicyStorageRootVerity), nil, func(t *testing.T, _ *fixtures, e *env) tampered {
+		return withPolicy(e, parsePolicy(t, "version: 1\nstorage: {root_verity: '"+fixtureRootHash+"'}\n"))
+	})
+	// A good storage event slipped into a launch that measured none: the
+	// log no longer replays, so it is not read.
+	add("storage-good-event-inserted", fixed(verify.CheckReplay), nil, func(t *testing.T, _ *fixtures, e *env) tampered {
+		b := editCEL(t, e, cloneBundle(e), iLaunch, func(r [][]byte) [][]byte { return forgeCEL(t, r, measure.EventImage, goodStorageEvent(t)) })
+		tp := one(e, b)
+		tp.policy = parsePolicy(t, storagePolicy)
+		return tp
+	})
+	add("storage-work-dir-unencrypted", fixed(verify.CheckPolicyStorageEncrypted), tpmOnly, func(t *testing.T, fx *fixtures, _ *env) tampered {
+		return withPolicy(fx.storage["plain-work-dir"], parsePolicy(t, storagePolicy))
+	})
+	add("storage-root-hash-not-the-policy's", fixed(verify.CheckPolicyStorageRootVerity), tpmOnly, func(t *testing.T, fx *fixtures, _ *env) tampered {
+		return withPolicy(fx.storage["good"], parsePolicy(t, "version: 1\nstorage: {root_verity: '"+otherRootHash+"'}\n"))
+	})
+
 	add("require-level-3-without-tee", fixed(verify.CheckPolicyLevel), []string{"tpm"}, func(t *testing.T, _ *fixtures, e *env) tampered {
 		p := refPolicy(t, e, nil)
 		p.Require.Level = 3

@@ -27,6 +27,10 @@ const (
 	CheckPolicyRequest        = "policy-build-request"
 	CheckPolicyLevel          = "policy-level"
 	CheckOneBuildPerEnv       = "one-build-per-environment"
+
+	// The launch's storage measurement (storage: in the policy).
+	CheckPolicyStorageRootVerity = "storage-root-verity"
+	CheckPolicyStorageEncrypted  = "storage-encrypted"
 )
 
 // Input is one bundle to evaluate, named for reports and the VSA.
@@ -241,6 +245,7 @@ func (p *Policy) appraise(b *BundleEvaluation, opts Options, now time.Time) {
 		}
 		add(CheckPolicyRequest, err, fmt.Sprintf("the build request has the %d expected entr(ies)", len(p.Build.Request)))
 	}
+	p.appraiseStorage(rs, add)
 	b.Level = p.level(b.Report, rs, refOK)
 }
 

@@ -58,7 +58,11 @@ type env struct {
 	opts     verify.Options
 	buildID  string
 	register string // agent register, "PCR13" / "RTMR3"
-	launch   string // agent register after launch (hex)
+	// launch is the agent register after launch (hex) over the launch
+	// events other than storage events: the value reference values
+	// predict. launchEvents are those events.
+	launch       string
+	launchEvents []measure.Event
 }
 
 func (e *env) raw() []byte { return bytes.Join(e.bundle, []byte("\n")) }
@@ -68,8 +72,11 @@ type fixtures struct {
 	tpm, tpmOther, tpmSameKey *env
 	snp, snpOther             *env
 	tdx, tdxOther             *env
-	closers                   []func()
-	err                       error
+	// storage are TPM environments whose launch recorded a storage
+	// event, by layout (storageLayouts).
+	storage map[string]*env
+	closers []func()
+	err     error
 }
 
 var (
@@ -120,7 +127,7 @@ func (f *fixtures) build() error {
 		return err
 	}
 	akOpts := verify.Options{TrustedAKs: []crypto.PublicKey{tb.AKPublic()}}
-	f.tpm, err = lifecycle(tmp, "tpm-a", tb, 13, tv, akOpts, "build-1")
+	f.tpm, err = lifecycle(tmp, "tpm-a", tb, 13, tv, akOpts, "build-1", nil)
 	tb.Close()
 	if err != nil {
 		return err
@@ -130,10 +137,23 @@ func (f *fixtures) build() error {
 	if err != nil {
 		return err
 	}
-	f.tpmOther, err = lifecycle(tmp, "tpm-b", tb2, 14, tv, akOpts, "build-1")
+	f.tpmOther, err = lifecycle(tmp, "tpm-b", tb2, 14, tv, akOpts, "build-1", nil)
 	tb2.Close()
 	if err != nil {
 		return err
+	}
+	// Environments with a storage event, each in a fresh PCR.
+	f.storage = map[string]*env{}
+	for name, l := range storageLayouts() {
+		b, err := newTPM(l.pcr, "")
+		if err != nil {
+			return err
+		}
+		f.storage[name], err = lifecycle(tmp, "storage-"+name, b, l.pcr, tv, akOpts, "build-1", l.storage)
+		b.Close()
+		if err != nil {
+			return err
+		}
 	}
 	// The same env key (reloaded from its key file) in a fresh register,
 	// dispatched to a second build: each bundle verifies on its own.
@@ -147,7 +167,7 @@ func (f *fixtures) build() error {
 			return errorString("the env key was not reused: " + b.KeyNotReused)
 		}
 		if i == 0 {
-			f.tpmSameKey, err = lifecycle(tmp, "tpm-c", b, 15, tv, akOpts, "build-2")
+			f.tpmSameKey, err = lifecycle(tmp, "tpm-c", b, 15, tv, akOpts, "build-2", nil)
 			b.Close()
 			if err != nil {
 				return err
@@ -169,7 +189,7 @@ func (f *fixtures) build() error {
 		if err != nil {
 			return err
 		}
-		if *dst, err = lifecycle(tmp, "snp"+string(rune('a'+i)), b, 13, sv, verify.Options{}, "build-1"); err != nil {
+		if *dst, err = lifecycle(tmp, "snp"+string(rune('a'+i)), b, 13, sv, verify.Options{}, "build-1", nil); err != nil {
 			return err
 		}
 	}
@@ -182,7 +202,7 @@ func (f *fixtures) build() error {
 	if err != nil {
 		return err
 	}
-	if f.tdx, err = lifecycle(tmp, "tdx-a", xb, 13, xv, verify.Options{}, "build-1"); err != nil {
+	if f.tdx, err = lifecycle(tmp, "tdx-a", xb, 13, xv, verify.Options{}, "build-1", nil); err != nil {
 		return err
 	}
 	// Another TD: a fresh fake device with its own RTMRs, same roots.
@@ -196,7 +216,7 @@ func (f *fixtures) build() error {
 	}
 	xv2 := xv
 	xv2.Roots = xdev2.Roots()
-	if f.tdxOther, err = lifecycle(tmp, "tdx-b", xb2, 13, xv2, verify.Options{}, "build-1"); err != nil {
+	if f.tdxOther, err = lifecycle(tmp, "tdx-b", xb2, 13, xv2, verify.Options{}, "build-1", nil); err != nil {
 		return err
 	}
 	return nil
@@ -208,9 +228,13 @@ type errorString string
 
 func (e errorString) Error() string { return string(e) }
 
+// fixtureRootHash is the roothash= on the fixtures' kernel command line.
+var fixtureRootHash = strings.Repeat("ab", 32)
+
 // lifecycle runs launch, admission, dispatch, completion and a signed
-// provenance statement on a fresh agent and returns its bundle.
-func lifecycle(tmp, name string, b attest.Backend, pcr int, v attest.Verifier, opts verify.Options, buildID string) (*env, error) {
+// provenance statement on a fresh agent and returns its bundle. A non-nil
+// storage is recorded at launch.
+func lifecycle(tmp, name string, b attest.Backend, pcr int, v attest.Verifier, opts verify.Options, buildID string, storage *measure.StorageMeasurement) (*env, error) {
 	dir := filepath.Join(tmp, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -227,7 +251,7 @@ func lifecycle(tmp, name string, b attest.Backend, pcr int, v attest.Verifier, o
 		return nil, err
 	}
 	a, err := agent.New(agent.Options{Config: cfg, Backend: b, RuntimeDir: filepath.Join(dir, "run"), BinaryPath: bin,
-		Cmdline: "console=ttyS0 roothash=" + strings.Repeat("ab", 32), Version: "test",
+		Cmdline: "console=ttyS0 roothash=" + fixtureRootHash, Storage: storage, Version: "test",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		return nil, err
@@ -266,7 +290,15 @@ func lifecycle(tmp, name string, b attest.Backend, pcr int, v attest.Verifier, o
 	if b.Register().Kind == attest.RTMR {
 		bank = crypto.SHA384
 	}
-	val, err := measure.Replay(prefix, bank, string(b.Register().Kind), b.Register().Index)
+	if _, err := measure.Replay(prefix, bank, string(b.Register().Kind), b.Register().Index); err != nil {
+		return nil, err
+	}
+	for _, r := range prefix {
+		if r.Type != measure.EventStorage {
+			e.launchEvents = append(e.launchEvents, measure.Event{Type: r.Type, Data: r.Data})
+		}
+	}
+	val, err := measure.PredictRegister(bank, e.launchEvents)
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +312,11 @@ var bakeKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 // TestFixturesVerify: every good bundle passes, alone and under a policy.
 func TestFixturesVerify(t *testing.T) {
 	f := getFixtures(t)
-	for _, e := range []*env{f.tpm, f.tpmOther, f.tpmSameKey, f.snp, f.snpOther, f.tdx, f.tdxOther} {
+	all := []*env{f.tpm, f.tpmOther, f.tpmSameKey, f.snp, f.snpOther, f.tdx, f.tdxOther}
+	for _, e := range f.storage {
+		all = append(all, e)
+	}
+	for _, e := range all {
 		rep := verify.BundleReport(e.raw(), e.opts)
 		if !rep.OK {
 			logReport(t, rep)

@@ -58,6 +58,7 @@ type Policy struct {
 	Require   RequirePolicy   `yaml:"require"`
 	Freshness FreshnessPolicy `yaml:"freshness"`
 	Build     BuildPolicy     `yaml:"build"`
+	Storage   StoragePolicy   `yaml:"storage"`
 
 	// Digest is SHA-256 over the policy file's bytes (named in the VSA).
 	Digest [32]byte `yaml:"-"`
@@ -174,6 +175,22 @@ type BuildPolicy struct {
 	// across all bundles verified together. Default true.
 	OneBuildPerEnvironment *bool `yaml:"one_build_per_environment"`
 }
+
+// StoragePolicy says what the launch's storage event must show
+// (docs/storage.md); checked by storage-root-verity and storage-encrypted.
+type StoragePolicy struct {
+	// RootVerity is the dm-verity root hash the root file system must be
+	// served with (64 hex digits), or RootVerityReference for the roothash
+	// of the signed reference values. "" checks nothing.
+	RootVerity string `yaml:"root_verity"`
+	// EncryptedWritable requires every writable persistent mount to be on
+	// dm-crypt with an ephemeral key.
+	EncryptedWritable bool `yaml:"encrypted_writable"`
+}
+
+// RootVerityReference as storage.root_verity takes the root hash from the
+// reference values (reference.file).
+const RootVerityReference = "reference"
 
 // RequestExpectation is a partial resource descriptor.
 type RequestExpectation struct {
@@ -484,6 +501,17 @@ func (p *Policy) validate() error {
 	for i, rq := range p.Build.Request {
 		if rq.Name == "" && rq.URI == "" && len(rq.Digest) == 0 {
 			return p.errAt(fmt.Sprintf("build.request[%d]", i), "give at least one of name, uri, digest")
+		}
+	}
+	switch rv := p.Storage.RootVerity; {
+	case rv == "":
+	case rv == RootVerityReference:
+		if p.Reference.File == "" {
+			return p.errAt("storage.root_verity", "%q takes the roothash of the reference values: give reference.file and reference.keys", RootVerityReference)
+		}
+	default:
+		if b, err := hex.DecodeString(rv); err != nil || len(b) != sha256.Size {
+			return p.errAt("storage.root_verity", "want a dm-verity root hash (64 hex digits) or %q, got %q", RootVerityReference, rv)
 		}
 	}
 	return nil

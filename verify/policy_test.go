@@ -19,6 +19,32 @@ func TestPolicyExampleParses(t *testing.T) {
 	if p.Require.Level != 2 || p.Trust.SNP.MinimumTCB.Microcode != 115 || !p.Build.OneBuild() {
 		t.Errorf("parsed %+v", p)
 	}
+	if p.Storage != (StoragePolicy{RootVerity: RootVerityReference, EncryptedWritable: true}) {
+		t.Errorf("storage: parsed %+v", p.Storage)
+	}
+}
+
+func TestStoragePolicyParses(t *testing.T) {
+	h := strings.Repeat("5a4e", 16)
+	for _, tc := range []struct {
+		yaml string
+		want StoragePolicy
+	}{
+		{"version: 1\n", StoragePolicy{}},
+		{"version: 1\nstorage: {}\n", StoragePolicy{}},
+		{"version: 1\nstorage:\n  root_verity: " + h + "\n", StoragePolicy{RootVerity: h}},
+		{"version: 1\nstorage:\n  root_verity: " + strings.ToUpper(h) + "\n  encrypted_writable: true\n", StoragePolicy{RootVerity: strings.ToUpper(h), EncryptedWritable: true}},
+		{"version: 1\nreference: {file: r.json, keys: [k.pem]}\nstorage: {root_verity: reference, encrypted_writable: false}\n", StoragePolicy{RootVerity: RootVerityReference}},
+	} {
+		p, err := ParsePolicy([]byte(tc.yaml))
+		if err != nil {
+			t.Errorf("%q: %v", tc.yaml, err)
+			continue
+		}
+		if p.Storage != tc.want {
+			t.Errorf("%q: storage %+v, want %+v", tc.yaml, p.Storage, tc.want)
+		}
+	}
 }
 
 func TestPolicyErrors(t *testing.T) {
@@ -43,6 +69,11 @@ func TestPolicyErrors(t *testing.T) {
 		{"duplicate key", "version: 1\nversion: 1\n", 2, "version"},
 		{"tdx rtmrs count", "version: 1\ntrust:\n  tdx:\n    rtmrs: ['" + strings.Repeat("00", 48) + "']\n", 4, "trust.tdx.rtmrs"},
 		{"alias", "version: 1\nx: &a 1\nrequire: {level: *a}\n", 2, "x"},
+		{"storage root hash not hex", "version: 1\nstorage:\n  root_verity: '" + strings.Repeat("zz", 32) + "'\n", 3, "storage.root_verity"},
+		{"storage root hash short", "version: 1\nstorage:\n  root_verity: abcd\n", 3, "storage.root_verity"},
+		{"storage reference without reference.file", "version: 1\nstorage:\n  encrypted_writable: true\n  root_verity: reference\n", 4, "storage.root_verity"},
+		{"storage unknown key", "version: 1\nstorage:\n  encrypted: true\n", 3, "storage.encrypted"},
+		{"storage not a bool", "version: 1\nstorage: {encrypted_writable: always}\n", 2, "storage.encrypted_writable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParsePolicy([]byte(tc.yaml))
@@ -69,6 +100,7 @@ func FuzzParsePolicy(f *testing.F) {
 	}
 	f.Add([]byte("version: 1\nrequire: {level: 2, registers: [PCR0]}\n"))
 	f.Add([]byte("version: 1\nreference: {registers: {RTMR1: ['00']}}\n"))
+	f.Add([]byte("version: 1\nstorage: {root_verity: reference, encrypted_writable: true}\n"))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		p, err := ParsePolicy(raw)
 		if err != nil {

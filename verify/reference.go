@@ -60,9 +60,15 @@ type ReferenceValues struct {
 // AgentReference is the expected launch state of attestd's register.
 type AgentReference struct {
 	Register string `json:"register"` // "PCR13" or "RTMR3"
-	// Launch is the register value after the launch separator (hex).
+	// Launch is the register value after the launch separator (hex) over
+	// every launch event except storage events (measure.EventStorage),
+	// which record the running system's devices and mounts and cannot be
+	// predicted at bake time: the verifier drops them from the
+	// authenticated log before comparing, and the storage policy appraises
+	// them instead.
 	Launch string `json:"launch"`
-	// Events are the launch events, in order, as attestd records them.
+	// Events are the launch events, in order, as attestd records them
+	// (without storage events).
 	Events []ReferenceEvent `json:"events"`
 }
 
@@ -285,21 +291,14 @@ func (r *Result) Appraise(rv *ReferenceValues) []attest.Check {
 		out = append(out, c)
 	}
 
-	// Agent register: the launch prefix of the (already replayed) log must
-	// give the reference launch value.
-	kind, index, _ := parseRegisterName(rv.Agent.Register)
-	var agentErr error
-	var launch []measure.Record
-	if prefix, ok := measure.LaunchPrefix(recs); !ok {
-		agentErr = errors.New("the agent's event log has no launch separator")
-	} else if v, err := measure.Replay(prefix, bank, string(kind), index); err != nil {
-		agentErr = fmt.Errorf("replay launch events: %w", err)
-	} else if got := hex.EncodeToString(v); got != rv.Agent.Launch {
-		agentErr = fmt.Errorf("%s after launch is %s, reference %s%s", rv.Agent.Register, got, rv.Agent.Launch, diffEvents(prefix, rv.Agent.Events))
-	} else {
-		launch = prefix
+	// Agent register: the launch prefix of the (already replayed) log,
+	// without its storage events, must give the reference launch value.
+	launch, predicted, agentErr := agentLaunch(recs, bank, rv)
+	detail := fmt.Sprintf("%s launch events match the reference (%d events)", rv.Agent.Register, len(launch))
+	if n := len(launch) - len(predicted); n > 0 {
+		detail = fmt.Sprintf("%s launch events match the reference (%d events, and %d storage event(s), which reference values do not predict: see the storage policy checks)", rv.Agent.Register, len(predicted), n)
 	}
-	add(CheckRefAgentRegister, agentErr, fmt.Sprintf("%s launch events match the reference (%d events)", rv.Agent.Register, len(launch)))
+	add(CheckRefAgentRegister, agentErr, detail)
 
 	if rv.RootHash != "" {
 		var rhErr error
@@ -338,6 +337,66 @@ func (r *Result) Appraise(rv *ReferenceValues) []attest.Check {
 	return out
 }
 
+// agentLaunch compares the launch prefix of recs, without storage events,
+// with the reference launch value. On a match it returns the prefix and
+// the records compared.
+func agentLaunch(recs []measure.Record, bank crypto.Hash, rv *ReferenceValues) (launch, predicted []measure.Record, err error) {
+	kind, index, _ := parseRegisterName(rv.Agent.Register)
+	prefix, ok := measure.LaunchPrefix(recs)
+	if !ok {
+		return nil, nil, errors.New("the agent's event log has no launch separator")
+	}
+	if _, err := measure.Replay(prefix, bank, string(kind), index); err != nil {
+		return nil, nil, fmt.Errorf("replay launch events: %w", err)
+	}
+	predicted = withoutStorage(prefix)
+	v, err := launchValue(bank, predicted)
+	if err != nil {
+		return nil, nil, err
+	}
+	if got := hex.EncodeToString(v); got != rv.Agent.Launch {
+		what := ""
+		if len(predicted) < len(prefix) {
+			what = " without storage events"
+		}
+		return nil, nil, fmt.Errorf("%s after launch%s is %s, reference %s%s", rv.Agent.Register, what, got, rv.Agent.Launch, diffEvents(predicted, rv.Agent.Events))
+	}
+	return prefix, predicted, nil
+}
+
+// withoutStorage returns the launch records other than storage events.
+// Reference values cannot predict a storage event (it records device
+// numbers and mounts of the running system), so the reference launch value
+// is the register over the other launch events. Dropping the storage
+// records before comparing is sound because the whole log, storage events
+// included, was already authenticated: cel-replay replayed it to the quoted
+// register, so every remaining record is exactly what attestd extended,
+// in order. What the storage event says is appraised by the storage policy
+// (storage-root-verity, storage-encrypted), not here.
+func withoutStorage(recs []measure.Record) []measure.Record {
+	out := make([]measure.Record, 0, len(recs))
+	for _, r := range recs {
+		if r.Type != measure.EventStorage {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// launchValue is the register value (from zero) after the events of recs,
+// which the caller has replayed (their digests are their contents').
+func launchValue(bank crypto.Hash, recs []measure.Record) ([]byte, error) {
+	evs := make([]measure.Event, len(recs))
+	for i, r := range recs {
+		evs[i] = measure.Event{Type: r.Type, Data: r.Data}
+	}
+	v, err := measure.PredictRegister(bank, evs)
+	if err != nil {
+		return nil, fmt.Errorf("launch events: %w", err)
+	}
+	return v, nil
+}
+
 func short(h string) string {
 	if len(h) > 16 {
 		return h[:16] + "…"
@@ -345,7 +404,8 @@ func short(h string) string {
 	return h
 }
 
-// diffEvents names the first launch event that differs from the reference.
+// diffEvents names the first launch event that differs from the reference;
+// got are the launch records without storage events (withoutStorage).
 func diffEvents(got []measure.Record, want []ReferenceEvent) string {
 	for i, r := range got {
 		if i >= len(want) {

@@ -1,0 +1,206 @@
+package verify
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+
+	"github.com/attestd/attestd/measure"
+)
+
+// Storage policy: what the launch's storage event (measure.EventStorage)
+// must show (docs/storage.md). The event is read only from an event log
+// that replayed to authenticated evidence (Result.registers set), so its
+// content is what attestd measured at launch; the rules applied to it are
+// measure's, the ones the daemon applies to its own config.
+
+// launchStorage returns the storage measurement of r's launch, the one
+// storage event before the launch separator of r's authenticated event
+// log, and that launch prefix.
+func launchStorage(r *Result) (*measure.StorageMeasurement, []measure.Record, error) {
+	if r.registers == nil {
+		return nil, nil, fmt.Errorf("%s attestation: no authenticated event log (its evidence or event log did not verify; see its checks)", r.Purpose)
+	}
+	prefix, ok := measure.LaunchPrefix(r.Events)
+	if !ok {
+		return nil, nil, errors.New("the agent's event log has no launch separator")
+	}
+	var storage []measure.Record
+	for _, rec := range prefix {
+		if rec.Type == measure.EventStorage {
+			storage = append(storage, rec)
+		}
+	}
+	switch {
+	case len(storage) == 0:
+		return nil, nil, errors.New("the launch recorded no storage measurement (an attestd without storage measurement): what backs the root and the writable mounts is unknown")
+	case len(storage) > 1:
+		return nil, nil, fmt.Errorf("the launch recorded %d storage measurements, want exactly one", len(storage))
+	}
+	s, err := decodeStorage(storage[0].Data)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, prefix, nil
+}
+
+// launchImage returns the image measurement of a launch prefix.
+func launchImage(prefix []measure.Record) (*measure.ImageMeasurement, error) {
+	var image []measure.Record
+	for _, rec := range prefix {
+		if rec.Type == measure.EventImage {
+			image = append(image, rec)
+		}
+	}
+	if len(image) != 1 {
+		return nil, fmt.Errorf("the launch recorded %d image events, want exactly one", len(image))
+	}
+	var im measure.ImageMeasurement
+	if err := decodeStrict(image[0].Data, &im); err != nil {
+		return nil, fmt.Errorf("image event: %w", err)
+	}
+	return &im, nil
+}
+
+// decodeStorage decodes a storage event's data strictly: one JSON object
+// with known fields only, a root mount, and known mount kinds.
+func decodeStorage(data []byte) (*measure.StorageMeasurement, error) {
+	var s measure.StorageMeasurement
+	if err := decodeStrict(data, &s); err != nil {
+		return nil, fmt.Errorf("storage event: %w", err)
+	}
+	for _, m := range s.Mounts {
+		switch m.Kind {
+		case measure.MountBlock, measure.MountMemory, measure.MountVirtual, measure.MountOther:
+		default:
+			return nil, fmt.Errorf("storage event: mount %s has unknown kind %q", m.MountPoint, m.Kind)
+		}
+	}
+	if root := s.MountOf("/"); root == nil || path.Clean(root.MountPoint) != "/" {
+		return nil, errors.New("storage event: the mount table has no root mount")
+	}
+	return &s, nil
+}
+
+// decodeStrict decodes exactly one JSON object with no unknown fields.
+func decodeStrict(data []byte, v any) error {
+	if !bytes.HasPrefix(bytes.TrimSpace(data), []byte("{")) {
+		return errors.New("not a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the JSON object")
+	}
+	return nil
+}
+
+// storageRootVerity is storage-root-verity for one attestation: the root
+// file system is read-only dm-verity with root hash want, and the kernel
+// was booted with roothash= that same hash. what names where want came
+// from ("the policy's", "the reference values'").
+func storageRootVerity(r *Result, want, what string) (string, error) {
+	s, prefix, err := launchStorage(r)
+	if err != nil {
+		return "", err
+	}
+	digest, err := s.RootVerity()
+	if err != nil {
+		return "", err
+	}
+	im, err := launchImage(prefix)
+	if err != nil {
+		return "", err
+	}
+	var problems []string
+	if !strings.EqualFold(digest, want) {
+		problems = append(problems, fmt.Sprintf("the root is dm-verity with root hash %s, not %s %s", digest, what, want))
+	}
+	switch {
+	case im.RootHash == "":
+		problems = append(problems, "the kernel was booted without roothash=")
+	case !strings.EqualFold(digest, im.RootHash):
+		problems = append(problems, fmt.Sprintf("the root is dm-verity with root hash %s, but the kernel was booted with roothash=%s", digest, im.RootHash))
+	}
+	if len(problems) > 0 {
+		return "", errors.New(strings.Join(problems, "; "))
+	}
+	return fmt.Sprintf("the root file system is read-only dm-verity with root hash %s (%s); the kernel was booted with it", short(digest), what), nil
+}
+
+// storageEncrypted is storage-encrypted for one attestation: every
+// writable persistent mount is dm-crypt with an ephemeral key.
+func storageEncrypted(r *Result) (string, error) {
+	s, _, err := launchStorage(r)
+	if err != nil {
+		return "", err
+	}
+	if err := s.EncryptedWritable(); err != nil {
+		// One line per failing mount: keep the detail on one line.
+		return "", errors.New(strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	var writable []string
+	for _, m := range s.Mounts {
+		if m.Writable && m.Kind != measure.MountMemory && m.Kind != measure.MountVirtual {
+			writable = append(writable, m.MountPoint)
+		}
+	}
+	if len(writable) == 0 {
+		return "no writable persistent mounts: every writable file system is in memory", nil
+	}
+	return fmt.Sprintf("%d writable persistent mount(s), all dm-crypt with ephemeral keys: %s", len(writable), strings.Join(writable, ", ")), nil
+}
+
+// rootVerityWant is the root hash storage.root_verity asks for, and where
+// it came from.
+func (p *Policy) rootVerityWant() (want, what string, err error) {
+	if p.Storage.RootVerity != RootVerityReference {
+		return strings.ToLower(p.Storage.RootVerity), "the policy's", nil
+	}
+	switch {
+	case p.Resolved == nil || p.Resolved.Reference == nil && p.Resolved.ReferenceErr == nil:
+		return "", "", errors.New("storage.root_verity is \"reference\", but no reference values were read")
+	case p.Resolved.Reference == nil:
+		return "", "", fmt.Errorf("storage.root_verity is \"reference\", but the reference values are unusable: %v", p.Resolved.ReferenceErr)
+	case p.Resolved.Reference.RootHash == "":
+		return "", "", errors.New("storage.root_verity is \"reference\", but the reference values name no roothash")
+	}
+	return p.Resolved.Reference.RootHash, "the reference values'", nil
+}
+
+// appraiseStorage adds the storage policy checks.
+func (p *Policy) appraiseStorage(rs []*Result, add func(string, error, string)) {
+	if p.Storage.RootVerity != "" {
+		want, what, err := p.rootVerityWant()
+		detail := ""
+		if err == nil {
+			detail, err = eachResultDetail(rs, func(r *Result) (string, error) { return storageRootVerity(r, want, what) })
+		}
+		add(CheckPolicyStorageRootVerity, err, detail)
+	}
+	if p.Storage.EncryptedWritable {
+		detail, err := eachResultDetail(rs, storageEncrypted)
+		add(CheckPolicyStorageEncrypted, err, detail)
+	}
+}
+
+// eachResultDetail is eachResult for checks whose success detail depends
+// on the attestation: the first error wins, else the first detail.
+func eachResultDetail(rs []*Result, f func(*Result) (string, error)) (string, error) {
+	var first string
+	err := eachResult(rs, func(r *Result) error {
+		d, err := f(r)
+		if first == "" {
+			first = d
+		}
+		return err
+	})
+	return first, err
+}
