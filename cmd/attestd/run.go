@@ -152,7 +152,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		logger.Warn("systemd notify failed", "err", err)
 	}
-	logger.Info("serving", "socket", ln.Addr().String(), "backend", backend.Name(), "version", version)
+	logger.Info("serving", "socket", filepath.Join(runtimeDir, agent.SocketName), "backend", backend.Name(), "version", version)
 	return a.Serve(ctx, ln)
 }
 
