@@ -307,6 +307,9 @@ func TestConfig(t *testing.T) {
 		{"register 3", "register: 3\n", "firmware"},
 		{"register 99", "register: 99\n", "0..23"},
 		{"relative executor", "executors: [sh]\n", "absolute"},
+		{"storage", "storage:\n  encrypted: [/var/lib/build-runner, /scratch]\n", ""},
+		{"relative storage path", "storage: {encrypted: [var/lib/build-runner]}\n", "storage.encrypted \"var/lib/build-runner\": path must be absolute"},
+		{"unknown storage key", "storage: {encrypt: [/x]}\n", "field encrypt not found"},
 		{"bad backend", "backend: magic\n", "backend \"magic\": want auto"},
 		{"wrong type", "register: thirteen\n", "cannot unmarshal"},
 	} {
