@@ -31,6 +31,8 @@ type StorageProbe struct {
 	SysDevBlock string
 	// Crypttab is the crypttab file; default /etc/crypttab.
 	Crypttab string
+	// Swaps is the swap table; default /proc/swaps (absent: no swap).
+	Swaps string
 	// DMTable returns the table of device major:minor; default runs
 	// `dmsetup table`.
 	DMTable func(ctx context.Context, major, minor uint32) (string, error)
@@ -46,6 +48,9 @@ func (p StorageProbe) Probe(ctx context.Context) (*measure.StorageMeasurement, e
 	}
 	if p.Crypttab == "" {
 		p.Crypttab = "/etc/crypttab"
+	}
+	if p.Swaps == "" {
+		p.Swaps = "/proc/swaps"
 	}
 	if p.DMTable == nil {
 		p.DMTable = dmsetupTable
@@ -103,7 +108,39 @@ func (p StorageProbe) Probe(ctx context.Context) (*measure.StorageMeasurement, e
 		}
 		s.Mounts = append(s.Mounts, m)
 	}
+	swaps, err := readSwaps(p.Swaps)
+	if err != nil {
+		return nil, err
+	}
+	for _, sw := range swaps {
+		m := measure.SwapMeasurement{Filename: sw.Filename, Type: sw.Type}
+		var st syscall.Stat_t
+		if sw.Type == "partition" && syscall.Stat(sw.Filename, &st) == nil && st.Mode&syscall.S_IFMT == syscall.S_IFBLK {
+			major, minor := unixMajor(st.Rdev), unixMinor(st.Rdev)
+			key := [2]uint32{major, minor}
+			if devices[key] == nil {
+				devices[key] = p.device(ctx, major, minor, crypttab)
+			}
+			m.Device = devices[key]
+		}
+		s.Swaps = append(s.Swaps, m)
+	}
 	return s, nil
+}
+
+func readSwaps(name string) ([]measure.Swap, error) {
+	raw, err := readBounded(name, maxMountInfo)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil // no swap support in the kernel
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read swap table: %w", err)
+	}
+	swaps, err := measure.ParseSwaps(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return swaps, nil
 }
 
 // device describes block device major:minor from sysfs and, for a

@@ -23,6 +23,7 @@ const testRootHash = "5a4e2b41f4c1ff5e2d4c6f0cc7f5f3b5a2c1e7e9c5c4e4f2b6a1d8e3f0
 type fakeSystem struct {
 	mounts   []string          // mountinfo lines
 	crypttab string            // "" for none
+	swaps    []string          // /proc/swaps lines after the header
 	dm       map[string]dmFake // by "major:minor"
 	blocks   map[string]string // non-dm block devices: "major:minor" -> kernel name
 }
@@ -67,6 +68,8 @@ func (f fakeSystem) stage(t testing.TB) StorageProbe {
 		}
 		mustSymlink(t, dev, filepath.Join(sys, num))
 	}
+	sw := filepath.Join(dir, "swaps")
+	write(t, sw, strings.Join(append([]string{"Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority"}, f.swaps...), "\n")+"\n")
 	ct := filepath.Join(dir, "crypttab")
 	if f.crypttab != "" {
 		write(t, ct, f.crypttab)
@@ -75,6 +78,7 @@ func (f fakeSystem) stage(t testing.TB) StorageProbe {
 		MountInfo:   mi,
 		SysDevBlock: sys,
 		Crypttab:    ct,
+		Swaps:       sw,
 		DMTable: func(_ context.Context, major, minor uint32) (string, error) {
 			d, ok := f.dm[fmt.Sprintf("%d:%d", major, minor)]
 			if !ok {
@@ -213,6 +217,11 @@ func TestStorageProbeRefusals(t *testing.T) {
 		{"crypttab on a writable mount", func(f *fakeSystem) {
 			f.mounts = append(f.mounts, "46 22 0:40 / /etc rw,relatime shared:26 - tmpfs tmpfs rw")
 		}, "is not on the verified root"},
+		{"swap file on the unencrypted disk", func(f *fakeSystem) {
+			f.mounts[5] = "45 28 252:32 / /var/lib/build-runner rw,relatime shared:25 - ext4 /dev/vdc rw"
+			f.blocks = map[string]string{"252:32": "vdc"}
+			f.swaps = []string{"/var/lib/build-runner/swap file 1048572 0 -2"}
+		}, "on vdc, not an encrypted device-mapper device"},
 		{"root not verity", func(f *fakeSystem) {
 			d := f.dm["253:0"]
 			d.table = "0 417792 linear 252:2 0\n"
@@ -237,6 +246,32 @@ func TestStorageProbeRefusals(t *testing.T) {
 				t.Errorf("EncryptedWritable passed")
 			}
 		})
+	}
+}
+
+func TestStorageProbeSwap(t *testing.T) {
+	f := runnerImage()
+	f.swaps = []string{"/var/lib/build-runner/swapfile file 1048572 0 -2"}
+	s, err := f.probe(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Swaps) != 1 || s.Swaps[0].Type != "file" {
+		t.Fatalf("swaps %+v", s.Swaps)
+	}
+	if err := s.EncryptedWritable(); err != nil {
+		t.Errorf("swap file on the encrypted work directory: %v", err)
+	}
+	f.swaps = []string{"/dev/nonexistent-swap partition 2097148 0 -2"}
+	if s, err = f.probe(t); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EncryptedWritable(); err == nil || !strings.Contains(err.Error(), "swap /dev/nonexistent-swap (partition): its device is unknown") {
+		t.Errorf("swap partition that cannot be identified: %v", err)
+	}
+	f.swaps = []string{"/dev/vda2 partition x 0 -2"}
+	if _, err := f.probe(t); err == nil || !strings.Contains(err.Error(), "swaps line 2") {
+		t.Errorf("bad swap table: %v", err)
 	}
 }
 

@@ -34,6 +34,16 @@ type StorageMeasurement struct {
 	// Mounts is the whole mount table, in its order (a later mount on the
 	// same mount point hides an earlier one).
 	Mounts []MountMeasurement `json:"mounts"`
+	// Swaps are the swap areas (/proc/swaps): the kernel may write any page
+	// of memory there, tmpfs pages included.
+	Swaps []SwapMeasurement `json:"swaps,omitempty"`
+}
+
+// SwapMeasurement is one swap area.
+type SwapMeasurement struct {
+	Filename string             `json:"filename"`
+	Type     string             `json:"type"`             // "partition" or "file"
+	Device   *DeviceMeasurement `json:"device,omitempty"` // of a partition
 }
 
 // MountMeasurement is one mount.
@@ -171,9 +181,11 @@ func (s *StorageMeasurement) RootVerity() (string, error) {
 }
 
 // EncryptedWritable checks that every writable persistent mount (kind
-// block or other) is on a dm-crypt mapping with an ephemeral key (see
-// EphemeralCrypt). Writable memory and virtual file systems pass. The error
-// names every mount that fails.
+// block or other) and every swap area is on a dm-crypt mapping with an
+// ephemeral key (see EphemeralCrypt): memory is only ephemeral if it is not
+// swapped to a disk in the clear. Writable memory and virtual file systems
+// and swap in compressed memory (zram) pass. The error names every mount
+// and swap area that fails.
 func (s *StorageMeasurement) EncryptedWritable() error {
 	var errs []error
 	for i := range s.Mounts {
@@ -185,7 +197,36 @@ func (s *StorageMeasurement) EncryptedWritable() error {
 			errs = append(errs, err)
 		}
 	}
+	for _, sw := range s.Swaps {
+		if err := s.ephemeralSwap(sw); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// ephemeralSwap checks a swap area: a partition must be an ephemeral
+// dm-crypt mapping (or zram, which is memory), a file must be on a mount
+// that is.
+func (s *StorageMeasurement) ephemeralSwap(sw SwapMeasurement) error {
+	where := fmt.Sprintf("swap %s (%s)", sw.Filename, sw.Type)
+	if sw.Type == "file" {
+		m := s.MountOf(sw.Filename)
+		if m == nil {
+			return fmt.Errorf("%s: on no mount", where)
+		}
+		if err := s.EphemeralCrypt(m); err != nil {
+			return fmt.Errorf("%s: on %v", where, err)
+		}
+		return nil
+	}
+	if sw.Device == nil {
+		return fmt.Errorf("%s: its device is unknown, so not provably encrypted", where)
+	}
+	if strings.HasPrefix(sw.Device.Name, "zram") {
+		return nil
+	}
+	return s.ephemeralDevice(where, sw.Device)
 }
 
 // EphemeralCrypt checks that m is on a dm-crypt mapping whose key cannot
@@ -202,10 +243,16 @@ func (s *StorageMeasurement) EphemeralCrypt(m *MountMeasurement) error {
 	if m.Kind != MountBlock || m.Device == nil {
 		return fmt.Errorf("%s: not on a block device, so not provably encrypted", where)
 	}
-	dm := m.Device.DM
+	return s.ephemeralDevice(where, m.Device)
+}
+
+// ephemeralDevice is EphemeralCrypt for a block device; where names it in
+// errors.
+func (s *StorageMeasurement) ephemeralDevice(where string, d *DeviceMeasurement) error {
+	dm := d.DM
 	switch {
 	case dm == nil:
-		return fmt.Errorf("%s: on %s, not an encrypted device-mapper device", where, m.Device.Name)
+		return fmt.Errorf("%s: on %s, not an encrypted device-mapper device", where, d.Name)
 	case dm.Error != "":
 		return fmt.Errorf("%s: table of %s unreadable: %s", where, dm.Name, dm.Error)
 	case len(dm.Targets) != 1 || dm.Targets[0].Type != "crypt":

@@ -587,3 +587,56 @@ func FuzzParseCrypttab(f *testing.F) {
 		}
 	})
 }
+
+const swapsSample = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n" +
+	"/dev/dm-2                               partition\t2097148\t\t0\t\t-2\n" +
+	"/var/lib/swap\\040file                   file\t\t1048572\t\t512\t\t-3\n"
+
+func TestParseSwaps(t *testing.T) {
+	got, err := ParseSwaps([]byte(swapsSample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Swap{
+		{Filename: "/dev/dm-2", Type: "partition", SizeKiB: 2097148, Priority: -2},
+		{Filename: "/var/lib/swap file", Type: "file", SizeKiB: 1048572, UsedKiB: 512, Priority: -3},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("ParseSwaps (-want +got):\n%s", diff)
+	}
+	if got, err := ParseSwaps([]byte("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n")); err != nil || len(got) != 0 {
+		t.Errorf("header only: %v, %v; want no swap", got, err)
+	}
+	for _, bad := range []string{
+		"",
+		"/dev/vda2 partition 1 0 -2\n",
+		"Filename Type Size Used Priority\n/dev/vda2 partition 1 0\n",
+		"Filename Type Size Used Priority\n/dev/vda2 zram 1 0 -2\n",
+		"Filename Type Size Used Priority\nvda2 partition 1 0 -2\n",
+		"Filename Type Size Used Priority\n/dev/vda2 partition x 0 -2\n",
+		"Filename Type Size Used Priority\n/dev/vda2 partition 1 -1 -2\n",
+		"Filename Type Size Used Priority\n/dev/vda2 partition 1 0 p\n",
+		"Filename Type Size Used Priority\n/dev/v\\9da2 partition 1 0 -2\n",
+	} {
+		if _, err := ParseSwaps([]byte(bad)); err == nil {
+			t.Errorf("ParseSwaps(%q) accepted", bad)
+		}
+	}
+}
+
+func FuzzParseSwaps(f *testing.F) {
+	f.Add([]byte(swapsSample))
+	f.Add([]byte("Filename Type Size Used Priority\n"))
+	f.Add([]byte("Filename Type Size Used Priority\n/dev/zram0 partition 1 0 100\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ss, err := ParseSwaps(b)
+		if err != nil {
+			return
+		}
+		for _, s := range ss {
+			if s.Filename == "" || s.Filename[0] != '/' || (s.Type != "partition" && s.Type != "file") {
+				t.Fatalf("accepted %+v", s)
+			}
+		}
+	})
+}
