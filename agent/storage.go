@@ -80,6 +80,13 @@ func (p StorageProbe) Probe(ctx context.Context) (*measure.StorageMeasurement, e
 		s.Crypttab = p.Crypttab
 	}
 	devices := map[[2]uint32]*measure.DeviceMeasurement{}
+	deviceOf := func(major, minor uint32) *measure.DeviceMeasurement {
+		key := [2]uint32{major, minor}
+		if devices[key] == nil {
+			devices[key] = p.device(ctx, major, minor, crypttab)
+		}
+		return devices[key]
+	}
 	for _, mi := range mounts {
 		m := measure.MountMeasurement{
 			MountPoint: mi.MountPoint,
@@ -91,20 +98,11 @@ func (p StorageProbe) Probe(ctx context.Context) (*measure.StorageMeasurement, e
 		major, minor, isBlock := mi.Major, mi.Minor, mi.Major != 0
 		if !isBlock && strings.HasPrefix(mi.Source, "/dev/") {
 			// btrfs and others report an anonymous device: the source names the real one.
-			var st syscall.Stat_t
-			if syscall.Stat(mi.Source, &st) == nil && st.Mode&syscall.S_IFMT == syscall.S_IFBLK {
-				major, minor, isBlock = unixMajor(st.Rdev), unixMinor(st.Rdev), true
-			}
+			major, minor, isBlock = blockDevice(mi.Source)
 		}
 		if isBlock && m.Kind != measure.MountVirtual {
 			m.Kind = measure.MountBlock
-			key := [2]uint32{major, minor}
-			d, ok := devices[key]
-			if !ok {
-				d = p.device(ctx, major, minor, crypttab)
-				devices[key] = d
-			}
-			m.Device = d
+			m.Device = deviceOf(major, minor)
 		}
 		s.Mounts = append(s.Mounts, m)
 	}
@@ -114,14 +112,8 @@ func (p StorageProbe) Probe(ctx context.Context) (*measure.StorageMeasurement, e
 	}
 	for _, sw := range swaps {
 		m := measure.SwapMeasurement{Filename: sw.Filename, Type: sw.Type}
-		var st syscall.Stat_t
-		if sw.Type == "partition" && syscall.Stat(sw.Filename, &st) == nil && st.Mode&syscall.S_IFMT == syscall.S_IFBLK {
-			major, minor := unixMajor(st.Rdev), unixMinor(st.Rdev)
-			key := [2]uint32{major, minor}
-			if devices[key] == nil {
-				devices[key] = p.device(ctx, major, minor, crypttab)
-			}
-			m.Device = devices[key]
+		if major, minor, ok := blockDevice(sw.Filename); ok && sw.Type == "partition" {
+			m.Device = deviceOf(major, minor)
 		}
 		s.Swaps = append(s.Swaps, m)
 	}
@@ -214,6 +206,15 @@ func dmsetupTable(ctx context.Context, major, minor uint32) (string, error) {
 		return "", fmt.Errorf("dmsetup table %d:%d: %s", major, minor, msg)
 	}
 	return out.String(), nil
+}
+
+// blockDevice returns the device number of the block device node at name.
+func blockDevice(name string) (major, minor uint32, ok bool) {
+	var st syscall.Stat_t
+	if syscall.Stat(name, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFBLK {
+		return 0, 0, false
+	}
+	return unixMajor(st.Rdev), unixMinor(st.Rdev), true
 }
 
 func unixMajor(dev uint64) uint32 {
