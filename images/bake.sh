@@ -143,6 +143,10 @@ if [[ $storage == encrypted ]]; then
 	# and never stored; tmp=ext4 formats the mapping each time.
 	printf 'scratch %s /dev/urandom plain,cipher=aes-xts-plain64,size=512,tmp=ext4,nofail,x-systemd.device-timeout=30s\n' "$scratch" >"$root/etc/crypttab"
 	printf '/dev/mapper/scratch /var/lib/build-runner ext4 %s 0 0\n' "$mountopts" >>"$root/etc/fstab"
+	# Swap the same way (memory is only ephemeral if it is not swapped out in
+	# the clear): the swap disk (serial attestd-swap), mkswap at every boot.
+	printf 'swap /dev/disk/by-id/virtio-attestd-swap /dev/urandom swap,cipher=aes-xts-plain64,size=512,nofail,x-systemd.device-timeout=30s\n' >>"$root/etc/crypttab"
+	printf '/dev/mapper/swap none swap nofail,x-systemd.device-timeout=30s 0 0\n' >>"$root/etc/fstab"
 else
 	rm -f "$root/etc/crypttab"
 	printf '%s /var/lib/build-runner ext4 %s 0 0\n' "$scratch" "$mountopts" >>"$root/etc/fstab"

@@ -117,8 +117,9 @@ boot() { # variant admission-nonce dispatch-nonce build-id marker
 	# The scratch disk under the runner's work directory: blank (the image
 	# sets it up), or ext4 made here for the plain-storage image.
 	local scratch_ro=off
-	truncate -s 0 "$d/scratch.img"
+	truncate -s 0 "$d/scratch.img" "$d/swap.img"
 	truncate -s 64M "$d/scratch.img"
+	truncate -s 32M "$d/swap.img"
 	case $v in
 	plain-storage) mkfs.ext4 -q -F -L attestd-scratch "$d/scratch.img" ;;
 	crypt-fails) scratch_ro=on ;;
@@ -143,6 +144,8 @@ boot() { # variant admission-nonce dispatch-nonce build-id marker
 		-drive "if=virtio,format=raw,file=$d/io.img" \
 		-drive "if=none,id=scratch,format=raw,file=$d/scratch.img,readonly=$scratch_ro" \
 		-device virtio-blk-pci,drive=scratch,serial=attestd-scratch \
+		-drive "if=none,id=swap,format=raw,file=$d/swap.img" \
+		-device virtio-blk-pci,drive=swap,serial=attestd-swap \
 		-nic none >"$d/qemu.log" 2>&1 || rc=$?
 	local took=$(($(date +%s) - s))
 	kill "$swtpm_pid" 2>/dev/null || true
@@ -253,6 +256,9 @@ for v in $variants; do
 		for c in storage-root-verity storage-encrypted; do
 			passed "$v" "$c" || { cat "$out/$v/verify.txt" >&2; die "$v: policy check $c did not run"; }
 		done
+		# The encrypted swap was active at launch, and measured.
+		grep -Eq '^storage-encrypted +ok .*; 1 swap area' "$out/$v/verify.txt" ||
+			{ cat "$out/$v/verify.txt" "$out/$v/result/swaps" >&2; die "$v: the encrypted swap is not in the storage measurement"; }
 		cat "$out/$v/verify.txt"
 		;;
 	bad-binary | bad-cmdline | plain-storage)

@@ -152,10 +152,18 @@ func storageEncrypted(r *Result) (string, error) {
 			writable = append(writable, m.MountPoint)
 		}
 	}
-	if len(writable) == 0 {
-		return "no writable persistent mounts: every writable file system is in memory", nil
+	var swaps []string
+	for _, sw := range s.Swaps {
+		swaps = append(swaps, sw.Filename)
 	}
-	return fmt.Sprintf("%d writable persistent mount(s), all dm-crypt with ephemeral keys: %s", len(writable), strings.Join(writable, ", ")), nil
+	detail := "no writable persistent mounts: every writable file system is in memory"
+	if len(writable) > 0 {
+		detail = fmt.Sprintf("%d writable persistent mount(s), all dm-crypt with ephemeral keys: %s", len(writable), strings.Join(writable, ", "))
+	}
+	if len(swaps) > 0 {
+		detail += fmt.Sprintf("; %d swap area(s), each dm-crypt with an ephemeral key or zram: %s", len(swaps), strings.Join(swaps, ", "))
+	}
+	return detail, nil
 }
 
 // rootVerityWant is the root hash storage.root_verity asks for, and where
