@@ -20,11 +20,20 @@
 #                    every boot, required by attestd's config;
 #                    "plain": the scratch disk as ext4, unencrypted, not
 #                    required (a misconfigured image, for the e2e test)
+#   SCRATCH          the build's writable volumes, space-separated
+#                    MOUNTPOINT=DEVICE pairs (default
+#                    /var/lib/build-runner=/dev/disk/by-id/virtio-attestd-scratch);
+#                    each gets a crypttab line, an fstab line and an entry in
+#                    attestd's storage.encrypted
+#   SWAP             swap device on plain dm-crypt ("" for none; default
+#                    /dev/disk/by-id/virtio-attestd-swap)
 #   BAKE_KEY         PEM EC private key signing the reference values
 #                    (default: OUT/../bake-key.pem, created if missing)
 #   IMAGE_VERSION    recorded in the image metadata (default: git describe)
 set -euo pipefail
 storage=${STORAGE:-encrypted}
+scratch_volumes=${SCRATCH-/var/lib/build-runner=/dev/disk/by-id/virtio-attestd-scratch}
+swap_device=${SWAP-/dev/disk/by-id/virtio-attestd-swap}
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -45,6 +54,10 @@ die() { echo "bake: $*" >&2; exit 1; }
 log() { printf 'bake: %s\n' "$*" >&2; }
 
 [[ $storage == encrypted || $storage == plain ]] || die "STORAGE=$storage: want encrypted or plain"
+for v in $scratch_volumes; do
+	[[ $v =~ ^/[A-Za-z0-9._/-]*=/[A-Za-z0-9._/:-]+$ ]] || die "SCRATCH: $v: want /MOUNTPOINT=/DEVICE (no spaces or commas)"
+done
+[[ -z $swap_device || $swap_device =~ ^/[A-Za-z0-9._/:-]+$ ]] || die "SWAP=$swap_device: want a device path"
 [[ $(id -u) -eq 0 ]] || die "must run as root (debootstrap, chroot, file ownership)"
 for t in debootstrap mksquashfs veritysetup objcopy objdump sfdisk mkfs.vfat mmd mcopy go cpio zstd; do
 	command -v "$t" >/dev/null || die "$t missing; run scripts/install-deps.sh"
@@ -114,9 +127,11 @@ install -D -m 0644 "$here/rootfs/runner.sysusers.conf" "$root/usr/lib/sysusers.d
 install -D -m 0755 "$here/rootfs/attestd-e2e" "$root/usr/libexec/attestd/e2e"
 install -D -m 0644 "$here/rootfs/attestd-e2e.service" "$root/usr/lib/systemd/system/attestd-e2e.service"
 install -D -m 0644 "$here/rootfs/config.yaml" "$root/etc/attestd/config.yaml"
-if [[ $storage == plain ]]; then
-	# An operator who did not ask for encrypted storage: attestd measures it anyway.
-	sed -i '/^# The runner.s work directory/,$d' "$root/etc/attestd/config.yaml"
+if [[ $storage == encrypted && -n $scratch_volumes ]]; then
+	# The volumes below must be encrypted when attestd starts. (A plain image
+	# is an operator who did not ask for it: attestd measures it anyway.)
+	printf '# The build'"'"'s writable volumes must be on dm-crypt with an ephemeral key\n# (/etc/crypttab); otherwise attestd refuses to start (docs/storage.md).\nstorage:\n  encrypted: [%s]\n' \
+		"$(for v in $scratch_volumes; do printf '%s\n' "${v%%=*}"; done | paste -sd, | sed 's/,/, /g')" >>"$root/etc/attestd/config.yaml"
 fi
 printf '{"name":"attestd-build-runner","suite":"%s","version":"%s","storage":"%s"}\n' "$suite" "$version" "$storage" |
 	install -D -m 0644 /dev/stdin "$root/usr/lib/attestd/image.json"
@@ -131,25 +146,32 @@ cat >"$root/etc/fstab" <<'EOF'
 tmpfs /var tmpfs mode=0755,nosuid,nodev 0 0
 tmpfs /tmp tmpfs mode=1777,nosuid,nodev 0 0
 EOF
-# The build's writable storage: the scratch disk (virtio serial
-# attestd-scratch) on the runner's work directory (docs/storage.md). nofail:
-# a failed setup must not stop the boot in emergency mode; attestd, ordered
-# after the mount, then finds the work directory unencrypted and refuses to
-# start, so the runner does not start either.
-scratch=/dev/disk/by-id/virtio-attestd-scratch
+# The build's writable storage (SCRATCH): by default the scratch disk
+# (virtio serial attestd-scratch) on the runner's work directory
+# (docs/storage.md). nofail: a failed setup must not stop the boot in
+# emergency mode; attestd, ordered after the mounts, then finds the volume
+# unencrypted and refuses to start, so the runner does not start either.
 mountopts=nofail,nosuid,nodev,x-systemd.device-timeout=30s,x-systemd.before=attestd.service
-if [[ $storage == encrypted ]]; then
-	# Plain dm-crypt, key read from the kernel's random source at every open
-	# and never stored; tmp=ext4 formats the mapping each time.
-	printf 'scratch %s /dev/urandom plain,cipher=aes-xts-plain64,size=512,tmp=ext4,nofail,x-systemd.device-timeout=30s\n' "$scratch" >"$root/etc/crypttab"
-	printf '/dev/mapper/scratch /var/lib/build-runner ext4 %s 0 0\n' "$mountopts" >>"$root/etc/fstab"
+rm -f "$root/etc/crypttab"
+i=0
+for v in $scratch_volumes; do
+	mnt=${v%%=*} dev=${v#*=} name=scratch
+	((i == 0)) || name=scratch$i
+	i=$((i + 1))
+	if [[ $storage == encrypted ]]; then
+		# Plain dm-crypt, key read from the kernel's random source at every
+		# open and never stored; tmp=ext4 formats the mapping each time.
+		printf '%s %s /dev/urandom plain,cipher=aes-xts-plain64,size=512,tmp=ext4,nofail,x-systemd.device-timeout=30s\n' "$name" "$dev" >>"$root/etc/crypttab"
+		printf '/dev/mapper/%s %s ext4 %s 0 0\n' "$name" "$mnt" "$mountopts" >>"$root/etc/fstab"
+	else
+		printf '%s %s ext4 %s 0 0\n' "$dev" "$mnt" "$mountopts" >>"$root/etc/fstab"
+	fi
+done
+if [[ $storage == encrypted && -n $swap_device ]]; then
 	# Swap the same way (memory is only ephemeral if it is not swapped out in
-	# the clear): the swap disk (serial attestd-swap), mkswap at every boot.
-	printf 'swap /dev/disk/by-id/virtio-attestd-swap /dev/urandom swap,cipher=aes-xts-plain64,size=512,nofail,x-systemd.device-timeout=30s\n' >>"$root/etc/crypttab"
+	# the clear), mkswap at every boot.
+	printf 'swap %s /dev/urandom swap,cipher=aes-xts-plain64,size=512,nofail,x-systemd.device-timeout=30s\n' "$swap_device" >>"$root/etc/crypttab"
 	printf '/dev/mapper/swap none swap nofail,x-systemd.device-timeout=30s 0 0\n' >>"$root/etc/fstab"
-else
-	rm -f "$root/etc/crypttab"
-	printf '%s /var/lib/build-runner ext4 %s 0 0\n' "$scratch" "$mountopts" >>"$root/etc/fstab"
 fi
 : >"$root/etc/machine-id"
 echo attestd-runner >"$root/etc/hostname"
@@ -255,7 +277,7 @@ attestctl=$work/attestctl
 (cd "$repo" && go build -o "$attestctl" ./cmd/attestctl)
 # The image's SLSA provenance (BuildEnv L1) comes with the reference values.
 prov=(--provenance-out "$work/provenance.intoto.json" --subject "$work/disk.img" --subject "$work/uki.efi"
-	--started-on "$started" --param "suite=$suite" --param "storage=$storage" --param "packages=$packages" --param "kernel=$kernel_pkg"
+	--started-on "$started" --param "suite=$suite" --param "storage=$storage" --param "scratch=$scratch_volumes" --param "swap=$swap_device" --param "packages=$packages" --param "kernel=$kernel_pkg"
 	--param "version=$version" --param "cmdline=$cmdline" --param "mirror=$mirror")
 [[ -f $base.sha256 ]] || sha256sum "$base" | cut -d' ' -f1 >"$base.sha256"
 prov+=(--dep "file:images/.cache/$(basename "$base")=sha256:$(cat "$base.sha256")")
