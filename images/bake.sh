@@ -44,8 +44,10 @@ suite=bookworm
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 stub=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
-# Packages of the image. The rootfs cache is keyed by this list.
-packages=systemd,systemd-sysv,udev,kmod,busybox-static,cryptsetup-bin
+# Packages of the image. The rootfs cache is keyed by this list. dmsetup
+# (attestd probe-storage) and e2fsprogs (mkfs.ext4 of the scratch volume)
+# are named although cryptsetup-bin and minbase pull them in today.
+packages=systemd,systemd-sysv,udev,kmod,busybox-static,cryptsetup-bin,dmsetup,e2fsprogs
 # The kernel is unpacked, not installed: installing it pulls in initramfs-tools,
 # which builds an initrd this image throws away (minutes of a CI run).
 kernel_pkg=linux-image-amd64
