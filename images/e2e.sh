@@ -198,6 +198,30 @@ check_setup_failed() { # variant: attestd and the runner must not have started
 	log "$v: attestd refused, runner not started: $line"
 }
 
+# --- image provenance ----------------------------------------------------------
+check_provenance() { # variant: its artifacts against the GOOD image's signed provenance
+	local v=$1 d=$out/$1 g=$out/good rc=0
+	case $v in
+	good)
+		"$attestctl" verify-image --key "$g/bake-key.pub.pem" --provenance "$g/provenance.intoto.json" \
+			"$g/disk.img" "$g/uki.efi" >"$d/verify-image.txt" 2>&1 ||
+			{ cat "$d/verify-image.txt" >&2; die "$v: disk.img and uki.efi do not verify against the image's signed provenance (attestctl verify-image)"; }
+		log "$v: disk.img and uki.efi verify against the signed provenance"
+		;;
+	bad-binary)
+		# Another attestd binary makes another disk image: the good
+		# provenance must not vouch for it.
+		"$attestctl" verify-image --key "$g/bake-key.pub.pem" --provenance "$g/provenance.intoto.json" \
+			"$d/disk.img" >"$d/verify-image.txt" 2>&1 || rc=$?
+		((rc == 1)) ||
+			{ cat "$d/verify-image.txt" >&2; die "$v: verify-image of its disk.img against the good provenance exited $rc, want 1 (not verified)"; }
+		grep -Eq '^provenance-subject +FAILED' "$d/verify-image.txt" ||
+			{ cat "$d/verify-image.txt" >&2; die "$v: disk.img not verified against the good provenance, but not on check provenance-subject"; }
+		log "$v: disk.img does not verify against the good image's provenance, as expected"
+		;;
+	esac
+}
+
 # --- verify ------------------------------------------------------------------
 verify() { # variant admission-nonce dispatch-nonce build-id -> exit status of attestctl verify
 	local v=$1 d=$out/$1 ref=$out/good
@@ -234,6 +258,7 @@ passed() { # variant check: passed on every attestation
 for v in $variants; do
 	bake "$v"
 	[[ -f $out/good/reference.intoto.json ]] || die "no reference values in $out/good: the good variant runs first"
+	check_provenance "$v"
 	admission=$("$attestctl" nonce) dispatch=$("$attestctl" nonce) build_id="e2e-$v-$(date +%s)"
 	marker="attestd-e2e-marker-$("$attestctl" nonce)"
 	boot "$v" "$admission" "$dispatch" "$build_id" "$marker"

@@ -36,6 +36,7 @@ commands working offline:
                                    (--nonce [PURPOSE=]HEX repeatable, --build-id ID)
   export-ak FILE                   print the AK public key (PEM) from an attestation
   reference --root DIR --uki FILE --key PEM   reference values of a baked image (signed)
+  verify-image --key PEM --provenance FILE ARTIFACT...   check image files against the bake's signed SLSA provenance
   nonce                            print a random 32-byte nonce (hex)
 `
 )
@@ -94,6 +95,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = e.reference(rest)
 	case "verify":
 		err = e.verify(rest)
+	case "verify-image":
+		err = e.verifyImage(rest)
 	case "export-ak":
 		err = e.exportAK(rest)
 	case "nonce":
