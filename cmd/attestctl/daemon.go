@@ -4,13 +4,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	apiv1 "github.com/attestd/attestd/agent/api/v1"
 	"github.com/attestd/attestd/attest"
+	"github.com/attestd/attestd/measure"
 )
 
 const rpcTimeout = 30 * time.Second
@@ -83,7 +86,11 @@ func (e *env) eventLog(ctx context.Context, args []string) error {
 			}
 		}
 		for _, ev := range resp.GetEvents() {
-			fmt.Fprintf(e.stdout, "%3d  %-6s %-10s %s  %s\n", ev.GetSeq(), ev.GetRegister(), ev.GetType(), shortDigest(ev.GetDigests()), ev.GetData())
+			data := ev.GetData()
+			if ev.GetType() == measure.EventStorage.String() {
+				data = []byte(storageSummary(data))
+			}
+			fmt.Fprintf(e.stdout, "%3d  %-6s %-10s %s  %s\n", ev.GetSeq(), ev.GetRegister(), ev.GetType(), shortDigest(ev.GetDigests()), data)
 		}
 		return nil
 	})
@@ -123,4 +130,61 @@ func shortDigest(ds map[string]string) string {
 		}
 	}
 	return "-"
+}
+
+// storageSummary shortens a storage event (the whole mount table) for the
+// log table: the root, the writable mounts that are not kernel interfaces,
+// and swap. The full data is in the CEL (--out) and in every attestation.
+func storageSummary(data []byte) string {
+	var s measure.StorageMeasurement
+	if err := json.Unmarshal(data, &s); err != nil {
+		return string(data)
+	}
+	dev := func(d *measure.DeviceMeasurement) string {
+		switch {
+		case d == nil:
+			return "?"
+		case d.DM == nil:
+			return d.Name
+		case d.DM.Error != "":
+			return d.DM.Name + " (table unreadable)"
+		case len(d.DM.Targets) == 1 && d.DM.Targets[0].Type == "crypt":
+			t := d.DM.Targets[0]
+			return fmt.Sprintf("%s: crypt %s/%d", d.DM.Name, t.Cipher, t.KeyBits)
+		case len(d.DM.Targets) == 1 && d.DM.Targets[0].Type == "verity":
+			return fmt.Sprintf("%s: verity %s", d.DM.Name, shortHex(d.DM.Targets[0].RootDigest))
+		}
+		return d.DM.Name
+	}
+	var parts []string
+	if r := s.MountOf("/"); r != nil && r.MountPoint == "/" {
+		mode := "ro"
+		if r.Writable {
+			mode = "rw"
+		}
+		parts = append(parts, fmt.Sprintf("/ %s %s on %s", mode, r.FSType, dev(r.Device)))
+	}
+	var writable []string
+	for _, m := range s.Mounts {
+		if !m.Writable || m.Kind == measure.MountVirtual || m.MountPoint == "/" {
+			continue
+		}
+		if m.Kind == measure.MountBlock {
+			writable = append(writable, fmt.Sprintf("%s %s on %s", m.MountPoint, m.FSType, dev(m.Device)))
+		} else {
+			writable = append(writable, fmt.Sprintf("%s %s", m.MountPoint, m.FSType))
+		}
+	}
+	parts = append(parts, "writable: "+strings.Join(writable, ", "))
+	for _, sw := range s.Swaps {
+		parts = append(parts, fmt.Sprintf("swap %s on %s", sw.Filename, dev(sw.Device)))
+	}
+	return fmt.Sprintf("%s (%d mounts in %s)", strings.Join(parts, "; "), len(s.Mounts), s.MountTable)
+}
+
+func shortHex(h string) string {
+	if len(h) > 16 {
+		return h[:16] + "…"
+	}
+	return h
 }
