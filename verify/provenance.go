@@ -86,7 +86,7 @@ func (e *ArtifactMismatchError) Error() string {
 // authenticity half: the caller must still check its artifacts with
 // CheckArtifact, and decide whether builder and parameters are acceptable.
 func OpenImageProvenance(raw []byte, keys []crypto.PublicKey) (*ImageProvenance, error) {
-	payload, err := openProvenanceEnvelope(raw, keys)
+	payload, err := openSigned(raw, maxImageProvenance, keys)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrProvenanceSignature, err)
 	}
@@ -95,39 +95,6 @@ func OpenImageProvenance(raw []byte, keys []crypto.PublicKey) (*ImageProvenance,
 		return nil, fmt.Errorf("%w: %w", ErrProvenanceStatement, err)
 	}
 	return p, nil
-}
-
-// openProvenanceEnvelope checks the envelope and its signature and returns
-// the payload exactly as signed.
-func openProvenanceEnvelope(raw []byte, keys []crypto.PublicKey) ([]byte, error) {
-	if len(raw) > maxImageProvenance {
-		return nil, fmt.Errorf("larger than %d bytes", maxImageProvenance)
-	}
-	if len(keys) == 0 {
-		return nil, errors.New("no key given")
-	}
-	env, err := scai.ParseEnvelope(raw) // also requires the in-toto payload type
-	if err != nil {
-		return nil, err
-	}
-	if env.PayloadType != scai.PayloadType { // ParseEnvelope's rule, kept explicit
-		return nil, fmt.Errorf("%w: got %q, want %q", scai.ErrPayloadType, env.PayloadType, scai.PayloadType)
-	}
-	var sigErr error
-	for _, k := range keys {
-		if sigErr = scai.VerifySignature(env, k); sigErr == nil {
-			break
-		}
-	}
-	if sigErr != nil {
-		return nil, fmt.Errorf("not signed by the given key(s): %w", sigErr)
-	}
-	// Decoded as the DSSE verifier decoded it: these are the signed bytes.
-	payload, err := env.DecodeB64Payload()
-	if err != nil {
-		return nil, fmt.Errorf("%w: payload: %v", scai.ErrEnvelope, err)
-	}
-	return payload, nil
 }
 
 // parseImageProvenance decodes a signed payload strictly with the in-toto

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -140,30 +139,9 @@ func SignReference(ctx context.Context, key crypto.Signer, statement []byte) ([]
 // whose payload is a reference-values statement, and returns the values.
 // This is the authenticity half; Appraise is the policy half.
 func OpenReference(raw []byte, keys []crypto.PublicKey) (*ReferenceValues, error) {
-	if len(raw) > maxReferenceStatement {
-		return nil, fmt.Errorf("reference values: larger than %d bytes", maxReferenceStatement)
-	}
-	env, err := scai.ParseEnvelope(raw)
+	payload, err := openSigned(raw, maxReferenceStatement, keys)
 	if err != nil {
 		return nil, fmt.Errorf("reference values: %w", err)
-	}
-	if len(keys) == 0 {
-		return nil, errors.New("reference values: no reference key given")
-	}
-	var sigErr error
-	signed := false
-	for _, k := range keys {
-		if sigErr = scai.VerifySignature(env, k); sigErr == nil {
-			signed = true
-			break
-		}
-	}
-	if !signed {
-		return nil, fmt.Errorf("reference values: not signed by the reference key: %w", sigErr)
-	}
-	payload, err := base64.StdEncoding.DecodeString(env.Payload)
-	if err != nil {
-		return nil, fmt.Errorf("reference values: payload: %w", err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.DisallowUnknownFields()
@@ -419,4 +397,36 @@ func diffEvents(got []measure.Record, want []ReferenceEvent) string {
 		return fmt.Sprintf("; missing event %d (%s)", len(got), want[len(got)].Type)
 	}
 	return ""
+}
+
+// openSigned checks that raw (at most max bytes) is a DSSE envelope of an
+// in-toto payload signed by one of keys, and returns the payload exactly
+// as signed: the authenticity half of the signed statements the verifier
+// reads besides attestations (reference values, image provenance).
+func openSigned(raw []byte, max int, keys []crypto.PublicKey) ([]byte, error) {
+	if len(raw) > max {
+		return nil, fmt.Errorf("larger than %d bytes", max)
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("no key given")
+	}
+	env, err := scai.ParseEnvelope(raw) // also requires the in-toto payload type
+	if err != nil {
+		return nil, err
+	}
+	var sigErr error
+	for _, k := range keys {
+		if sigErr = scai.VerifySignature(env, k); sigErr == nil {
+			break
+		}
+	}
+	if sigErr != nil {
+		return nil, fmt.Errorf("not signed by the given key(s): %w", sigErr)
+	}
+	// Decoded as the DSSE verifier decoded it: these are the signed bytes.
+	payload, err := env.DecodeB64Payload()
+	if err != nil {
+		return nil, fmt.Errorf("%w: payload: %v", scai.ErrEnvelope, err)
+	}
+	return payload, nil
 }
