@@ -275,22 +275,18 @@ func ParseStorageSnapshot(raw []byte, bootID string) (*measure.StorageMeasuremen
 	if len(raw) > maxSnapshot {
 		return nil, fmt.Errorf("larger than %d bytes", maxSnapshot)
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	var snap StorageSnapshot
-	if err := dec.Decode(&snap); err != nil {
-		return nil, fmt.Errorf("decode: %w", err)
+	var snap struct {
+		BootID  string          `json:"bootId"`
+		Storage json.RawMessage `json:"storage"`
 	}
-	if dec.More() {
-		return nil, errors.New("trailing data after the snapshot")
+	if err := measure.DecodeEventData(raw, &snap); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
 	}
 	if snap.BootID != bootID {
 		return nil, fmt.Errorf("taken in boot %q, this is boot %q", snap.BootID, bootID)
 	}
-	if len(snap.Storage.Mounts) == 0 || snap.Storage.MountTable == "" {
-		return nil, errors.New("no mounts")
-	}
-	return &snap.Storage, nil
+	// What the daemon will record: the verifier's own decoding of it.
+	return measure.ParseStorage(snap.Storage)
 }
 
 // BootID returns the kernel's boot ID.

@@ -7,11 +7,15 @@
 package measure
 
 import (
+	"bytes"
 	"crypto"
 	_ "crypto/sha1" // SHA-1 PCR banks
 	_ "crypto/sha256"
 	_ "crypto/sha512" // SHA-384 (RTMR) and SHA-512 banks
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 
 	"github.com/google/go-eventlog/cel"
 )
@@ -133,4 +137,23 @@ type Separator struct {
 type Restart struct {
 	BinarySHA256 string `json:"binarySha256"`
 	ConfigSHA256 string `json:"configSha256"`
+}
+
+// DecodeEventData decodes an event's data into v strictly: exactly one JSON
+// object, no unknown fields, nothing after it. Verifiers read event data
+// this way; the digests cover the bytes, so anything a decoder would skip
+// must not be there.
+func DecodeEventData(data []byte, v any) error {
+	if !bytes.HasPrefix(bytes.TrimSpace(data), []byte("{")) {
+		return errors.New("not a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the JSON object")
+	}
+	return nil
 }

@@ -97,6 +97,53 @@ type CrypttabMeasurement struct {
 	Options []string `json:"options,omitempty"`
 }
 
+// ParseStorage decodes the data of a storage event (or a probe's snapshot
+// of one) strictly (DecodeEventData): known mount kinds and swap types, and
+// a root mount.
+func ParseStorage(data []byte) (*StorageMeasurement, error) {
+	var s StorageMeasurement
+	if err := DecodeEventData(data, &s); err != nil {
+		return nil, fmt.Errorf("storage event: %w", err)
+	}
+	for _, m := range s.Mounts {
+		switch m.Kind {
+		case MountBlock, MountMemory, MountVirtual, MountOther:
+		default:
+			return nil, fmt.Errorf("storage event: mount %s has unknown kind %q", m.MountPoint, m.Kind)
+		}
+	}
+	for _, sw := range s.Swaps {
+		if sw.Type != "partition" && sw.Type != "file" {
+			return nil, fmt.Errorf("storage event: swap %s has unknown type %q", sw.Filename, sw.Type)
+		}
+	}
+	if root := s.MountOf("/"); root == nil || path.Clean(root.MountPoint) != "/" {
+		return nil, errors.New("storage event: the mount table has no root mount")
+	}
+	return &s, nil
+}
+
+// UnreadableTables returns "NAME: ERROR" for each device-mapper device
+// (of a mount or a swap area) whose table could not be read, once each.
+func (s *StorageMeasurement) UnreadableTables() []string {
+	var out []string
+	seen := map[*DMMeasurement]bool{}
+	check := func(d *DeviceMeasurement) {
+		if d == nil || d.DM == nil || d.DM.Error == "" || seen[d.DM] {
+			return
+		}
+		seen[d.DM] = true
+		out = append(out, d.DM.Name+": "+d.DM.Error)
+	}
+	for _, m := range s.Mounts {
+		check(m.Device)
+	}
+	for _, sw := range s.Swaps {
+		check(sw.Device)
+	}
+	return out
+}
+
 // StorageEvent is the launch event recording s.
 func StorageEvent(s StorageMeasurement) (Event, error) {
 	return jsonEvent(EventStorage, s)

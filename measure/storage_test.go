@@ -102,3 +102,17 @@ func TestMountOf(t *testing.T) {
 		}
 	}
 }
+
+func TestUnreadableTables(t *testing.T) {
+	s := runnerLayout()
+	if got := s.UnreadableTables(); len(got) != 0 {
+		t.Errorf("runner image: %v", got)
+	}
+	bad := &DeviceMeasurement{Number: "253:2", Name: "dm-2", DM: &DMMeasurement{Name: "swap", Error: "dmsetup: Permission denied"}}
+	s.Swaps = []SwapMeasurement{{Filename: "/dev/dm-2", Type: "partition", Device: bad}, {Filename: "/dev/dm-2", Type: "partition", Device: bad}}
+	s.Mounts[2].Device.DM.Error = "dmsetup: no such device"
+	want := "scratch: dmsetup: no such device|swap: dmsetup: Permission denied"
+	if got := strings.Join(s.UnreadableTables(), "|"); got != want {
+		t.Errorf("UnreadableTables = %q, want %q", got, want)
+	}
+}

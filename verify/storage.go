@@ -1,12 +1,8 @@
 package verify
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"path"
 	"strings"
 
 	"github.com/attestd/attestd/measure"
@@ -41,7 +37,7 @@ func launchStorage(r *Result) (*measure.StorageMeasurement, []measure.Record, er
 	case len(storage) > 1:
 		return nil, nil, fmt.Errorf("the launch recorded %d storage measurements, want exactly one", len(storage))
 	}
-	s, err := decodeStorage(storage[0].Data)
+	s, err := measure.ParseStorage(storage[0].Data)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -60,46 +56,10 @@ func launchImage(prefix []measure.Record) (*measure.ImageMeasurement, error) {
 		return nil, fmt.Errorf("the launch recorded %d image events, want exactly one", len(image))
 	}
 	var im measure.ImageMeasurement
-	if err := decodeStrict(image[0].Data, &im); err != nil {
+	if err := measure.DecodeEventData(image[0].Data, &im); err != nil {
 		return nil, fmt.Errorf("image event: %w", err)
 	}
 	return &im, nil
-}
-
-// decodeStorage decodes a storage event's data strictly: one JSON object
-// with known fields only, a root mount, and known mount kinds.
-func decodeStorage(data []byte) (*measure.StorageMeasurement, error) {
-	var s measure.StorageMeasurement
-	if err := decodeStrict(data, &s); err != nil {
-		return nil, fmt.Errorf("storage event: %w", err)
-	}
-	for _, m := range s.Mounts {
-		switch m.Kind {
-		case measure.MountBlock, measure.MountMemory, measure.MountVirtual, measure.MountOther:
-		default:
-			return nil, fmt.Errorf("storage event: mount %s has unknown kind %q", m.MountPoint, m.Kind)
-		}
-	}
-	if root := s.MountOf("/"); root == nil || path.Clean(root.MountPoint) != "/" {
-		return nil, errors.New("storage event: the mount table has no root mount")
-	}
-	return &s, nil
-}
-
-// decodeStrict decodes exactly one JSON object with no unknown fields.
-func decodeStrict(data []byte, v any) error {
-	if !bytes.HasPrefix(bytes.TrimSpace(data), []byte("{")) {
-		return errors.New("not a JSON object")
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("data after the JSON object")
-	}
-	return nil
 }
 
 // storageRootVerity is storage-root-verity for one attestation: the root

@@ -97,7 +97,7 @@ func FuzzStorageEvent(f *testing.F) {
 		_, rootErr := storageRootVerity(r, storageSeedRoot, "the policy's")
 		_, encErr := storageEncrypted(r)
 		if rootErr == nil || encErr == nil {
-			if _, err := decodeStorage(data); err != nil {
+			if _, err := measure.ParseStorage(data); err != nil {
 				t.Fatalf("a check passed on data that does not decode: %v", err)
 			}
 		}

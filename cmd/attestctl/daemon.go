@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"os"
@@ -136,8 +135,8 @@ func shortDigest(ds map[string]string) string {
 // log table: the root, the writable mounts that are not kernel interfaces,
 // and swap. The full data is in the CEL (--out) and in every attestation.
 func storageSummary(data []byte) string {
-	var s measure.StorageMeasurement
-	if err := json.Unmarshal(data, &s); err != nil {
+	s, err := measure.ParseStorage(data)
+	if err != nil {
 		return string(data)
 	}
 	dev := func(d *measure.DeviceMeasurement) string {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/attestd/attestd/agent"
 	"github.com/attestd/attestd/measure"
@@ -38,12 +39,9 @@ func launchStorage(ctx context.Context, cfg *agent.Config, runtimeDir string, lo
 		if s, err = (agent.StorageProbe{}).Probe(ctx); err != nil {
 			return nil, err
 		}
-		for _, m := range s.Mounts {
-			if m.Device != nil && m.Device.DM != nil && m.Device.DM.Error != "" {
-				logger.Warn("device-mapper table unreadable (run `attestd probe-storage` as root first, as the unit does)",
-					"device", m.Device.DM.Name, "err", m.Device.DM.Error)
-				break
-			}
+		if bad := s.UnreadableTables(); len(bad) > 0 {
+			logger.Warn("device-mapper tables unreadable (run `attestd probe-storage` as root first, as the unit does)",
+				"devices", strings.Join(bad, "; "))
 		}
 	}
 	if err := agent.CheckEncryptedPaths(s, cfg.EncryptedPaths); err != nil {
@@ -74,10 +72,8 @@ func probeStorage(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	for _, m := range s.Mounts {
-		if m.Device != nil && m.Device.DM != nil && m.Device.DM.Error != "" {
-			return fmt.Errorf("storage: device-mapper device %s: %s", m.Device.DM.Name, m.Device.DM.Error)
-		}
+	if bad := s.UnreadableTables(); len(bad) > 0 {
+		return fmt.Errorf("storage: device-mapper table unreadable: %s", strings.Join(bad, "; "))
 	}
 	if err := agent.CheckEncryptedPaths(s, cfg.EncryptedPaths); err != nil {
 		return err
