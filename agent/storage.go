@@ -13,8 +13,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/attestd/attestd/measure"
 )
@@ -210,19 +211,11 @@ func dmsetupTable(ctx context.Context, major, minor uint32) (string, error) {
 
 // blockDevice returns the device number of the block device node at name.
 func blockDevice(name string) (major, minor uint32, ok bool) {
-	var st syscall.Stat_t
-	if syscall.Stat(name, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFBLK {
+	var st unix.Stat_t
+	if unix.Stat(name, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK {
 		return 0, 0, false
 	}
-	return unixMajor(st.Rdev), unixMinor(st.Rdev), true
-}
-
-func unixMajor(dev uint64) uint32 {
-	return uint32((dev>>8)&0xfff) | uint32((dev>>32)&^0xfff)
-}
-
-func unixMinor(dev uint64) uint32 {
-	return uint32(dev&0xff) | uint32((dev>>12)&^0xff)
+	return unix.Major(st.Rdev), unix.Minor(st.Rdev), true
 }
 
 // CheckEncryptedPaths checks that each path is on a dm-crypt mapping with
