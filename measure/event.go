@@ -78,6 +78,14 @@ func (t EventType) launch() bool {
 	return t >= EventBinary && t <= EventExecutor || t == EventStorage
 }
 
+// MachineSpecific reports whether events of type t record the running
+// machine (device numbers, disk sizes: the storage event) rather than the
+// image, so that reference values computed from the image leave them out
+// and a verifier appraises them by rule instead.
+func (t EventType) MachineSpecific() bool {
+	return t == EventStorage
+}
+
 // Event is one attestd measurement. Data is UTF-8 JSON, kept verbatim: the
 // digests are over these exact bytes. Event implements cel.Content.
 type Event struct {

@@ -280,21 +280,12 @@ func (r *Result) Appraise(rv *ReferenceValues) []attest.Check {
 
 	if rv.RootHash != "" {
 		var rhErr error
-		var got string
-		for _, r := range launch {
-			if r.Type == measure.EventImage {
-				var im measure.ImageMeasurement
-				if err := json.Unmarshal(r.Data, &im); err != nil {
-					rhErr = fmt.Errorf("image event: %w", err)
-				}
-				got = im.RootHash
-			}
-		}
-		switch {
-		case launch == nil:
+		if launch == nil {
 			rhErr = errors.New("no authenticated launch events (see " + CheckRefAgentRegister + ")")
-		case rhErr == nil && got != rv.RootHash:
-			rhErr = fmt.Errorf("the image was booted with roothash %q, reference %s", got, rv.RootHash)
+		} else if im, err := launchImage(launch); err != nil {
+			rhErr = err
+		} else if im.RootHash != rv.RootHash {
+			rhErr = fmt.Errorf("the image was booted with roothash %q, reference %s", im.RootHash, rv.RootHash)
 		}
 		add(CheckRefRootHash, rhErr, "dm-verity root hash on the kernel command line is the reference "+short(rv.RootHash))
 	}
@@ -342,10 +333,10 @@ func agentLaunch(recs []measure.Record, bank crypto.Hash, rv *ReferenceValues) (
 	return prefix, predicted, nil
 }
 
-// withoutStorage returns the launch records other than storage events.
-// Reference values cannot predict a storage event (it records device
-// numbers and mounts of the running system), so the reference launch value
-// is the register over the other launch events. Dropping the storage
+// withoutStorage returns the launch records reference values can predict:
+// all but the machine-specific ones (measure.EventType.MachineSpecific:
+// the storage event records device numbers and mounts of the running
+// system), so the reference launch value is the register over the others. Dropping the storage
 // records before comparing is sound because the whole log, storage events
 // included, was already authenticated: cel-replay replayed it to the quoted
 // register, so every remaining record is exactly what attestd extended,
@@ -354,7 +345,7 @@ func agentLaunch(recs []measure.Record, bank crypto.Hash, rv *ReferenceValues) (
 func withoutStorage(recs []measure.Record) []measure.Record {
 	out := make([]measure.Record, 0, len(recs))
 	for _, r := range recs {
-		if r.Type != measure.EventStorage {
+		if !r.Type.MachineSpecific() {
 			out = append(out, r)
 		}
 	}
