@@ -234,16 +234,24 @@ func TestAutoNeverPicksSimulator(t *testing.T) {
 	}
 }
 
-// TestReadyAfterSocketAndLaunchAttestation checks READY=1 reaches systemd
-// only once the socket and the launch attestation exist.
-func TestReadyAfterSocketAndLaunchAttestation(t *testing.T) {
+// fakeSystemdNotify listens where the daemon sends sd_notify messages
+// (NOTIFY_SOCKET) for the rest of the test.
+func fakeSystemdNotify(t *testing.T) *net.UnixConn {
+	t.Helper()
 	notify := filepath.Join(t.TempDir(), "notify.sock")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 	t.Setenv("NOTIFY_SOCKET", notify)
+	return conn
+}
+
+// TestReadyAfterSocketAndLaunchAttestation checks READY=1 reaches systemd
+// only once the socket and the launch attestation exist.
+func TestReadyAfterSocketAndLaunchAttestation(t *testing.T) {
+	conn := fakeSystemdNotify(t)
 	dir := t.TempDir()
 	got := make(chan string, 1)
 	var seen [2]bool

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,20 +19,14 @@ const encryptedConfig = "executors: [/bin/sh]\nstorage:\n  encrypted: [/var/lib/
 // ephemeral dm-crypt (here: wherever this machine keeps /var/lib) stops the
 // daemon before READY, before the socket, with one line.
 func TestDaemonRefusesUnencryptedStorage(t *testing.T) {
-	notify := filepath.Join(t.TempDir(), "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	t.Setenv("NOTIFY_SOCKET", notify)
+	conn := fakeSystemdNotify(t)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(cfg, []byte(encryptedConfig), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	run := filepath.Join(dir, "run")
-	err = runFn(context.Background(), []string{"--config", cfg, "--runtime-dir", run, "--backend=simulator"}, &syncBuffer{})
+	err := runFn(context.Background(), []string{"--config", cfg, "--runtime-dir", run, "--backend=simulator"}, &syncBuffer{})
 	if err == nil {
 		t.Fatal("attestd started with an unencrypted work directory")
 	}
