@@ -246,7 +246,8 @@ type StorageSnapshot struct {
 const StorageSnapshotName = "storage.json"
 
 // ReadStorageSnapshot reads a snapshot and checks it was taken in this
-// boot (bootID is /proc/sys/kernel/random/boot_id).
+// boot (bootID is /proc/sys/kernel/random/boot_id). A missing file is an
+// error satisfying errors.Is(err, fs.ErrNotExist).
 func ReadStorageSnapshot(name, bootID string) (*measure.StorageMeasurement, error) {
 	raw, err := readBounded(name, maxSnapshot)
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -22,20 +21,14 @@ import (
 // the daemon never has), or else its own probe. Either way the config's
 // storage.encrypted paths must be on ephemeral dm-crypt.
 func launchStorage(ctx context.Context, cfg *agent.Config, runtimeDir string, logger *slog.Logger) (*measure.StorageMeasurement, error) {
+	bootID, err := agent.BootID()
+	if err != nil {
+		return nil, err
+	}
 	snap := filepath.Join(runtimeDir, agent.StorageSnapshotName)
-	var s *measure.StorageMeasurement
-	if _, err := os.Stat(snap); err == nil {
-		bootID, err := agent.BootID()
-		if err != nil {
-			return nil, err
-		}
-		if s, err = agent.ReadStorageSnapshot(snap, bootID); err != nil {
-			return nil, err
-		}
-		logger.Info("storage layout from the probe's snapshot", "path", snap, "mounts", len(s.Mounts))
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("storage snapshot: %w", err)
-	} else {
+	s, err := agent.ReadStorageSnapshot(snap, bootID)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		if s, err = (agent.StorageProbe{}).Probe(ctx); err != nil {
 			return nil, err
 		}
@@ -43,6 +36,10 @@ func launchStorage(ctx context.Context, cfg *agent.Config, runtimeDir string, lo
 			logger.Warn("device-mapper tables unreadable (run `attestd probe-storage` as root first, as the unit does)",
 				"devices", strings.Join(bad, "; "))
 		}
+	case err != nil:
+		return nil, err
+	default:
+		logger.Info("storage layout from the probe's snapshot", "path", snap, "mounts", len(s.Mounts))
 	}
 	if err := agent.CheckEncryptedPaths(s, cfg.EncryptedPaths); err != nil {
 		return nil, err
