@@ -180,9 +180,9 @@ func MountKind(fsType string) string {
 	return MountOther
 }
 
-// EphemeralKeyFiles are the crypttab key files that make a fresh random
+// ephemeralKeyFiles are the crypttab key files that make a fresh random
 // key at every open: the key exists only in the kernel.
-var EphemeralKeyFiles = []string{"/dev/urandom", "/dev/random"}
+var ephemeralKeyFiles = []string{"/dev/urandom", "/dev/random"}
 
 // MountOf returns the mount that holds path: the one with the longest
 // mount point that is path or a parent of it; of two on the same mount
@@ -282,7 +282,7 @@ func (s *StorageMeasurement) ephemeralSwap(sw SwapMeasurement) error {
 //   - cryptsetup opened it in plain mode (DM UUID "CRYPT-PLAIN-…"): there is
 //     no on-disk header or key slot the key could be recovered from;
 //   - its crypttab line takes the key from the kernel's random source
-//     (EphemeralKeyFiles), so it is new at every open;
+//     (ephemeralKeyFiles), so it is new at every open;
 //   - that crypttab is on the dm-verity root, so the image baker, not the
 //     running system, wrote that line.
 func (s *StorageMeasurement) EphemeralCrypt(m *MountMeasurement) error {
@@ -315,8 +315,8 @@ func (s *StorageMeasurement) ephemeralDevice(where string, d *DeviceMeasurement)
 		return fmt.Errorf("%s: %s (UUID %q) is not a plain dm-crypt mapping: a header could hold its key", where, dm.Name, dm.UUID)
 	case dm.Crypttab == nil:
 		return fmt.Errorf("%s: %s has no crypttab line, so its key source is unknown", where, dm.Name)
-	case !slices.Contains(EphemeralKeyFiles, dm.Crypttab.KeyFile):
-		return fmt.Errorf("%s: %s takes its key from %q, not from %s", where, dm.Name, dm.Crypttab.KeyFile, strings.Join(EphemeralKeyFiles, " or "))
+	case !slices.Contains(ephemeralKeyFiles, dm.Crypttab.KeyFile):
+		return fmt.Errorf("%s: %s takes its key from %q, not from %s", where, dm.Name, dm.Crypttab.KeyFile, strings.Join(ephemeralKeyFiles, " or "))
 	}
 	if s.Crypttab == "" {
 		return fmt.Errorf("%s: the measurement names no crypttab", where)
