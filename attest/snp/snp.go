@@ -95,13 +95,7 @@ func Open() (QuoteProvider, error) {
 
 // Source adds SNP evidence beside another backend's (attest.EvidenceSource):
 // REPORT_DATA = binding ‖ SHA-256(PKIX(env key)) of that backend's key.
-type Source struct {
-	cfg       Config
-	keyDigest [32]byte
-	mu        sync.Mutex
-}
-
-var _ attest.EvidenceSource = (*Source)(nil)
+type Source = attest.KeySource
 
 // NewSource returns a Source vouching for envKey, the other backend's
 // environment key.
@@ -109,24 +103,9 @@ func NewSource(cfg Config, envKey crypto.PublicKey) (*Source, error) {
 	if cfg.Provider == nil {
 		return nil, errors.New("snp: no quote provider")
 	}
-	kd, err := attest.KeyDigest(envKey)
-	if err != nil {
-		return nil, err
-	}
-	return &Source{cfg: cfg, keyDigest: kd}, nil
-}
-
-// Name implements attest.EvidenceSource.
-func (s *Source) Name() string { return Name }
-
-// Evidence implements attest.EvidenceSource.
-func (s *Source) Evidence(ctx context.Context, binding attest.Binding) (*attest.Evidence, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return getEvidence(s.cfg, reportData(binding, s.keyDigest, nil), nil)
+	return attest.NewKeySource(Name, envKey, func(b attest.Binding, kd [32]byte) (*attest.Evidence, error) {
+		return getEvidence(cfg, reportData(b, kd, nil), nil)
+	})
 }
 
 // getEvidence asks the provider for a report and splits it into parts.

@@ -197,37 +197,17 @@ func getEvidence(cfg Config, rd [64]byte) (*attest.Evidence, error) {
 }
 
 // Source adds TDX evidence beside another backend's (attest.EvidenceSource).
-type Source struct {
-	cfg       Config
-	keyDigest [32]byte
-	mu        sync.Mutex
-}
+type Source = attest.KeySource
 
-var _ attest.EvidenceSource = (*Source)(nil)
-
-// NewSource returns a Source vouching for envKey, the other backend's key.
+// NewSource returns a Source vouching for envKey, the other backend's
+// environment key.
 func NewSource(cfg Config, envKey crypto.PublicKey) (*Source, error) {
 	if cfg.Provider == nil {
 		return nil, errors.New("tdx: no quote provider")
 	}
-	kd, err := attest.KeyDigest(envKey)
-	if err != nil {
-		return nil, err
-	}
-	return &Source{cfg: cfg, keyDigest: kd}, nil
-}
-
-// Name implements attest.EvidenceSource.
-func (s *Source) Name() string { return Name }
-
-// Evidence implements attest.EvidenceSource.
-func (s *Source) Evidence(ctx context.Context, binding attest.Binding) (*attest.Evidence, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return getEvidence(s.cfg, reportData(binding, s.keyDigest))
+	return attest.NewKeySource(Name, envKey, func(b attest.Binding, kd [32]byte) (*attest.Evidence, error) {
+		return getEvidence(cfg, reportData(b, kd))
+	})
 }
 
 // Backend is the TDX backend for a TD without a vTPM. The environment key is
