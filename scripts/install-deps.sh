@@ -1,11 +1,43 @@
 #!/usr/bin/env bash
-# Installs what the tests need on a fresh Debian machine (run as root).
+# Installs what the build and the tests need on a fresh Debian machine (run as
+# root), then checks that it is really there: a package can be "installed"
+# without the part the build uses (protobuf-compiler with
+# --no-install-recommends has no well-known types), or a file can be gone.
+# Go (>= 1.26, README.md) is not installed here, only checked.
 set -euo pipefail
-pkgs=(swtpm swtpm-tools tpm2-tools protobuf-compiler libssl-dev gcc make)
+cd "$(dirname "$0")/.."
+
+# protoc, and the well-known types attestd.proto imports
+# (google/protobuf/struct.proto): protobuf-compiler only recommends
+# libprotobuf-dev, and recommends are not installed here.
+pkgs=(protobuf-compiler libprotobuf-dev)
+# The in-process TPM simulator is cgo and links OpenSSL.
+pkgs+=(gcc make libssl-dev)
+# swtpm for the integration tests; tpm2-tools to poke at it.
+pkgs+=(swtpm swtpm-tools tpm2-tools)
 # images/ and the e2e test (issue 6): bake with debootstrap, boot under QEMU + OVMF + swtpm.
 pkgs+=(systemd debootstrap qemu-system-x86 ovmf systemd-boot-efi cryptsetup-bin dosfstools mtools fdisk binutils e2fsprogs squashfs-tools cpio zstd)
 # attestd probe-storage reads device-mapper tables with dmsetup (issue 7).
 pkgs+=(dmsetup)
+
+# What the build and the tests use, and the package that provides it. Checked
+# after installing, whatever dpkg says.
+commands=(
+	protoc:protobuf-compiler gcc:gcc make:make
+	swtpm:swtpm swtpm_setup:swtpm-tools swtpm_localca:swtpm-tools tpm2_pcrread:tpm2-tools
+	systemd-analyze:systemd systemd-sysusers:systemd systemd-tmpfiles:systemd
+	debootstrap:debootstrap qemu-system-x86_64:qemu-system-x86 veritysetup:cryptsetup-bin
+	mkfs.vfat:dosfstools mmd:mtools mcopy:mtools sfdisk:fdisk objcopy:binutils objdump:binutils
+	mkfs.ext4:e2fsprogs mksquashfs:squashfs-tools cpio:cpio zstd:zstd dmsetup:dmsetup
+)
+files=(
+	/usr/include/google/protobuf/struct.proto:libprotobuf-dev
+	/usr/include/openssl/evp.h:libssl-dev
+	/usr/share/OVMF/OVMF_CODE_4M.fd:ovmf
+	/usr/share/OVMF/OVMF_VARS_4M.fd:ovmf
+	/usr/lib/systemd/boot/efi/linuxx64.efi.stub:systemd-boot-efi
+)
+
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,3 +50,29 @@ if ((${#missing[@]})); then
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+problems=()
+for c in "${commands[@]}"; do
+	command -v "${c%%:*}" >/dev/null || problems+=("command ${c%%:*} (package ${c#*:})")
+done
+for f in "${files[@]}"; do
+	[[ -f ${f%%:*} ]] || problems+=("file ${f%%:*} (package ${f#*:})")
+done
+# What make generate does, without the Go plugins: protoc must resolve every
+# import of the API's .proto from its own include path.
+if command -v protoc >/dev/null; then
+	out=$(protoc --proto_path=agent/api/v1 --descriptor_set_out=/dev/null attestd.proto 2>&1) ||
+		problems+=("protoc cannot compile agent/api/v1/attestd.proto: $out (packages protobuf-compiler, libprotobuf-dev)")
+fi
+if ! command -v go >/dev/null; then
+	problems+=("command go (Go >= 1.26 from go.dev; not a Debian package here)")
+elif ! go_version=$(go env GOVERSION 2>/dev/null) || [[ ! $go_version =~ ^go1\.([0-9]+) ]] || ((BASH_REMATCH[1] < 26)); then
+	problems+=("Go >= 1.26, found ${go_version:-unknown}")
+fi
+if ((${#problems[@]})); then
+	echo "install-deps: installed, but the build still lacks:" >&2
+	printf '  %s\n' "${problems[@]}" >&2
+	echo "install-deps: reinstall the packages named (apt-get install --reinstall PKG)" >&2
+	exit 1
+fi
+echo "install-deps: everything the build and the tests need is there"
