@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -61,6 +62,8 @@ type Agent struct {
 	keyDigest [32]byte
 	allow     Allowlist
 
+	health *deviceHealth
+
 	mu     sync.Mutex // serialises backend use and the event log
 	events *measure.Log
 	launch []byte    // launch attestation envelope, exactly as signed
@@ -99,6 +102,7 @@ func New(opts Options) (*Agent, error) {
 		log:       opts.Logger,
 		backend:   opts.Backend,
 		keyDigest: kd,
+		health:    newDeviceHealth(opts.Logger, opts.Backend.Name()),
 		allow:     Allowlist{Readers: opts.Config.Readers, Executors: opts.Config.Builders, self: uint32(os.Getuid())},
 	}, nil
 }
@@ -114,20 +118,35 @@ func (a *Agent) LaunchAttestation() []byte {
 }
 
 // Launch measures the environment (or, after a restart in the same boot,
-// records the restart), freezes launch measurements with the separator,
-// makes the launch attestation and writes it to the runtime dir.
+// records the restart and what it repaired), freezes launch measurements
+// with the separator, makes the launch attestation and writes it to the
+// runtime dir.
 func (a *Agent) Launch(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := a.openLog(ctx); err != nil {
+	rec, err := a.openLog(ctx)
+	if err != nil {
 		return err
 	}
-	if a.events.Frozen() {
-		if err := a.recordRestart(ctx); err != nil {
+	switch {
+	case a.events.Frozen():
+		if err := a.recordRestart(ctx, rec); err != nil {
 			return err
 		}
-	} else if err := a.measureLaunch(ctx); err != nil {
-		return err
+	case len(a.events.Records()) > 0:
+		// The daemon died during an earlier launch: say so, then measure
+		// the launch again, whole (verifiers fail such a launch).
+		rec.InterruptedLaunch = true
+		if err := a.recordRestart(ctx, rec); err != nil {
+			return err
+		}
+		if err := a.measureLaunch(ctx); err != nil {
+			return err
+		}
+	default:
+		if err := a.measureLaunch(ctx); err != nil {
+			return err
+		}
 	}
 	if err := a.loadState(); err != nil {
 		return err
@@ -145,62 +164,120 @@ func (a *Agent) Launch(ctx context.Context) error {
 	return nil
 }
 
-// openLog opens the event log and checks it explains the register: the same
-// boot (replay matches: continue), a new boot (register still zero: the old
-// log is stale and set aside), or neither (refuse: the register holds
-// events nobody can account for).
-func (a *Agent) openLog(ctx context.Context) error {
+// openLog opens the event log and brings it in step with the register: the
+// same boot (replay matches: continue), a new boot (register still zero:
+// the old log is stale and set aside), a crash between writing a record and
+// extending it (the log is one record ahead: extend it now and report it in
+// rec), or neither (refuse: the register holds events nobody can account
+// for).
+func (a *Agent) openLog(ctx context.Context) (rec measure.Recovery, err error) {
 	reg := a.backend.Register()
 	path := filepath.Join(a.opts.RuntimeDir, EventLogName)
-	bank := a.backend.Banks()[0]
-	current, err := a.backend.Read(ctx, bank)
+	current, err := a.readRegister(ctx)
 	if err != nil {
-		return fmt.Errorf("read %s: %w", reg, err)
+		return rec, err
 	}
-	zero := bytes.Equal(current, make([]byte, len(current)))
+	bank := a.backend.Banks()[0]
+	zero := bytes.Equal(current[bank], make([]byte, bank.Size()))
 	if zero {
 		// A new boot: whatever build state a runtime dir kept is stale.
-		state := filepath.Join(a.opts.RuntimeDir, StateName)
-		if err := os.Rename(state, state+".stale"); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("set aside state: %w", err)
+		if err := setAsideState(a.opts.RuntimeDir); err != nil {
+			return rec, err
 		}
 	}
-	cfg := measure.LogConfig{Path: path, Index: reg.Index, Kind: logKind(reg.Kind)}
+	cfg := measure.LogConfig{Path: path, Index: reg.Index, Kind: logKind(reg.Kind), RepairTail: !zero}
 	l, err := measure.OpenLog(cfg)
 	if err != nil {
 		if !zero {
-			return fmt.Errorf("open event log: %w", err)
+			return rec, fmt.Errorf("open event log: %w", err)
 		}
 		a.log.Warn("unreadable event log from an earlier boot set aside", "path", path, "err", err)
-		if err := os.Rename(path, path+".stale"); err != nil {
-			return fmt.Errorf("set aside event log: %w", err)
+		if l, err = reopenLog(cfg); err != nil {
+			return rec, err
 		}
-		if l, err = measure.OpenLog(cfg); err != nil {
-			return fmt.Errorf("open event log: %w", err)
-		}
+	}
+	rec.DroppedBytes = l.Dropped()
+	if rec.DroppedBytes > 0 {
+		a.log.Warn("partial record at the end of the event log cut off (the daemon died writing it; it never reached the register)",
+			"path", path, "bytes", rec.DroppedBytes)
 	}
 	recs := l.Records()
 	switch {
 	case len(recs) == 0 && zero:
 	case len(recs) == 0:
-		return fmt.Errorf("%s is %x but the event log %s is empty: the register holds events nobody can account for; reboot the environment", reg, current, path)
+		return rec, fmt.Errorf("%s is %x but the event log %s is empty: the register holds events nobody can account for; reboot the environment", reg, current[bank], path)
 	case zero:
 		a.log.Warn("event log from an earlier boot set aside", "path", path, "records", len(recs))
-		if err := os.Rename(path, path+".stale"); err != nil {
-			return fmt.Errorf("set aside event log: %w", err)
-		}
-
-		if l, err = measure.OpenLog(cfg); err != nil {
-			return fmt.Errorf("open event log: %w", err)
+		if l, err = reopenLog(cfg); err != nil {
+			return rec, err
 		}
 	default:
-		if err := measure.CheckReplay(recs, bank, string(reg.Kind), reg.Index, current); err != nil {
-			return fmt.Errorf("event log %s does not explain %s (%w); reboot the environment", path, reg, err)
+		if rec.CompletedSeq, err = a.catchUp(ctx, recs, current); err != nil {
+			return rec, fmt.Errorf("event log %s does not explain %s (%w); reboot the environment", path, reg, err)
 		}
 		a.log.Info("restart in the same boot: event log matches register", "records", len(recs))
 	}
 	a.events = l
-	return nil
+	return rec, nil
+}
+
+// readRegister reads the agent register in every bank.
+func (a *Agent) readRegister(ctx context.Context) (map[crypto.Hash][]byte, error) {
+	out := map[crypto.Hash][]byte{}
+	for _, h := range a.backend.Banks() {
+		v, err := a.backend.Read(ctx, h)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", a.backend.Register(), err)
+		}
+		out[h] = v
+	}
+	return out, nil
+}
+
+// catchUp checks the log replays to the register in every bank. A log one
+// record ahead of the register in every bank is the trace of a crash
+// between syncing a record and extending it: no caller was ever answered
+// for that record, and the record is exactly what the log says, so it is
+// extended now and its sequence number returned. Anything else is an error.
+func (a *Agent) catchUp(ctx context.Context, recs []measure.Record, current map[crypto.Hash][]byte) (*uint64, error) {
+	reg := a.backend.Register()
+	ahead := 0
+	for _, h := range a.backend.Banks() {
+		err := measure.CheckReplay(recs, h, string(reg.Kind), reg.Index, current[h])
+		if err == nil {
+			continue
+		}
+		if measure.CheckReplay(recs[:len(recs)-1], h, string(reg.Kind), reg.Index, current[h]) != nil {
+			return nil, err
+		}
+		ahead++
+	}
+	switch ahead {
+	case 0:
+		return nil, nil
+	case len(a.backend.Banks()):
+	default:
+		return nil, fmt.Errorf("the register's banks disagree: %d of %d lack the last record", ahead, len(a.backend.Banks()))
+	}
+	last := recs[len(recs)-1]
+	if err := a.backend.Extend(ctx, last.Digests); err != nil {
+		return nil, fmt.Errorf("extend record %d that the register lacks: %w", last.Seq, err)
+	}
+	a.log.Warn("the daemon died between logging and extending a record: extended it now", "seq", last.Seq, "type", last.Type.String())
+	seq := last.Seq
+	return &seq, nil
+}
+
+// reopenLog sets the log file at cfg.Path aside and opens a new, empty one.
+func reopenLog(cfg measure.LogConfig) (*measure.Log, error) {
+	if err := os.Rename(cfg.Path, cfg.Path+".stale"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("set aside event log: %w", err)
+	}
+	l, err := measure.OpenLog(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open event log: %w", err)
+	}
+	return l, nil
 }
 
 func (a *Agent) measureLaunch(ctx context.Context) error {
@@ -241,15 +318,16 @@ func (a *Agent) measureLaunch(ctx context.Context) error {
 	return nil
 }
 
-func (a *Agent) recordRestart(ctx context.Context) error {
+func (a *Agent) recordRestart(ctx context.Context, rec measure.Recovery) error {
 	bin, err := measure.FileSHA256(a.opts.BinaryPath)
 	if err != nil {
 		return fmt.Errorf("measure binary: %w", err)
 	}
-	if err := a.events.Record(ctx, a.backend, measure.RestartEvent(bin, sha256.Sum256(a.opts.Config.Raw))); err != nil {
+	if err := a.events.Record(ctx, a.backend, measure.RestartEvent(bin, sha256.Sum256(a.opts.Config.Raw), rec)); err != nil {
 		return fmt.Errorf("record restart event: %w", err)
 	}
-	a.log.Warn("daemon restarted within the same boot; restart recorded in the event log")
+	a.log.Warn("daemon restarted within the same boot; restart recorded in the event log",
+		"interrupted_launch", rec.InterruptedLaunch, "completed_record", rec.CompletedSeq != nil, "dropped_bytes", rec.DroppedBytes)
 	return nil
 }
 
@@ -267,14 +345,30 @@ func (a *Agent) Attest(ctx context.Context, nonce []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.state.Admissions = append(a.state.Admissions, env)
-	if n := len(a.state.Admissions); n > maxAdmissions {
-		a.state.Admissions = a.state.Admissions[n-maxAdmissions:]
-	}
-	if err := a.saveState(); err != nil {
-		return nil, err
+	if a.state.Phase == phaseLaunched {
+		if err := a.keepAdmission(env); err != nil {
+			return nil, err
+		}
 	}
 	return env, nil
+}
+
+// keepAdmission stores an admission attestation for the bundle, keeping
+// the newest maxAdmissions. a.mu must be held.
+func (a *Agent) keepAdmission(env []byte) error {
+	st := &a.state.saved
+	if err := putState(a.opts.RuntimeDir, seqName(stateAdmission, st.nextAdmission), env); err != nil {
+		return err
+	}
+	st.nextAdmission++
+	st.Admissions = append(st.Admissions, env)
+	if n := len(st.Admissions); n > maxAdmissions {
+		st.Admissions = slices.Clone(st.Admissions[n-maxAdmissions:])
+		if err := removeState(a.opts.RuntimeDir, seqName(stateAdmission, st.nextAdmission-maxAdmissions-1)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 var errNotLaunched = errors.New("launch not measured yet")

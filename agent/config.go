@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -22,6 +23,10 @@ type FileConfig struct {
 		// Device: "" (auto: /dev/tpmrm0, then /dev/tpm0), a device path,
 		// "unix:/path" (swtpm unix socket) or "tcp:host:port".
 		Device string `yaml:"device"`
+		// Timeout bounds each TPM command, e.g. "30s" (the default). A TPM
+		// that does not answer in time is taken as failed: attestd stops
+		// serving and exits so that systemd restarts it.
+		Timeout string `yaml:"timeout"`
 	} `yaml:"tpm"`
 	// Register is the PCR the agent extends its events into (default 13).
 	Register *int `yaml:"register"`
@@ -58,6 +63,8 @@ type Config struct {
 
 	Backend   string
 	TPMDevice string
+	// TPMTimeout bounds each TPM command; 0 means the backend's default.
+	TPMTimeout time.Duration
 	// TPMKeyFile keeps the TPM-wrapped env key across restarts within a
 	// boot; set by the daemon to a file in its runtime dir.
 	TPMKeyFile    string
@@ -71,6 +78,10 @@ type Config struct {
 	// EncryptedPaths must be on ephemeral dm-crypt at launch (docs/storage.md).
 	EncryptedPaths []string
 }
+
+// MinTPMTimeout is the shortest TPM command deadline accepted: below it a
+// healthy but busy TPM would be taken for a dead one.
+const MinTPMTimeout = 100 * time.Millisecond
 
 // ErrConfig marks a config file that cannot be used.
 var ErrConfig = errors.New("invalid config")
@@ -119,6 +130,13 @@ func ParseConfig(path string, raw []byte) (*Config, error) {
 	if fc.Register != nil {
 		c.Register = *fc.Register
 	}
+	if fc.TPM.Timeout != "" {
+		d, err := time.ParseDuration(fc.TPM.Timeout)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: tpm.timeout: %v", ErrConfig, path, err)
+		}
+		c.TPMTimeout = d
+	}
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
 	}
@@ -133,6 +151,9 @@ func (c *Config) validate() error {
 	}
 	if err := ValidateRegister(c.Register); err != nil {
 		return err
+	}
+	if c.TPMTimeout < 0 || (c.TPMTimeout > 0 && c.TPMTimeout < MinTPMTimeout) {
+		return fmt.Errorf("tpm.timeout %v: must be at least %v", c.TPMTimeout, MinTPMTimeout)
 	}
 	for _, e := range c.Executors {
 		if !filepath.IsAbs(e) {

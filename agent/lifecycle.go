@@ -3,12 +3,11 @@ package agent
 import (
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"slices"
 
 	ita "github.com/in-toto/attestation/go/v1"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -18,15 +17,31 @@ import (
 	"github.com/attestd/attestd/scai"
 )
 
-// StateName is the lifecycle state file in the runtime dir.
-const StateName = "state.json"
-
-// Limits on executor input.
+// Limits on what an executor can make the daemon keep (docs/operating.md,
+// "Limits"). Each is checked before anything is recorded, and the ones on
+// the event log leave room for the events that must still fit.
 const (
 	maxLabel         = 128      // Extend domain and operation
 	maxExtendContent = 16 << 10 // Extend content
 	maxStatement     = 256 << 10
-	maxAdmissions    = 8 // admission attestations kept for the bundle
+	// maxAdmissions admission attestations (Attest before dispatch) are
+	// kept for the bundle, the newest ones. Attest after dispatch answers
+	// but keeps nothing: the dispatch and completion attestations cover
+	// that phase, and they would carry the growing event log each time.
+	maxAdmissions = 8
+	// maxSigned statements may be signed per build (SignStatement); the
+	// same statement again returns the same envelope and counts once.
+	maxSigned = 16
+	// logReserve bytes of the event log are kept for what must still fit
+	// after the last runtime event: the complete event (under 200 bytes)
+	// and a restart event for each daemon restart (about 250 bytes each).
+	logReserve = 64 << 10
+	// maxRuntimeLog is how far runtime events (Extend) may fill the log.
+	maxRuntimeLog = measure.MaxLogSize - logReserve
+	// maxStoredFile bounds one file of the state directory: the largest
+	// attestation the daemon makes (a full event log, base64 twice, plus
+	// the evidence).
+	maxStoredFile = 16 << 20
 )
 
 // phase is where the environment is in its one-build life.
@@ -44,21 +59,23 @@ var (
 	errState = errors.New("refused in this lifecycle phase")
 	// errInput: a malformed executor request.
 	errInput = errors.New("invalid request")
+	// errLimit: the request is fine but would take a documented bound
+	// past its limit (codes.ResourceExhausted).
+	errLimit = errors.New("limit reached")
 )
 
 // lifecycle is the build state. The event log is its source of truth: the
 // phase and build ID follow from the build-id and complete events, which the
-// register holds, and are never stored. state.json keeps only the
-// attestations made, so a repeated call returns the same result and a
-// restart loses nothing.
+// register holds, and are never stored. The state directory keeps only the
+// attestations made (state.go), so a repeated call returns the same result
+// and a restart loses nothing.
 type lifecycle struct {
-	Phase   phase  `json:"-"`
-	BuildID string `json:"-"`
-
-	Dispatch   []byte   `json:"dispatch,omitempty"`
-	Complete   []byte   `json:"complete,omitempty"`
-	Signed     [][]byte `json:"signed,omitempty"`
-	Admissions [][]byte `json:"admissions,omitempty"`
+	Phase   phase
+	BuildID string
+	saved
+	// signedDigests are the SHA-256 of each signed statement's payload,
+	// parallel to Signed, so that the same statement is signed once.
+	signedDigests [][32]byte
 }
 
 // fromLog derives phase and build ID from the event log.
@@ -76,48 +93,50 @@ func fromLog(recs []measure.Record) (lifecycle, error) {
 	}
 }
 
-// loadState takes the attestations kept in state.json, if the event log
-// bears them out: a dispatch attestation needs the build-id event, a
-// completion (and signed statements) the complete event. A log ahead of
-// state.json (a crash between extend and save) is fine: the attestation is
-// made again on the next call. state.json claiming more than the log is
-// refused.
+// loadState takes the attestations kept in the state directory, if the
+// event log bears them out: a dispatch attestation needs the build-id
+// event, a completion (and signed statements) the complete event. A log
+// ahead of the state (a crash between extend and save) is fine: the
+// attestation is made again on the next call. A state claiming more than
+// the log is refused.
 func (a *Agent) loadState() error {
 	lc, err := fromLog(a.events.Records())
 	if err != nil {
 		return fmt.Errorf("event log: %w", err)
 	}
-	path := filepath.Join(a.opts.RuntimeDir, StateName)
-	raw, err := os.ReadFile(path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		a.state = lc
-		return nil
-	case err != nil:
-		return fmt.Errorf("read state: %w", err)
-	}
-	var st lifecycle
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return fmt.Errorf("state %s: %w", path, err)
+	st, err := readState(a.opts.RuntimeDir)
+	if err != nil {
+		return err
 	}
 	if (st.Dispatch != nil && lc.Phase == phaseLaunched) || ((st.Complete != nil || len(st.Signed) > 0) && lc.Phase != phaseCompleted) {
-		return fmt.Errorf("state %s holds attestations of a build the event log (phase %s) does not record; reboot the environment", path, lc.Phase)
+		return fmt.Errorf("state %s holds attestations of a build the event log (phase %s) does not record; reboot the environment", stateDir(a.opts.RuntimeDir), lc.Phase)
 	}
-	lc.Dispatch, lc.Complete, lc.Signed, lc.Admissions = st.Dispatch, st.Complete, st.Signed, st.Admissions
+	for _, env := range st.Signed {
+		d, err := signedPayloadDigest(env)
+		if err != nil {
+			return fmt.Errorf("state %s: %w", stateDir(a.opts.RuntimeDir), err)
+		}
+		lc.signedDigests = append(lc.signedDigests, d)
+	}
+	if n := len(st.Admissions); n > maxAdmissions {
+		st.Admissions = st.Admissions[n-maxAdmissions:]
+	}
+	lc.saved = st
 	a.state = lc
 	return nil
 }
 
-// saveState writes state.json; a.mu must be held.
-func (a *Agent) saveState() error {
-	raw, err := json.Marshal(a.state)
+// signedPayloadDigest is the SHA-256 of the payload of a signed envelope.
+func signedPayloadDigest(env []byte) ([32]byte, error) {
+	e, err := scai.ParseEnvelope(env)
 	if err != nil {
-		return fmt.Errorf("encode state: %w", err)
+		return [32]byte{}, fmt.Errorf("signed statement: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(a.opts.RuntimeDir, StateName), raw, 0o640); err != nil {
-		return fmt.Errorf("save state: %w", err)
+	p, err := e.DecodeB64Payload()
+	if err != nil {
+		return [32]byte{}, fmt.Errorf("signed statement: %w", err)
 	}
-	return nil
+	return sha256.Sum256(p), nil
 }
 
 func checkOptionalNonce(nonce []byte) error {
@@ -176,19 +195,16 @@ func (a *Agent) BindBuild(ctx context.Context, buildID string, request []*ita.Re
 			return nil, fmt.Errorf("record build ID: %w", err)
 		}
 		a.state.Phase, a.state.BuildID = phaseDispatched, buildID
-		if err := a.saveState(); err != nil {
-			return nil, err
-		}
 		a.log.Info("dispatched", "build_id", buildID, "request_sha256", hex.EncodeToString(reqDigest[:]))
 	}
 	env, err := a.attestLocked(ctx, attest.PurposeDispatch, nonce, &scai.Build{ID: buildID, Request: request})
 	if err != nil {
-		return nil, fmt.Errorf("dispatch attestation: %w", err)
+		return nil, fmt.Errorf("%w: the environment is bound to build %q, but its dispatch attestation failed; call BindBuild again with the same build ID and request", err, buildID)
+	}
+	if err := putState(a.opts.RuntimeDir, stateDispatch, env); err != nil {
+		return nil, fmt.Errorf("%w; the environment is bound to build %q: call BindBuild again with the same build ID and request once there is space", err, buildID)
 	}
 	a.state.Dispatch = env
-	if err := a.saveState(); err != nil {
-		return nil, err
-	}
 	return &BindBuildResult{Envelope: env}, nil
 }
 
@@ -234,6 +250,14 @@ func (a *Agent) Extend(ctx context.Context, domain, operation string, content []
 		return nil, fmt.Errorf("%w: build %q is complete: the environment is spent", errState, a.state.BuildID)
 	}
 	ev := measure.RuntimeEvent(domain, operation, content)
+	size, err := a.events.SizeWith(ev, a.backend.Banks())
+	if err != nil {
+		return nil, fmt.Errorf("record runtime event: %w", err)
+	}
+	if size > maxRuntimeLog {
+		return nil, fmt.Errorf("%w: the event log would reach %d bytes; runtime events may fill %d bytes (the rest is kept for Complete): record fewer or smaller events, e.g. a digest instead of the content",
+			errLimit, size, maxRuntimeLog)
+	}
 	if err := a.events.Record(ctx, a.backend, ev); err != nil {
 		return nil, fmt.Errorf("record runtime event: %w", err)
 	}
@@ -299,19 +323,16 @@ func (a *Agent) Complete(ctx context.Context, buildID string, inputs, outputs []
 			return nil, fmt.Errorf("record completion: %w", err)
 		}
 		a.state.Phase = phaseCompleted
-		if err := a.saveState(); err != nil {
-			return nil, err
-		}
 		a.log.Info("completed", "build_id", buildID, "outputs", len(outputs), "io_sha256", hex.EncodeToString(ioDigest[:]))
 	}
 	env, err := a.attestLocked(ctx, attest.PurposeComplete, nonce, &scai.Build{ID: buildID, Inputs: inputs, Outputs: outputs})
 	if err != nil {
-		return nil, fmt.Errorf("completion attestation: %w", err)
+		return nil, fmt.Errorf("%w: build %q is recorded as complete, but its completion attestation failed; call Complete again with the same inputs and outputs", err, buildID)
+	}
+	if err := putState(a.opts.RuntimeDir, stateComplete, env); err != nil {
+		return nil, fmt.Errorf("%w; build %q is recorded as complete: call Complete again with the same inputs and outputs once there is space", err, buildID)
 	}
 	a.state.Complete = env
-	if err := a.saveState(); err != nil {
-		return nil, err
-	}
 	return env, nil
 }
 
@@ -363,14 +384,23 @@ func (a *Agent) SignStatement(ctx context.Context, buildID string, statement []b
 			return nil, fmt.Errorf("%w: subject %d (%q) is not among the outputs declared at Complete", errInput, i, s.GetName())
 		}
 	}
+	digest := sha256.Sum256(statement)
+	if i := slices.Index(a.state.signedDigests, digest); i >= 0 {
+		return a.state.Signed[i], nil
+	}
+	if len(a.state.Signed) >= maxSigned {
+		return nil, fmt.Errorf("%w: %d statements are signed already, at most %d per build: put the subjects into fewer statements", errLimit, len(a.state.Signed), maxSigned)
+	}
 	env, err := scai.SignPayload(ctx, a.backend.Signer(), statement)
 	if err != nil {
 		return nil, fmt.Errorf("sign statement: %w", err)
 	}
-	a.state.Signed = append(a.state.Signed, env)
-	if err := a.saveState(); err != nil {
+	if err := putState(a.opts.RuntimeDir, seqName(stateSigned, a.state.nextSigned), env); err != nil {
 		return nil, err
 	}
+	a.state.nextSigned++
+	a.state.Signed = append(a.state.Signed, env)
+	a.state.signedDigests = append(a.state.signedDigests, digest)
 	a.log.Info("statement signed", "build_id", buildID, "predicate_type", st.GetPredicateType(), "subjects", len(st.GetSubject()))
 	return env, nil
 }

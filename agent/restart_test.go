@@ -148,7 +148,7 @@ func TestQuoteFailureIsReported(t *testing.T) {
 	}
 }
 
-// TestStateAheadOfLogRefused: state.json holding a completion the event log
+// TestStateAheadOfLogRefused: a state directory holding a completion the event log
 // does not record (edited, or from elsewhere) stops the daemon.
 func TestStateAheadOfLogRefused(t *testing.T) {
 	sim := openSim(t)
@@ -163,8 +163,7 @@ func TestStateAheadOfLogRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	b1.Close()
-	path := filepath.Join(f.dir, "run", StateName)
-	if err := os.WriteFile(path, []byte(`{"dispatch":"e30=","complete":"e30="}`), 0o640); err != nil {
+	if err := putState(filepath.Join(f.dir, "run"), stateComplete, []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
 	err := f.agent(t, newBackend(t, sim)).Launch(ctx)

@@ -19,6 +19,11 @@ var (
 	ErrNonceSize = errors.New("nonce must be 1 to 64 bytes")
 	// ErrNoDevice: no evidence device (TPM, TEE) could be opened.
 	ErrNoDevice = errors.New("no attestation device found")
+	// ErrDeviceFailed: the evidence device stopped answering correctly (no
+	// answer within its deadline, an I/O error, a response that does not
+	// check out). Its state is unknown from then on: every later call fails
+	// the same way, and the daemon exits so that it is restarted.
+	ErrDeviceFailed = errors.New("attestation device failed")
 	// ErrMissingPart: evidence lacks a part the verifier needs.
 	ErrMissingPart = errors.New("evidence part missing")
 	// ErrUnsupported: the backend cannot do what was asked.

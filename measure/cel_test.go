@@ -103,7 +103,7 @@ func seedLogs(f *testing.F) [][]byte {
 			f.Fatal(err)
 		}
 		reg := newFakeRegister(c.banks...)
-		for _, e := range append(launchEvents(f), RestartEvent([32]byte{1}, [32]byte{2})) {
+		for _, e := range append(launchEvents(f), RestartEvent([32]byte{1}, [32]byte{2}, Recovery{})) {
 			if err := l.Record(context.Background(), reg, e); err != nil {
 				f.Fatal(err)
 			}

@@ -60,11 +60,13 @@ func SeparatorEvent() Event {
 }
 
 // RestartEvent records that the daemon restarted within the same boot, with
-// the digests of the binary and config it restarted with.
-func RestartEvent(binarySHA256, configSHA256 [32]byte) Event {
+// the digests of the binary and config it restarted with and what the
+// restart had to repair (rec, usually zero).
+func RestartEvent(binarySHA256, configSHA256 [32]byte, rec Recovery) Event {
 	return mustJSONEvent(EventRestart, Restart{
 		BinarySHA256: hex.EncodeToString(binarySHA256[:]),
 		ConfigSHA256: hex.EncodeToString(configSHA256[:]),
+		Recovery:     rec,
 	})
 }
 

@@ -58,7 +58,7 @@ func TestCollectors(t *testing.T) {
 		{"config missing", func() (Event, error) { return ConfigEvent(missing, nil) }, Event{}, fs.ErrNotExist},
 		{"separator", func() (Event, error) { return SeparatorEvent(), nil },
 			Event{EventSeparator, []byte(`{"phase":"launch"}`)}, nil},
-		{"restart", func() (Event, error) { return RestartEvent([32]byte{0xab}, [32]byte{0xcd}), nil },
+		{"restart", func() (Event, error) { return RestartEvent([32]byte{0xab}, [32]byte{0xcd}, Recovery{}), nil },
 			Event{EventRestart, []byte(`{"binarySha256":"ab` + zeros(62) + `","configSha256":"cd` + zeros(62) + `"}`)}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

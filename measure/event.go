@@ -145,6 +145,23 @@ type Separator struct {
 type Restart struct {
 	BinarySHA256 string `json:"binarySha256"`
 	ConfigSHA256 string `json:"configSha256"`
+	Recovery
+}
+
+// Recovery is what a restart found and repaired, when the daemon had died
+// at an unlucky instant. The zero value (nothing to repair) adds no fields.
+type Recovery struct {
+	// InterruptedLaunch: the daemon died before the launch separator. The
+	// launch events after this restart event are a second, complete
+	// measurement; verifiers fail such a launch (docs/measure-events.md).
+	InterruptedLaunch bool `json:"interruptedLaunch,omitempty"`
+	// CompletedSeq is the record that was in the log but not yet in the
+	// register when the daemon died (its call was never answered); the
+	// restart extended it, so the register now holds it.
+	CompletedSeq *uint64 `json:"completedSeq,omitempty"`
+	// DroppedBytes of a partial record at the end of the log (the daemon
+	// died writing it, before any extend) were cut off.
+	DroppedBytes int `json:"droppedBytes,omitempty"`
 }
 
 // DecodeEventData decodes an event's data into v strictly: exactly one JSON

@@ -23,6 +23,9 @@ var (
 	ErrLogAhead = errors.New("measure: event log holds an event the register lacks")
 	// ErrLogFull: the record would take the log past MaxLogSize.
 	ErrLogFull = errors.New("measure: event log full")
+	// ErrLogWrite: the record could not be written to the log file (a
+	// full disk, an I/O error); nothing was extended.
+	ErrLogWrite = errors.New("measure: event log not writable")
 )
 
 // Extender extends the agent's register, one digest per bank. It is
@@ -39,18 +42,24 @@ type LogConfig struct {
 	Path  string       // the CEL file, e.g. /run/attestd/events.cel
 	Kind  RegisterKind // PCR or RTMR
 	Index int          // the register's number: PCR 13, RTMR 3; PCR 16 and 23 are refused (resettable)
+	// RepairTail cuts off a partial record at the end of the file (a crash
+	// while writing it) instead of refusing the file. That is safe because
+	// Record extends the register only after the whole record is synced:
+	// a partial record never reached the register. Log.Dropped reports it.
+	RepairTail bool
 }
 
 // Log is the agent's event log, kept as a CEL file. Each event is written
 // and synced to the file before the register is extended (see Record). It is
 // safe for concurrent use. A Log holds no open file, so it needs no Close.
 type Log struct {
-	mu     sync.Mutex
-	cfg    LogConfig
-	buf    []byte // the file's contents
-	recs   []Record
-	frozen bool
-	broken error // set when log and file or register may disagree
+	mu      sync.Mutex
+	cfg     LogConfig
+	buf     []byte // the file's contents
+	recs    []Record
+	frozen  bool
+	broken  error // set when log and file or register may disagree
+	dropped int   // bytes of a partial last record cut off by OpenLog
 }
 
 // OpenLog loads the log at cfg.Path, creating an empty one if there is none.
@@ -83,6 +92,15 @@ func OpenLog(cfg LogConfig) (*Log, error) {
 		return nil, fmt.Errorf("open event log: %w", err)
 	}
 	recs, err := ParseCEL(b)
+	var pe *ParseError
+	if err != nil && cfg.RepairTail && errors.As(err, &pe) && errors.Is(err, ErrTruncated) {
+		if recs, err = ParseCEL(b[:pe.Offset]); err == nil {
+			if err = cutTail(cfg.Path, pe.Offset); err == nil {
+				l.dropped = len(b) - pe.Offset
+				b = b[:pe.Offset]
+			}
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load event log %s: %w", cfg.Path, err)
 	}
@@ -132,6 +150,49 @@ func checkLoaded(recs []Record, cfg LogConfig) error {
 		}
 	}
 	return nil
+}
+
+// cutTail truncates the file at path to n bytes, durably.
+func cutTail(path string, n int) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if err := f.Truncate(int64(n)); err != nil {
+		f.Close()
+		return fmt.Errorf("cut partial record: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("cut partial record: %w", err)
+	}
+	return f.Close()
+}
+
+// SizeWith returns the size in bytes the log file would have after e is
+// recorded with a digest for each of banks, so that callers can enforce
+// their own bounds before recording anything.
+func (l *Log) SizeWith(e Event, banks []crypto.Hash) (int, error) {
+	r := Record{Index: l.cfg.Index, Kind: string(l.cfg.Kind), Digests: map[crypto.Hash][]byte{}, ContentType: ContentType, Type: e.Type, Data: e.Data}
+	for _, h := range banks {
+		r.Digests[h] = make([]byte, h.Size())
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r.Seq = uint64(len(l.recs))
+	b, err := encodeRecord(r)
+	if err != nil {
+		return 0, err
+	}
+	return len(l.buf) + len(b), nil
+}
+
+// Dropped is the number of bytes of a partial last record that OpenLog cut
+// off (LogConfig.RepairTail); 0 if there was none.
+func (l *Log) Dropped() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.dropped
 }
 
 // create makes an empty log file, durably.
@@ -206,7 +267,7 @@ func (l *Log) Record(ctx context.Context, ext Extender, e Event) error {
 		return fmt.Errorf("record %s event: %w", e.Type, ErrLogFull)
 	}
 	if err := l.append(b); err != nil {
-		return fmt.Errorf("record %s event: write %s (register not extended): %w", e.Type, l.cfg.Path, err)
+		return fmt.Errorf("record %s event: %w: write %s (nothing recorded, register not extended): %w", e.Type, ErrLogWrite, l.cfg.Path, err)
 	}
 	l.buf = append(l.buf, b...)
 	l.recs = append(l.recs, r)

@@ -18,7 +18,7 @@ import (
 
 func TestRecordReplayMatchesRegister(t *testing.T) {
 	reg := newFakeRegister(crypto.SHA256, crypto.SHA1)
-	evs := append(launchEvents(t), RestartEvent([32]byte{1}, [32]byte{2}), Event{Type: EventBuildID, Data: []byte(`{"buildId":"b-1"}`)})
+	evs := append(launchEvents(t), RestartEvent([32]byte{1}, [32]byte{2}, Recovery{}), Event{Type: EventBuildID, Data: []byte(`{"buildId":"b-1"}`)})
 	l, path := newTestLog(t, reg, evs)
 
 	recs, err := ParseCEL(l.Bytes())
@@ -231,7 +231,7 @@ func TestFrozen(t *testing.T) {
 			{evs[2], true},
 			{evs[3], true},
 			{SeparatorEvent(), true},
-			{RestartEvent([32]byte{}, [32]byte{}), false},
+			{RestartEvent([32]byte{}, [32]byte{}, Recovery{}), false},
 			{Event{Type: EventBuildID, Data: []byte(`{}`)}, false},
 			{Event{Type: EventRuntime, Data: []byte(`{}`)}, false},
 			{Event{Type: EventComplete, Data: []byte(`{}`)}, false},

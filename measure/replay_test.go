@@ -47,7 +47,7 @@ func TestReplayDetectsTampering(t *testing.T) {
 			return r
 		}, &mismatchErr},
 		{"append", func(r []Record) []Record {
-			e := RestartEvent([32]byte{}, [32]byte{})
+			e := RestartEvent([32]byte{}, [32]byte{}, Recovery{})
 			d, _ := e.GenerateDigest(crypto.SHA256)
 			return append(r, Record{Seq: uint64(len(r)), Index: 13, Kind: "PCR", Digests: map[crypto.Hash][]byte{crypto.SHA256: d},
 				ContentType: ContentType, Type: e.Type, Data: e.Data})

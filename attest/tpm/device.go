@@ -8,8 +8,10 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/attestd/attestd/attest"
 )
@@ -19,44 +21,53 @@ import (
 var defaultDevices = []string{"/dev/tpmrm0", "/dev/tpm0"}
 
 // openDevice opens the TPM transport named by device (see Config.Device).
-// auto lists the paths tried when device is empty.
-func openDevice(device string, auto []string) (io.ReadWriteCloser, error) {
+// auto lists the paths tried when device is empty. managed reports that
+// the transport is the kernel's resource manager (/dev/tpmrm*).
+func openDevice(device string, auto []string) (rw io.ReadWriteCloser, managed bool, err error) {
 	switch {
 	case device == "":
 		for _, p := range auto {
 			f, err := os.OpenFile(p, os.O_RDWR, 0)
 			if err == nil {
-				return f, nil
+				return f, isResourceManager(p), nil
 			}
 			if !errors.Is(err, fs.ErrNotExist) {
-				return nil, fmt.Errorf("open TPM %s: %w", p, err)
+				return nil, false, fmt.Errorf("open TPM %s: %w", p, err)
 			}
 		}
-		return nil, fmt.Errorf("%w: no TPM device (tried %s); enable a (v)TPM for this machine or choose another backend",
+		return nil, false, fmt.Errorf("%w: no TPM device (tried %s); enable a (v)TPM for this machine or choose another backend",
 			attest.ErrNoDevice, strings.Join(auto, ", "))
 	case strings.HasPrefix(device, "unix:"), strings.HasPrefix(device, "tcp:"):
 		network, addr, _ := strings.Cut(device, ":")
 		if addr == "" {
-			return nil, fmt.Errorf("open TPM %q: empty address", device)
+			return nil, false, fmt.Errorf("open TPM %q: empty address", device)
 		}
-		c, err := net.Dial(network, addr)
+		c, err := net.DialTimeout(network, addr, dialTimeout)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
-				return nil, fmt.Errorf("%w: TPM socket %s: %v", attest.ErrNoDevice, device, err)
+				return nil, false, fmt.Errorf("%w: TPM socket %s: %v", attest.ErrNoDevice, device, err)
 			}
-			return nil, fmt.Errorf("connect to TPM %s: %w", device, err)
+			return nil, false, fmt.Errorf("connect to TPM %s: %w", device, err)
 		}
-		return &framedConn{Conn: c}, nil
+		return &framedConn{Conn: c}, false, nil
 	default:
 		f, err := os.OpenFile(device, os.O_RDWR, 0)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
-				return nil, fmt.Errorf("%w: TPM device %s does not exist", attest.ErrNoDevice, device)
+				return nil, false, fmt.Errorf("%w: TPM device %s does not exist", attest.ErrNoDevice, device)
 			}
-			return nil, fmt.Errorf("open TPM %s: %w", device, err)
+			return nil, false, fmt.Errorf("open TPM %s: %w", device, err)
 		}
-		return f, nil
+		return f, isResourceManager(device), nil
 	}
+}
+
+// dialTimeout bounds connecting to a swtpm socket.
+const dialTimeout = 30 * time.Second
+
+// isResourceManager: the kernel's resource manager devices are /dev/tpmrmN.
+func isResourceManager(path string) bool {
+	return strings.HasPrefix(filepath.Base(path), "tpmrm")
 }
 
 // framedConn turns a stream socket into the "one Read returns one whole

@@ -3,6 +3,7 @@ package tpm
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -64,8 +65,8 @@ func (b *Backend) Evidence(ctx context.Context, binding attest.Binding) (*attest
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return nil, errClosed
+	if err := b.usable(); err != nil {
+		return nil, err
 	}
 	sel := tpm2.PCRSelection{Hash: tpm2.AlgSHA256, PCRs: b.cfg.quotedPCRs()}
 	var (
@@ -79,8 +80,11 @@ func (b *Backend) Evidence(ctx context.Context, binding attest.Binding) (*attest
 			break
 		}
 	}
+	if errors.Is(err, errPCRsMoved) {
+		return nil, err // another process extends a quoted PCR: not the TPM's fault
+	}
 	if err != nil {
-		return nil, err
+		return nil, b.failed(err)
 	}
 	pcrJSON, err := encodePCRs(pcrs)
 	if err != nil {
@@ -125,6 +129,12 @@ func (b *Backend) quote(sel tpm2.PCRSelection, binding attest.Binding) (info, si
 	h := sha256.New()
 	for _, p := range sel.PCRs {
 		h.Write(vals.GetPcrs()[uint32(p)])
+	}
+	if !bytes.Equal(ad.ExtraData, binding[:]) {
+		return nil, nil, nil, errors.New("own quote: qualifying data is not the binding asked for")
+	}
+	if err := checkTPMSignature(b.ak.PublicKey(), info, sig); err != nil {
+		return nil, nil, nil, fmt.Errorf("own quote: %w", err)
 	}
 	if !bytes.Equal(h.Sum(nil), ad.AttestedQuoteInfo.PCRDigest) {
 		return nil, nil, nil, errPCRsMoved
@@ -171,4 +181,22 @@ func decodePCRs(data []byte) ([]int, map[int][]byte, error) {
 	}
 	sort.Ints(idx)
 	return idx, out, nil
+}
+
+// checkTPMSignature checks a TPMT_SIGNATURE the TPM just made over info
+// with pub, so that a response damaged on its way from the TPM fails here
+// rather than in a verifier.
+func checkTPMSignature(pub crypto.PublicKey, info, sigRaw []byte) error {
+	buf := bytes.NewBuffer(sigRaw)
+	sig, err := tpm2.DecodeSignature(buf)
+	if err != nil {
+		return fmt.Errorf("parse the TPM's signature: %w", err)
+	}
+	if buf.Len() != 0 {
+		return fmt.Errorf("parse the TPM's signature: %d trailing bytes", buf.Len())
+	}
+	if err := checkSignature(pub, info, sig); err != nil {
+		return fmt.Errorf("the TPM's signature does not verify: %w", err)
+	}
+	return nil
 }

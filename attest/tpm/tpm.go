@@ -10,6 +10,7 @@ package tpm
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/asn1"
 	"errors"
@@ -18,9 +19,12 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/google/go-tpm-tools/client"
 	"github.com/google/go-tpm/legacy/tpm2"
+	tpm2new "github.com/google/go-tpm/tpm2"
+	tpmtransport "github.com/google/go-tpm/tpm2/transport"
 	"github.com/google/go-tpm/tpmutil"
 
 	"github.com/attestd/attestd/attest"
@@ -57,9 +61,15 @@ type Config struct {
 	// in its runtime dir). The blob loads only in this TPM; after a reboot
 	// it is ignored and replaced.
 	KeyFile string
+	// Timeout bounds each TPM command; 0 means DefaultTimeout. A command
+	// without an answer in time fails the backend (attest.ErrDeviceFailed).
+	Timeout time.Duration
 
 	// autoDevices replaces defaultDevices in tests.
 	autoDevices []string
+	// managed: the device is the kernel's resource manager (/dev/tpmrm*),
+	// which flushes a dead process's objects itself.
+	managed bool
 }
 
 // validate fills in defaults and checks the register choices.
@@ -99,10 +109,17 @@ func (c Config) quotedPCRs() []int {
 
 // Backend is the TPM evidence backend. All methods, and the Signer, may be
 // called from several goroutines: TPM access is serialised by one mutex.
+//
+// Every TPM command has a deadline (Config.Timeout). The first failed
+// exchange with the TPM (no answer, an I/O error, an error response or one
+// that does not check out) fails the backend: that call and every later one
+// return an error wrapping attest.ErrDeviceFailed, and no evidence or
+// signature is produced from then on.
 type Backend struct {
 	cfg   Config
 	mu    sync.Mutex // guards rw and everything below
-	rw    io.ReadWriteCloser
+	tr    *transport // rw's deadlines and latched failure
+	rw    io.ReadWriter
 	ak    *client.Key
 	env   *client.Key
 	banks []crypto.Hash
@@ -121,6 +138,9 @@ type Backend struct {
 	// KeyNotReused, when set, says why an existing key file was not used.
 	KeyReused    bool
 	KeyNotReused string
+	// Flushed counts the objects and sessions an earlier attestd left in a
+	// TPM without resource manager, flushed at start.
+	Flushed int
 }
 
 var _ attest.Backend = (*Backend)(nil)
@@ -132,10 +152,11 @@ func Open(cfg Config) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	rw, err := openDevice(cfg.Device, cfg.autoDevices)
+	rw, managed, err := openDevice(cfg.Device, cfg.autoDevices)
 	if err != nil {
 		return nil, err
 	}
+	cfg.managed = managed
 	return New(rw, cfg)
 }
 
@@ -153,7 +174,8 @@ func New(rw io.ReadWriteCloser, cfg Config) (_ *Backend, err error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Backend{cfg: cfg, rw: rw}
+	tr := newTransport(rw, cfg.Timeout)
+	b := &Backend{cfg: cfg, tr: tr, rw: tr}
 	defer func() {
 		if err != nil {
 			b.flush()
@@ -162,12 +184,19 @@ func New(rw io.ReadWriteCloser, cfg Config) (_ *Backend, err error) {
 	if err := b.readFirmwareLog(); err != nil {
 		return nil, err
 	}
+	if !cfg.managed {
+		// No resource manager: objects a crashed attestd left loaded stay
+		// in the TPM and fill its object slots.
+		if err := b.flushLeftovers(); err != nil {
+			return nil, err
+		}
+	}
 	if err := b.loadBanks(); err != nil {
 		return nil, err
 	}
 	// A primary key from a fixed template: the same AK on every boot of this
 	// TPM, so verifiers can pin it. Transient, so nothing is written to NV.
-	if b.ak, err = client.NewKey(rw, tpm2.HandleOwner, client.AKTemplateECC()); err != nil {
+	if b.ak, err = client.NewKey(b.rw, tpm2.HandleOwner, akTemplate()); err != nil {
 		return nil, fmt.Errorf("create attestation key: %w", err)
 	}
 	if b.akPublic, err = b.ak.PublicArea().Encode(); err != nil {
@@ -177,17 +206,73 @@ func New(rw io.ReadWriteCloser, cfg Config) (_ *Backend, err error) {
 	if err := b.createEnvKey(); err != nil {
 		return nil, err
 	}
-	b.certifyInfo, b.certifySig, err = tpm2.CertifyEx(rw, "", "", b.env.Handle(), b.ak.Handle(), nil,
+	b.certifyInfo, b.certifySig, err = tpm2.CertifyEx(b.rw, "", "", b.env.Handle(), b.ak.Handle(), nil,
 		tpm2.SigScheme{Alg: tpm2.AlgECDSA, Hash: tpm2.AlgSHA256})
 	if err != nil {
+		return nil, fmt.Errorf("certify environment key with the AK: %w", err)
+	}
+	if err := checkTPMSignature(b.ak.PublicKey(), b.certifyInfo, b.certifySig); err != nil {
 		return nil, fmt.Errorf("certify environment key with the AK: %w", err)
 	}
 	inner, err := b.env.GetSigner()
 	if err != nil {
 		return nil, fmt.Errorf("environment key signer: %w", err)
 	}
-	b.signer = &lockedSigner{mu: &b.mu, s: inner, closed: &b.closed}
+	b.signer = &lockedSigner{b: b, s: inner}
 	return b, nil
+}
+
+// akTemplate is go-tpm-tools' ECC AK template with noDA: the AK has an
+// empty authorization, so dictionary-attack protection guards nothing,
+// and a TPM that counted unclean resets into lockout would refuse it.
+func akTemplate() tpm2.Public {
+	t := client.AKTemplateECC()
+	t.Attributes |= tpm2.FlagNoDA
+	return t
+}
+
+// flushLeftovers flushes every transient object and loaded session in the
+// TPM. Only used without a resource manager, where attestd has the TPM to
+// itself (the kernel gives /dev/tpm0 to one opener; swtpm serves one
+// connection): what is loaded was left by an earlier attestd that died.
+func (b *Backend) flushLeftovers() error {
+	n := 0
+	for _, ht := range []tpm2.HandleType{tpm2.HandleTypeTransient, tpm2.HandleTypeLoadedSession, tpm2.HandleTypeSavedSession} {
+		hs, err := client.Handles(b.rw, ht)
+		if err != nil {
+			return fmt.Errorf("list TPM handles: %w", err)
+		}
+		for _, h := range hs {
+			if err := tpm2.FlushContext(b.rw, h); err != nil {
+				return fmt.Errorf("flush TPM handle 0x%08x left by an earlier attestd: %w", uint32(h), err)
+			}
+			n++
+		}
+	}
+	b.Flushed = n
+	return nil
+}
+
+// failed latches err as a TPM failure unless the transport already failed
+// (whose error it then returns), and returns an error wrapping
+// attest.ErrDeviceFailed. Use it for any error of a TPM command.
+func (b *Backend) failed(err error) error {
+	if err == nil || errors.Is(err, attest.ErrDeviceFailed) || errors.Is(err, errClosed) {
+		return err
+	}
+	if terr := b.tr.Err(); terr != nil {
+		return terr
+	}
+	return b.tr.fail(err)
+}
+
+// usable reports why the TPM may not be used (closed, or failed earlier).
+// b.mu must be held.
+func (b *Backend) usable() error {
+	if b.closed {
+		return errClosed
+	}
+	return b.tr.Err()
 }
 
 // envKeyTemplate is a non-restricted ECDSA P-256/SHA-256 signing key that
@@ -197,7 +282,7 @@ func envKeyTemplate() tpm2.Public {
 		Type:    tpm2.AlgECC,
 		NameAlg: tpm2.AlgSHA256,
 		Attributes: tpm2.FlagSign | tpm2.FlagFixedTPM | tpm2.FlagFixedParent |
-			tpm2.FlagSensitiveDataOrigin | tpm2.FlagUserWithAuth,
+			tpm2.FlagSensitiveDataOrigin | tpm2.FlagUserWithAuth | tpm2.FlagNoDA,
 		ECCParameters: &tpm2.ECCParams{
 			Sign:    &tpm2.SigScheme{Alg: tpm2.AlgECDSA, Hash: tpm2.AlgSHA256},
 			CurveID: tpm2.CurveNISTP256,
@@ -351,19 +436,25 @@ func (b *Backend) Extend(ctx context.Context, digests map[crypto.Hash][]byte) er
 			return fmt.Errorf("extend PCR %d: need a %d-byte %v digest", b.cfg.PCR, h.Size(), h)
 		}
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return errClosed
+	cmd := tpm2new.PCRExtend{
+		PCRHandle: tpm2new.AuthHandle{Handle: tpm2new.TPMHandle(b.cfg.PCR), Auth: tpm2new.PasswordAuth(nil)},
 	}
 	for _, h := range b.banks {
 		alg, err := tpm2.HashToAlgorithm(h)
 		if err != nil {
 			return err
 		}
-		if err := tpm2.PCRExtend(b.rw, tpmutil.Handle(b.cfg.PCR), alg, digests[h], ""); err != nil {
-			return fmt.Errorf("extend PCR %d (%v): %w", b.cfg.PCR, h, err)
-		}
+		cmd.Digests.Digests = append(cmd.Digests.Digests, tpm2new.TPMTHA{HashAlg: tpm2new.TPMIAlgHash(alg), Digest: digests[h]})
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.usable(); err != nil {
+		return err
+	}
+	// One TPM2_PCR_Extend for every bank: the banks move together or not
+	// at all, so a crash never leaves them disagreeing.
+	if _, err := cmd.Execute(tpmtransport.FromReadWriter(b.rw)); err != nil {
+		return b.failed(fmt.Errorf("extend PCR %d: %w", b.cfg.PCR, err))
 	}
 	return nil
 }
@@ -382,28 +473,59 @@ func (b *Backend) Read(ctx context.Context, bank crypto.Hash) ([]byte, error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return nil, errClosed
+	if err := b.usable(); err != nil {
+		return nil, err
 	}
 	v, err := tpm2.ReadPCR(b.rw, b.cfg.PCR, alg)
 	if err != nil {
-		return nil, fmt.Errorf("read PCR %d (%v): %w", b.cfg.PCR, bank, err)
+		return nil, b.failed(fmt.Errorf("read PCR %d (%v): %w", b.cfg.PCR, bank, err))
+	}
+	if len(v) != bank.Size() {
+		return nil, b.failed(fmt.Errorf("read PCR %d (%v): %d bytes, want %d", b.cfg.PCR, bank, len(v), bank.Size()))
 	}
 	return v, nil
 }
 
+// Ping runs one cheap TPM command (TPM2_ReadClock) to show the TPM still
+// answers; the daemon's watchdog calls it. A failure fails the backend.
+// While another command runs Ping does not wait for it: that command ends
+// within its deadline, and fails the backend if the TPM does not answer.
+func (b *Backend) Ping(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !b.mu.TryLock() {
+		return b.tr.Err()
+	}
+	defer b.mu.Unlock()
+	if err := b.usable(); err != nil {
+		return err
+	}
+	if _, err := resetCount(b.rw); err != nil {
+		return b.failed(err)
+	}
+	return nil
+}
+
 var errClosed = errors.New("TPM backend closed")
 
-// Close flushes the AK and environment key and closes the transport.
+// Close flushes the AK and environment key and closes the transport. It
+// does not wait for a TPM command in progress (a hung TPM must not hold up
+// shutdown): it then closes the transport, which ends that command, and
+// leaves the keys to the resource manager or to the next start's flush.
 func (b *Backend) Close() error {
-	b.mu.Lock()
+	if !b.mu.TryLock() {
+		return b.tr.Close()
+	}
 	defer b.mu.Unlock()
 	if b.closed {
 		return nil
 	}
 	b.closed = true
-	b.flush()
-	return b.rw.Close()
+	if b.tr.Err() == nil {
+		b.flush()
+	}
+	return b.tr.Close()
 }
 
 func (b *Backend) flush() {
@@ -416,20 +538,28 @@ func (b *Backend) flush() {
 }
 
 // lockedSigner serialises the environment key's signatures with every other
-// use of the TPM.
+// use of the TPM, and checks each signature before it is used: a signature
+// that does not verify fails the backend.
 type lockedSigner struct {
-	mu     *sync.Mutex
-	s      crypto.Signer
-	closed *bool
+	b *Backend
+	s crypto.Signer
 }
 
 func (l *lockedSigner) Public() crypto.PublicKey { return l.s.Public() }
 
 func (l *lockedSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if *l.closed {
-		return nil, errClosed
+	l.b.mu.Lock()
+	defer l.b.mu.Unlock()
+	if err := l.b.usable(); err != nil {
+		return nil, err
 	}
-	return l.s.Sign(r, digest, opts)
+	sig, err := l.s.Sign(r, digest, opts)
+	if err != nil {
+		return nil, l.b.failed(fmt.Errorf("sign with the environment key: %w", err))
+	}
+	pub, ok := l.s.Public().(*ecdsa.PublicKey)
+	if !ok || !ecdsa.VerifyASN1(pub, digest, sig) {
+		return nil, l.b.failed(errors.New("sign with the environment key: the TPM's signature does not verify"))
+	}
+	return sig, nil
 }

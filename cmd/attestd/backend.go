@@ -48,5 +48,5 @@ func openBackend(cfg *agent.Config, log *slog.Logger) (attest.Backend, error) {
 
 // tpmConfig is the TPM backend's config, for a TPM alone or beside a TEE.
 func tpmConfig(cfg *agent.Config) tpm.Config {
-	return tpm.Config{Device: cfg.TPMDevice, PCR: cfg.Register, KeyFile: cfg.TPMKeyFile}
+	return tpm.Config{Device: cfg.TPMDevice, PCR: cfg.Register, KeyFile: cfg.TPMKeyFile, Timeout: cfg.TPMTimeout}
 }

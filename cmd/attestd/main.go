@@ -8,10 +8,23 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
+
+// stopDeadline bounds shutdown after SIGTERM or SIGINT. run normally
+// returns well within it (calls in progress get shutdownGrace, then the TPM
+// is closed under them); if anything still holds on, the process exits
+// anyway rather than keep systemd waiting.
+const stopDeadline = 15 * time.Second
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	context.AfterFunc(ctx, func() {
+		time.AfterFunc(stopDeadline, func() {
+			fmt.Fprintf(os.Stderr, "attestd: still stopping %v after the signal; exiting now\n", stopDeadline)
+			os.Exit(1)
+		})
+	})
 	err := run(ctx, os.Args[1:], os.Stderr)
 	stop()
 	if err != nil {
