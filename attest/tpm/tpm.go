@@ -196,7 +196,7 @@ func New(rw io.ReadWriteCloser, cfg Config) (_ *Backend, err error) {
 	}
 	// A primary key from a fixed template: the same AK on every boot of this
 	// TPM, so verifiers can pin it. Transient, so nothing is written to NV.
-	if b.ak, err = client.NewKey(b.rw, tpm2.HandleOwner, akTemplate()); err != nil {
+	if b.ak, err = client.NewKey(b.rw, tpm2.HandleOwner, AKTemplate()); err != nil {
 		return nil, fmt.Errorf("create attestation key: %w", err)
 	}
 	if b.akPublic, err = b.ak.PublicArea().Encode(); err != nil {
@@ -222,10 +222,10 @@ func New(rw io.ReadWriteCloser, cfg Config) (_ *Backend, err error) {
 	return b, nil
 }
 
-// akTemplate is go-tpm-tools' ECC AK template with noDA: the AK has an
+// AKTemplate is go-tpm-tools' ECC AK template with noDA: the AK has an
 // empty authorization, so dictionary-attack protection guards nothing,
 // and a TPM that counted unclean resets into lockout would refuse it.
-func akTemplate() tpm2.Public {
+func AKTemplate() tpm2.Public {
 	t := client.AKTemplateECC()
 	t.Attributes |= tpm2.FlagNoDA
 	return t

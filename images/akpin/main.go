@@ -16,6 +16,8 @@ import (
 
 	"github.com/google/go-tpm-tools/client"
 	"github.com/google/go-tpm/legacy/tpm2"
+
+	"github.com/attestd/attestd/attest/tpm"
 )
 
 func main() {
@@ -37,7 +39,7 @@ func run(sock string) error {
 	defer c.Close()
 	// The same template and hierarchy as attest/tpm: a primary key, so the
 	// TPM derives the same AK from its owner seed every time.
-	ak, err := client.NewKey(c, tpm2.HandleOwner, client.AKTemplateECC())
+	ak, err := client.NewKey(c, tpm2.HandleOwner, tpm.AKTemplate())
 	if err != nil {
 		return fmt.Errorf("create AK: %w", err)
 	}
