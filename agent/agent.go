@@ -133,7 +133,7 @@ func (a *Agent) Launch(ctx context.Context) error {
 		if err := a.recordRestart(ctx, rec); err != nil {
 			return err
 		}
-	case len(a.events.Records()) > 0:
+	case a.events.Len() > 0:
 		// The daemon died during an earlier launch: say so, then measure
 		// the launch again, whole (verifiers fail such a launch).
 		rec.InterruptedLaunch = true

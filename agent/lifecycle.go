@@ -261,8 +261,7 @@ func (a *Agent) Extend(ctx context.Context, domain, operation string, content []
 	if err := a.events.Record(ctx, a.backend, ev); err != nil {
 		return nil, fmt.Errorf("record runtime event: %w", err)
 	}
-	recs := a.events.Records()
-	last := recs[len(recs)-1]
+	last, _ := a.events.Last()
 	return &ExtendResult{Seq: last.Seq, Digests: last.Digests}, nil
 }
 

@@ -349,6 +349,23 @@ func (l *Log) Records() []Record {
 	return out
 }
 
+// Last returns the last record (a copy), or false if the log is empty.
+func (l *Log) Last() (Record, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.recs) == 0 {
+		return Record{}, false
+	}
+	return cloneRecord(l.recs[len(l.recs)-1]), true
+}
+
+// Len is the number of records.
+func (l *Log) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.recs)
+}
+
 // Frozen reports whether the separator has been recorded.
 func (l *Log) Frozen() bool {
 	l.mu.Lock()

@@ -258,20 +258,26 @@ func (r *Result) checkEventLog(a *scai.Attestation, bank crypto.Hash, registers 
 	} else {
 		r.add(CheckReplay, replayAll(recs, bank, registers), fmt.Sprintf("%d events replay to the quoted %s", len(recs), registerNames(recs)))
 	}
-	frozen := false
-	for _, rec := range recs {
-		if rec.Type == measure.EventSeparator {
-			frozen = true
-		}
-	}
-	var err2 error
-	if !frozen {
-		err2 = fmt.Errorf("the event log has no launch separator: launch measurements were not completed")
-	}
-	r.add(CheckLaunch, err2, "launch measurements closed by a separator event")
+	r.add(CheckLaunch, launchClosed(recs), "launch measurements closed by a separator event")
 	if a.Build != nil {
 		r.add(CheckBuildEvents, checkBuildEvents(a, recs), "the event log records this build ID and its "+map[attest.Purpose]string{attest.PurposeDispatch: "request", attest.PurposeComplete: "request, inputs and outputs"}[a.Purpose])
 	}
+}
+
+// launchClosed checks the launch phase ran once, to its separator. A
+// restart event before the separator means the daemon died during launch
+// and measured it again: what the first, partial launch saw is unknown, so
+// such an environment fails (replace it).
+func launchClosed(recs []measure.Record) error {
+	for _, rec := range recs {
+		switch rec.Type {
+		case measure.EventSeparator:
+			return nil
+		case measure.EventRestart:
+			return fmt.Errorf("the daemon restarted during launch (restart event, seq %d, before the separator) and measured the launch again: replace this environment", rec.Seq)
+		}
+	}
+	return fmt.Errorf("the event log has no launch separator: launch measurements were not completed")
 }
 
 // checkBuildEvents: the register must carry the build this attestation

@@ -12,6 +12,14 @@ import (
 // DefaultSocket is where attestd serves unless told otherwise.
 const DefaultSocket = "/run/attestd/attestd.sock"
 
+// MaxResponseSize is the largest response attestd sends (its server's send
+// limit) and the receive limit of this client. gRPC clients default to
+// 4 MiB, which an attestation carrying a full event log exceeds: clients
+// written in other languages must raise their receive limit to this too
+// (docs/integrating.md). The daemon's limits keep every response below it
+// (docs/operating.md, "Limits").
+const MaxResponseSize = 32 << 20
+
 // Client is a connection to attestd's local API.
 type Client struct {
 	AttestdClient
@@ -23,6 +31,7 @@ type Client struct {
 func Dial(path string) (*Client, error) {
 	conn, err := grpc.NewClient("passthrough:///attestd",
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxResponseSize)),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
