@@ -85,7 +85,7 @@ type Hit struct {
 }
 
 func (h Hit) String() string {
-	if h.Command == 0 {
+	if h.Command == 0 || h.Fault.cmd != 0 {
 		return h.Fault.String()
 	}
 	return fmt.Sprintf("%s at %s", h.Fault, h.Command)
