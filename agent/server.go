@@ -39,10 +39,11 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 	srv := grpc.NewServer(
 		grpc.Creds(peerCredentials{startTime: a.opts.startTime}),
 		grpc.MaxRecvMsgSize(maxRequestSize),
+		grpc.ForceServerCodecV2(newServerCodec()), // undecodable requests: see codec.go
 		grpc.ChainUnaryInterceptor(a.authorize),
 		grpc.ChainStreamInterceptor(a.authorizeStream),
 	)
-	apiv1.RegisterAttestdServer(srv, &service{a: a})
+	srv.RegisterService(decodeChecked(&apiv1.Attestd_ServiceDesc), &service{a: a})
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(apiv1.Attestd_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
