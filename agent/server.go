@@ -112,7 +112,7 @@ func (a *Agent) checkCaller(ctx context.Context, method string) error {
 		}
 		return fmt.Errorf("%w: uid %d gid %d may not call %s (config: %s)", errPermission, c.UID, c.GID, method, what)
 	}
-	if err := checkSamePeer(c, a.opts.startTime); err != nil {
+	if err := a.allow.recheck(c, method, need, readProcCreds, a.opts.startTime); err != nil {
 		a.log.Warn("caller refused", "method", method, "pid", c.PID, "err", err)
 		return err
 	}
