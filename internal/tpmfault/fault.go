@@ -15,6 +15,7 @@ const (
 	corruptHeader
 	closeConn
 	kill
+	hold
 )
 
 // Fault is what the proxy does to a response instead of passing it on.
@@ -23,6 +24,7 @@ type Fault struct {
 	kind  kind
 	delay time.Duration
 	cmd   Command // 0: any command
+	skip  int     // matching commands let through first
 }
 
 // The faults. Arm one with Proxy.Next or Proxy.Every.
@@ -42,14 +44,26 @@ var (
 	// Close closes the client's connection (and its TPM connection)
 	// instead of answering.
 	Close = Fault{kind: closeConn}
+	// Hold swallows the command itself: the TPM never runs it and the
+	// client waits for an answer that does not come (Drop: the TPM ran it).
+	// Later commands are forwarded again (unless armed with Every).
+	Hold = Fault{kind: hold}
 )
 
 // Delay holds the response for d, then passes it on.
 func Delay(d time.Duration) Fault { return Fault{kind: delay, delay: d} }
 
-// On restricts f to responses to commands with code cc (e.g. CCQuote).
+// On restricts f to commands with code cc (e.g. CCQuote) and their
+// responses.
 func (f Fault) On(cc Command) Fault {
 	f.cmd = cc
+	return f
+}
+
+// Skip lets the first n commands f matches pass untouched: Hold.On(CCPCRExtend).Skip(2)
+// holds the third PCR extend.
+func (f Fault) Skip(n int) Fault {
+	f.skip = n
 	return f
 }
 
@@ -70,9 +84,14 @@ func (f Fault) String() string {
 		s = "close"
 	case kill:
 		s = "kill"
+	case hold:
+		s = "hold"
 	}
 	if f.cmd != 0 {
 		s += " on " + f.cmd.String()
+	}
+	if f.skip > 0 {
+		s += fmt.Sprintf(" after %d", f.skip)
 	}
 	return s
 }
@@ -80,7 +99,7 @@ func (f Fault) String() string {
 // Hit is one application of a fault.
 type Hit struct {
 	Fault   Fault
-	Command Command // the command whose response was hit; 0 for Kill
+	Command Command // the command (or its response) hit; 0 for Kill
 	At      time.Time
 }
 

@@ -102,13 +102,14 @@ func Start(t testing.TB, upstream string) *Proxy {
 // Socket is the path clients connect to.
 func (p *Proxy) Socket() string { return p.cfg.Socket }
 
-// Next applies f to the next response that f matches (see Fault.On), once.
-// The channel receives the Hit when that happens. It replaces any fault
-// armed before.
+// Next applies f to the next response (Hold: command) that f matches (see
+// Fault.On and Fault.Skip), once. The channel receives the Hit when that
+// happens. It replaces any fault armed before.
 func (p *Proxy) Next(f Fault) <-chan Hit { return p.arm(f, false) }
 
-// Every applies f to every response f matches from now on, until Heal or
-// another Next or Every. The channel receives the first Hit.
+// Every applies f to every response (Hold: command) f matches from now
+// on, after any Skip, until Heal or another Next or Every. The channel
+// receives the first Hit.
 func (p *Proxy) Every(f Fault) <-chan Hit { return p.arm(f, true) }
 
 // Heal disarms the armed fault. A killed TPM stays dead.
@@ -179,24 +180,30 @@ func (p *Proxy) linksLocked() []*link {
 type arming struct {
 	fault Fault
 	every bool
+	skip  int      // matches still to let through
 	hit   chan Hit // buffered 1: the first hit
 	fired bool
 }
 
 func (p *Proxy) arm(f Fault, every bool) <-chan Hit {
-	a := &arming{fault: f, every: every, hit: make(chan Hit, 1)}
+	a := &arming{fault: f, every: every, skip: f.skip, hit: make(chan Hit, 1)}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.armed = a
 	return a.hit
 }
 
-// take returns the fault to apply to a response to cmd, if any.
-func (p *Proxy) take(cmd Command) (Fault, bool) {
+// take returns the fault to apply to command cmd (atCommand: before it
+// is forwarded; else to its response), if any.
+func (p *Proxy) take(cmd Command, atCommand bool) (Fault, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	a := p.armed
-	if a == nil || (a.fault.cmd != 0 && a.fault.cmd != cmd) {
+	if a == nil || (a.fault.cmd != 0 && a.fault.cmd != cmd) || (a.fault.kind == hold) != atCommand {
+		return Fault{}, false
+	}
+	if a.skip > 0 {
+		a.skip--
 		return Fault{}, false
 	}
 	if !a.every {
@@ -287,6 +294,10 @@ func (p *Proxy) serve(l *link) {
 		if err != nil {
 			return
 		}
+		code := Command(binary.BigEndian.Uint32(cmd[6:10]))
+		if _, ok := p.take(code, true); ok {
+			continue // hold: the TPM never sees it
+		}
 		if _, err := up.Write(cmd); err != nil {
 			return
 		}
@@ -295,8 +306,7 @@ func (p *Proxy) serve(l *link) {
 		if err != nil {
 			return
 		}
-		code := Command(binary.BigEndian.Uint32(cmd[6:10]))
-		f, ok := p.take(code)
+		f, ok := p.take(code, false)
 		if !ok {
 			f = Fault{}
 		}

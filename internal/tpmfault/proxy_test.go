@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -21,9 +22,10 @@ type echoTPM struct {
 	path string
 	ln   net.Listener
 
-	mu     sync.Mutex
-	conns  int
-	closed chan struct{} // one value per connection the client side closed
+	mu       sync.Mutex
+	conns    int
+	commands []Command     // the commands the TPM received
+	closed   chan struct{} // one value per connection the client side closed
 }
 
 func startEchoTPM(t *testing.T) *echoTPM {
@@ -53,6 +55,9 @@ func startEchoTPM(t *testing.T) *echoTPM {
 						e.closed <- struct{}{}
 						return
 					}
+					e.mu.Lock()
+					e.commands = append(e.commands, Command(binary.BigEndian.Uint32(cmd[6:10])))
+					e.mu.Unlock()
 					resp := frame(0x8001, 0, cmd[headerSize:])
 					if _, err := c.Write(resp); err != nil {
 						return
@@ -62,6 +67,12 @@ func startEchoTPM(t *testing.T) *echoTPM {
 		}
 	}()
 	return e
+}
+
+func (e *echoTPM) received() []Command {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]Command(nil), e.commands...)
 }
 
 func (e *echoTPM) connCount() int {
@@ -396,4 +407,51 @@ func TestSwtpm(t *testing.T) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func TestHoldKeepsTheCommandFromTheTPM(t *testing.T) {
+	up := startEchoTPM(t)
+	p := Start(t, up.path)
+	c := dial(t, p)
+	hit := p.Next(Hold.On(CCPCRExtend).Skip(1))
+	send(t, c, CCPCRExtend, []byte("first")) // skipped
+	if _, err := c.Write(frame(0x8001, uint32(CCPCRExtend), []byte("second"))); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case h := <-hit:
+		if h.Command != CCPCRExtend {
+			t.Errorf("hit %v", h)
+		}
+	case <-time.After(wait):
+		t.Fatal("hold never applied")
+	}
+	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if b, err := readFrame(c); !isTimeout(err) {
+		t.Fatalf("held command answered: %x, %v", b, err)
+	}
+	// Once only; the held command never reached the TPM.
+	send(t, c, CCGetRandom, []byte("x"))
+	want := []Command{CCPCRExtend, CCGetRandom}
+	if got := up.received(); !slices.Equal(got, want) {
+		t.Errorf("TPM received %v, want %v", got, want)
+	}
+	if s := p.Stats(); s.Commands != 2 {
+		t.Errorf("stats %+v: the held command counted as forwarded", s)
+	}
+}
+
+func TestSkip(t *testing.T) {
+	up := startEchoTPM(t)
+	p := Start(t, up.path)
+	c := dial(t, p)
+	p.Next(Corrupt.On(CCSign).Skip(2))
+	body := []byte("abcd")
+	clean := frame(0x8001, 0, body)
+	for i, cc := range []Command{CCSign, CCQuote, CCSign, CCSign, CCSign} {
+		got := send(t, c, cc, body)
+		if corrupted := !bytes.Equal(got, clean); corrupted != (i == 3) {
+			t.Errorf("command %d (%s): corrupted=%v, want only the third Sign", i, cc, corrupted)
+		}
+	}
 }
