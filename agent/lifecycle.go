@@ -76,6 +76,9 @@ type lifecycle struct {
 	// signedDigests are the SHA-256 of each signed statement's payload,
 	// parallel to Signed, so that the same statement is signed once.
 	signedDigests [][32]byte
+	// outputs are the outputs of the completion attestation (Complete), the
+	// subjects SignStatement accepts; read once, not per call.
+	outputs []*ita.ResourceDescriptor
 }
 
 // fromLog derives phase and build ID from the event log.
@@ -374,12 +377,15 @@ func (a *Agent) SignStatement(ctx context.Context, buildID string, statement []b
 	if buildID != a.state.BuildID {
 		return nil, fmt.Errorf("%w: the environment was bound to build %q, not %q", errState, a.state.BuildID, buildID)
 	}
-	outputs, err := completedOutputs(a.state.Complete)
-	if err != nil {
-		return nil, err
+	if a.state.outputs == nil {
+		outputs, err := completedOutputs(a.state.Complete)
+		if err != nil {
+			return nil, err
+		}
+		a.state.outputs = outputs
 	}
 	for i, s := range st.GetSubject() {
-		if !scai.SubjectAmong(s, outputs) {
+		if !scai.SubjectAmong(s, a.state.outputs) {
 			return nil, fmt.Errorf("%w: subject %d (%q) is not among the outputs declared at Complete", errInput, i, s.GetName())
 		}
 	}

@@ -103,7 +103,8 @@ func MakeCredential(ek crypto.PublicKey, akPublic []byte) (secret []byte, ch *Ch
 // returns the secret. The EK is created as a transient primary key from the
 // default template matching the EK certificate (RSA or ECC) and flushed
 // afterwards; nothing is persisted.
-func (b *Backend) ActivateCredential(ctx context.Context, credBlob, encSecret []byte) ([]byte, error) {
+func (b *Backend) ActivateCredential(ctx context.Context, credBlob, encSecret []byte) (_ []byte, err error) {
+	defer b.catch(&err)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

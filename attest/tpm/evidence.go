@@ -59,7 +59,8 @@ const quoteAttempts = 3
 // Evidence implements attest.Backend: a quote by the AK over the SHA-256
 // bank of the boot PCRs and the agent PCR with qualifying data binding,
 // together with the AK's certification of the environment key.
-func (b *Backend) Evidence(ctx context.Context, binding attest.Binding) (*attest.Evidence, error) {
+func (b *Backend) Evidence(ctx context.Context, binding attest.Binding) (_ *attest.Evidence, err error) {
+	defer b.catch(&err)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -72,7 +73,6 @@ func (b *Backend) Evidence(ctx context.Context, binding attest.Binding) (*attest
 	var (
 		info, sig []byte
 		pcrs      map[uint32][]byte
-		err       error
 	)
 	for range quoteAttempts {
 		info, sig, pcrs, err = b.quote(sel, binding)

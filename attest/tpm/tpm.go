@@ -176,6 +176,7 @@ func New(rw io.ReadWriteCloser, cfg Config) (_ *Backend, err error) {
 	}
 	tr := newTransport(rw, cfg.Timeout)
 	b := &Backend{cfg: cfg, tr: tr, rw: tr}
+	defer b.catch(&err)
 	defer func() {
 		if err != nil {
 			b.flush()
@@ -264,6 +265,15 @@ func (b *Backend) failed(err error) error {
 		return terr
 	}
 	return b.tr.fail(err)
+}
+
+// catch turns a panic in go-tpm while it decodes a damaged TPM response
+// (its legacy decoders do not check every length) into a failed TPM. Use
+// it deferred, first, in every method that talks to the TPM.
+func (b *Backend) catch(err *error) {
+	if r := recover(); r != nil {
+		*err = b.failed(fmt.Errorf("decode TPM response: %v", r))
+	}
 }
 
 // usable reports why the TPM may not be used (closed, or failed earlier).
@@ -423,7 +433,8 @@ func (b *Backend) Signer() crypto.Signer { return b.signer }
 
 // Extend implements attest.Backend: one TPM2_PCR_Extend per bank. digests
 // must hold exactly one digest of the right size for every bank.
-func (b *Backend) Extend(ctx context.Context, digests map[crypto.Hash][]byte) error {
+func (b *Backend) Extend(ctx context.Context, digests map[crypto.Hash][]byte) (err error) {
+	defer b.catch(&err)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -460,7 +471,8 @@ func (b *Backend) Extend(ctx context.Context, digests map[crypto.Hash][]byte) er
 }
 
 // Read implements attest.Backend: the agent PCR's value in bank.
-func (b *Backend) Read(ctx context.Context, bank crypto.Hash) ([]byte, error) {
+func (b *Backend) Read(ctx context.Context, bank crypto.Hash) (_ []byte, err error) {
+	defer b.catch(&err)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -490,7 +502,8 @@ func (b *Backend) Read(ctx context.Context, bank crypto.Hash) ([]byte, error) {
 // answers; the daemon's watchdog calls it. A failure fails the backend.
 // While another command runs Ping does not wait for it: that command ends
 // within its deadline, and fails the backend if the TPM does not answer.
-func (b *Backend) Ping(ctx context.Context) error {
+func (b *Backend) Ping(ctx context.Context) (err error) {
+	defer b.catch(&err)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -547,7 +560,8 @@ type lockedSigner struct {
 
 func (l *lockedSigner) Public() crypto.PublicKey { return l.s.Public() }
 
-func (l *lockedSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+func (l *lockedSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) (_ []byte, err error) {
+	defer l.b.catch(&err)
 	l.b.mu.Lock()
 	defer l.b.mu.Unlock()
 	if err := l.b.usable(); err != nil {

@@ -95,6 +95,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := os.MkdirAll(runtimeDir, 0o750); err != nil {
 		return fmt.Errorf("create runtime dir: %w", err)
 	}
+	// One daemon per runtime dir, decided before anything opens the TPM: a
+	// second daemon stops here instead of waiting on a TPM the first holds.
+	lock, err := agent.Lock(runtimeDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	cfg.TPMKeyFile = filepath.Join(runtimeDir, agent.KeyFileName)
 	// Storage first: a build environment whose writable storage is not as
 	// configured must not get as far as the register.
