@@ -39,37 +39,46 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 	srv := grpc.NewServer(
 		grpc.Creds(peerCredentials{startTime: a.opts.startTime}),
 		grpc.MaxRecvMsgSize(maxRequestSize),
+		grpc.MaxSendMsgSize(apiv1.MaxResponseSize),
 		grpc.ForceServerCodecV2(newServerCodec()), // undecodable requests: see codec.go
 		grpc.ChainUnaryInterceptor(a.authorize),
 		grpc.ChainStreamInterceptor(a.authorizeStream),
 	)
 	srv.RegisterService(decodeChecked(&apiv1.Attestd_ServiceDesc), &service{a: a})
 	hs := health.NewServer()
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus(apiv1.Attestd_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	a.health.setServer(hs)
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	var failed error
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
+	case <-a.health.down:
+		failed = a.health.err
 	}
 	hs.Shutdown()
 	stopped := make(chan struct{})
 	go func() { srv.GracefulStop(); close(stopped) }()
 	select {
 	case <-stopped:
-	case <-time.After(5 * time.Second):
+	case <-time.After(stopGrace):
 		srv.Stop()
 	}
-	return nil
+	return failed
 }
+
+// stopGrace is how long calls in progress may take to finish at shutdown.
+const stopGrace = 5 * time.Second
 
 func (a *Agent) authorize(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	if err := a.checkCaller(ctx, info.FullMethod); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := a.health.failure(); err != nil {
 		return nil, toStatus(err)
 	}
 	resp, err := h(ctx, req)
@@ -119,8 +128,12 @@ func (a *Agent) checkCaller(ctx context.Context, method string) error {
 	return nil
 }
 
-// logged logs internal errors (which are not shown to callers in full).
+// logged logs internal errors (which are not shown to callers in full). A
+// failed device is reported once, by the health monitor, not per call.
 func (a *Agent) logged(method string, err error) error {
+	if errors.Is(err, attest.ErrDeviceFailed) {
+		return a.health.deviceFailed(err)
+	}
 	if code := statusCode(err); code == codes.Internal || code == codes.Unavailable {
 		a.log.Error("request failed", "method", method, "err", err)
 	}
@@ -137,6 +150,11 @@ func statusCode(err error) codes.Code {
 		return codes.PermissionDenied
 	case errors.Is(err, errNotLaunched), errors.Is(err, errState), errors.Is(err, measure.ErrFrozen):
 		return codes.FailedPrecondition
+	case errors.Is(err, errLimit), errors.Is(err, measure.ErrLogFull):
+		return codes.ResourceExhausted
+	case errors.Is(err, attest.ErrDeviceFailed), errors.Is(err, errStorage),
+		errors.Is(err, measure.ErrLogWrite), errors.Is(err, measure.ErrLogAhead):
+		return codes.Unavailable
 	case errors.Is(err, attest.ErrUnsupported):
 		return codes.Unimplemented
 	case errors.Is(err, attest.ErrChallenge):

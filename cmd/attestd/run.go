@@ -10,8 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/attestd/attestd/agent"
 	"github.com/attestd/attestd/attest/tpm"
@@ -34,6 +36,7 @@ type flags struct {
 	config     string
 	backend    string
 	tpmDevice  string
+	tpmTimeout time.Duration
 	runtimeDir string
 	logLevel   string
 	version    bool
@@ -46,6 +49,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.config, "config", agent.DefaultConfigPath, "config file (YAML)")
 	fs.StringVar(&f.backend, "backend", "", "evidence backend: auto, tpm, snp, tdx or simulator (overrides the config file)")
 	fs.StringVar(&f.tpmDevice, "tpm-device", "", "TPM device path, unix:/path or tcp:host:port of a swtpm (overrides the config file)")
+	fs.DurationVar(&f.tpmTimeout, "tpm-timeout", 0, "deadline of each TPM command, e.g. 30s (overrides the config file's tpm.timeout; default 30s)")
 	fs.StringVar(&f.runtimeDir, "runtime-dir", "", "directory for the socket, event log and launch attestation (default $RUNTIME_DIRECTORY, else /run/attestd)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
@@ -88,6 +92,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if f.tpmDevice != "" {
 		cfg.TPMDevice = f.tpmDevice
 	}
+	if f.tpmTimeout != 0 {
+		if f.tpmTimeout < agent.MinTPMTimeout {
+			return fmt.Errorf("%w: --tpm-timeout %v: must be at least %v", errUsage, f.tpmTimeout, agent.MinTPMTimeout)
+		}
+		cfg.TPMTimeout = f.tpmTimeout
+	}
 	runtimeDir := f.runtimeDir
 	if runtimeDir == "" {
 		runtimeDir = runtimeDirFromEnv()
@@ -115,7 +125,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer backend.Close()
+	// A TPM command that hangs must not hold up shutdown: once the calls in
+	// progress had their time, closing the backend ends the command.
+	stopBackend := context.AfterFunc(ctx, func() {
+		time.AfterFunc(shutdownGrace, func() { backend.Close() })
+	})
+	defer stopBackend()
 	if tb, ok := backend.(*tpm.Backend); ok {
+		if tb.Flushed > 0 {
+			logger.Warn("flushed objects an earlier attestd left in the TPM (no resource manager)", "handles", tb.Flushed)
+		}
 		if tb.KeyReused {
 			logger.Info("restart within the boot: environment key reloaded", "key_file", cfg.TPMKeyFile)
 		}
@@ -153,15 +172,26 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer ln.Close()
-	if err := a.Launch(ctx); err != nil {
-		return err
-	}
-	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
-		logger.Warn("systemd notify failed", "err", err)
-	}
-	logger.Info("serving", "socket", filepath.Join(runtimeDir, agent.SocketName), "backend", backend.Name(), "version", version)
-	return a.Serve(ctx, ln)
+	// The device watch (and systemd's watchdog) runs from before the
+	// launch: a launch stuck on a TPM is caught like a call would be.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return watchDevice(gctx, a, logger) })
+	g.Go(func() error {
+		if err := a.Launch(gctx); err != nil {
+			return err
+		}
+		if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+			logger.Warn("systemd notify failed", "err", err)
+		}
+		logger.Info("serving", "socket", filepath.Join(runtimeDir, agent.SocketName), "backend", backend.Name(), "version", version)
+		return a.Serve(gctx, ln)
+	})
+	return g.Wait()
 }
+
+// shutdownGrace is how long after SIGTERM calls in progress may use the
+// TPM before the backend is closed under them.
+const shutdownGrace = 5 * time.Second
 
 // runtimeDirFromEnv follows systemd's RuntimeDirectory= (first entry).
 func runtimeDirFromEnv() string {
