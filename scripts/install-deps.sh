@@ -65,7 +65,7 @@ if command -v protoc >/dev/null; then
 		problems+=("protoc cannot compile agent/api/v1/attestd.proto: $out (packages protobuf-compiler, libprotobuf-dev)")
 fi
 if ! command -v go >/dev/null; then
-	problems+=("command go (Go >= 1.26 from go.dev; not a Debian package here)")
+	problems+=("command go (Go >= 1.26, README.md; this script does not install it)")
 elif ! go_version=$(go env GOVERSION 2>/dev/null) || [[ ! $go_version =~ ^go1\.([0-9]+) ]] || ((BASH_REMATCH[1] < 26)); then
 	problems+=("Go >= 1.26, found ${go_version:-unknown}")
 fi
