@@ -30,10 +30,19 @@
 #   BAKE_KEY         PEM EC private key signing the reference values
 #                    (default: OUT/../bake-key.pem, created if missing)
 #   IMAGE_VERSION    recorded in the image metadata (default: git describe)
+#   DEBIAN_MIRROR    the Debian mirror debootstrap uses (default: the first
+#                    enabled "deb" source of this machine's apt configuration
+#                    that serves the suite's main component: sources.list,
+#                    sources.list.d/*.list and deb822 *.sources); recorded
+#                    in the image's provenance either way
+#   DEVICE_TIMEOUT   how long the image's systemd waits for its disks and for
+#                    a unit to start (default 5min: software emulation on a
+#                    loaded host brings virtio disks late)
 set -euo pipefail
 storage=${STORAGE:-encrypted}
 scratch_volumes=${SCRATCH-/var/lib/build-runner=/dev/disk/by-id/virtio-attestd-scratch}
 swap_device=${SWAP-/dev/disk/by-id/virtio-attestd-swap}
+device_timeout=${DEVICE_TIMEOUT:-5min}
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -41,7 +50,6 @@ repo=$(cd "$here/.." && pwd)
 out=$(realpath -m "${1:-$here/out}")
 cache=$here/.cache
 suite=bookworm
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 stub=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
 # Packages of the image. The rootfs cache is keyed by this list. dmsetup
@@ -60,7 +68,53 @@ for v in $scratch_volumes; do
 	[[ $v =~ ^/[A-Za-z0-9._/-]*=/[A-Za-z0-9._/:-]+$ ]] || die "SCRATCH: $v: want /MOUNTPOINT=/DEVICE (no spaces or commas)"
 done
 [[ -z $swap_device || $swap_device =~ ^/[A-Za-z0-9._/:-]+$ ]] || die "SWAP=$swap_device: want a device path"
+[[ $device_timeout =~ ^[1-9][0-9]*(s|min)$ ]] || die "DEVICE_TIMEOUT=$device_timeout: want a systemd time span like 300s or 5min"
 [[ $(id -u) -eq 0 ]] || die "must run as root (debootstrap, chroot, file ownership)"
+
+# apt_mirror SUITE: the URI of the first enabled "deb" source in this machine's
+# apt configuration that serves SUITE with the main component, in apt's order
+# (sources.list, then sources.list.d/ by name; one-line *.list and deb822
+# *.sources). Only http, https and file URIs (what debootstrap takes).
+apt_mirror() {
+	local suite=$1 f uris
+	uris=$(for f in /etc/apt/sources.list /etc/apt/sources.list.d/*; do
+		[[ -f $f && -r $f ]] || continue
+		case $f in
+		*.list) awk -v suite="$suite" '
+			{ sub(/#.*/, "") }
+			$1 != "deb" { next }
+			{
+				i = 2
+				if ($i ~ /^\[/) { while (i < NF && $i !~ /\]$/) i++; i++ }
+				if ($(i + 1) != suite) next
+				for (j = i + 2; j <= NF; j++) if ($j == "main") { print $i; exit }
+			}' "$f" ;;
+		*.sources) awk -v suite="$suite" '
+			function field(name,   v) { v = f[name]; gsub(/^[ \t]+|[ \t]+$/, "", v); return v }
+			function has(list, word,   n, a, k) { n = split(list, a, /[ \t]+/); for (k = 1; k <= n; k++) if (a[k] == word) return 1; return 0 }
+			function flush(   n, u) {
+				if (has(field("types"), "deb") && has(field("suites"), suite) && has(field("components"), "main") && tolower(field("enabled")) != "no") {
+					n = split(field("uris"), u, /[ \t]+/)
+					if (n > 0 && u[1] != "") { print u[1]; found = 1 }
+				}
+				delete f; last = ""
+			}
+			/^#/ { next }
+			/^[ \t]*$/ { flush(); if (found) exit; next }
+			/^[ \t]/ { if (last != "") f[last] = f[last] " " $0; next }
+			{ k = tolower(substr($0, 1, index($0, ":") - 1)); f[k] = substr($0, index($0, ":") + 1); last = k }
+			END { if (!found) flush() }' "$f" ;;
+		*) continue ;;
+		esac
+	done)
+	grep -E -m1 '^(https?|file)://' <<<"$uris"
+}
+if [[ -n ${DEBIAN_MIRROR:-} ]]; then
+	mirror=$DEBIAN_MIRROR
+else
+	mirror=$(apt_mirror "$suite") ||
+		die "no enabled apt source for \"$suite main\" (http, https or file) in /etc/apt/sources.list or /etc/apt/sources.list.d/; set DEBIAN_MIRROR=URL"
+fi
 for t in debootstrap mksquashfs veritysetup objcopy objdump sfdisk mkfs.vfat mmd mcopy go cpio zstd; do
 	command -v "$t" >/dev/null || die "$t missing; run scripts/install-deps.sh"
 done
@@ -125,6 +179,7 @@ install -D -m 0644 "$repo/systemd/attestd.tmpfiles.conf" "$root/usr/lib/tmpfiles
 install -D -m 0644 "$repo/systemd/60-attestd.rules" "$root/usr/lib/udev/rules.d/60-attestd.rules"
 install -D -m 0755 "$here/rootfs/build-runner" "$root/usr/libexec/build-runner/runner"
 install -D -m 0644 "$here/rootfs/build-runner.service" "$root/usr/lib/systemd/system/build-runner.service"
+install -D -m 0644 "$repo/systemd/build-runner.service.d/50-attestd.conf" "$root/usr/lib/systemd/system/build-runner.service.d/50-attestd.conf"
 install -D -m 0644 "$here/rootfs/runner.sysusers.conf" "$root/usr/lib/sysusers.d/build-runner.conf"
 install -D -m 0755 "$here/rootfs/attestd-e2e" "$root/usr/libexec/attestd/e2e"
 install -D -m 0644 "$here/rootfs/attestd-e2e.service" "$root/usr/lib/systemd/system/attestd-e2e.service"
@@ -153,7 +208,11 @@ EOF
 # (docs/storage.md). nofail: a failed setup must not stop the boot in
 # emergency mode; attestd, ordered after the mounts, then finds the volume
 # unencrypted and refuses to start, so the runner does not start either.
-mountopts=nofail,nosuid,nodev,x-systemd.device-timeout=30s,x-systemd.before=attestd.service
+# The timeouts are DEVICE_TIMEOUT (minutes): under software emulation on a
+# loaded host the disks' device units appear long after systemd starts
+# waiting (30 s failed 3 runs of 3 at load 10-25), and a timed-out disk is an
+# unencrypted work directory, so attestd refuses to start.
+mountopts=nofail,nosuid,nodev,x-systemd.device-timeout=$device_timeout,x-systemd.mount-timeout=$device_timeout,x-systemd.before=attestd.service
 rm -f "$root/etc/crypttab"
 i=0
 for v in $scratch_volumes; do
@@ -163,7 +222,7 @@ for v in $scratch_volumes; do
 	if [[ $storage == encrypted ]]; then
 		# Plain dm-crypt, key read from the kernel's random source at every
 		# open and never stored; tmp=ext4 formats the mapping each time.
-		printf '%s %s /dev/urandom plain,cipher=aes-xts-plain64,size=512,tmp=ext4,nofail,x-systemd.device-timeout=30s\n' "$name" "$dev" >>"$root/etc/crypttab"
+		printf '%s %s /dev/urandom plain,cipher=aes-xts-plain64,size=512,tmp=ext4,nofail,x-systemd.device-timeout=%s\n' "$name" "$dev" "$device_timeout" >>"$root/etc/crypttab"
 		printf '/dev/mapper/%s %s ext4 %s 0 0\n' "$name" "$mnt" "$mountopts" >>"$root/etc/fstab"
 	else
 		printf '%s %s ext4 %s 0 0\n' "$dev" "$mnt" "$mountopts" >>"$root/etc/fstab"
@@ -172,9 +231,23 @@ done
 if [[ $storage == encrypted && -n $swap_device ]]; then
 	# Swap the same way (memory is only ephemeral if it is not swapped out in
 	# the clear), mkswap at every boot.
-	printf 'swap %s /dev/urandom swap,cipher=aes-xts-plain64,size=512,nofail,x-systemd.device-timeout=30s\n' "$swap_device" >>"$root/etc/crypttab"
-	printf '/dev/mapper/swap none swap nofail,x-systemd.device-timeout=30s 0 0\n' >>"$root/etc/fstab"
+	printf 'swap %s /dev/urandom swap,cipher=aes-xts-plain64,size=512,nofail,x-systemd.device-timeout=%s\n' "$swap_device" "$device_timeout" >>"$root/etc/crypttab"
+	printf '/dev/mapper/swap none swap nofail,x-systemd.device-timeout=%s 0 0\n' "$device_timeout" >>"$root/etc/fstab"
 fi
+# Every other device and unit start of the image gets the same time (device
+# units without an fstab/crypttab line, swap activation, udev coldplug, the
+# cryptsetup and makefs steps), and attestd's start (measurements, key, first
+# quote: 41 s seen under load) more than its unit's 120 s.
+install -D -m 0644 /dev/stdin "$root/etc/systemd/system.conf.d/50-emulation.conf" <<EOF
+# images/bake.sh: software emulation on a loaded host is slow (DEVICE_TIMEOUT).
+[Manager]
+DefaultTimeoutStartSec=$device_timeout
+EOF
+install -D -m 0644 /dev/stdin "$root/etc/systemd/system/attestd.service.d/50-emulation.conf" <<EOF
+# images/bake.sh: software emulation on a loaded host is slow (DEVICE_TIMEOUT).
+[Service]
+TimeoutStartSec=$device_timeout
+EOF
 : >"$root/etc/machine-id"
 echo attestd-runner >"$root/etc/hostname"
 # No interactive first boot; no phase measurements into PCR 11 (the image has
