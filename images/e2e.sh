@@ -10,23 +10,41 @@
 # variant, whose work directory is plain ext4 and which must fail the
 # storage-encrypted check. In crypt-fails the scratch disk is read-only, the
 # encrypted setup fails, and attestd and the runner must not start.
+# In the good image's boot attestd is also killed with SIGKILL between
+# dispatch and completion: the guest's systemd must restart it with the same
+# environment key and build, a second build ID must be refused, and the bundle
+# must verify with the restart in its event log.
 # Run as root. See docs/operating.md and docs/storage.md.
 #
 # Environment: E2E_OUT (default images/e2e-out), E2E_BOOT_TIMEOUT (seconds per
-# boot, default 420), E2E_VARIANTS (default "good bad-binary bad-cmdline
-# plain-storage crypt-fails").
+# boot, default 900: software emulation on a loaded host; a boot takes 1-2
+# minutes, the guest's own device and start timeouts are 5 minutes),
+# E2E_VARIANTS (default "good bad-binary bad-cmdline plain-storage
+# crypt-fails").
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 out=$(realpath -m "${E2E_OUT:-$here/e2e-out}")
-boot_timeout=${E2E_BOOT_TIMEOUT:-420}
+boot_timeout=${E2E_BOOT_TIMEOUT:-900}
 variants=${E2E_VARIANTS:-good bad-binary bad-cmdline plain-storage crypt-fails}
 ovmf_code=/usr/share/OVMF/OVMF_CODE_4M.fd
 ovmf_vars=/usr/share/OVMF/OVMF_VARS_4M.fd
 
 die() { echo "e2e: $*" >&2; exit 1; }
 log() { printf '\033[1me2e: %s\033[0m\n' "$*" >&2; }
+# wait_socket PATH WHAT LOG: wait up to 60 s for a swtpm socket; on giving up,
+# say what was waited for and show the tail of LOG.
+wait_socket() {
+	local i
+	for i in $(seq 600); do
+		[[ -S $1 ]] && return 0
+		sleep 0.1
+	done
+	echo "---- $3, last 20 lines ----" >&2
+	tail -n 20 "$3" >&2 || true
+	die "gave up after 60 s waiting for $2 (socket $1)"
+}
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (the bake needs it)"
 for t in qemu-system-x86_64 swtpm swtpm_setup swtpm_localca timeout go tar; do
@@ -48,7 +66,7 @@ cleanup() {
 trap cleanup EXIT
 
 attestctl=$tmp/attestctl
-(cd "$repo" && go build -o "$attestctl" ./cmd/attestctl && go build -o "$tmp/akpin" ./images/akpin)
+(cd "$repo" && go build -o "$attestctl" ./cmd/attestctl && go build -o "$tmp/akpin" ./images/akpin && go build -o "$tmp/bundlelog" ./images/bundlelog)
 # The binaries of the image, built once: the variants differ only in what
 # each one changes (others may be editing the tree while this runs).
 version=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo dev)
@@ -78,7 +96,7 @@ swtpm socket --tpm2 --server "type=unixio,path=$tpmdir/enroll.sock" --ctrl "type
 	--tpmstate "dir=$tpmdir/state" --flags not-need-init,startup-clear >"$tpmdir/enroll.log" 2>&1 &
 enroll_pid=$!
 pids+=("$enroll_pid")
-for _ in $(seq 100); do [[ -S $tpmdir/enroll.sock ]] && break; sleep 0.1; done
+wait_socket "$tpmdir/enroll.sock" "swtpm to listen for the AK enrollment" "$tpmdir/enroll.log"
 "$tmp/akpin" "unix:$tpmdir/enroll.sock" >"$out/ak.pem" || die "AK enrollment failed"
 kill "$enroll_pid"
 wait "$enroll_pid" 2>/dev/null || true
@@ -106,14 +124,15 @@ bake() { # variant
 }
 
 # --- boot ----------------------------------------------------------------------
-boot() { # variant admission-nonce dispatch-nonce build-id marker
+boot() { # variant admission-nonce dispatch-nonce build-id marker [second-build-id: kill -9 attestd mid-build]
 	local v=$1 d=$out/$1 s
 	rm -rf "$d/result"
 	mkdir -p "$d/result"
-	# The I/O disk: nonces, build ID and marker in, a tar archive of the results out.
+	# The I/O disk: nonces, build ID, marker (and the build ID that must be
+	# refused after the restart) in, a tar archive of the results out.
 	truncate -s 0 "$d/io.img"
 	truncate -s 16M "$d/io.img"
-	printf 'ATTESTD-E2E-IO v1\n%s\n%s\n%s\n%s\n' "$2" "$3" "$4" "$5" | dd of="$d/io.img" conv=notrunc status=none
+	printf 'ATTESTD-E2E-IO v1\n%s\n%s\n%s\n%s\n%s\n' "$2" "$3" "$4" "$5" "${6:-}" | dd of="$d/io.img" conv=notrunc status=none
 	# The scratch disk under the runner's work directory: blank (the image
 	# sets it up), or ext4 made here for the plain-storage image.
 	local scratch_ro=off
@@ -130,7 +149,7 @@ boot() { # variant admission-nonce dispatch-nonce build-id marker
 		--flags startup-clear --terminate >"$d/swtpm.log" 2>&1 &
 	local swtpm_pid=$!
 	pids+=("$swtpm_pid")
-	for _ in $(seq 100); do [[ -S $ctrl ]] && break; sleep 0.1; done
+	wait_socket "$ctrl" "swtpm to listen for the $v guest's vTPM" "$d/swtpm.log"
 	s=$(date +%s)
 	local rc=0
 	timeout --foreground -k 10 "$boot_timeout" qemu-system-x86_64 \
@@ -153,8 +172,14 @@ boot() { # variant admission-nonce dispatch-nonce build-id marker
 	if ((rc != 0)) || ! tar -C "$d/result" -xf "$d/io.img" 2>/dev/null || [[ ! -f $d/result/rc ]]; then
 		echo "---- serial console ($v), last 60 lines ----" >&2
 		tail -n 60 "$d/serial.log" >&2 || true
+		echo "---- qemu ($v) ----" >&2
 		cat "$d/qemu.log" >&2 || true
-		die "$v: guest did not deliver results (qemu exit $rc after $took s; timeout $boot_timeout s)"
+		echo "---- swtpm ($v), last 10 lines ----" >&2
+		tail -n 10 "$d/swtpm.log" >&2 || true
+		if ((rc == 124 || rc == 137)); then
+			die "$v: gave up after $boot_timeout s (E2E_BOOT_TIMEOUT) waiting for the guest to deliver its results and power off"
+		fi
+		die "$v: guest did not deliver results (qemu exit $rc after $took s)"
 	fi
 	echo "$took" >"$d/boot-seconds"
 	# attestd's READY=1, in seconds since the kernel started.
@@ -163,7 +188,37 @@ boot() { # variant admission-nonce dispatch-nonce build-id marker
 	ready=$(awk -v us="${ready:-0}" 'BEGIN {printf "%.1f", us / 1e6}')
 	echo "$ready" >"$d/attestd-ready-seconds"
 	log "$v: VM ran $took s (power-on to power-off); attestd ready $ready s after kernel start; guest steps: $(tr '\n' ' ' <"$d/result/steps")"
-	[[ $v == crypt-fails || $(cat "$d/result/rc") == 0 ]] || die "$v: a guest step failed (see $d/result/*.err)"
+	if [[ $v != crypt-fails && $(cat "$d/result/rc") != 0 ]]; then
+		echo "---- guest steps ($v) ----" >&2
+		cat "$d/result/steps" >&2
+		for f in "$d"/result/*.err; do
+			[[ -s $f ]] && sed "s|^|$(basename "$f"): |" "$f" >&2
+		done
+		echo "---- guest journal ($v), attestd, last 30 lines ----" >&2
+		grep -E 'attestd(\[[0-9]+\])?:|attestd\.service' "$d/result/journal.txt" | tail -n 30 >&2 || true
+		die "$v: a guest step failed (files in $d/result)"
+	fi
+}
+
+# --- restart under systemd -------------------------------------------------------
+check_restart() { # variant build-id second-build-id: the kill -9 in the middle of the build
+	local v=$1 d=$out/$1/result s logs
+	for s in restart-bound-before-kill restart-same-env-key restart-same-build restart-runner-kept restart-second-build-refused \
+		stop-start stop-start-same-env-key stop-start-same-build; do
+		grep -qx "ok $s" "$d/steps" || { cat "$d/steps" "$d/restart.txt" >&2; die "$v: guest step $s did not pass"; }
+	done
+	# attestctl log in the guest, after the build: the daemon's own log.
+	grep -Eq '^ *[0-9]+ +PCR[0-9]+ +restart ' "$d/log.out" ||
+		{ cat "$d/log.out" >&2; die "$v: no restart event in the agent's event log (attestctl log)"; }
+	# The bundle the host verified: the completion's log has the build-id
+	# event, then the restart, then the complete event.
+	logs=$("$tmp/bundlelog" "$d/bundle.intoto.jsonl") || die "$v: cannot read the event logs in the bundle"
+	echo "$logs" >"$out/$v/bundle-logs.txt"
+	grep -Eq "^complete $2 .*build-id( [a-z-]+)* restart( [a-z-]+)* complete\$" <<<"$logs" ||
+		{ echo "$logs" >&2; die "$v: the bundle's completion log does not record a restart between dispatch and completion"; }
+	if grep -q "^dispatch $3 " <<<"$logs"; then die "$v: the bundle holds a dispatch of the refused build $3"; fi
+	log "$v: attestd killed with SIGKILL mid-build, restarted by systemd with the same key and build, the runner kept running; $3 refused; same key and build after systemctl stop + start; the bundle records the restarts"
+	sed 's/^/    /' "$d/restart.txt" >&2
 }
 
 # --- storage -------------------------------------------------------------------
@@ -261,7 +316,9 @@ for v in $variants; do
 	check_provenance "$v"
 	admission=$("$attestctl" nonce) dispatch=$("$attestctl" nonce) build_id="e2e-$v-$(date +%s)"
 	marker="attestd-e2e-marker-$("$attestctl" nonce)"
-	boot "$v" "$admission" "$dispatch" "$build_id" "$marker"
+	second_build=
+	[[ $v == good ]] && second_build="$build_id-second"
+	boot "$v" "$admission" "$dispatch" "$build_id" "$marker" "$second_build"
 	if [[ $v == crypt-fails ]]; then
 		check_setup_failed "$v"
 		continue
@@ -285,6 +342,7 @@ for v in $variants; do
 		grep -Eq '^storage-encrypted +ok .*; 1 swap area' "$out/$v/verify.txt" ||
 			{ cat "$out/$v/verify.txt" "$out/$v/result/swaps" >&2; die "$v: the encrypted swap is not in the storage measurement"; }
 		cat "$out/$v/verify.txt"
+		check_restart "$v" "$build_id" "$second_build"
 		;;
 	bad-binary | bad-cmdline | plain-storage)
 		want=reference-agent-register

@@ -51,8 +51,10 @@ func stageRoot(t *testing.T) string {
 	}
 	copyFile(t, "attestd.service", filepath.Join(units, "attestd.service"), 0o644)
 	copyFile(t, "attestd.service.d/10-example.conf", filepath.Join(root, "etc/systemd/system/attestd.service.d/10-example.conf"), 0o644)
-	writeFile(t, filepath.Join(units, "build-runner.service"), "[Unit]\nRequires=attestd.service\nAfter=attestd.service\n[Service]\nExecStart=/usr/bin/attestd --version\n", 0o644)
+	writeFile(t, filepath.Join(units, "build-runner.service"), "[Service]\nExecStart=/usr/bin/attestd --version\n", 0o644)
+	copyFile(t, "build-runner.service.d/50-attestd.conf", filepath.Join(units, "build-runner.service.d/50-attestd.conf"), 0o644)
 	writeFile(t, filepath.Join(root, "usr/bin/attestd"), "#!/bin/sh\n", 0o755)
+	writeFile(t, filepath.Join(root, "usr/bin/attestctl"), "#!/bin/sh\n", 0o755)
 	return root
 }
 
@@ -131,5 +133,46 @@ func writeFile(t *testing.T, path, content string, mode os.FileMode) {
 	}
 	if err := os.WriteFile(path, []byte(content), mode); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestUnitKeepsEnvironmentAcrossRestarts: the runtime directory holds the
+// environment (event log, env key blob, state); systemd removes it on every
+// stop unless RuntimeDirectoryPreserve= says otherwise, and a restarted
+// daemon must find it (docs/operating.md). Restarts are bounded.
+func TestUnitKeepsEnvironmentAcrossRestarts(t *testing.T) {
+	b, err := os.ReadFile("attestd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sections := map[string]map[string]string{}
+	section := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "" || strings.HasPrefix(line, "#"):
+		case strings.HasPrefix(line, "["):
+			section = strings.Trim(line, "[]")
+			sections[section] = map[string]string{}
+		default:
+			k, v, _ := strings.Cut(line, "=")
+			sections[section][k] = v
+		}
+	}
+	for _, want := range []struct{ section, key, value string }{
+		{"Service", "RuntimeDirectory", "attestd"},
+		{"Service", "RuntimeDirectoryPreserve", "yes"},
+		{"Service", "Restart", "on-failure"},
+		{"Unit", "StartLimitIntervalSec", "1h"},
+		{"Unit", "StartLimitBurst", "5"},
+	} {
+		if got := sections[want.section][want.key]; got != want.value {
+			t.Errorf("[%s] %s=%q, want %q", want.section, want.key, got, want.value)
+		}
+	}
+	for _, k := range []string{"StartLimitBurst", "StartLimitIntervalSec", "StartLimitInterval"} {
+		if v, ok := sections["Service"][k]; ok {
+			t.Errorf("[Service] %s=%s: start limits belong in [Unit]", k, v)
+		}
 	}
 }
