@@ -329,6 +329,12 @@ func TestConfig(t *testing.T) {
 }
 
 func FuzzParseConfig(f *testing.F) {
+	// The config the build-runner image ships.
+	raw, err := os.ReadFile("../images/rootfs/config.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(raw)
 	f.Add([]byte("backend: tpm\nregister: 13\nexecutors: [/bin/sh]\nallow: {executors: {uids: [1]}}\n"))
 	f.Add([]byte("tpm:\n  device: unix:/run/swtpm.sock\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {

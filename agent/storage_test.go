@@ -333,6 +333,16 @@ func TestStorageSnapshot(t *testing.T) {
 }
 
 func FuzzParseStorageSnapshot(f *testing.F) {
+	// What the daemon writes for the runner image's layout.
+	s, err := runnerImage().probe(f)
+	if err != nil {
+		f.Fatal(err)
+	}
+	snap, err := EncodeStorageSnapshot("b", s)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(snap)
 	f.Add([]byte(`{"bootId":"b","storage":{"mountTable":"/proc/1/mountinfo","mounts":[{"mountPoint":"/","fsType":"squashfs","source":"/dev/mapper/root","writable":false,"kind":"block","device":{"number":"253:0","name":"dm-0","dm":{"name":"root","targets":[{"type":"verity","sectors":8,"rootDigest":"00"}]}}}]}}`))
 	f.Add([]byte(`{"bootId":"b","storage":{"mountTable":"x","mounts":[{"mountPoint":"/var/lib/x","kind":"block","writable":true}]}} {}`))
 	f.Add([]byte(`{"bootId":"b","extra":1}`))

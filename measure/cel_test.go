@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -130,8 +131,10 @@ func FuzzParseCEL(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encoded log does not parse: %v", err)
 		}
-		if diff := cmp.Diff(recs, again); diff != "" {
-			t.Fatalf("round trip (-first +second):\n%s", diff)
+		// reflect.DeepEqual is what cmp.Diff checks here, at a tenth of
+		// the cost; the diff is only worth its price on a failure.
+		if !reflect.DeepEqual(recs, again) {
+			t.Fatalf("round trip (-first +second):\n%s", cmp.Diff(recs, again))
 		}
 		if len(recs) > 0 {
 			for _, h := range []crypto.Hash{crypto.SHA1, crypto.SHA256, crypto.SHA384} {

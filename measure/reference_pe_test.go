@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
+	"slices"
 	"testing"
 )
 
@@ -96,11 +97,41 @@ func TestAuthenticodeDigestStub(t *testing.T) {
 	}
 }
 
+// FuzzAuthenticodeDigest: any bytes hash as a PE image to a SHA-256 digest
+// or fail with ErrPE; the stub events of a UKI come in name, contents pairs
+// in UKISections order.
 func FuzzAuthenticodeDigest(f *testing.F) {
 	img, _, _ := tinyPE()
 	f.Add(img)
+	// A real EFI application where systemd-boot-efi is installed (CI).
+	if stub, err := os.ReadFile("/usr/lib/systemd/boot/efi/linuxx64.efi.stub"); err == nil {
+		f.Add(stub)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		AuthenticodeDigest(b, crypto.SHA256)
-		UKIStubEvents(b, crypto.SHA256)
+		d, err := AuthenticodeDigest(b, crypto.SHA256)
+		switch {
+		case err != nil && !errors.Is(err, ErrPE):
+			t.Fatalf("AuthenticodeDigest: error without ErrPE: %v", err)
+		case err == nil && len(d) != crypto.SHA256.Size():
+			t.Fatalf("AuthenticodeDigest: %d-byte digest", len(d))
+		}
+		evs, err := UKIStubEvents(b, crypto.SHA256)
+		if err != nil {
+			if !errors.Is(err, ErrPE) {
+				t.Fatalf("UKIStubEvents: error without ErrPE: %v", err)
+			}
+			return
+		}
+		if len(evs) == 0 || len(evs)%2 != 0 {
+			t.Fatalf("UKIStubEvents: %d events, want name/contents pairs", len(evs))
+		}
+		last := -1
+		for i := 0; i < len(evs); i += 2 {
+			n := slices.Index(UKISections, evs[i].Description)
+			if n <= last || evs[i+1].Description != evs[i].Description {
+				t.Fatalf("UKIStubEvents: events %d and %d are %q, %q after section %d", i, i+1, evs[i].Description, evs[i+1].Description, last)
+			}
+			last = n
+		}
 	})
 }

@@ -39,10 +39,15 @@ func FuzzBundleReport(f *testing.F) {
 	}
 	opts := fx.tpm.opts
 	opts.Verifiers = append(append(append(opts.Verifiers[:0:0], fx.tpm.verifier), fx.snp.verifier), fx.tdx.verifier)
+	now := fx.now()
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		rep := verify.BundleReport(raw, opts)
-		_ = rep.Failed()
-		ev := verify.Evaluate(nil, []verify.Input{{Name: "f", Raw: raw}}, opts, fx.now())
+		// Evaluate runs BundleReport on raw and then the checks across
+		// bundles: one verification per input, not two.
+		ev := verify.Evaluate(nil, []verify.Input{{Name: "f", Raw: raw}}, opts, now)
+		if len(ev.Bundles) != 1 || ev.Bundles[0].Report == nil {
+			t.Fatalf("evaluation of one input has %d bundles", len(ev.Bundles))
+		}
+		_ = ev.Bundles[0].Report.Failed()
 		_ = ev.Failed()
 	})
 }
