@@ -147,6 +147,8 @@ func FuzzParseCEL(f *testing.F) {
 func FuzzParseCmdline(f *testing.F) {
 	for _, s := range []string{
 		"BOOT_IMAGE=/vmlinuz root=LABEL=root ro quiet roothash=0123abcd usrhash=4567",
+		// The UKI's command line as images/bake.sh writes it.
+		"console=ttyS0 roothash=" + zeros(64) + " ro panic=-1 no_timer_check systemd.show_status=error",
 		`a="x y" "b=c d" -- init`, `"`, `""`, "=x", "a==", "\t\n",
 	} {
 		f.Add(s)
