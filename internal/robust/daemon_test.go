@@ -6,6 +6,7 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -190,7 +191,12 @@ func (d *daemon) waitServing(bound time.Duration) (*apiv1.GetIdentityResponse, e
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("attestd neither served nor exited within %v of waiting", bound)
 		}
-		if _, err := os.Stat(d.socket()); err == nil {
+		// Probe with a plain connection first: a socket a killed daemon
+		// left behind refuses it, and a gRPC client that dialed it would
+		// sit in its reconnect backoff (a second or more): the client's
+		// delay, not the daemon's.
+		if c, err := net.Dial("unix", d.socket()); err == nil {
+			c.Close()
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
