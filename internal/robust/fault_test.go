@@ -62,6 +62,7 @@ var faultCases = []faultCase{
 	{"corrupt-header-quote", tpmTimeout, func(p *tpmfault.Proxy) <-chan tpmfault.Hit {
 		return p.Next(tpmfault.CorruptHeader.On(tpmfault.CCQuote))
 	}, corrupted},
+	{"corrupt-extend", tpmTimeout, func(p *tpmfault.Proxy) <-chan tpmfault.Hit { return p.Next(tpmfault.Corrupt.On(tpmfault.CCPCRExtend)) }, corrupted},
 	{"close", tpmTimeout, func(p *tpmfault.Proxy) <-chan tpmfault.Hit { return p.Next(tpmfault.Close) }, tpmFault},
 	{"kill", tpmTimeout, func(p *tpmfault.Proxy) <-chan tpmfault.Hit {
 		ch := make(chan tpmfault.Hit, 1)
@@ -72,11 +73,13 @@ var faultCases = []faultCase{
 
 // faultEnv is a daemon talking to a fresh swtpm through a fault proxy.
 type faultEnv struct {
-	t     *testing.T
-	proxy *tpmfault.Proxy
-	d     *daemon
-	ak    crypto.PublicKey
-	phase string
+	t         *testing.T
+	proxy     *tpmfault.Proxy
+	opts      daemonOpts
+	d         *daemon
+	ak        crypto.PublicKey
+	keyDigest string
+	phase     string
 }
 
 const faultBuildID = "build-fault-1"
@@ -99,7 +102,7 @@ func setupFault(t *testing.T, base *swtpmtest.TPM, phase string, timeout time.Du
 	if err != nil {
 		t.Fatalf("pin AK: %v", err)
 	}
-	f := &faultEnv{t: t, proxy: p, d: d, ak: ak, phase: phase}
+	f := &faultEnv{t: t, proxy: p, opts: o, d: d, ak: ak, keyDigest: id.GetKeyDigest(), phase: phase}
 	if phase == dispatched {
 		ctx, cancel := rpcCtx()
 		defer cancel()
@@ -210,7 +213,7 @@ func TestTPMFaults(t *testing.T) {
 							verdict = "FAIL"
 						}
 						mu.Lock()
-						summary = append(summary, fmt.Sprintf("%-28s %s %s", fc.name+"/"+phase, verdict, line))
+						summary = append(summary, fmt.Sprintf("%-32s %s %s", fc.name+"/"+phase, verdict, line))
 						mu.Unlock()
 					})
 					line = runFault(t, base, fc, phase)
@@ -263,7 +266,51 @@ func runFault(t *testing.T, base *swtpmtest.TPM, fc faultCase, phase string) str
 		t.Logf("%d of %d calls Unavailable, the others verified", unavailable, len(results))
 	}
 	tm := f.expectFaultHandling(hit, health, fc.timeout)
-	return fmt.Sprintf("%-32s fault→NOT_SERVING %s  fault→exit %s", hit.String()+":", seconds(tm.notServing), seconds(tm.exit))
+	line := fmt.Sprintf("%-32s fault→NOT_SERVING %s  fault→exit %s", hit.String()+":", seconds(tm.notServing), seconds(tm.exit))
+	return line + f.expectRestart(fc.name == "kill")
+}
+
+// expectRestart plays systemd restarting the daemon after it exited on a
+// TPM fault, on the same runtime dir: with the TPM answering again it must
+// recover (same env key, same build, a fresh admission that verifies);
+// with the TPM dead it must refuse, naming the reason.
+func (f *faultEnv) expectRestart(tpmDead bool) string {
+	t := f.t
+	f.proxy.Heal()
+	d := startDaemon(t, f.opts)
+	id, err := d.waitServing(startBound)
+	if tpmDead {
+		switch {
+		case err == nil:
+			t.Errorf("restart on a dead TPM served")
+		case !d.hasExited():
+			t.Errorf("restart on a dead TPM: %v", err)
+		case d.exitCode() == 0 || !strings.HasPrefix(d.lastLine(), "attestd: "):
+			t.Errorf("restart on a dead TPM: exit %v, last line %q; want a refusal naming its reason", d.state, d.lastLine())
+		}
+		return "; restart refused"
+	}
+	if err != nil {
+		t.Errorf("restart after the fault, with the TPM answering again: %v", err)
+		return "; restart FAILED"
+	}
+	if id.GetKeyDigest() != f.keyDigest {
+		t.Errorf("restart: env key %s, before the fault %s", id.GetKeyDigest(), f.keyDigest)
+	}
+	// Launched: the fault may have hit BindBuild after its event was logged.
+	if got := id.GetBuildId(); got != faultBuildID && (f.phase == dispatched || got != "") {
+		t.Errorf("restart: build ID %q; want %q", got, faultBuildID)
+	}
+	f.d = d
+	r := f.attest(d.client, []byte("admission after the restart"))
+	if r.err != nil {
+		t.Errorf("Attest after the restart: %v", r.err)
+	} else if err := f.check(r.env, attest.PurposeAttest, r.nonce); err != nil {
+		t.Errorf("Attest after the restart: %v", err)
+	}
+	d.signal(syscall.SIGTERM)
+	d.waitExit(exitBound)
+	return "; restart recovered"
 }
 
 // seconds formats a measured time; a negative one was not observed.
