@@ -1,10 +1,20 @@
-// Package robust runs the built attestd against a sick TPM and kills it at
-// random instants: the TPM fault tests (a fault-injecting proxy between
-// attestd and swtpm, internal/tpmfault) and the crash loop (SIGKILL and
-// restart on the same runtime dir and swtpm).
+// Package robust runs the built attestd (CGO_ENABLED=0, backend tpm) on
+// swtpm and makes it suffer:
+//
+//   - TestTPMFaults, TestSIGTERMWhileTPMHangs, TestWatchdogStopsWhenTPMHangs:
+//     a fault-injecting proxy (internal/tpmfault) between attestd and swtpm
+//     drops, delays, corrupts or cuts off TPM responses, or kills the TPM,
+//     with the daemon launched or bound to a build;
+//   - TestCrashWindows: SIGKILL while the proxy holds a PCR extend whose
+//     event is already in the log (the instants a random kill rarely hits);
+//   - TestCrashLoop: SIGKILL at random instants (seeded, logged) through the
+//     build lifecycle, restarting on the same runtime dir and swtpm (no
+//     resource manager).
 //
 // The tests need swtpm (scripts/install-deps.sh); they fail in CI without
-// it and skip elsewhere. Knobs (environment):
+// it and skip elsewhere. Times are logged (go test -v), never asserted;
+// every wait has a generous bound that names what it waited for. Knobs
+// (environment):
 //
 //	ATTESTD_CRASH_ITERATIONS  crash-loop kills (default 60)
 //	ATTESTD_CRASH_SEED        crash-loop seed (default: time-based, logged)
