@@ -66,6 +66,7 @@ type crashStats struct {
 	silent, hangs  int
 	envs, verified int            // environments; final bundles verified
 	killSteps      map[string]int // what the driver was doing at the kill
+	repairs        map[string]int // what restarts said they repaired (their log; informational)
 	launchEst      time.Duration  // process start → serving, last seen
 }
 
@@ -82,7 +83,7 @@ func TestCrashLoop(t *testing.T) {
 	t.Logf("crash loop: %d kills, seed %d (replay with ATTESTD_CRASH_SEED=%d), strict=%v, load %s",
 		cfg.iterations, cfg.seed, cfg.seed, !cfg.lenient, loadavg())
 	rng := rand.New(rand.NewPCG(cfg.seed, 0x61747465737464))
-	st := &crashStats{refused: map[string]int{}, killSteps: map[string]int{},
+	st := &crashStats{refused: map[string]int{}, killSteps: map[string]int{}, repairs: map[string]int{},
 		launchEst: 500 * time.Millisecond}
 	start := time.Now()
 	for e := 0; st.kills < cfg.iterations; e++ {
@@ -107,17 +108,21 @@ func TestCrashLoop(t *testing.T) {
 		refused += n
 	}
 	slices.Sort(reasons)
-	var steps []string
+	var steps, repairs []string
 	for s, n := range st.killSteps {
 		steps = append(steps, fmt.Sprintf("%s %d", s, n))
 	}
+	for s, n := range st.repairs {
+		repairs = append(repairs, fmt.Sprintf("%s %d", s, n))
+	}
 	slices.Sort(steps)
+	slices.Sort(repairs)
 	t.Logf("crash loop: %d kills (%d during launch) in %d environments, %v, load %s\n"+
 		"restarts judged %d: recovered %d (%.0f%% of those that can), interrupted first launch (replace, by design) %d, served but failed a check %d, refused %d, silent %d, hung %d; final bundles verified %d\n"+
-		"kill points: %s\nrefusal reasons:\n%s",
+		"kill points: %s\nrepairs the restarts logged: %s\nrefusal reasons:\n%s",
 		st.kills, st.killedInLaunch, st.envs, time.Since(start).Round(time.Second), loadavg(),
 		st.judged, st.recovered, rate, st.replaced, st.unrecovered, refused, st.silent, st.hangs, st.verified,
-		strings.Join(steps, ", "), strings.Join(reasons, "\n"))
+		strings.Join(steps, ", "), strings.Join(repairs, ", "), strings.Join(reasons, "\n"))
 }
 
 // crashEnv is one build environment: one swtpm boot, one runtime dir, one
@@ -263,6 +268,7 @@ func (e *crashEnv) start(n int, plan *killPlan) bool {
 		return e.notServed(r, afterCrash, err)
 	}
 	e.st.launchEst = time.Since(r.d.started)
+	e.countRepairs(r.d)
 	if afterCrash {
 		e.st.judged++
 	}
@@ -284,6 +290,26 @@ func (e *crashEnv) start(n int, plan *killPlan) bool {
 	verifyFinal := e.servedBefore
 	e.servedBefore = true
 	return e.serve(r, id, verifyFinal)
+}
+
+// countRepairs counts what a restart's log says it repaired: evidence
+// that the loop's kills land in the windows that need repair. Log text is
+// read for the report only; nothing is asserted on it.
+func (e *crashEnv) countRepairs(d *daemon) {
+	for _, l := range d.log.lines() {
+		for _, c := range []struct{ text, name string }{
+			{`msg="flushed objects`, "leftover-objects-flushed"},
+			{"completed_record=true", "logged-record-extended"},
+			{"interrupted_launch=true", "interrupted-launch"},
+		} {
+			if strings.Contains(l, c.text) {
+				e.st.repairs[c.name]++
+			}
+		}
+		if strings.Contains(l, "dropped_bytes=") && !strings.Contains(l, "dropped_bytes=0") {
+			e.st.repairs["partial-record-dropped"]++
+		}
+	}
 }
 
 // notServed accounts for a start that did not serve: killed by us during
