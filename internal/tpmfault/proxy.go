@@ -1,8 +1,14 @@
 // Package tpmfault is a fault-injecting proxy for the TPM command protocol,
 // for tests: it listens on a unix socket, forwards each client connection to
 // a swtpm unix socket over a connection of its own, and can be told at run
-// time to drop, delay, corrupt or cut off responses, or to play a TPM that
-// died.
+// time to drop, delay, corrupt or cut off responses, to keep a command from
+// the TPM, or to play a TPM that died.
+//
+//	p := tpmfault.Start(t, swtpmSocket) // the client uses "unix:"+p.Socket()
+//	hit := p.Next(tpmfault.Corrupt.On(tpmfault.CCQuote))
+//	… // <-hit says when, and which command
+//	p.Every(tpmfault.Drop) // a hung TPM
+//	p.Kill()               // a dead one
 //
 // The proxy is frame-aware: a TPM command or response is a 10-byte header
 // (tag u16, size u32, code u32, big-endian) followed by size-10 bytes, and
