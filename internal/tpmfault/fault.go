@@ -18,7 +18,8 @@ const (
 	hold
 )
 
-// Fault is what the proxy does to a response instead of passing it on.
+// Fault is what the proxy does to a response (Hold: to a command) instead
+// of passing it on.
 // The zero Fault passes it on unchanged.
 type Fault struct {
 	kind  kind
