@@ -70,6 +70,11 @@ type crashStats struct {
 	launchEst      time.Duration  // process start → serving, last seen
 }
 
+func newCrashStats() *crashStats {
+	return &crashStats{refused: map[string]int{}, killSteps: map[string]int{}, repairs: map[string]int{},
+		launchEst: 500 * time.Millisecond}
+}
+
 // TestCrashLoop kills attestd with SIGKILL at random instants (seeded,
 // logged) while a build goes through its lifecycle, restarts it on the
 // same runtime dir and swtpm (no resource manager), and checks every
@@ -83,8 +88,7 @@ func TestCrashLoop(t *testing.T) {
 	t.Logf("crash loop: %d kills, seed %d (replay with ATTESTD_CRASH_SEED=%d), strict=%v, load %s",
 		cfg.iterations, cfg.seed, cfg.seed, !cfg.lenient, loadavg())
 	rng := rand.New(rand.NewPCG(cfg.seed, 0x61747465737464))
-	st := &crashStats{refused: map[string]int{}, killSteps: map[string]int{}, repairs: map[string]int{},
-		launchEst: 500 * time.Millisecond}
+	st := newCrashStats()
 	start := time.Now()
 	for e := 0; st.kills < cfg.iterations; e++ {
 		st.envs++

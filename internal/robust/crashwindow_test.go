@@ -100,7 +100,7 @@ func countLaunchExtends(t *testing.T, base *swtpmtest.TPM) int {
 
 func crashWindow(t *testing.T, base *swtpmtest.TPM, wc windowCase, skip int) {
 	p := tpmfault.Start(t, base.Clone(t).Socket)
-	st := &crashStats{refused: map[string]int{}, killSteps: map[string]int{}, launchEst: time.Second}
+	st := newCrashStats()
 	e := &crashEnv{t: t, st: st, n: 0, device: "unix:" + p.Socket(), dir: shortDir(t)}
 	hold := tpmfault.Hold.On(tpmfault.CCPCRExtend).Skip(skip)
 
