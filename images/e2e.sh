@@ -182,9 +182,10 @@ boot() { # variant admission-nonce dispatch-nonce build-id marker [second-build-
 		die "$v: guest did not deliver results (qemu exit $rc after $took s)"
 	fi
 	echo "$took" >"$d/boot-seconds"
-	# attestd's READY=1, in seconds since the kernel started.
-	local ready
-	ready=$(sed -n 's/^ActiveEnterTimestampMonotonic=//p' "$d/result/attestd.state")
+	# attestd's first READY=1 of the boot, in seconds since the kernel started.
+	local ready state=$d/result/attestd.state
+	[[ -f $d/result/attestd-first.state ]] && state=$d/result/attestd-first.state
+	ready=$(sed -n 's/^ActiveEnterTimestampMonotonic=//p' "$state")
 	ready=$(awk -v us="${ready:-0}" 'BEGIN {printf "%.1f", us / 1e6}')
 	echo "$ready" >"$d/attestd-ready-seconds"
 	log "$v: VM ran $took s (power-on to power-off); attestd ready $ready s after kernel start; guest steps: $(tr '\n' ' ' <"$d/result/steps")"

@@ -16,7 +16,7 @@ import (
 )
 
 // maxExposure is the highest acceptable `systemd-analyze security` exposure
-// score: systemd rates 0-1.9 "SAFE" (the unit scores 0.7 with systemd 252;
+// score: systemd rates 0-1.9 "SAFE" (the unit scores 0.9 with systemd 252;
 // docs/operating.md), up to 4.9 "OK".
 const maxExposure = 1.9
 
