@@ -27,6 +27,7 @@ func deps(t *testing.T, pkg string) []string {
 var testOnly = []string{
 	module + "/attest/attesttest",
 	module + "/internal/swtpmtest",
+	module + "/internal/tpmfault",
 	module + "/attest/snp/snptest",
 	module + "/attest/tdx/tdxtest",
 	"github.com/google/go-sev-guest/testing",
