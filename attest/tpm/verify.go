@@ -208,7 +208,43 @@ func signedAttest(ev *attest.Evidence, p *parsed, infoName, sigName string, typ 
 	if err := checkSignature(p.akKey, info, sig); err != nil {
 		return nil, fmt.Errorf("%s does not verify with the AK in %s: %w", sigName, PartAKPublic, err)
 	}
+	// The signature proves the key; the signer's qualified name in the
+	// signed TPMS_ATTEST proves the rest of the AK's public area (its
+	// attributes, name algorithm and scheme), which the key alone does not.
+	want, err := ownerPrimaryQualifiedName(p.ak, p.akRaw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", PartAKPublic, err)
+	}
+	if got := nameBytes(ad.QualifiedSigner); !bytes.Equal(got, want) {
+		return nil, fmt.Errorf("%s names its signer %x, but the AK in %s, a primary key of the owner hierarchy, is %x: the AK's public area is not the one that signed", infoName, got, PartAKPublic, want)
+	}
 	return ad, nil
+}
+
+// ownerPrimaryQualifiedName is the TPM qualified name of a primary key of
+// the owner hierarchy (how attestd makes the AK): nameAlg ‖
+// H(TPM_RH_OWNER ‖ name), TPM 2.0 Part 1, 16 "Names".
+func ownerPrimaryQualifiedName(pub tpm2.Public, raw []byte) ([]byte, error) {
+	name, err := nameOf(pub, raw)
+	if err != nil {
+		return nil, err
+	}
+	h, _ := pub.NameAlg.Hash() // nameOf checked it
+	d := h.New()
+	d.Write(binary.BigEndian.AppendUint32(nil, uint32(tpm2.HandleOwner)))
+	d.Write(name)
+	return append(binary.BigEndian.AppendUint16(nil, uint16(pub.NameAlg)), d.Sum(nil)...), nil
+}
+
+// nameBytes is a TPM2B_NAME's content: a handle, or nameAlg ‖ digest.
+func nameBytes(n tpm2.Name) []byte {
+	switch {
+	case n.Digest != nil:
+		return append(binary.BigEndian.AppendUint16(nil, uint16(n.Digest.Alg)), n.Digest.Value...)
+	case n.Handle != nil:
+		return binary.BigEndian.AppendUint32(nil, uint32(*n.Handle))
+	}
+	return nil
 }
 
 func checkSignature(pub crypto.PublicKey, msg []byte, sig *tpm2.Signature) error {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-tpm/legacy/tpm2"
 
 	"github.com/attestd/attestd/attest"
 )
@@ -114,6 +115,24 @@ func TestVerifyFailures(t *testing.T) {
 			CheckEnvKeyCertified: "missing",
 			CheckAKTrusted:       "missing",
 			CheckQuoteSignature:  "missing",
+			CheckQualifyingData:  "not checked",
+			CheckPCRDigest:       "not checked",
+			CheckFirmwareLog:     "not checked",
+		}},
+		{"AK public area changed, same key", replacePart(ev, PartAKPublic, func() []byte {
+			pub, err := tpm2.DecodePublic(mustPart(t, ev, PartAKPublic))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub.Attributes ^= tpm2.FlagNoDA
+			raw, err := pub.Encode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return raw
+		}()), opts, map[string]string{
+			CheckEnvKeyCertified: "not the one that signed",
+			CheckQuoteSignature:  "not the one that signed",
 			CheckQualifyingData:  "not checked",
 			CheckPCRDigest:       "not checked",
 			CheckFirmwareLog:     "not checked",
