@@ -165,8 +165,17 @@ func UKISection(img []byte, name string) (data []byte, ok bool, err error) {
 	if n <= len(raw) {
 		return raw[:n], true, nil
 	}
+	if n > len(img)+maxSectionPad {
+		return nil, false, fmt.Errorf("%w: section %s claims %d bytes in memory, far more than the %d-byte image holds", ErrPE, name, n, len(img))
+	}
 	return append(raw, make([]byte, n-len(raw))...), true, nil
 }
+
+// maxSectionPad bounds how far a section may be zero-padded beyond the
+// image's size: a UKI's sections are the files it was built from, so a
+// section claiming more memory than that is malformed, and the padding
+// would be allocated.
+const maxSectionPad = 1 << 20
 
 // UKIStubEvents returns what systemd-stub (252) extends into PCR 11 for img:
 // for each present, non-empty section in UKISections order, the digest of

@@ -135,3 +135,19 @@ func FuzzAuthenticodeDigest(f *testing.F) {
 		}
 	})
 }
+
+// TestUKISectionClaimsTooMuch: a section whose VirtualSize is far beyond
+// the image is refused, not allocated.
+func TestUKISectionClaimsTooMuch(t *testing.T) {
+	img, _, _ := tinyPE()
+	sec := 0x58 + 240
+	binary.LittleEndian.PutUint32(img[sec+8:], 0xffffffff) // VirtualSize
+	if _, _, err := UKISection(img, ".text"); !errors.Is(err, ErrPE) {
+		t.Fatalf("UKISection with a 4 GiB section: %v, want ErrPE", err)
+	}
+	binary.LittleEndian.PutUint32(img[sec+8:], 0x300) // padded a little: fine
+	data, ok, err := UKISection(img, ".text")
+	if err != nil || !ok || len(data) != 0x300 {
+		t.Fatalf("UKISection padded to 0x300: %d bytes, %v, %v", len(data), ok, err)
+	}
+}
