@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/attestd/attestd/attest"
@@ -73,7 +74,37 @@ func (t *transport) fail(err error) error {
 
 func (t *transport) Write(p []byte) (int, error) { return t.io("write command", t.rw.Write, p) }
 
-func (t *transport) Read(p []byte) (int, error) { return t.io("read response", t.rw.Read, p) }
+func (t *transport) Read(p []byte) (int, error) {
+	if f, ok := t.rw.(*os.File); ok {
+		return t.io("read response", func(p []byte) (int, error) { return readDevice(f, p) }, p)
+	}
+	return t.io("read response", t.rw.Read, p)
+}
+
+// readDevice reads a response from a TPM character device. os.OpenFile
+// opens a pollable device non-blocking, and the kernel then runs each
+// command asynchronously: a read before the command finished returns 0
+// bytes (which os.File reports as io.EOF). So wait until the device is
+// readable instead, under the file's deadline (what go-tpm's tpmutil does
+// for a bare *os.File, which this transport hides from it).
+func readDevice(f *os.File, p []byte) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		n, rerr = syscall.Read(int(fd), p)
+		return !(rerr == syscall.EAGAIN || (rerr == nil && n == 0))
+	}); err != nil {
+		return 0, err
+	}
+	if rerr != nil {
+		return 0, rerr
+	}
+	return n, nil
+}
 
 func (t *transport) io(what string, op func([]byte) (int, error), p []byte) (int, error) {
 	if err := t.Err(); err != nil {

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,8 +28,16 @@ func TestTransportDeadline(t *testing.T) {
 	a, b := net.Pipe() // supports deadlines
 	defer b.Close()
 	go io.Copy(io.Discard, b)
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syscall.SetNonblock(fds[0], true)
+	dev := os.NewFile(uintptr(fds[0]), "device") // a pollable *os.File, as a TPM device is
+	defer syscall.Close(fds[1])
 	for name, rw := range map[string]io.ReadWriteCloser{
 		"socket":      a,
+		"device file": dev,
 		"no deadline": &silentRW{closed: make(chan struct{})},
 	} {
 		t.Run(name, func(t *testing.T) {
