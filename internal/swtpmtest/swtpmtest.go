@@ -78,25 +78,38 @@ func StartTPM(t testing.TB) *TPM {
 		t.Fatalf("swtpm_setup: %v\n%s", err, out)
 	}
 
+	sock := serve(t, dir, state)
+	return &TPM{
+		Socket:     sock,
+		CADir:      ca,
+		IssuerCert: filepath.Join(ca, "issuercert.pem"),
+		RootCert:   filepath.Join(ca, "swtpm-localca-rootca-cert.pem"),
+	}
+}
+
+// serve runs swtpm on the TPM state in state, with its sockets and log in
+// dir, until tb's cleanup, and returns the server socket once it accepts.
+func serve(tb testing.TB, dir, state string) string {
+	tb.Helper()
 	sock := filepath.Join(dir, "tpm.sock")
-	ctrl := filepath.Join(dir, "ctrl.sock")
 	cmd := exec.Command("swtpm", "socket", "--tpm2",
 		"--server", "type=unixio,path="+sock,
-		"--ctrl", "type=unixio,path="+ctrl,
+		"--ctrl", "type=unixio,path="+filepath.Join(dir, "ctrl.sock"),
 		"--tpmstate", "dir="+state,
 		"--flags", "not-need-init,startup-clear")
 	logf, err := os.Create(filepath.Join(dir, "swtpm.log"))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start swtpm: %v", err)
+		logf.Close()
+		tb.Fatalf("start swtpm: %v", err)
 	}
 	exited := make(chan struct{})
 	var waitErr error
 	go func() { waitErr = cmd.Wait(); logf.Close(); close(exited) }()
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		cmd.Process.Signal(os.Interrupt)
 		select {
 		case <-exited:
@@ -107,14 +120,9 @@ func StartTPM(t testing.TB) *TPM {
 	})
 	if err := waitSocket(sock, exited, &waitErr); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "swtpm.log"))
-		t.Fatalf("swtpm did not come up: %v\n%s", err, log)
+		tb.Fatalf("swtpm did not come up: %v\n%s", err, log)
 	}
-	return &TPM{
-		Socket:     sock,
-		CADir:      ca,
-		IssuerCert: filepath.Join(ca, "issuercert.pem"),
-		RootCert:   filepath.Join(ca, "swtpm-localca-rootca-cert.pem"),
-	}
+	return sock
 }
 
 // waitSocket waits until swtpm accepts connections on the socket. The probe
