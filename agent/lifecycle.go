@@ -252,20 +252,15 @@ func (a *Agent) Extend(ctx context.Context, domain, operation string, content []
 	case phaseCompleted:
 		return nil, fmt.Errorf("%w: build %q is complete: the environment is spent", errState, a.state.BuildID)
 	}
-	ev := measure.RuntimeEvent(domain, operation, content)
-	size, err := a.events.SizeWith(ev, a.backend.Banks())
+	rec, err := a.events.RecordWithin(ctx, a.backend, measure.RuntimeEvent(domain, operation, content), maxRuntimeLog)
+	if errors.Is(err, measure.ErrLogFull) {
+		return nil, fmt.Errorf("%w: %w; runtime events may fill %d bytes of the event log (the rest is kept for Complete): record fewer or smaller events, e.g. a digest instead of the content",
+			errLimit, err, maxRuntimeLog)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("record runtime event: %w", err)
 	}
-	if size > maxRuntimeLog {
-		return nil, fmt.Errorf("%w: the event log would reach %d bytes; runtime events may fill %d bytes (the rest is kept for Complete): record fewer or smaller events, e.g. a digest instead of the content",
-			errLimit, size, maxRuntimeLog)
-	}
-	if err := a.events.Record(ctx, a.backend, ev); err != nil {
-		return nil, fmt.Errorf("record runtime event: %w", err)
-	}
-	last, _ := a.events.Last()
-	return &ExtendResult{Seq: last.Seq, Digests: last.Digests}, nil
+	return &ExtendResult{Seq: rec.Seq, Digests: rec.Digests}, nil
 }
 
 func checkLabel(what, s string) error {

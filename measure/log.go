@@ -169,24 +169,6 @@ func cutTail(path string, n int) error {
 	return f.Close()
 }
 
-// SizeWith returns the size in bytes the log file would have after e is
-// recorded with a digest for each of banks, so that callers can enforce
-// their own bounds before recording anything.
-func (l *Log) SizeWith(e Event, banks []crypto.Hash) (int, error) {
-	r := Record{Index: l.cfg.Index, Kind: string(l.cfg.Kind), Digests: map[crypto.Hash][]byte{}, ContentType: ContentType, Type: e.Type, Data: e.Data}
-	for _, h := range banks {
-		r.Digests[h] = make([]byte, h.Size())
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	r.Seq = uint64(len(l.recs))
-	b, err := encodeRecord(r)
-	if err != nil {
-		return 0, err
-	}
-	return len(l.buf) + len(b), nil
-}
-
 // Dropped is the number of bytes of a partial last record that OpenLog cut
 // off (LogConfig.RepairTail); 0 if there was none.
 func (l *Log) Dropped() int {
@@ -229,29 +211,37 @@ func syncDir(dir string) error {
 // further separators are refused with ErrFrozen; restart and build
 // lifecycle events are allowed.
 func (l *Log) Record(ctx context.Context, ext Extender, e Event) error {
+	_, err := l.RecordWithin(ctx, ext, e, MaxLogSize)
+	return err
+}
+
+// RecordWithin is Record with a caller's bound on the log: a record that
+// would take the file past limit bytes (or MaxLogSize) is refused with
+// ErrLogFull before anything is written. It returns the record made.
+func (l *Log) RecordWithin(ctx context.Context, ext Extender, e Event, limit int) (Record, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.broken != nil {
-		return fmt.Errorf("record %s event: %w", e.Type, l.broken)
+		return Record{}, fmt.Errorf("record %s event: %w", e.Type, l.broken)
 	}
 	if e.Type == 0 {
-		return errors.New("record event: event type 0 is invalid")
+		return Record{}, errors.New("record event: event type 0 is invalid")
 	}
 	if l.frozen && (e.Type.launch() || e.Type == EventSeparator) {
-		return fmt.Errorf("record %s event: %w", e.Type, ErrFrozen)
+		return Record{}, fmt.Errorf("record %s event: %w", e.Type, ErrFrozen)
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("record %s event: %w", e.Type, err)
+		return Record{}, fmt.Errorf("record %s event: %w", e.Type, err)
 	}
 	banks := ext.Banks()
 	if len(banks) == 0 {
-		return fmt.Errorf("record %s event: extender has no banks", e.Type)
+		return Record{}, fmt.Errorf("record %s event: extender has no banks", e.Type)
 	}
 	digests := make(map[crypto.Hash][]byte, len(banks))
 	for _, h := range banks {
 		d, err := e.GenerateDigest(h)
 		if err != nil {
-			return fmt.Errorf("record %s event: %w", e.Type, err)
+			return Record{}, fmt.Errorf("record %s event: %w", e.Type, err)
 		}
 		digests[h] = d
 	}
@@ -261,13 +251,13 @@ func (l *Log) Record(ctx context.Context, ext Extender, e Event) error {
 	}
 	b, err := encodeRecord(r)
 	if err != nil {
-		return fmt.Errorf("record %s event: %w", e.Type, err)
+		return Record{}, fmt.Errorf("record %s event: %w", e.Type, err)
 	}
-	if len(l.buf)+len(b) > MaxLogSize {
-		return fmt.Errorf("record %s event: %w", e.Type, ErrLogFull)
+	if size := len(l.buf) + len(b); size > min(limit, MaxLogSize) {
+		return Record{}, fmt.Errorf("record %s event: %w: the log would reach %d bytes, %d allowed", e.Type, ErrLogFull, size, min(limit, MaxLogSize))
 	}
 	if err := l.append(b); err != nil {
-		return fmt.Errorf("record %s event: %w: write %s (nothing recorded, register not extended): %w", e.Type, ErrLogWrite, l.cfg.Path, err)
+		return Record{}, fmt.Errorf("record %s event: %w: write %s (nothing recorded, register not extended): %w", e.Type, ErrLogWrite, l.cfg.Path, err)
 	}
 	l.buf = append(l.buf, b...)
 	l.recs = append(l.recs, r)
@@ -277,9 +267,9 @@ func (l *Log) Record(ctx context.Context, ext Extender, e Event) error {
 	if err := ext.Extend(ctx, cloneRecord(r).Digests); err != nil {
 		reg := fmt.Sprintf("%s%d", l.cfg.Kind, l.cfg.Index)
 		l.broken = fmt.Errorf("%w: record %d (%s) is in %s but extending %s failed", ErrLogAhead, r.Seq, e.Type, l.cfg.Path, reg)
-		return fmt.Errorf("record %s event: extend %s: %w: %w", e.Type, reg, ErrLogAhead, err)
+		return Record{}, fmt.Errorf("record %s event: extend %s: %w: %w", e.Type, reg, ErrLogAhead, err)
 	}
-	return nil
+	return cloneRecord(r), nil
 }
 
 // append writes b at the end of the file and syncs it. On failure it cuts
@@ -347,16 +337,6 @@ func (l *Log) Records() []Record {
 		out[i] = cloneRecord(r)
 	}
 	return out
-}
-
-// Last returns the last record (a copy), or false if the log is empty.
-func (l *Log) Last() (Record, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.recs) == 0 {
-		return Record{}, false
-	}
-	return cloneRecord(l.recs[len(l.recs)-1]), true
 }
 
 // Len is the number of records.
