@@ -83,6 +83,15 @@ type Config struct {
 // healthy but busy TPM would be taken for a dead one.
 const MinTPMTimeout = 100 * time.Millisecond
 
+// CheckTPMTimeout refuses a TPM command deadline below MinTPMTimeout (0
+// means the default).
+func CheckTPMTimeout(d time.Duration) error {
+	if d < 0 || (d > 0 && d < MinTPMTimeout) {
+		return fmt.Errorf("%v: must be at least %v", d, MinTPMTimeout)
+	}
+	return nil
+}
+
 // ErrConfig marks a config file that cannot be used.
 var ErrConfig = errors.New("invalid config")
 
@@ -152,8 +161,8 @@ func (c *Config) validate() error {
 	if err := ValidateRegister(c.Register); err != nil {
 		return err
 	}
-	if c.TPMTimeout < 0 || (c.TPMTimeout > 0 && c.TPMTimeout < MinTPMTimeout) {
-		return fmt.Errorf("tpm.timeout %v: must be at least %v", c.TPMTimeout, MinTPMTimeout)
+	if err := CheckTPMTimeout(c.TPMTimeout); err != nil {
+		return fmt.Errorf("tpm.timeout %w", err)
 	}
 	for _, e := range c.Executors {
 		if !filepath.IsAbs(e) {

@@ -93,8 +93,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		cfg.TPMDevice = f.tpmDevice
 	}
 	if f.tpmTimeout != 0 {
-		if f.tpmTimeout < agent.MinTPMTimeout {
-			return fmt.Errorf("%w: --tpm-timeout %v: must be at least %v", errUsage, f.tpmTimeout, agent.MinTPMTimeout)
+		if err := agent.CheckTPMTimeout(f.tpmTimeout); err != nil {
+			return fmt.Errorf("%w: --tpm-timeout %v", errUsage, err)
 		}
 		cfg.TPMTimeout = f.tpmTimeout
 	}
