@@ -258,13 +258,7 @@ func TestCredentialsChangeAfterConnect(t *testing.T) {
 		{"uid and gid dropped", "allow: {executors: {gids: [0]}}", "65534,65534,65534", "65534,65534,65534", "OK PermissionDenied PermissionDenied"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t)
-			cfg, err := ParseConfig("c.yaml", []byte(tc.allow))
-			if err != nil {
-				t.Fatal(err)
-			}
-			f.cfg = cfg
-			_, sock, _ := serveFixture(t, f, newBackend(t, openSim(t)))
+			sock := serveAllowing(t, tc.allow)
 			cmd := helper("setuid", "ATTESTD_TEST_SOCK="+sock, "ATTESTD_TEST_SETRESGID="+tc.gids, "ATTESTD_TEST_SETRESUID="+tc.uids)
 			out, err := cmd.CombinedOutput()
 			if err != nil {

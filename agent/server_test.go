@@ -85,6 +85,20 @@ func serveFixture(t testing.TB, f *fixture, b attest.Backend) (*Agent, string, *
 	return a, SocketPath(dir), c
 }
 
+// serveAllowing serves an agent on the simulator whose config is allow
+// (YAML) and returns its socket.
+func serveAllowing(t *testing.T, allow string) string {
+	t.Helper()
+	f := newFixture(t)
+	cfg, err := ParseConfig("c.yaml", []byte(allow))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.cfg = cfg
+	_, sock, _ := serveFixture(t, f, newBackend(t, openSim(t)))
+	return sock
+}
+
 func TestServeOverSocket(t *testing.T) {
 	a, sock, c := serve(t)
 	ctx := context.Background()
@@ -167,13 +181,7 @@ func TestCallerRoles(t *testing.T) {
 		{"executor binds", "allow: {executors: {gids: [65534]}}", "BindBuild", "OK"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t)
-			cfg, err := ParseConfig("c.yaml", []byte(tc.allow))
-			if err != nil {
-				t.Fatal(err)
-			}
-			f.cfg = cfg
-			_, sock, _ := serveFixture(t, f, newBackend(t, openSim(t)))
+			sock := serveAllowing(t, tc.allow)
 			if got := runAs(t, sock, 65534, tc.method); got != tc.want {
 				t.Fatalf("%s as uid 65534: %s, want %s", tc.method, got, tc.want)
 			}
