@@ -77,7 +77,8 @@ type lifecycle struct {
 	// parallel to Signed, so that the same statement is signed once.
 	signedDigests [][32]byte
 	// outputs are the outputs of the completion attestation (Complete), the
-	// subjects SignStatement accepts; read once, not per call.
+	// subjects SignStatement accepts: kept by Complete, read from the stored
+	// attestation once after a restart, never per call.
 	outputs []*ita.ResourceDescriptor
 }
 
@@ -329,7 +330,7 @@ func (a *Agent) Complete(ctx context.Context, buildID string, inputs, outputs []
 	if err := putState(a.opts.RuntimeDir, stateComplete, env); err != nil {
 		return nil, fmt.Errorf("%w; build %q is recorded as complete: call Complete again with the same inputs and outputs once there is space", err, buildID)
 	}
-	a.state.Complete = env
+	a.state.Complete, a.state.outputs = env, outputs
 	return env, nil
 }
 
