@@ -27,7 +27,7 @@ import (
 const (
 	SocketName       = "attestd.sock"
 	EventLogName     = "attestd.cel"
-	LaunchAttestName = "launch.intoto.json"
+	LaunchAttestName = "launch.intoto.jsonl" // the launch attestation and the event log it names
 	KeyFileName      = "envkey.blob"
 )
 
@@ -66,8 +66,10 @@ type Agent struct {
 
 	mu     sync.Mutex // serialises backend use and the event log
 	events *measure.Log
-	launch []byte    // launch attestation envelope, exactly as signed
-	state  lifecycle // the one build of this environment
+	launch *Attestation // the launch attestation, exactly as signed, and its event log
+	state  lifecycle    // the one build of this environment
+
+	batch batcher // Attest callers waiting for a quote
 }
 
 // New checks opts and opens the event log. It does not touch the register.
@@ -112,6 +114,15 @@ func (a *Agent) KeyDigest() [32]byte { return a.keyDigest }
 
 // LaunchAttestation returns the launch attestation envelope (nil before Launch).
 func (a *Agent) LaunchAttestation() []byte {
+	if l := a.launchAttestation(); l != nil {
+		return l.Envelope
+	}
+	return nil
+}
+
+// launchAttestation returns the launch attestation and the event log it
+// names (nil before Launch).
+func (a *Agent) launchAttestation() *Attestation {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.launch
@@ -151,14 +162,14 @@ func (a *Agent) Launch(ctx context.Context) error {
 	if err := a.loadState(); err != nil {
 		return err
 	}
-	env, err := a.attestLocked(ctx, attest.PurposeLaunch, nil, nil)
+	att, err := a.attestLocked(ctx, scai.Attestation{Purpose: attest.PurposeLaunch})
 	if err != nil {
 		return fmt.Errorf("launch attestation: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(a.opts.RuntimeDir, LaunchAttestName), env, 0o640); err != nil {
+	if err := writeFileAtomic(filepath.Join(a.opts.RuntimeDir, LaunchAttestName), att.Encode(), 0o640); err != nil {
 		return fmt.Errorf("write launch attestation: %w", err)
 	}
-	a.launch = env
+	a.launch = att
 	a.log.Info("launch attestation written", "path", filepath.Join(a.opts.RuntimeDir, LaunchAttestName),
 		"env_key_sha256", hex.EncodeToString(a.keyDigest[:]), "register", a.backend.Register().String())
 	return nil
@@ -331,41 +342,28 @@ func (a *Agent) recordRestart(ctx context.Context, rec measure.Recovery) error {
 	return nil
 }
 
-// Attest returns a fresh attestation bound to nonce.
-func (a *Agent) Attest(ctx context.Context, nonce []byte) ([]byte, error) {
-	if err := attest.CheckNonce(nonce); err != nil {
-		return nil, err
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.launch == nil {
-		return nil, errNotLaunched
-	}
-	env, err := a.attestLocked(ctx, attest.PurposeAttest, nonce, nil)
-	if err != nil {
-		return nil, err
-	}
-	if a.state.Phase == phaseLaunched {
-		if err := a.keepAdmission(env); err != nil {
-			return nil, err
-		}
-	}
-	return env, nil
-}
-
-// keepAdmission stores an admission attestation for the bundle, keeping
-// the newest maxAdmissions. a.mu must be held.
-func (a *Agent) keepAdmission(env []byte) error {
+// keepAdmission stores an admission attestation (and its proof, if batched)
+// for the bundle, keeping the newest maxAdmissions. a.mu must be held.
+func (a *Agent) keepAdmission(att *Attestation) error {
 	st := &a.state.saved
-	if err := putState(a.opts.RuntimeDir, seqName(stateAdmission, st.nextAdmission), env); err != nil {
+	seq := st.nextAdmission
+	if err := putState(a.opts.RuntimeDir, seqName(stateAdmission, seq), att.Envelope); err != nil {
 		return err
 	}
+	if att.Proof != nil {
+		if err := putState(a.opts.RuntimeDir, seqName(stateProof, seq), att.Proof); err != nil {
+			return err
+		}
+	}
 	st.nextAdmission++
-	st.Admissions = append(st.Admissions, env)
+	st.Admissions = append(st.Admissions, kept{Envelope: att.Envelope, Proof: att.Proof})
 	if n := len(st.Admissions); n > maxAdmissions {
 		st.Admissions = slices.Clone(st.Admissions[n-maxAdmissions:])
-		if err := removeState(a.opts.RuntimeDir, seqName(stateAdmission, st.nextAdmission-maxAdmissions-1)); err != nil {
-			return err
+		old := st.nextAdmission - maxAdmissions - 1
+		for _, name := range []string{seqName(stateAdmission, old), seqName(stateProof, old)} {
+			if err := removeState(a.opts.RuntimeDir, name); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -373,14 +371,17 @@ func (a *Agent) keepAdmission(env []byte) error {
 
 var errNotLaunched = errors.New("launch not measured yet")
 
-// attestLocked makes evidence for purpose and data and wraps it as a signed
-// SCAI statement. a.mu must be held.
-func (a *Agent) attestLocked(ctx context.Context, purpose attest.Purpose, nonce []byte, build *scai.Build) ([]byte, error) {
-	if len(nonce) == 0 {
-		nonce = nil
+// attestLocked makes evidence for what partial asks (purpose, and the nonce,
+// build or batch it carries) and wraps it as a signed SCAI statement naming
+// the event log as it is now. a.mu must be held: the log must not grow
+// between taking its reference and the quote.
+func (a *Agent) attestLocked(ctx context.Context, partial scai.Attestation) (*Attestation, error) {
+	if len(partial.Nonce) == 0 {
+		partial.Nonce = nil
 	}
-	partial := &scai.Attestation{Purpose: purpose, Nonce: nonce, Build: build, EnvKey: a.backend.Signer().Public()}
-	binding, err := scai.ExpectedBinding(partial)
+	att := partial
+	att.EnvKey = a.backend.Signer().Public()
+	binding, err := scai.ExpectedBinding(&att)
 	if err != nil {
 		return nil, fmt.Errorf("binding: %w", err)
 	}
@@ -396,17 +397,11 @@ func (a *Agent) attestLocked(ctx context.Context, purpose attest.Purpose, nonce 
 		}
 		evs = append(evs, e)
 	}
-	st, err := scai.NewStatement(&scai.Attestation{
-		Purpose:  purpose,
-		Nonce:    nonce,
-		Build:    build,
-		Binding:  binding,
-		EnvKey:   a.backend.Signer().Public(),
-		Evidence: evs,
-		Extra:    []attest.Part{{Name: scai.PartAgentCEL, MediaType: scai.MediaTypeCEL, Data: a.events.Bytes()}},
-		Producer: scai.Producer{Name: "attestd", Version: a.opts.Version},
-		Time:     a.opts.now().UTC(),
-	})
+	cel := a.events.Bytes()
+	att.Binding, att.Evidence, att.Log = binding, evs, scai.RefTo(cel)
+	att.Producer = scai.Producer{Name: "attestd", Version: a.opts.Version}
+	att.Time = a.opts.now().UTC()
+	st, err := scai.NewStatement(&att)
 	if err != nil {
 		return nil, fmt.Errorf("statement: %w", err)
 	}
@@ -414,7 +409,7 @@ func (a *Agent) attestLocked(ctx context.Context, purpose attest.Purpose, nonce 
 	if err != nil {
 		return nil, fmt.Errorf("sign statement: %w", err)
 	}
-	return env, nil
+	return &Attestation{Envelope: env, EventLog: cel}, nil
 }
 
 // EventLog returns the CEL encoding and the decoded records.

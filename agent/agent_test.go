@@ -17,7 +17,6 @@ import (
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/attest/tpm"
 	"github.com/attestd/attestd/measure"
-	"github.com/attestd/attestd/scai"
 	"github.com/attestd/attestd/verify"
 )
 
@@ -89,14 +88,11 @@ func (f *fixture) agent(t testing.TB, b attest.Backend) *Agent {
 	return a
 }
 
-func mustVerify(t *testing.T, envJSON []byte, opts verify.Options) *verify.Result {
+// mustVerify verifies the first attestation of a bundle (an attestation
+// with its event log: Attestation.Encode) and returns its result.
+func mustVerify(t *testing.T, raw []byte, opts verify.Options) *verify.Result {
 	t.Helper()
-	env, err := scai.ParseEnvelope(envJSON)
-	if err != nil {
-		t.Fatalf("ParseEnvelope: %v", err)
-	}
-	opts.Verifiers = []attest.Verifier{tpm.Verifier{}}
-	r := verify.Envelope(env, opts)
+	r := verifyEnvelope(t, raw, opts)
 	if !r.OK {
 		for _, c := range r.Checks {
 			t.Logf("%-20s ok=%v skip=%v %s", c.Name, c.OK, c.Skip, c.Detail)
@@ -122,7 +118,7 @@ func TestLaunchAndAttest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(onDisk) != string(a.LaunchAttestation()) {
+	if string(onDisk) != string(a.launchAttestation().Encode()) {
 		t.Fatal("launch attestation on disk differs from the served one")
 	}
 	r := mustVerify(t, onDisk, verify.Options{TrustedAKs: []crypto.PublicKey{b.AKPublic()}})
@@ -148,16 +144,15 @@ func TestLaunchAndAttest(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Attest: %v", err)
 	}
-	mustVerify(t, env, verify.Options{Nonce: nonce, TrustedAKs: []crypto.PublicKey{b.AKPublic()}})
+	mustVerify(t, env.Encode(), verify.Options{Nonce: nonce, TrustedAKs: []crypto.PublicKey{b.AKPublic()}})
 
 	// The same attestation with another expected nonce must fail on "nonce".
-	e, _ := scai.ParseEnvelope(env)
-	rr := verify.Envelope(e, verify.Options{Nonce: []byte("other"), TrustedAKs: []crypto.PublicKey{b.AKPublic()}, Verifiers: []attest.Verifier{tpm.Verifier{}}})
+	rr := verifyEnvelope(t, env.Encode(), verify.Options{Nonce: []byte("other"), TrustedAKs: []crypto.PublicKey{b.AKPublic()}})
 	if rr.OK || !contains(rr.Failed(), verify.CheckNonce) {
 		t.Fatalf("wrong nonce: failed=%v", rr.Failed())
 	}
 	// Without a trusted AK it must not verify.
-	rr = verify.Envelope(e, verify.Options{Nonce: nonce, Verifiers: []attest.Verifier{tpm.Verifier{}}})
+	rr = verifyEnvelope(t, env.Encode(), verify.Options{Nonce: nonce})
 	if rr.OK || !contains(rr.Failed(), tpm.CheckAKTrusted) {
 		t.Fatalf("no trusted AK: failed=%v", rr.Failed())
 	}
@@ -204,7 +199,7 @@ func TestRestartSameBootRecordsRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustVerify(t, env, verify.Options{Nonce: []byte("n"), TrustedAKs: []crypto.PublicKey{b2.AKPublic()}})
+	mustVerify(t, env.Encode(), verify.Options{Nonce: []byte("n"), TrustedAKs: []crypto.PublicKey{b2.AKPublic()}})
 }
 
 func TestNewBootSetsStaleLogAside(t *testing.T) {

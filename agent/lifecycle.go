@@ -153,7 +153,7 @@ func checkOptionalNonce(nonce []byte) error {
 // BindBuildResult is the dispatch attestation and whether it was made
 // earlier for the same build ID and request.
 type BindBuildResult struct {
-	Envelope []byte
+	Attestation
 	Repeated bool
 }
 
@@ -191,7 +191,7 @@ func (a *Agent) BindBuild(ctx context.Context, buildID string, request []*ita.Re
 			return nil, err
 		}
 		if a.state.Dispatch != nil {
-			return &BindBuildResult{Envelope: a.state.Dispatch, Repeated: true}, nil
+			return &BindBuildResult{Attestation: Attestation{Envelope: a.state.Dispatch, EventLog: a.events.Bytes()}, Repeated: true}, nil
 		}
 		// Bound earlier, but the quote failed or was lost in a crash.
 	case phaseLaunched:
@@ -201,15 +201,15 @@ func (a *Agent) BindBuild(ctx context.Context, buildID string, request []*ita.Re
 		a.state.Phase, a.state.BuildID = phaseDispatched, buildID
 		a.log.Info("dispatched", "build_id", buildID, "request_sha256", hex.EncodeToString(reqDigest[:]))
 	}
-	env, err := a.attestLocked(ctx, attest.PurposeDispatch, nonce, &scai.Build{ID: buildID, Request: request})
+	att, err := a.attestLocked(ctx, scai.Attestation{Purpose: attest.PurposeDispatch, Nonce: nonce, Build: &scai.Build{ID: buildID, Request: request}})
 	if err != nil {
 		return nil, fmt.Errorf("%w: the environment is bound to build %q, but its dispatch attestation failed; call BindBuild again with the same build ID and request", err, buildID)
 	}
-	if err := putState(a.opts.RuntimeDir, stateDispatch, env); err != nil {
+	if err := putState(a.opts.RuntimeDir, stateDispatch, att.Envelope); err != nil {
 		return nil, fmt.Errorf("%w; the environment is bound to build %q: call BindBuild again with the same build ID and request once there is space", err, buildID)
 	}
-	a.state.Dispatch = env
-	return &BindBuildResult{Envelope: env}, nil
+	a.state.Dispatch = att.Envelope
+	return &BindBuildResult{Attestation: *att}, nil
 }
 
 // sameRequest checks the logged build-id event carries reqDigest.
@@ -279,7 +279,7 @@ func checkLabel(what, s string) error {
 // Complete records the build's inputs and outputs, re-quotes and returns
 // the completion attestation, whose subjects are the outputs. Afterwards the
 // environment is spent.
-func (a *Agent) Complete(ctx context.Context, buildID string, inputs, outputs []*ita.ResourceDescriptor, nonce []byte) ([]byte, error) {
+func (a *Agent) Complete(ctx context.Context, buildID string, inputs, outputs []*ita.ResourceDescriptor, nonce []byte) (*Attestation, error) {
 	if err := attest.CheckBuildID(buildID); err != nil {
 		return nil, err
 	}
@@ -323,15 +323,15 @@ func (a *Agent) Complete(ctx context.Context, buildID string, inputs, outputs []
 		a.state.Phase = phaseCompleted
 		a.log.Info("completed", "build_id", buildID, "outputs", len(outputs), "io_sha256", hex.EncodeToString(ioDigest[:]))
 	}
-	env, err := a.attestLocked(ctx, attest.PurposeComplete, nonce, &scai.Build{ID: buildID, Inputs: inputs, Outputs: outputs})
+	att, err := a.attestLocked(ctx, scai.Attestation{Purpose: attest.PurposeComplete, Nonce: nonce, Build: &scai.Build{ID: buildID, Inputs: inputs, Outputs: outputs}})
 	if err != nil {
 		return nil, fmt.Errorf("%w: build %q is recorded as complete, but its completion attestation failed; call Complete again with the same inputs and outputs", err, buildID)
 	}
-	if err := putState(a.opts.RuntimeDir, stateComplete, env); err != nil {
+	if err := putState(a.opts.RuntimeDir, stateComplete, att.Envelope); err != nil {
 		return nil, fmt.Errorf("%w; build %q is recorded as complete: call Complete again with the same inputs and outputs once there is space", err, buildID)
 	}
-	a.state.Complete, a.state.outputs = env, outputs
-	return env, nil
+	a.state.Complete, a.state.outputs = att.Envelope, outputs
+	return att, nil
 }
 
 // loggedIO reports whether the complete event carries ioDigest.
@@ -418,20 +418,52 @@ func completedOutputs(env []byte) ([]*ita.ResourceDescriptor, error) {
 	return op.Attestation.Build.Outputs, nil
 }
 
-// Bundle returns every attestation of this environment, in order: launch,
-// admissions, dispatch, completion, signed statements.
-func (a *Agent) Bundle() (buildID string, envs [][]byte) {
+// Bundle is every attestation of this environment and what verifying them
+// needs.
+type Bundle struct {
+	BuildID string
+	// Envelopes in order: launch, admissions, dispatch, completion, signed
+	// statements.
+	Envelopes [][]byte
+	// Proofs of the batched admissions among Envelopes (JSON).
+	Proofs [][]byte
+	// EventLog is the event log as it is now; every attestation names a
+	// prefix of it.
+	EventLog []byte
+}
+
+// Bundle returns every attestation of this environment.
+func (a *Agent) Bundle() *Bundle {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	envs = append(envs, a.launch)
-	envs = append(envs, a.state.Admissions...)
-	for _, e := range [][]byte{a.state.Dispatch, a.state.Complete} {
-		if e != nil {
-			envs = append(envs, e)
+	b := &Bundle{BuildID: a.state.BuildID, EventLog: a.events.Bytes()}
+	if a.launch != nil {
+		b.Envelopes = append(b.Envelopes, a.launch.Envelope)
+	}
+	for _, k := range a.state.Admissions {
+		b.Envelopes = append(b.Envelopes, k.Envelope)
+		if k.Proof != nil {
+			b.Proofs = append(b.Proofs, k.Proof)
 		}
 	}
-	envs = append(envs, a.state.Signed...)
-	return a.state.BuildID, envs
+	for _, e := range [][]byte{a.state.Dispatch, a.state.Complete} {
+		if e != nil {
+			b.Envelopes = append(b.Envelopes, e)
+		}
+	}
+	b.Envelopes = append(b.Envelopes, a.state.Signed...)
+	return b
+}
+
+// Encode writes the bundle as in-toto JSON Lines: the envelopes, then the
+// inclusion proofs and the event log as unsigned carrier lines
+// (docs/formats.md).
+func (b *Bundle) Encode() []byte {
+	lines := slices.Clone(b.Envelopes)
+	for _, p := range b.Proofs {
+		lines = append(lines, scai.Carrier(scai.PayloadTypeInclusionProof, p))
+	}
+	return scai.EncodeBundle(append(lines, scai.Carrier(scai.PayloadTypeCEL, b.EventLog))...)
 }
 
 // Phase reports the lifecycle phase and build ID.

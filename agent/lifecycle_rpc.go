@@ -16,7 +16,7 @@ func (s *service) BindBuild(ctx context.Context, req *apiv1.BindBuildRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	return &apiv1.BindBuildResponse{Envelope: r.Envelope, Repeated: r.Repeated}, nil
+	return &apiv1.BindBuildResponse{Envelope: r.Envelope, Repeated: r.Repeated, EventLog: r.EventLog}, nil
 }
 
 func (s *service) Extend(ctx context.Context, req *apiv1.ExtendRequest) (*apiv1.ExtendResponse, error) {
@@ -28,11 +28,11 @@ func (s *service) Extend(ctx context.Context, req *apiv1.ExtendRequest) (*apiv1.
 }
 
 func (s *service) Complete(ctx context.Context, req *apiv1.CompleteRequest) (*apiv1.CompleteResponse, error) {
-	env, err := s.a.Complete(ctx, req.GetBuildId(), fromAPI(req.GetInputs()), fromAPI(req.GetOutputs()), req.GetNonce())
+	att, err := s.a.Complete(ctx, req.GetBuildId(), fromAPI(req.GetInputs()), fromAPI(req.GetOutputs()), req.GetNonce())
 	if err != nil {
 		return nil, err
 	}
-	return &apiv1.CompleteResponse{Envelope: env}, nil
+	return &apiv1.CompleteResponse{Envelope: att.Envelope, EventLog: att.EventLog}, nil
 }
 
 func (s *service) SignStatement(ctx context.Context, req *apiv1.SignStatementRequest) (*apiv1.SignStatementResponse, error) {
@@ -47,8 +47,8 @@ func (s *service) GetBundle(ctx context.Context, _ *apiv1.GetBundleRequest) (*ap
 	if s.a.LaunchAttestation() == nil {
 		return nil, errNotLaunched
 	}
-	id, envs := s.a.Bundle()
-	return &apiv1.GetBundleResponse{BuildId: id, Envelopes: envs}, nil
+	b := s.a.Bundle()
+	return &apiv1.GetBundleResponse{BuildId: b.BuildID, Envelopes: b.Envelopes, EventLog: b.EventLog, InclusionProofs: b.Proofs}, nil
 }
 
 // fromAPI converts the API's descriptors to in-toto ones.

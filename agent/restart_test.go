@@ -81,12 +81,7 @@ func TestRestartKeepsTheBuildOnSwtpm(t *testing.T) {
 	if _, err := a2.SignStatement(ctx, "build-1", provenance(strings.Repeat("3", 64))); err != nil {
 		t.Fatal(err)
 	}
-	_, envs := a2.Bundle()
-	var jsonl []byte
-	for _, e := range envs {
-		jsonl = append(append(jsonl, e...), '\n')
-	}
-	rep := verify.BundleReport(jsonl, verify.Options{
+	rep := verify.BundleReport(a2.Bundle().Encode(), verify.Options{
 		Nonces:     map[attest.Purpose][]byte{attest.PurposeDispatch: []byte("dispatch")},
 		BuildID:    "build-1",
 		TrustedAKs: []crypto.PublicKey{b2.AKPublic()},

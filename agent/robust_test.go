@@ -19,7 +19,6 @@ import (
 	apiv1 "github.com/attestd/attestd/agent/api/v1"
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/measure"
-	"github.com/attestd/attestd/scai"
 	"github.com/attestd/attestd/verify"
 )
 
@@ -125,7 +124,7 @@ func TestRestartCutsAPartialRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustVerify(t, env, verify.Options{Nonce: []byte("n"), TrustedAKs: []crypto.PublicKey{b2.AKPublic()}})
+	mustVerify(t, env.Encode(), verify.Options{Nonce: []byte("n"), TrustedAKs: []crypto.PublicKey{b2.AKPublic()}})
 }
 
 // TestInterruptedLaunchIsRecordedAndFails: a daemon that died during launch
@@ -151,7 +150,7 @@ func TestInterruptedLaunchIsRecordedAndFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := verifyEnvelope(t, env, verify.Options{Nonce: []byte("n"), TrustedAKs: []crypto.PublicKey{b2.AKPublic()}})
+	res := verifyEnvelope(t, env.Encode(), verify.Options{Nonce: []byte("n"), TrustedAKs: []crypto.PublicKey{b2.AKPublic()}})
 	if failed := res.Failed(); res.OK || len(failed) != 1 || failed[0] != verify.CheckLaunch {
 		t.Fatalf("interrupted launch: ok=%v failed=%v; want only %s to fail", res.OK, failed, verify.CheckLaunch)
 	}
@@ -262,14 +261,16 @@ func TestStatusCodesForFailures(t *testing.T) {
 	}
 }
 
-func verifyEnvelope(t *testing.T, envJSON []byte, opts verify.Options) *verify.Result {
+// verifyEnvelope verifies the first attestation of a bundle (an
+// attestation with its event log) with every test verifier.
+func verifyEnvelope(t *testing.T, raw []byte, opts verify.Options) *verify.Result {
 	t.Helper()
-	env, err := scai.ParseEnvelope(envJSON)
-	if err != nil {
-		t.Fatal(err)
-	}
 	opts.Verifiers = testVerifiers()
-	return verify.Envelope(env, opts)
+	rep := verify.BundleReport(raw, opts)
+	if len(rep.Results) == 0 {
+		t.Fatal("the bundle holds no attestation")
+	}
+	return rep.Results[0]
 }
 
 // mountTinyTmpfs mounts a tmpfs of size bytes at a new temp dir (root
@@ -357,5 +358,5 @@ func TestFullDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustVerify(t, env, verify.Options{Nonce: []byte("n"), TrustedAKs: []crypto.PublicKey{b.AKPublic()}})
+	mustVerify(t, env.Encode(), verify.Options{Nonce: []byte("n"), TrustedAKs: []crypto.PublicKey{b.AKPublic()}})
 }

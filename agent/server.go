@@ -187,7 +187,7 @@ type service struct {
 }
 
 func (s *service) GetIdentity(ctx context.Context, _ *apiv1.GetIdentityRequest) (*apiv1.GetIdentityResponse, error) {
-	launch := s.a.LaunchAttestation()
+	launch := s.a.launchAttestation()
 	if launch == nil {
 		return nil, errNotLaunched
 	}
@@ -201,7 +201,8 @@ func (s *service) GetIdentity(ctx context.Context, _ *apiv1.GetIdentityRequest) 
 		KeyDigest:         hex.EncodeToString(s.a.keyDigest[:]),
 		Backends:          s.a.backendNames(),
 		Register:          s.a.backend.Register().String(),
-		LaunchAttestation: launch,
+		LaunchAttestation: launch.Envelope,
+		LaunchEventLog:    launch.EventLog,
 		Version:           s.a.opts.Version,
 		Phase:             ph,
 		BuildId:           id,
@@ -209,11 +210,11 @@ func (s *service) GetIdentity(ctx context.Context, _ *apiv1.GetIdentityRequest) 
 }
 
 func (s *service) Attest(ctx context.Context, req *apiv1.AttestRequest) (*apiv1.AttestResponse, error) {
-	env, err := s.a.Attest(ctx, req.GetNonce())
+	att, err := s.a.Attest(ctx, req.GetNonce())
 	if err != nil {
 		return nil, err
 	}
-	return &apiv1.AttestResponse{Envelope: env}, nil
+	return &apiv1.AttestResponse{Envelope: att.Envelope, EventLog: att.EventLog, InclusionProof: att.Proof}, nil
 }
 
 func (s *service) GetEventLog(ctx context.Context, _ *apiv1.GetEventLogRequest) (*apiv1.GetEventLogResponse, error) {

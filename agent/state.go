@@ -21,6 +21,7 @@ const (
 	stateComplete  = "complete.json"
 	stateAdmission = "admission-" // + 9-digit sequence + ".json"
 	stateSigned    = "signed-"    // + 9-digit sequence + ".json"
+	stateProof     = "proof-"     // + the admission's sequence + ".json": its inclusion proof, if batched
 )
 
 // errStorage marks a failure to write the runtime dir (a full disk, an I/O
@@ -49,9 +50,16 @@ type saved struct {
 	Dispatch   []byte
 	Complete   []byte
 	Signed     [][]byte
-	Admissions [][]byte
+	Admissions []kept
 	// next sequence numbers for admission and signed files
 	nextAdmission, nextSigned int
+}
+
+// kept is an admission attestation kept for the bundle: the envelope and,
+// when it answered several callers, one caller's inclusion proof.
+type kept struct {
+	Envelope []byte
+	Proof    []byte
 }
 
 // readState reads the state directory (empty if there is none). Every file
@@ -73,6 +81,8 @@ func readState(runtimeDir string) (saved, error) {
 		}
 	}
 	slices.Sort(names)
+	proofs := map[int][]byte{}
+	admissionSeq := map[int]int{} // sequence → index in st.Admissions
 	for _, name := range names {
 		raw, err := readBounded(filepath.Join(dir, name), maxStoredFile)
 		if err != nil {
@@ -85,14 +95,24 @@ func readState(runtimeDir string) (saved, error) {
 		case name == stateComplete:
 			st.Complete = raw
 		case sequenced(name, stateAdmission, &seq):
-			st.Admissions = append(st.Admissions, raw)
+			admissionSeq[seq] = len(st.Admissions)
+			st.Admissions = append(st.Admissions, kept{Envelope: raw})
 			st.nextAdmission = seq + 1
+		case sequenced(name, stateProof, &seq):
+			proofs[seq] = raw
 		case sequenced(name, stateSigned, &seq):
 			st.Signed = append(st.Signed, raw)
 			st.nextSigned = seq + 1
 		default:
 			return st, fmt.Errorf("read state: unexpected file %s in %s", name, dir)
 		}
+	}
+	for seq, p := range proofs {
+		i, ok := admissionSeq[seq]
+		if !ok {
+			return st, fmt.Errorf("read state: %s without its admission in %s", seqName(stateProof, seq), dir)
+		}
+		st.Admissions[i].Proof = p
 	}
 	return st, nil
 }

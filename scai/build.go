@@ -183,11 +183,15 @@ func BindingData(a *Attestation) ([]byte, error) {
 	}
 }
 
-// ExpectedBinding is attest.Bind over a's purpose, env key and BindingData.
+// ExpectedBinding is attest.Bind over a's purpose, env key and BindingData;
+// for a batch, attest.BatchBinding over its root and size.
 func ExpectedBinding(a *Attestation) (attest.Binding, error) {
 	kd, err := attest.KeyDigest(a.EnvKey)
 	if err != nil {
 		return attest.Binding{}, fmt.Errorf("%w: %v", ErrEnvKey, err)
+	}
+	if a.Batch != nil {
+		return attest.BatchBinding(kd, a.Batch.Root, a.Batch.Size), nil
 	}
 	data, err := BindingData(a)
 	if err != nil {

@@ -16,7 +16,7 @@ const (
 	// MaxEnvelopeSize is the largest envelope ParseEnvelope accepts.
 	MaxEnvelopeSize = 16 << 20
 	// MaxBundleSize is the largest bundle ParseBundle accepts.
-	MaxBundleSize = 64 << 20
+	MaxBundleSize = 128 << 20
 )
 
 // ParseEnvelope parses one DSSE envelope (JSON) strictly: at most
@@ -24,8 +24,13 @@ const (
 // signatures (each signature: sig and an optional keyid), no duplicates, no
 // trailing data, payloadType equal to PayloadType, base64 payload and
 // signatures, and at least one signature. It does not verify signatures.
-func ParseEnvelope(b []byte) (*dsse.Envelope, error) {
-	if len(b) > MaxEnvelopeSize {
+func ParseEnvelope(b []byte) (*dsse.Envelope, error) { return parseEnvelope(b, false) }
+
+// parseEnvelope is ParseEnvelope; with carriers it also accepts the
+// unsigned event-log and inclusion-proof lines of a bundle (Carrier).
+func parseEnvelope(b []byte, carriers bool) (*dsse.Envelope, error) {
+	// An event-log line may be as large as the bundle; it is checked below.
+	if len(b) > MaxEnvelopeSize && !carriers {
 		return nil, fmt.Errorf("%w: %d bytes exceeds the %d byte limit", ErrEnvelope, len(b), MaxEnvelopeSize)
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
@@ -52,15 +57,19 @@ func ParseEnvelope(b []byte) (*dsse.Envelope, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, fmt.Errorf("%w: trailing data after the envelope", ErrEnvelope)
 	}
+	carrier := carriers && (env.PayloadType == PayloadTypeCEL || env.PayloadType == PayloadTypeInclusionProof)
 	switch {
 	case !seenType:
 		return nil, fmt.Errorf("%w: payloadType missing", ErrEnvelope)
 	case !seenPayload:
 		return nil, fmt.Errorf("%w: payload missing", ErrEnvelope)
-	case !seenSigs || len(env.Signatures) == 0:
+	case !seenSigs || len(env.Signatures) == 0 && !carrier:
 		return nil, fmt.Errorf("%w: no signatures", ErrEnvelope)
 	}
-	if env.PayloadType != PayloadType {
+	if len(b) > MaxEnvelopeSize && env.PayloadType != PayloadTypeCEL {
+		return nil, fmt.Errorf("%w: %d bytes exceeds the %d byte limit", ErrEnvelope, len(b), MaxEnvelopeSize)
+	}
+	if env.PayloadType != PayloadType && !carrier {
 		return nil, fmt.Errorf("%w: got %q, want %q", ErrPayloadType, env.PayloadType, PayloadType)
 	}
 	if p, err := base64.StdEncoding.DecodeString(env.Payload); err != nil || len(p) == 0 {
@@ -120,7 +129,7 @@ func ParseBundle(b []byte) ([]*dsse.Envelope, error) {
 		if len(l) == 0 {
 			continue
 		}
-		env, err := ParseEnvelope(l)
+		env, err := parseEnvelope(l, true)
 		if err != nil {
 			return nil, fmt.Errorf("line %d: %w", i+1, err)
 		}

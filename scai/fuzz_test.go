@@ -22,13 +22,13 @@ func seedEnvelopes(f *testing.F) [][]byte {
 	for _, p := range []attest.Purpose{attest.PurposeLaunch, attest.PurposeAttest, attest.PurposeDispatch, attest.PurposeComplete} {
 		a := newAttestation(f, p, k.Public())
 		if p == attest.PurposeComplete {
-			a.Extra, a.Producer.Version, a.Producer.URI = nil, "", ""
+			a.Producer.Version, a.Producer.URI = "", ""
 		}
 		out = append(out, signed(f, k, a))
 	}
 	small := newAttestation(f, attest.PurposeLaunch, k.Public())
 	small.Evidence = []*attest.Evidence{{Backend: "tpm", Parts: []attest.Part{{Name: "tpm/pcrs", Data: []byte("{}")}}}}
-	small.Extra, small.Producer, small.Time = nil, scai.Producer{Name: "attestd"}, time.Time{}
+	small.Producer, small.Time = scai.Producer{Name: "attestd"}, time.Time{}
 	return append(out, signed(f, k, small))
 }
 

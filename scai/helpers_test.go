@@ -82,9 +82,7 @@ func newAttestation(tb testing.TB, purpose attest.Purpose, pub crypto.PublicKey)
 		Build:    build,
 		EnvKey:   pub,
 		Evidence: []*attest.Evidence{{Backend: "tpm", Parts: tpmParts()}},
-		Extra: []attest.Part{{
-			Name: scai.PartAgentCEL, MediaType: scai.MediaTypeCEL, Data: []byte{0, 0, 0, 1, 2, 3},
-		}},
+		Log:      scai.RefTo([]byte{0, 0, 0, 1, 2, 3}),
 		Producer: scai.Producer{Name: "attestd", Version: "v0.1.0-test", URI: "https://github.com/attestd/attestd"},
 		Time:     goldenTime,
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -217,20 +218,14 @@ func parseReport(r *scaipb.AttributeReport) (*Attestation, *parseState, error) {
 		}
 		cur.Parts = append(cur.Parts, p)
 	}
-	for ; i < len(attrs); i++ {
-		if attrs[i].GetAttribute() != AttrAgent {
+	if i != len(attrs)-1 || attrs[i].GetAttribute() != AttrAgent {
+		if i < len(attrs) {
 			return nil, nil, fmt.Errorf("%w: attribute %d: unexpected attribute %q", ErrStatement, i, attrs[i].GetAttribute())
 		}
-		p, err := parsePart(attrs[i], "")
-		if err != nil {
-			return nil, nil, fmt.Errorf("%w: attribute %d: %v", ErrStatement, i, err)
-		}
-		for _, q := range a.Extra {
-			if q.Name == p.Name {
-				return nil, nil, fmt.Errorf("%w: attribute %d: duplicate agent part %q", ErrStatement, i, p.Name)
-			}
-		}
-		a.Extra = append(a.Extra, p)
+		return nil, nil, fmt.Errorf("%w: no event log reference (%s attribute)", ErrStatement, AttrAgent)
+	}
+	if err := parseLogRef(attrs[i], a); err != nil {
+		return nil, nil, fmt.Errorf("%w: attribute %d: %v", ErrStatement, i, err)
 	}
 	if err := parseProducer(r.GetProducer(), a); err != nil {
 		return nil, nil, err
@@ -286,10 +281,22 @@ func parsePurpose(at *scaipb.AttributeAssertion, a *Attestation, ps *parseState)
 		}
 		a.Nonce = n
 	}
+	if h, ok := conds[condRoot]; ok {
+		want += 2
+		root, err := hex32(h)
+		if err != nil {
+			return fmt.Errorf("%w: %s condition is %v", ErrStatement, condRoot, err)
+		}
+		n, err := strconv.Atoi(conds[condSize])
+		if err != nil || strconv.Itoa(n) != conds[condSize] {
+			return fmt.Errorf("%w: %s condition is not a decimal number", ErrStatement, condSize)
+		}
+		a.Batch = &Batch{Root: root, Size: n}
+	}
 	if len(conds) != want {
 		return fmt.Errorf("%w: purpose conditions: unexpected keys", ErrStatement)
 	}
-	if err := checkPurpose(a.Purpose, a.Nonce); err != nil {
+	if err := checkPurpose(a.Purpose, a.Nonce, a.Batch); err != nil {
 		return fmt.Errorf("%w: %v", ErrStatement, err)
 	}
 	return nil
@@ -359,6 +366,40 @@ func parsePart(at *scaipb.AttributeAssertion, backend string) (attest.Part, erro
 		return attest.Part{}, fmt.Errorf("part without a name")
 	}
 	return attest.Part{Name: rd.GetName(), MediaType: rd.GetMediaType(), Data: rd.GetContent()}, nil
+}
+
+// parseLogRef reads the event log reference: name, sha256 digest, media
+// type and a decimal size annotation, and no content. An attestation that
+// carries its log inline was made by an attestd before the log travelled
+// once per bundle; it is refused with a message that says so.
+func parseLogRef(at *scaipb.AttributeAssertion, a *Attestation) error {
+	if err := onlyFields(at, "attribute", "evidence"); err != nil {
+		return err
+	}
+	rd := at.GetEvidence()
+	if len(rd.GetContent()) > 0 {
+		return fmt.Errorf("the event log is inline: this attestation was made by an attestd older than format 2 (event log by reference), which this verifier does not read; attest again with a current attestd")
+	}
+	if err := onlyFields(rd, "name", "digest", "media_type", "annotations"); err != nil {
+		return fmt.Errorf("event log reference: %v", err)
+	}
+	if rd.GetName() != PartAgentCEL || rd.GetMediaType() != MediaTypeCEL {
+		return fmt.Errorf("event log reference must be named %q with media type %q", PartAgentCEL, MediaTypeCEL)
+	}
+	d, err := sha256Digest(rd)
+	if err != nil {
+		return err
+	}
+	ann, err := stringMap(rd.GetAnnotations())
+	if err != nil || len(ann) != 1 {
+		return fmt.Errorf("event log reference annotations must be exactly {%q: \"<bytes>\"}", annSize)
+	}
+	n, err := strconv.ParseInt(ann[annSize], 10, 64)
+	if err != nil || n <= 0 || sizeString(n) != ann[annSize] {
+		return fmt.Errorf("event log reference size %q is not a positive decimal number", ann[annSize])
+	}
+	a.Log = LogRef{SHA256: d, Size: n}
+	return nil
 }
 
 func parseProducer(rd *ita.ResourceDescriptor, a *Attestation) error {

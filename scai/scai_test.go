@@ -45,7 +45,7 @@ func TestRoundTrip(t *testing.T) {
 		{name: "complete", signer: ec, purpose: attest.PurposeComplete},
 		{name: "rsa", signer: rk, purpose: attest.PurposeAttest},
 		{name: "minimal", signer: ec, purpose: attest.PurposeLaunch, mutate: func(a *scai.Attestation) {
-			a.Evidence, a.Extra = nil, nil
+			a.Evidence = nil
 			a.Producer = scai.Producer{Name: "attestd"}
 			a.Time = time.Time{}
 		}},
@@ -340,7 +340,10 @@ func TestNewStatementErrors(t *testing.T) {
 		{"nil evidence", func(a *scai.Attestation) { a.Evidence = append(a.Evidence, nil) }, nil},
 		{"bad backend", func(a *scai.Attestation) { a.Evidence[0].Backend = "TPM 2" }, nil},
 		{"no parts", func(a *scai.Attestation) { a.Evidence[0].Parts = nil }, nil},
-		{"duplicate part", func(a *scai.Attestation) { a.Extra = append(a.Extra, a.Extra[0]) }, nil},
+		{"duplicate part", func(a *scai.Attestation) { a.Evidence[0].Parts = append(a.Evidence[0].Parts, a.Evidence[0].Parts[0]) }, nil},
+		{"no event log", func(a *scai.Attestation) { a.Log = scai.LogRef{} }, nil},
+		{"batch with a nonce", func(a *scai.Attestation) { a.Batch = &scai.Batch{Size: 2} }, nil},
+		{"batch of one", func(a *scai.Attestation) { a.Nonce, a.Batch = nil, &scai.Batch{Size: 1} }, nil},
 		{"unnamed part", func(a *scai.Attestation) { a.Evidence[0].Parts[0].Name = "" }, nil},
 		{"bad UTF-8", func(a *scai.Attestation) { a.Evidence[0].Parts[0].MediaType = "\xff" }, nil},
 		{"no producer", func(a *scai.Attestation) { a.Producer.Name = "" }, nil},

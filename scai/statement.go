@@ -18,6 +18,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"regexp"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -70,6 +71,9 @@ const (
 	condBuildID  = "buildId"
 	condReqDig   = "requestDigest"
 	condIODig    = "ioDigest"
+	condRoot     = "batchRoot"
+	condSize     = "batchSize"
+	annSize      = "size"
 	annBackend   = "backend"
 	annVersion   = "version"
 	annIssuedAt  = "issuedAt"
@@ -95,8 +99,13 @@ type Attestation struct {
 	// Build is the build a dispatch or completion attestation is bound to;
 	// nil for launch and attest.
 	Build *Build
-	// Extra holds agent-level parts, e.g. the agent's CEL (PartAgentCEL).
-	Extra []attest.Part
+	// Log names the prefix of the agent's event log this attestation covers
+	// (required: every attestation replays a log to its register).
+	Log LogRef
+	// Batch is set on an admission (attest) attestation that answers several
+	// callers with one quote; Nonce is then nil and each caller holds an
+	// InclusionProof of its own nonce.
+	Batch *Batch
 	// Producer identifies the software that made the statement.
 	Producer Producer
 	// Time is when the statement was made; informational only (not
@@ -117,7 +126,7 @@ func NewStatement(a *Attestation) (*ita.Statement, error) {
 	if a == nil {
 		return nil, fmt.Errorf("build statement: nil attestation")
 	}
-	if err := checkPurpose(a.Purpose, a.Nonce); err != nil {
+	if err := checkPurpose(a.Purpose, a.Nonce, a.Batch); err != nil {
 		return nil, fmt.Errorf("build statement: %w", err)
 	}
 	der, kd, err := encodeKey(a.EnvKey)
@@ -143,6 +152,10 @@ func NewStatement(a *Attestation) (*ita.Statement, error) {
 	}
 	if a.Nonce != nil {
 		conds[condNonce] = hex.EncodeToString(a.Nonce)
+	}
+	if a.Batch != nil {
+		conds[condRoot] = hex.EncodeToString(a.Batch.Root[:])
+		conds[condSize] = strconv.Itoa(a.Batch.Size)
 	}
 	if a.Build != nil {
 		conds[condBuildID] = a.Build.ID
@@ -195,12 +208,19 @@ func NewStatement(a *Attestation) (*ita.Statement, error) {
 			attrs = append(attrs, &scaipb.AttributeAssertion{Attribute: AttrEvidencePrefix + ev.Backend, Evidence: rd})
 		}
 	}
-	if err := checkParts(a.Extra); err != nil {
-		return nil, fmt.Errorf("build statement: agent parts: %w", err)
+	if a.Log.Size <= 0 {
+		return nil, fmt.Errorf("build statement: no event log reference")
 	}
-	for _, p := range a.Extra {
-		attrs = append(attrs, &scaipb.AttributeAssertion{Attribute: AttrAgent, Evidence: partDescriptor(p)})
+	logAnn, err := structpb.NewStruct(map[string]any{annSize: sizeString(a.Log.Size)})
+	if err != nil {
+		return nil, fmt.Errorf("build statement: annotations: %w", err)
 	}
+	attrs = append(attrs, &scaipb.AttributeAssertion{Attribute: AttrAgent, Evidence: &ita.ResourceDescriptor{
+		Name:        PartAgentCEL,
+		Digest:      map[string]string{digestSHA256: hex.EncodeToString(a.Log.SHA256[:])},
+		MediaType:   MediaTypeCEL,
+		Annotations: logAnn,
+	}})
 
 	producer, err := producerDescriptor(a.Producer, a.Time)
 	if err != nil {
@@ -234,8 +254,21 @@ func NewStatement(a *Attestation) (*ita.Statement, error) {
 }
 
 // checkPurpose checks purpose is known and the nonce fits it: required for
-// PurposeAttest, optional for dispatch and complete, absent for launch.
-func checkPurpose(p attest.Purpose, nonce []byte) error {
+// PurposeAttest (unless batched: then absent, and the batch 2 to
+// attest.MaxBatch leaves), optional for dispatch and complete, absent for
+// launch.
+func checkPurpose(p attest.Purpose, nonce []byte, batch *Batch) error {
+	if batch != nil {
+		switch {
+		case p != attest.PurposeAttest:
+			return fmt.Errorf("purpose %q is never batched", p)
+		case nonce != nil:
+			return fmt.Errorf("a batched attestation carries no nonce (each caller holds an inclusion proof)")
+		case batch.Size < 2 || batch.Size > attest.MaxBatch:
+			return fmt.Errorf("batch of %d, want 2 to %d", batch.Size, attest.MaxBatch)
+		}
+		return nil
+	}
 	switch p {
 	case attest.PurposeAttest:
 		return attest.CheckNonce(nonce)

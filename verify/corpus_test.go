@@ -71,7 +71,7 @@ func fixed(name string) func(string) string { return func(string) string { retur
 // one builds a tampered input from a changed bundle, verified with e's
 // options.
 func one(e *env, b [][]byte) tampered {
-	return tampered{inputs: []verify.Input{{Name: "bundle", Raw: bytes.Join(b, []byte("\n"))}}, opts: e.opts}
+	return tampered{inputs: []verify.Input{{Name: "bundle", Raw: withLog(e, b)}}, opts: e.opts}
 }
 
 func cloneBundle(e *env) [][]byte {

@@ -427,9 +427,7 @@ func attributes(a *scai.Attestation) map[string]bool {
 	for _, e := range a.Evidence {
 		m[scai.AttrEvidencePrefix+e.Backend] = true
 	}
-	if len(a.Extra) > 0 {
-		m[scai.AttrAgent] = true
-	}
+	m[scai.AttrAgent] = a.Log.Size > 0
 	return m
 }
 

@@ -1,7 +1,6 @@
 package verify_test
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -12,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,8 +51,9 @@ var (
 
 // env is one environment's good bundle and what verifies it.
 type env struct {
-	backend  string // tpm, snp, tdx
-	bundle   [][]byte
+	backend  string        // tpm, snp, tdx
+	bundle   [][]byte      // the signed envelopes
+	log      []byte        // the event log they name prefixes of
 	signer   crypto.Signer // the env key, to re-sign tampered statements
 	verifier attest.Verifier
 	opts     verify.Options
@@ -65,7 +66,12 @@ type env struct {
 	launchEvents []measure.Event
 }
 
-func (e *env) raw() []byte { return bytes.Join(e.bundle, []byte("\n")) }
+func (e *env) raw() []byte { return withLog(e, e.bundle) }
+
+// withLog is envelopes as a bundle that also carries e's event log.
+func withLog(e *env, envelopes [][]byte) []byte {
+	return scai.EncodeBundle(append(slices.Clone(envelopes), scai.Carrier(scai.PayloadTypeCEL, e.log))...)
+}
 
 // fixtures are built once per test binary (the TPM simulator is global).
 type fixtures struct {
@@ -274,8 +280,8 @@ func lifecycle(tmp, name string, b attest.Backend, pcr int, v attest.Verifier, o
 	if _, err := a.SignStatement(ctx, buildID, []byte(prov)); err != nil {
 		return nil, err
 	}
-	_, envs := a.Bundle()
-	e := &env{backend: v.Backend(), bundle: envs, signer: b.Signer(), verifier: v, buildID: buildID, register: b.Register().String()}
+	bundle := a.Bundle()
+	e := &env{backend: v.Backend(), bundle: bundle.Envelopes, log: bundle.EventLog, signer: b.Signer(), verifier: v, buildID: buildID, register: b.Register().String()}
 	e.opts = opts
 	e.opts.Verifiers = []attest.Verifier{v}
 	e.opts.Nonces = map[attest.Purpose][]byte{attest.PurposeAttest: attestNonce, attest.PurposeDispatch: dispNonce}

@@ -219,11 +219,11 @@ func parseRegisterName(s string) (attest.RegisterKind, int, error) {
 // A statement that is not an attestd attestation (a SCAI predicate), such as
 // a provenance statement the environment key signed, has no measurements:
 // Appraise returns no checks for it.
-func Appraise(env *dsse.Envelope, opts Options, rv *ReferenceValues) []attest.Check {
+func Appraise(env *dsse.Envelope, m *Material, opts Options, rv *ReferenceValues) []attest.Check {
 	if _, err := scai.Open(env); errors.Is(err, scai.ErrPredicateType) {
 		return nil
 	}
-	return Envelope(env, opts).Appraise(rv)
+	return Envelope(env, m, opts).Appraise(rv)
 }
 
 // Appraise is the package-level Appraise for an attestation already

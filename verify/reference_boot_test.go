@@ -48,10 +48,11 @@ func TestAppraiseRealBoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	envs, err := scai.ParseBundle(raw)
-	if err != nil || len(envs) < 4 {
-		t.Fatalf("bundle: %d envelopes, %v", len(envs), err)
+	b, err := scai.DecodeBundle(raw)
+	if err != nil || len(b.Envelopes) < 4 {
+		t.Fatalf("bundle: %v", err)
 	}
+	envs, m := b.Envelopes, MaterialOf(b)
 	ref, err := os.ReadFile(filepath.Join("testdata", "e2e", "reference.intoto.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +99,7 @@ func TestAppraiseRealBoot(t *testing.T) {
 				op, err := scai.Open(env)
 				if errors.Is(err, scai.ErrPredicateType) {
 					// The build's provenance, signed by the env key: no measurements.
-					if c := Appraise(env, o, rv); c != nil {
+					if c := Appraise(env, m, o, rv); c != nil {
 						t.Errorf("envelope %d is no attestation, but got reference checks %v", i, c)
 					}
 					continue
@@ -107,7 +108,7 @@ func TestAppraiseRealBoot(t *testing.T) {
 					t.Fatalf("envelope %d: %v", i, err)
 				}
 				got := map[string]attest.Check{}
-				for _, c := range Appraise(env, o, rv) {
+				for _, c := range Appraise(env, m, o, rv) {
 					got[c.Name] = c
 				}
 				for _, n := range want {

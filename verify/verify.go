@@ -33,6 +33,7 @@ const (
 	CheckLaunch      = "launch-frozen"
 	CheckBuildID     = "build-id"
 	CheckBuildEvents = "build-events"
+	CheckInclusion   = "batch-inclusion"
 )
 
 // Options says what to trust and expect. The zero value trusts no AK and
@@ -71,6 +72,7 @@ type Result struct {
 	registers map[attest.Register][]byte // authenticated registers: set only when every evidence check passed and the log replays
 	bank      crypto.Hash                // the hash of registers
 	backends  []string                   // backends whose evidence passed every check
+	log       []byte                     // the event log prefix the attestation names, once found
 }
 
 // Failed returns the names of the failed checks.
@@ -103,8 +105,24 @@ func (r *Result) notChecked(prereq string, names ...string) {
 	}
 }
 
-// Envelope verifies one DSSE envelope.
-func Envelope(env *dsse.Envelope, opts Options) *Result {
+// Material is what travels beside the signed attestations, unsigned and
+// authenticated by reference: the agent's event logs (each attestation names
+// the prefix it covers by size and digest) and the inclusion proofs of
+// batched admissions (docs/formats.md).
+type Material struct {
+	Logs   [][]byte
+	Proofs []*scai.InclusionProof
+}
+
+// MaterialOf is the material a decoded bundle carries.
+func MaterialOf(b *scai.Bundle) *Material { return &Material{Logs: b.Logs, Proofs: b.Proofs} }
+
+// Envelope verifies one DSSE envelope, with the event logs and proofs of m
+// (nil: none).
+func Envelope(env *dsse.Envelope, m *Material, opts Options) *Result {
+	if m == nil {
+		m = &Material{}
+	}
 	r := &Result{}
 	defer func() { r.OK = len(r.Failed()) == 0 && len(r.Checks) > 0 }()
 
@@ -134,7 +152,11 @@ func Envelope(env *dsse.Envelope, opts Options) *Result {
 		r.notChecked(CheckSignature, CheckNonce, CheckBinding, CheckReplay)
 		return r
 	}
-	r.checkNonce(a, opts.expectedNonce(a.Purpose))
+	if a.Batch != nil {
+		r.checkBatch(a, m.Proofs, opts.expectedNonce(a.Purpose))
+	} else {
+		r.checkNonce(a, opts.expectedNonce(a.Purpose))
+	}
 	if opts.BuildID != "" && a.Build != nil && a.Build.ID != opts.BuildID {
 		r.add(CheckBuildID, fmt.Errorf("attestation is bound to build %q, expected %q", a.Build.ID, opts.BuildID), "")
 	}
@@ -182,7 +204,7 @@ func Envelope(env *dsse.Envelope, opts Options) *Result {
 			registers[reg] = val
 		}
 	}
-	r.checkEventLog(a, bank, registers, allClaims)
+	r.checkEventLog(a, m.Logs, bank, registers, allClaims)
 	if allClaims && passed(r.Checks, CheckReplay) {
 		r.registers, r.bank = registers, bank
 	}
@@ -222,6 +244,37 @@ func (o Options) expectedNonce(p attest.Purpose) []byte {
 	return nil
 }
 
+// checkBatch ties a batched admission to the expected nonce: one of the
+// proofs for this batch (same env key, root and size) must hold the nonce.
+// Proofs were checked against their own root when they were parsed.
+func (r *Result) checkBatch(a *scai.Attestation, proofs []*scai.InclusionProof, want []byte) {
+	kd, _ := attest.KeyDigest(a.EnvKey)
+	var mine []*scai.InclusionProof
+	for _, p := range proofs {
+		if p.KeyDigest == kd && p.Root == a.Batch.Root && p.Size == a.Batch.Size {
+			mine = append(mine, p)
+		}
+	}
+	switch {
+	case len(mine) == 0:
+		r.add(CheckInclusion, fmt.Errorf("a batched admission (%d callers, root %x…) without an inclusion proof: no caller's nonce can be tied to it", a.Batch.Size, a.Batch.Root[:8]), "")
+		return
+	case want == nil:
+		r.add(CheckInclusion, nil, fmt.Sprintf("leaf %d of a batch of %d callers (root %x…)", mine[0].Index, a.Batch.Size, a.Batch.Root[:8]))
+		r.skip(CheckNonce, fmt.Sprintf("no nonce given: freshness not established (the proof names nonce %x)", mine[0].Nonce))
+		return
+	}
+	for _, p := range mine {
+		if bytes.Equal(p.Nonce, want) {
+			r.add(CheckInclusion, nil, fmt.Sprintf("leaf %d of a batch of %d callers (root %x…)", p.Index, a.Batch.Size, a.Batch.Root[:8]))
+			r.add(CheckNonce, nil, fmt.Sprintf("bound to the expected nonce %x through the batch root", want))
+			return
+		}
+	}
+	r.add(CheckInclusion, nil, fmt.Sprintf("%d inclusion proof(s) for this batch of %d callers", len(mine), a.Batch.Size))
+	r.add(CheckNonce, fmt.Errorf("no inclusion proof ties the expected nonce %x to this batch (the proofs name %x)", want, mine[0].Nonce), "")
+}
+
 func (r *Result) checkNonce(a *scai.Attestation, want []byte) {
 	switch {
 	case want == nil && a.Purpose == attest.PurposeAttest:
@@ -241,13 +294,14 @@ func (r *Result) checkNonce(a *scai.Attestation, want []byte) {
 
 // checkEventLog replays the agent's CEL against the quoted registers and
 // checks the launch phase is closed by a separator.
-func (r *Result) checkEventLog(a *scai.Attestation, bank crypto.Hash, registers map[attest.Register][]byte, haveClaims bool) {
-	part, ok := attest.FindPart(a.Extra, scai.PartAgentCEL)
+func (r *Result) checkEventLog(a *scai.Attestation, logs [][]byte, bank crypto.Hash, registers map[attest.Register][]byte, haveClaims bool) {
+	cel, ok := scai.FindLog(logs, a.Log)
 	if !ok {
-		r.add(CheckReplay, fmt.Errorf("%w: %s", attest.ErrMissingPart, scai.PartAgentCEL), "")
+		r.add(CheckReplay, fmt.Errorf("%w: no event log in the bundle has a first %d bytes with sha256 %x (the log this attestation names)", attest.ErrMissingPart, a.Log.Size, a.Log.SHA256), "")
 		return
 	}
-	recs, err := measure.ParseCEL(part.Data)
+	r.log = cel
+	recs, err := measure.ParseCEL(cel)
 	if err != nil {
 		r.add(CheckReplay, fmt.Errorf("parse event log: %w", err), "")
 		return

@@ -13,6 +13,7 @@ import (
 	apiv1 "github.com/attestd/attestd/agent/api/v1"
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/measure"
+	"github.com/attestd/attestd/scai"
 )
 
 const rpcTimeout = 30 * time.Second
@@ -32,7 +33,7 @@ func (e *env) identity(ctx context.Context, args []string) error {
 		return err
 	}
 	if *out != "" {
-		if err := os.WriteFile(*out, append(id.GetLaunchAttestation(), '\n'), 0o644); err != nil {
+		if err := os.WriteFile(*out, scai.AttestationLines(id.GetLaunchAttestation(), id.GetLaunchEventLog(), nil), 0o644); err != nil {
 			return fmt.Errorf("write launch attestation: %w", err)
 		}
 	}
@@ -64,7 +65,7 @@ func (e *env) attest(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		return e.writeOut(*out, resp.GetEnvelope(), "attestation")
+		return e.writeOut(*out, scai.AttestationLines(resp.GetEnvelope(), resp.GetEventLog(), resp.GetInclusionProof()), "attestation")
 	})
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/attestd/attestd/agent"
 	apiv1 "github.com/attestd/attestd/agent/api/v1"
 	"github.com/attestd/attestd/measure"
+	"github.com/attestd/attestd/scai"
 )
 
 // descriptorFlags collect resource descriptors from files of JSON arrays
@@ -63,9 +64,12 @@ func parseDescriptors(raw []byte) ([]*apiv1.ResourceDescriptor, error) {
 	return agent.ToAPI(rds), nil
 }
 
-// writeOut writes an envelope to out (or stdout).
+// writeOut writes an envelope or bundle to out (or stdout), ending in a
+// newline.
 func (e *env) writeOut(out string, b []byte, what string) error {
-	b = append(b, '\n')
+	if len(b) == 0 || b[len(b)-1] != '\n' {
+		b = append(b, '\n')
+	}
 	if out == "" {
 		_, err := e.stdout.Write(b)
 		return err
@@ -129,7 +133,7 @@ func (e *env) bind(ctx context.Context, args []string) error {
 		if resp.GetRepeated() {
 			fmt.Fprintf(e.stderr, "build %s was already bound; the same dispatch attestation is returned\n", *sf.buildID)
 		}
-		return e.writeOut(*sf.out, resp.GetEnvelope(), "dispatch attestation")
+		return e.writeOut(*sf.out, scai.AttestationLines(resp.GetEnvelope(), resp.GetEventLog(), nil), "dispatch attestation")
 	})
 }
 
@@ -194,7 +198,7 @@ func (e *env) complete(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		return e.writeOut(*sf.out, resp.GetEnvelope(), "completion attestation")
+		return e.writeOut(*sf.out, scai.AttestationLines(resp.GetEnvelope(), resp.GetEventLog(), nil), "completion attestation")
 	})
 }
 
@@ -242,11 +246,12 @@ func (e *env) bundle(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		var jsonl []byte
-		for _, env := range resp.GetEnvelopes() {
-			jsonl = append(append(jsonl, env...), '\n')
+		lines := resp.GetEnvelopes()
+		for _, p := range resp.GetInclusionProofs() {
+			lines = append(lines, scai.Carrier(scai.PayloadTypeInclusionProof, p))
 		}
-		jsonl = append(jsonl, add...)
+		lines = append(lines, scai.Carrier(scai.PayloadTypeCEL, resp.GetEventLog()))
+		jsonl := append(scai.EncodeBundle(lines...), add...)
 		if *out == "" {
 			_, err := e.stdout.Write(jsonl)
 			return err

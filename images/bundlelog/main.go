@@ -13,7 +13,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/measure"
 	"github.com/attestd/attestd/scai"
 )
@@ -34,14 +33,11 @@ func run(path string) error {
 	if err != nil {
 		return err
 	}
-	envs, err := scai.ParseBundle(b)
+	bundle, err := scai.DecodeBundle(b)
 	if err != nil {
 		return err
 	}
-	for i, env := range envs {
-		if env.PayloadType != scai.PayloadType {
-			return fmt.Errorf("envelope %d: payload type %q", i+1, env.PayloadType)
-		}
+	for i, env := range bundle.Envelopes {
 		o, err := scai.Open(env)
 		if err != nil {
 			fmt.Println("statement")
@@ -52,11 +48,11 @@ func run(path string) error {
 		if a.Build != nil {
 			build = a.Build.ID
 		}
-		cel, ok := attest.FindPart(a.Extra, scai.PartAgentCEL)
+		cel, ok := scai.FindLog(bundle.Logs, a.Log)
 		if !ok {
-			return fmt.Errorf("envelope %d (%s): no %s part", i+1, a.Purpose, scai.PartAgentCEL)
+			return fmt.Errorf("envelope %d (%s): the bundle carries no event log of %d bytes with sha256 %x", i+1, a.Purpose, a.Log.Size, a.Log.SHA256)
 		}
-		recs, err := measure.ParseCEL(cel.Data)
+		recs, err := measure.ParseCEL(cel)
 		if err != nil {
 			return fmt.Errorf("envelope %d (%s): %w", i+1, a.Purpose, err)
 		}

@@ -287,7 +287,11 @@ type BindBuildResponse struct {
 	Envelope []byte `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
 	// True when this build ID was bound earlier and the stored attestation is
 	// returned.
-	Repeated      bool `protobuf:"varint,2,opt,name=repeated,proto3" json:"repeated,omitempty"`
+	Repeated bool `protobuf:"varint,2,opt,name=repeated,proto3" json:"repeated,omitempty"`
+	// The agent's event log (CEL-TLV); the attestation names a prefix of it
+	// by size and SHA-256 (format 2: attestations carry no log of their own).
+	// A verifier needs it to replay the agent register.
+	EventLog      []byte `protobuf:"bytes,3,opt,name=event_log,json=eventLog,proto3" json:"event_log,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -334,6 +338,13 @@ func (x *BindBuildResponse) GetRepeated() bool {
 		return x.Repeated
 	}
 	return false
+}
+
+func (x *BindBuildResponse) GetEventLog() []byte {
+	if x != nil {
+		return x.EventLog
+	}
+	return nil
 }
 
 type ExtendRequest struct {
@@ -533,8 +544,12 @@ func (x *CompleteRequest) GetNonce() []byte {
 }
 
 type CompleteResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Envelope      []byte                 `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Envelope []byte                 `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	// The agent's event log (CEL-TLV); the attestation names a prefix of it
+	// by size and SHA-256 (format 2: attestations carry no log of their own).
+	// A verifier needs it to replay the agent register.
+	EventLog      []byte `protobuf:"bytes,2,opt,name=event_log,json=eventLog,proto3" json:"event_log,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -572,6 +587,13 @@ func (*CompleteResponse) Descriptor() ([]byte, []int) {
 func (x *CompleteResponse) GetEnvelope() []byte {
 	if x != nil {
 		return x.Envelope
+	}
+	return nil
+}
+
+func (x *CompleteResponse) GetEventLog() []byte {
+	if x != nil {
+		return x.EventLog
 	}
 	return nil
 }
@@ -714,9 +736,15 @@ type GetBundleResponse struct {
 	BuildId string                 `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
 	// DSSE envelopes (JSON): launch, admissions, dispatch, completion, signed
 	// statements.
-	Envelopes     [][]byte `protobuf:"bytes,2,rep,name=envelopes,proto3" json:"envelopes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Envelopes [][]byte `protobuf:"bytes,2,rep,name=envelopes,proto3" json:"envelopes,omitempty"`
+	// The agent's event log (CEL-TLV) as it is now: every attestation names a
+	// prefix of it.
+	EventLog []byte `protobuf:"bytes,3,opt,name=event_log,json=eventLog,proto3" json:"event_log,omitempty"`
+	// Inclusion proofs (JSON, docs/formats.md) of the batched admissions among
+	// envelopes.
+	InclusionProofs [][]byte `protobuf:"bytes,4,rep,name=inclusion_proofs,json=inclusionProofs,proto3" json:"inclusion_proofs,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *GetBundleResponse) Reset() {
@@ -759,6 +787,20 @@ func (x *GetBundleResponse) GetBuildId() string {
 func (x *GetBundleResponse) GetEnvelopes() [][]byte {
 	if x != nil {
 		return x.Envelopes
+	}
+	return nil
+}
+
+func (x *GetBundleResponse) GetEventLog() []byte {
+	if x != nil {
+		return x.EventLog
+	}
+	return nil
+}
+
+func (x *GetBundleResponse) GetInclusionProofs() [][]byte {
+	if x != nil {
+		return x.InclusionProofs
 	}
 	return nil
 }
@@ -817,9 +859,11 @@ type GetIdentityResponse struct {
 	// Lifecycle phase: launched, dispatched or completed.
 	Phase string `protobuf:"bytes,7,opt,name=phase,proto3" json:"phase,omitempty"`
 	// The build ID bound at dispatch, if any.
-	BuildId       string `protobuf:"bytes,8,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	BuildId string `protobuf:"bytes,8,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	// The event log prefix (CEL-TLV) the launch attestation names.
+	LaunchEventLog []byte `protobuf:"bytes,9,opt,name=launch_event_log,json=launchEventLog,proto3" json:"launch_event_log,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetIdentityResponse) Reset() {
@@ -908,6 +952,13 @@ func (x *GetIdentityResponse) GetBuildId() string {
 	return ""
 }
 
+func (x *GetIdentityResponse) GetLaunchEventLog() []byte {
+	if x != nil {
+		return x.LaunchEventLog
+	}
+	return nil
+}
+
 type AttestRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The verifier's nonce, 1 to 64 bytes.
@@ -955,10 +1006,19 @@ func (x *AttestRequest) GetNonce() []byte {
 
 type AttestResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// DSSE envelope (JSON), exactly as signed.
-	Envelope      []byte `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// DSSE envelope (JSON), exactly as signed. When several callers were
+	// answered by one quote it is shared by all of them, and inclusion_proof
+	// ties this caller's nonce to it.
+	Envelope []byte `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	// The agent's event log (CEL-TLV); the attestation names a prefix of it
+	// by size and SHA-256 (format 2: attestations carry no log of their own).
+	// A verifier needs it to replay the agent register.
+	EventLog []byte `protobuf:"bytes,2,opt,name=event_log,json=eventLog,proto3" json:"event_log,omitempty"`
+	// Set when the attestation is batched: the inclusion proof (JSON,
+	// docs/formats.md) of this caller's nonce.
+	InclusionProof []byte `protobuf:"bytes,3,opt,name=inclusion_proof,json=inclusionProof,proto3" json:"inclusion_proof,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *AttestResponse) Reset() {
@@ -994,6 +1054,20 @@ func (*AttestResponse) Descriptor() ([]byte, []int) {
 func (x *AttestResponse) GetEnvelope() []byte {
 	if x != nil {
 		return x.Envelope
+	}
+	return nil
+}
+
+func (x *AttestResponse) GetEventLog() []byte {
+	if x != nil {
+		return x.EventLog
+	}
+	return nil
+}
+
+func (x *AttestResponse) GetInclusionProof() []byte {
+	if x != nil {
+		return x.InclusionProof
 	}
 	return nil
 }
@@ -1205,10 +1279,11 @@ const file_attestd_proto_rawDesc = "" +
 	"\x10BindBuildRequest\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x128\n" +
 	"\arequest\x18\x02 \x03(\v2\x1e.attestd.v1.ResourceDescriptorR\arequest\x12\x14\n" +
-	"\x05nonce\x18\x03 \x01(\fR\x05nonce\"K\n" +
+	"\x05nonce\x18\x03 \x01(\fR\x05nonce\"h\n" +
 	"\x11BindBuildResponse\x12\x1a\n" +
 	"\benvelope\x18\x01 \x01(\fR\benvelope\x12\x1a\n" +
-	"\brepeated\x18\x02 \x01(\bR\brepeated\"_\n" +
+	"\brepeated\x18\x02 \x01(\bR\brepeated\x12\x1b\n" +
+	"\tevent_log\x18\x03 \x01(\fR\beventLog\"_\n" +
 	"\rExtendRequest\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x1c\n" +
 	"\toperation\x18\x02 \x01(\tR\toperation\x12\x18\n" +
@@ -1224,19 +1299,22 @@ const file_attestd_proto_rawDesc = "" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x126\n" +
 	"\x06inputs\x18\x02 \x03(\v2\x1e.attestd.v1.ResourceDescriptorR\x06inputs\x128\n" +
 	"\aoutputs\x18\x03 \x03(\v2\x1e.attestd.v1.ResourceDescriptorR\aoutputs\x12\x14\n" +
-	"\x05nonce\x18\x04 \x01(\fR\x05nonce\".\n" +
+	"\x05nonce\x18\x04 \x01(\fR\x05nonce\"K\n" +
 	"\x10CompleteResponse\x12\x1a\n" +
-	"\benvelope\x18\x01 \x01(\fR\benvelope\"O\n" +
+	"\benvelope\x18\x01 \x01(\fR\benvelope\x12\x1b\n" +
+	"\tevent_log\x18\x02 \x01(\fR\beventLog\"O\n" +
 	"\x14SignStatementRequest\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12\x1c\n" +
 	"\tstatement\x18\x02 \x01(\fR\tstatement\"3\n" +
 	"\x15SignStatementResponse\x12\x1a\n" +
 	"\benvelope\x18\x01 \x01(\fR\benvelope\"\x12\n" +
-	"\x10GetBundleRequest\"L\n" +
+	"\x10GetBundleRequest\"\x94\x01\n" +
 	"\x11GetBundleResponse\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12\x1c\n" +
-	"\tenvelopes\x18\x02 \x03(\fR\tenvelopes\"\x14\n" +
-	"\x12GetIdentityRequest\"\x85\x02\n" +
+	"\tenvelopes\x18\x02 \x03(\fR\tenvelopes\x12\x1b\n" +
+	"\tevent_log\x18\x03 \x01(\fR\beventLog\x12)\n" +
+	"\x10inclusion_proofs\x18\x04 \x03(\fR\x0finclusionProofs\"\x14\n" +
+	"\x12GetIdentityRequest\"\xaf\x02\n" +
 	"\x13GetIdentityResponse\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x01 \x01(\fR\tpublicKey\x12\x1d\n" +
@@ -1247,11 +1325,14 @@ const file_attestd_proto_rawDesc = "" +
 	"\x12launch_attestation\x18\x05 \x01(\fR\x11launchAttestation\x12\x18\n" +
 	"\aversion\x18\x06 \x01(\tR\aversion\x12\x14\n" +
 	"\x05phase\x18\a \x01(\tR\x05phase\x12\x19\n" +
-	"\bbuild_id\x18\b \x01(\tR\abuildId\"%\n" +
+	"\bbuild_id\x18\b \x01(\tR\abuildId\x12(\n" +
+	"\x10launch_event_log\x18\t \x01(\fR\x0elaunchEventLog\"%\n" +
 	"\rAttestRequest\x12\x14\n" +
-	"\x05nonce\x18\x01 \x01(\fR\x05nonce\",\n" +
+	"\x05nonce\x18\x01 \x01(\fR\x05nonce\"r\n" +
 	"\x0eAttestResponse\x12\x1a\n" +
-	"\benvelope\x18\x01 \x01(\fR\benvelope\"\x14\n" +
+	"\benvelope\x18\x01 \x01(\fR\benvelope\x12\x1b\n" +
+	"\tevent_log\x18\x02 \x01(\fR\beventLog\x12'\n" +
+	"\x0finclusion_proof\x18\x03 \x01(\fR\x0einclusionProof\"\x14\n" +
 	"\x12GetEventLogRequest\"R\n" +
 	"\x13GetEventLogResponse\x12\x10\n" +
 	"\x03cel\x18\x01 \x01(\fR\x03cel\x12)\n" +
