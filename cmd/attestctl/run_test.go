@@ -17,6 +17,7 @@ import (
 
 	"github.com/attestd/attestd/agent"
 	"github.com/attestd/attestd/attest/tpm"
+	"github.com/attestd/attestd/scai"
 )
 
 // startAgent serves an agent on the simulator and returns its socket.
@@ -72,8 +73,8 @@ func ctl(t *testing.T, args ...string) (int, string, string) {
 func TestCLI(t *testing.T) {
 	sock := startAgent(t)
 	dir := t.TempDir()
-	launch := filepath.Join(dir, "launch.json")
-	att := filepath.Join(dir, "att.json")
+	launch := filepath.Join(dir, "launch.intoto.jsonl")
+	att := filepath.Join(dir, "att.intoto.jsonl")
 	nonce := strings.Repeat("ab", 32)
 
 	if code, out, errs := ctl(t, "--socket", sock, "identity", "--out", launch); code != 0 || !strings.Contains(out, "PCR13") {
@@ -106,6 +107,14 @@ func TestCLI(t *testing.T) {
 		}
 		if code != 0 || json.Unmarshal([]byte(out), &res) != nil || !res.Verified {
 			t.Fatalf("verify --json: %d %s", code, out)
+		}
+	})
+	t.Run("launch attestation file verifies", func(t *testing.T) {
+		// identity --out writes the launch attestation with the event log it
+		// names: a bundle that verifies on its own.
+		code, out, errs := ctl(t, "verify", "--trust-ak", ak, launch)
+		if code != 0 || !strings.Contains(out, "VERIFIED") {
+			t.Fatalf("verify %s: %d\n%s\n%s", launch, code, out, errs)
 		}
 	})
 	t.Run("insecure flag warns", func(t *testing.T) {
@@ -153,12 +162,17 @@ func TestCLI(t *testing.T) {
 	t.Run("tampered", func(t *testing.T) { tamperCases(t, att, nonce, ak) })
 }
 
-// tamperCases changes the attestation file in many ways; every change must
-// end in exit 1 with a named failed check.
+// tamperCases changes the attestation file (the envelope line and the
+// event log carrier line after it) in many ways; every change must end in
+// exit 1 with a named failed check.
 func tamperCases(t *testing.T, att, nonce, ak string) {
 	raw, err := os.ReadFile(att)
 	if err != nil {
 		t.Fatal(err)
+	}
+	envLine, logLine, ok := bytes.Cut(bytes.TrimSpace(raw), []byte("\n"))
+	if !ok || bytes.Contains(logLine, []byte("\n")) {
+		t.Fatalf("attest --out wrote %d lines; want the envelope and the event log", bytes.Count(raw, []byte("\n")))
 	}
 	var env struct {
 		PayloadType string `json:"payloadType"`
@@ -168,8 +182,15 @@ func tamperCases(t *testing.T, att, nonce, ak string) {
 			Sig   string `json:"sig"`
 		} `json:"signatures"`
 	}
-	if err := json.Unmarshal(raw, &env); err != nil {
+	if err := json.Unmarshal(envLine, &env); err != nil {
 		t.Fatal(err)
+	}
+	var carrier struct {
+		PayloadType string `json:"payloadType"`
+		Payload     []byte `json:"payload"`
+	}
+	if err := json.Unmarshal(logLine, &carrier); err != nil || carrier.PayloadType != scai.PayloadTypeCEL {
+		t.Fatalf("second line is not the event log carrier (%v): %.100s", err, logLine)
 	}
 	payload, _ := base64.StdEncoding.DecodeString(env.Payload)
 	dir := t.TempDir()
@@ -182,12 +203,13 @@ func tamperCases(t *testing.T, att, nonce, ak string) {
 			t.Errorf("%s: exit %d (want 1)\n%s%s", name, code, out, errs)
 		}
 	}
+	// reenc changes the envelope and keeps the event log.
 	reenc := func(mut func(e map[string]any)) []byte {
 		var e map[string]any
-		json.Unmarshal(raw, &e)
+		json.Unmarshal(envLine, &e)
 		mut(e)
 		b, _ := json.Marshal(e)
-		return b
+		return scai.EncodeBundle(b, logLine)
 	}
 	check("payloadType", reenc(func(e map[string]any) { e["payloadType"] = "application/json" }))
 	check("no signatures", reenc(func(e map[string]any) { e["signatures"] = []any{} }))
@@ -202,6 +224,15 @@ func tamperCases(t *testing.T, att, nonce, ak string) {
 		p := bytes.Clone(payload)
 		p[rng.IntN(len(p))] ^= byte(1 + rng.IntN(255))
 		check("payload byte", reenc(func(e map[string]any) { e["payload"] = base64.StdEncoding.EncodeToString(p) }))
+	}
+	// The event log: missing, cut short, or changed anywhere, it no longer
+	// matches what the signed statement names.
+	check("no event log", scai.EncodeBundle(envLine))
+	check("event log cut short", scai.EncodeBundle(envLine, scai.Carrier(scai.PayloadTypeCEL, carrier.Payload[:len(carrier.Payload)-1])))
+	for i := 0; i < 20; i++ {
+		l := bytes.Clone(carrier.Payload)
+		l[rng.IntN(len(l))] ^= byte(1 + rng.IntN(255))
+		check("event log byte", scai.EncodeBundle(envLine, scai.Carrier(scai.PayloadTypeCEL, l)))
 	}
 	// Raw bytes of the file itself.
 	for i := 0; i < 40; i++ {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+
+	"github.com/attestd/attestd/agent"
 	apiv1 "github.com/attestd/attestd/agent/api/v1"
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/attest/tpm"
@@ -113,6 +117,20 @@ func startDaemonNoConfig(t *testing.T, dir string, args ...string) *testDaemon {
 // runFn is run; a variable so the tests read as the daemon's own entry.
 var runFn = run
 
+// verifyLines verifies one attestation given as the self-verifying JSON
+// Lines bundle a client writes (the envelope, its inclusion proof if
+// batched, and the event log it names), as a consumer reads it.
+func verifyLines(lines []byte, opts verify.Options) (*dsse.Envelope, *verify.Result, error) {
+	b, err := scai.DecodeBundle(lines)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(b.Envelopes) != 1 || len(b.Logs) != 1 {
+		return nil, nil, fmt.Errorf("%d envelopes and %d event logs; want one of each", len(b.Envelopes), len(b.Logs))
+	}
+	return b.Envelopes[0], verify.Envelope(b.Envelopes[0], verify.MaterialOf(b), opts), nil
+}
+
 // attestAndVerify fetches a fresh attestation for a nonce and verifies it
 // with opts; it returns the opened attestation.
 func attestAndVerify(t *testing.T, d *testDaemon, opts verify.Options) *scai.Attestation {
@@ -123,13 +141,12 @@ func attestAndVerify(t *testing.T, d *testDaemon, opts verify.Options) *scai.Att
 	if err != nil {
 		t.Fatalf("Attest: %v\n%s", err, d.log)
 	}
-	env, err := scai.ParseEnvelope(resp.GetEnvelope())
+	opts.Nonce = nonce
+	opts.Verifiers = []attest.Verifier{tpm.Verifier{}}
+	env, r, err := verifyLines(scai.AttestationLines(resp.GetEnvelope(), resp.GetEventLog(), resp.GetInclusionProof()), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts.Nonce = nonce
-	opts.Verifiers = []attest.Verifier{tpm.Verifier{}}
-	r := verify.Envelope(env, opts)
 	if !r.OK {
 		for _, c := range r.Checks {
 			t.Logf("%-20s ok=%v skip=%v %s", c.Name, c.OK, c.Skip, c.Detail)
@@ -143,15 +160,38 @@ func attestAndVerify(t *testing.T, d *testDaemon, opts verify.Options) *scai.Att
 	return op.Attestation
 }
 
+// checkLaunchFile checks the launch attestation file in the runtime dir is
+// the launch attestation the daemon serves, with the event log it names,
+// and that it verifies on its own.
+func checkLaunchFile(t *testing.T, d *testDaemon) {
+	t.Helper()
+	file, err := os.ReadFile(filepath.Join(d.dir, agent.LaunchAttestName))
+	if err != nil {
+		t.Fatalf("launch attestation not in the runtime dir: %v", err)
+	}
+	id, err := d.client.GetIdentity(context.Background(), &apiv1.GetIdentityRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := scai.AttestationLines(id.GetLaunchAttestation(), id.GetLaunchEventLog(), nil); !bytes.Equal(file, want) {
+		t.Errorf("%s is not the launch attestation and event log the daemon serves:\n%s\nwant\n%s", agent.LaunchAttestName, file, want)
+	}
+	_, r, err := verifyLines(file, verify.Options{InsecureTrustEmbeddedAK: true, Verifiers: []attest.Verifier{tpm.Verifier{}}})
+	if err != nil {
+		t.Fatalf("%s: %v", agent.LaunchAttestName, err)
+	}
+	if !r.OK {
+		t.Errorf("%s does not verify: %v", agent.LaunchAttestName, r.Failed())
+	}
+}
+
 func TestDaemonOnSimulator(t *testing.T) {
 	d := startDaemon(t, "--backend=simulator")
 	if !strings.Contains(d.log.String(), "SIMULATOR") {
 		t.Errorf("the simulator is not announced loudly:\n%s", d.log)
 	}
 	attestAndVerify(t, d, verify.Options{InsecureTrustEmbeddedAK: true})
-	if _, err := os.Stat(filepath.Join(d.dir, "launch.intoto.json")); err != nil {
-		t.Errorf("launch attestation not in the runtime dir: %v", err)
-	}
+	checkLaunchFile(t, d)
 }
 
 func TestDaemonOnSwtpm(t *testing.T) {
@@ -264,7 +304,7 @@ func TestReadyAfterSocketAndLaunchAttestation(t *testing.T) {
 		}
 		// Look at the runtime dir at the moment READY arrives.
 		_, e1 := os.Stat(filepath.Join(dir, "run", "attestd.sock"))
-		_, e2 := os.Stat(filepath.Join(dir, "run", "launch.intoto.json"))
+		_, e2 := os.Stat(filepath.Join(dir, "run", agent.LaunchAttestName))
 		seen = [2]bool{e1 == nil, e2 == nil}
 		got <- string(buf[:n])
 	}()

@@ -49,13 +49,12 @@ func fakeTEE(t *testing.T, snpDev *snptest.Device, tdxDev *tdxtest.Device) {
 func teeLifecycle(t *testing.T, d *testDaemon, v attest.Verifier) {
 	t.Helper()
 	ctx := context.Background()
-	check := func(what string, envBytes []byte, nonce []byte) {
+	check := func(what string, lines []byte, nonce []byte) {
 		t.Helper()
-		env, err := scai.ParseEnvelope(envBytes)
+		_, r, err := verifyLines(lines, verify.Options{Nonce: nonce, Verifiers: []attest.Verifier{v}})
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
-		r := verify.Envelope(env, verify.Options{Nonce: nonce, Verifiers: []attest.Verifier{v}})
 		if !r.OK {
 			for _, c := range r.Checks {
 				t.Logf("%-22s ok=%v skip=%v %s", c.Name, c.OK, c.Skip, c.Detail)
@@ -68,25 +67,25 @@ func teeLifecycle(t *testing.T, d *testDaemon, v attest.Verifier) {
 	if err != nil {
 		t.Fatalf("Attest: %v\n%s", err, d.log)
 	}
-	check("attest", resp.GetEnvelope(), nonce)
+	check("attest", scai.AttestationLines(resp.GetEnvelope(), resp.GetEventLog(), resp.GetInclusionProof()), nonce)
 	b, err := d.client.BindBuild(ctx, &apiv1.BindBuildRequest{BuildId: "build-1"})
 	if err != nil {
 		t.Fatalf("BindBuild: %v", err)
 	}
-	check("dispatch", b.GetEnvelope(), nil)
+	check("dispatch", scai.AttestationLines(b.GetEnvelope(), b.GetEventLog(), nil), nil)
 	resp, err = d.client.Attest(ctx, &apiv1.AttestRequest{Nonce: nonce})
 	if err != nil {
 		t.Fatalf("Attest after dispatch: %v", err)
 	}
-	check("attest after dispatch", resp.GetEnvelope(), nonce)
+	lines := scai.AttestationLines(resp.GetEnvelope(), resp.GetEventLog(), resp.GetInclusionProof())
+	check("attest after dispatch", lines, nonce)
 	// A tampered verifier (Intel's/AMD's real roots) must refuse the fakes.
-	env, _ := scai.ParseEnvelope(resp.GetEnvelope())
 	var real attest.Verifier = snp.Verifier{}
 	if v.Backend() == tdx.Name {
 		real = tdx.Verifier{InsecureSkipCollateral: true}
 	}
-	if r := verify.Envelope(env, verify.Options{Verifiers: []attest.Verifier{real}}); r.OK {
-		t.Error("the vendor's real roots accepted a fake attestation")
+	if _, r, err := verifyLines(lines, verify.Options{Nonce: nonce, Verifiers: []attest.Verifier{real}}); err != nil || r.OK {
+		t.Errorf("the vendor's real roots accepted a fake attestation (or it did not decode: %v)", err)
 	}
 }
 
