@@ -70,10 +70,10 @@ func FullParams() Params {
 		Mode:         "full",
 		AttestRounds: 10, AttestPerRound: 20,
 		Callers: []int{1, 2, 4, 8, 16, 32, 64}, CallerDuration: 10 * time.Second, TPMDelay: 100 * time.Millisecond,
-		Starts:      7,
-		Events:      []int{10, 100, 1000, 10000, 100000},
-		EventBudget: 8 * time.Minute,
-		Descriptors: []int{10, 64, 256},
+		Starts:         7,
+		Events:         []int{10, 100, 1000, 10000, 100000},
+		EventBudget:    8 * time.Minute,
+		Descriptors:    []int{10, 64, 256},
 		VerifyDuration: 3 * time.Second,
 	}
 }
@@ -84,10 +84,10 @@ func QuickParams() Params {
 		Mode:         "quick",
 		AttestRounds: 5, AttestPerRound: 10,
 		Callers: []int{1, 4, 16, 64}, CallerDuration: 4 * time.Second, TPMDelay: 100 * time.Millisecond,
-		Starts:      3,
-		Events:      []int{10, 100, 1000, 10000},
-		EventBudget: 3 * time.Minute,
-		Descriptors: []int{10, 256},
+		Starts:         3,
+		Events:         []int{10, 100, 1000, 10000},
+		EventBudget:    3 * time.Minute,
+		Descriptors:    []int{10, 256},
 		VerifyDuration: time.Second,
 	}
 }
@@ -98,10 +98,10 @@ func TinyParams() Params {
 		Mode:         "tiny",
 		AttestRounds: 2, AttestPerRound: 3,
 		Callers: []int{1, 2}, CallerDuration: 300 * time.Millisecond, TPMDelay: 20 * time.Millisecond,
-		Starts:      1,
-		Events:      []int{10, 30},
-		EventBudget: time.Minute,
-		Descriptors: []int{10},
+		Starts:         1,
+		Events:         []int{10, 30},
+		EventBudget:    time.Minute,
+		Descriptors:    []int{10},
 		VerifyDuration: 100 * time.Millisecond,
 	}
 }

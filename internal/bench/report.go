@@ -405,9 +405,9 @@ func yes(ok bool) string {
 	return "no"
 }
 
-func kb(n int) string     { return fmt.Sprintf("%.1f", float64(n)/1000) }
-func mb(n int64) string   { return fmt.Sprintf("%.1f", float64(n)/1e6) }
-func mib(n int64) string  { return fmt.Sprintf("%.1f", float64(n)/(1<<20)) }
+func kb(n int) string    { return fmt.Sprintf("%.1f", float64(n)/1000) }
+func mb(n int64) string  { return fmt.Sprintf("%.1f", float64(n)/1e6) }
+func mib(n int64) string { return fmt.Sprintf("%.1f", float64(n)/(1<<20)) }
 func orDash(s string) string {
 	if s == "" {
 		return "–"
