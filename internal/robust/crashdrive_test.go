@@ -66,11 +66,12 @@ func (dr *driver) later(what string, f func() error) {
 	})
 }
 
-// checkLater queues the verification of an attestation for purpose.
-func (dr *driver) checkLater(what string, env []byte, purpose attest.Purpose, nonce []byte) {
+// checkLater queues the verification of an attestation (attestationLines)
+// for purpose.
+func (dr *driver) checkLater(what string, lines []byte, purpose attest.Purpose, nonce []byte) {
 	o := dr.opts
 	o.Nonces = map[attest.Purpose][]byte{purpose: nonce}
-	dr.later(what, func() error { return checkEnvelope(env, o) })
+	dr.later(what, func() error { return checkEnvelope(lines, o) })
 }
 
 // logSoFar: one build at most, the launch measured once.
@@ -94,7 +95,7 @@ func (dr *driver) admission() error {
 	if err != nil {
 		return fmt.Errorf("Attest: %w", err)
 	}
-	dr.checkLater("admission", r.GetEnvelope(), attest.PurposeAttest, nonce)
+	dr.checkLater("admission", attestationLines(r.GetEnvelope(), r.GetEventLog(), r.GetInclusionProof()), attest.PurposeAttest, nonce)
 	return nil
 }
 
@@ -111,7 +112,7 @@ func (dr *driver) bind() error {
 		return fmt.Errorf("BindBuild: %w", err)
 	}
 	e.bound = true
-	dr.checkLater("dispatch", r.GetEnvelope(), attest.PurposeDispatch, e.nonce("dispatch"))
+	dr.checkLater("dispatch", attestationLines(r.GetEnvelope(), r.GetEventLog(), nil), attest.PurposeDispatch, e.nonce("dispatch"))
 	return nil
 }
 
@@ -161,12 +162,12 @@ func (dr *driver) extends() error {
 func (dr *driver) finish() error {
 	e := dr.e
 	dr.at("bundle", 0)
-	envs, err := getBundle(dr.c)
+	b, err := getBundle(dr.c)
 	if err != nil {
 		return err
 	}
-	dr.later("bundle so far", func() error { _, err := e.checkBundle(envs, dr.opts); return err })
-	complete, signed := purposes(envs)
+	dr.later("bundle so far", func() error { _, err := e.checkBundle(bundleLines(b), dr.opts); return err })
+	complete, signed := purposes(b.GetEnvelopes())
 	if complete == 0 {
 		dr.at("complete", 0)
 		ctx, cancel := rpcCtx()
@@ -175,7 +176,7 @@ func (dr *driver) finish() error {
 		if err != nil {
 			return fmt.Errorf("Complete: %w", err)
 		}
-		dr.checkLater("completion", r.GetEnvelope(), attest.PurposeComplete, e.nonce("complete"))
+		dr.checkLater("completion", attestationLines(r.GetEnvelope(), r.GetEventLog(), nil), attest.PurposeComplete, e.nonce("complete"))
 	}
 	if signed > 0 {
 		return nil
@@ -194,7 +195,7 @@ func (dr *driver) finish() error {
 // the log must show the restart.
 func (dr *driver) final() error {
 	dr.at("final", 0)
-	envs, err := getBundle(dr.c)
+	b, err := getBundle(dr.c)
 	if err != nil {
 		return err
 	}
@@ -203,10 +204,10 @@ func (dr *driver) final() error {
 		return err
 	}
 	dr.later("final bundle", func() error {
-		if _, err := dr.e.checkBundle(envs, dr.opts); err != nil {
+		if _, err := dr.e.checkBundle(bundleLines(b), dr.opts); err != nil {
 			return err
 		}
-		if complete, signed := purposes(envs); complete != 1 || signed == 0 {
+		if complete, signed := purposes(b.GetEnvelopes()); complete != 1 || signed == 0 {
 			return fmt.Errorf("%d completions, %d signed statements", complete, signed)
 		}
 		return dr.e.checkLog(recs, true)
@@ -214,21 +215,21 @@ func (dr *driver) final() error {
 	return nil
 }
 
-func getBundle(c *apiv1.Client) ([][]byte, error) {
+func getBundle(c *apiv1.Client) (*apiv1.GetBundleResponse, error) {
 	ctx, cancel := rpcCtx()
 	defer cancel()
 	b, err := c.GetBundle(ctx, &apiv1.GetBundleRequest{})
 	if err != nil {
 		return nil, fmt.Errorf("GetBundle: %w", err)
 	}
-	return b.GetEnvelopes(), nil
+	return b, nil
 }
 
 // checkBundle verifies a bundle of this environment as a consumer would.
-func (e *crashEnv) checkBundle(envs [][]byte, opts verify.Options) (*verify.Report, error) {
+func (e *crashEnv) checkBundle(jsonl []byte, opts verify.Options) (*verify.Report, error) {
 	opts.BuildID = e.buildID()
 	opts.Nonces = map[attest.Purpose][]byte{attest.PurposeDispatch: e.nonce("dispatch"), attest.PurposeComplete: e.nonce("complete")}
-	return checkBundle(envs, opts)
+	return checkBundle(jsonl, opts)
 }
 
 // purposes counts, without verifying, the completions and the signed

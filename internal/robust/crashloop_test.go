@@ -20,7 +20,6 @@ import (
 	apiv1 "github.com/attestd/attestd/agent/api/v1"
 	"github.com/attestd/attestd/internal/swtpmtest"
 	"github.com/attestd/attestd/measure"
-	"github.com/attestd/attestd/scai"
 	"github.com/attestd/attestd/verify"
 )
 
@@ -452,15 +451,15 @@ func (e *crashEnv) refused(label string, d *daemon) bool {
 // replaces the environment. By design, neither a recovery nor a failure.
 var errReplace = errors.New("interrupted launch: the verifier fails this environment (replace it)")
 
-// checkLaunch verifies a launch attestation. One that fails only the
-// launch check, over an event log whose restart event before the separator
-// says the launch was interrupted, is errReplace.
+// checkLaunch verifies a launch attestation (attestationLines: with the
+// event log it names). One that fails only the launch check, over an event
+// log whose restart event before the separator says the launch was
+// interrupted, is errReplace.
 func checkLaunch(launch []byte, opts verify.Options) error {
-	env, err := scai.ParseEnvelope(launch)
+	r, err := verifyLines(launch, opts)
 	if err != nil {
 		return fmt.Errorf("launch attestation: %w", err)
 	}
-	r := verify.Envelope(env, opts)
 	if r.OK {
 		if interruptedLaunch(r.Events) {
 			return errors.New("launch attestation of an interrupted launch verifies; want the verifier to fail it")
@@ -496,22 +495,27 @@ var (
 	tmpPath = regexp.MustCompile(`/tmp/robust[^/ ]*`)
 )
 
+// launchFile is the launch attestation in the runtime dir, as documented
+// (docs/operating.md): the envelope and the event log it names.
+const launchFile = "launch.intoto.jsonl"
+
 // checkRecovered checks what a start that served must show: the launch
 // attestation written and verifying, the environment's key, its build.
 func (e *crashEnv) checkRecovered(d *daemon, id *apiv1.GetIdentityResponse) error {
-	file, err := os.ReadFile(filepath.Join(d.runDir, "launch.intoto.json"))
+	file, err := os.ReadFile(filepath.Join(d.runDir, launchFile))
 	if err != nil {
 		return fmt.Errorf("launch attestation: %v", err)
 	}
-	if !bytes.Equal(bytes.TrimSpace(file), bytes.TrimSpace(id.GetLaunchAttestation())) {
-		return errors.New("launch.intoto.json is not the launch attestation the daemon serves")
+	launch := attestationLines(id.GetLaunchAttestation(), id.GetLaunchEventLog(), nil)
+	if !bytes.Equal(file, launch) {
+		return fmt.Errorf("%s is not the launch attestation and event log the daemon serves", launchFile)
 	}
 	if e.ak == nil {
 		if e.ak, err = pinAK(id.GetLaunchAttestation()); err != nil {
 			return fmt.Errorf("pin AK: %v", err)
 		}
 	}
-	if err := checkLaunch(id.GetLaunchAttestation(), verifyOpts(e.ak)); err != nil {
+	if err := checkLaunch(launch, verifyOpts(e.ak)); err != nil {
 		return err
 	}
 	switch {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -375,14 +376,36 @@ func verifyOpts(ak crypto.PublicKey) verify.Options {
 	return verify.Options{TrustedAKs: []crypto.PublicKey{ak}, Verifiers: []attest.Verifier{tpm.Verifier{}}}
 }
 
-// checkEnvelope verifies one attestation with opts; the error lists the
-// failed checks.
-func checkEnvelope(raw []byte, opts verify.Options) error {
-	env, err := scai.ParseEnvelope(raw)
+// attestationLines is an attestation the daemon returned as the
+// self-verifying JSON Lines bundle a client writes (scai.AttestationLines),
+// or nil when there is no envelope.
+func attestationLines(envelope, eventLog, proof []byte) []byte {
+	if len(envelope) == 0 {
+		return nil
+	}
+	return scai.AttestationLines(envelope, eventLog, proof)
+}
+
+// verifyLines verifies the one attestation of lines (attestationLines) with
+// the event log and proof beside it.
+func verifyLines(lines []byte, opts verify.Options) (*verify.Result, error) {
+	b, err := scai.DecodeBundle(lines)
+	if err != nil {
+		return nil, err
+	}
+	if len(b.Envelopes) != 1 || len(b.Logs) != 1 {
+		return nil, fmt.Errorf("%d envelopes and %d event logs; want one of each", len(b.Envelopes), len(b.Logs))
+	}
+	return verify.Envelope(b.Envelopes[0], verify.MaterialOf(b), opts), nil
+}
+
+// checkEnvelope verifies one attestation, given as attestationLines, with
+// opts; the error lists the failed checks.
+func checkEnvelope(lines []byte, opts verify.Options) error {
+	r, err := verifyLines(lines, opts)
 	if err != nil {
 		return err
 	}
-	r := verify.Envelope(env, opts)
 	if !r.OK {
 		return fmt.Errorf("%s attestation does not verify: %v", r.Purpose, failedChecks(r))
 	}
@@ -399,12 +422,18 @@ func failedChecks(r *verify.Result) []string {
 	return out
 }
 
-// checkBundle verifies a bundle of envelopes as attestctl verify does.
-func checkBundle(envs [][]byte, opts verify.Options) (*verify.Report, error) {
-	var jsonl []byte
-	for _, e := range envs {
-		jsonl = append(append(jsonl, e...), '\n')
+// bundleLines is the bundle the daemon returned as attestctl bundle writes
+// it: the envelopes, the inclusion proofs and the event log as carriers.
+func bundleLines(b *apiv1.GetBundleResponse) []byte {
+	lines := slices.Clone(b.GetEnvelopes())
+	for _, p := range b.GetInclusionProofs() {
+		lines = append(lines, scai.Carrier(scai.PayloadTypeInclusionProof, p))
 	}
+	return scai.EncodeBundle(append(lines, scai.Carrier(scai.PayloadTypeCEL, b.GetEventLog()))...)
+}
+
+// checkBundle verifies a bundle (bundleLines) as attestctl verify does.
+func checkBundle(jsonl []byte, opts verify.Options) (*verify.Report, error) {
 	rep := verify.BundleReport(jsonl, opts)
 	if !rep.OK {
 		return rep, fmt.Errorf("bundle does not verify: %v", rep.Failed())

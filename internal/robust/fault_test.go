@@ -110,7 +110,7 @@ func setupFault(t *testing.T, base *swtpmtest.TPM, phase string, timeout time.Du
 		if err != nil {
 			t.Fatalf("BindBuild before the fault: %v", err)
 		}
-		if err := f.check(r.GetEnvelope(), attest.PurposeDispatch, dispatchNonce); err != nil {
+		if err := f.check(attestationLines(r.GetEnvelope(), r.GetEventLog(), nil), attest.PurposeDispatch, dispatchNonce); err != nil {
 			t.Fatalf("before the fault: %v", err)
 		}
 	}
@@ -129,18 +129,19 @@ func shortDir(t *testing.T) string {
 	return dir
 }
 
-// check verifies an attestation the daemon returned, with the pinned AK.
-func (f *faultEnv) check(env []byte, purpose attest.Purpose, nonce []byte) error {
+// check verifies an attestation the daemon returned (attestationLines),
+// with the pinned AK.
+func (f *faultEnv) check(lines []byte, purpose attest.Purpose, nonce []byte) error {
 	opts := verifyOpts(f.ak)
 	opts.Nonces = map[attest.Purpose][]byte{purpose: nonce}
-	return checkEnvelope(env, opts)
+	return checkEnvelope(lines, opts)
 }
 
 // callResult is one RPC made around the fault.
 type callResult struct {
 	name    string
 	err     error
-	env     []byte // the attestation returned, if any
+	env     []byte // the attestation returned, if any, with its event log and proof (attestationLines)
 	purpose attest.Purpose
 	nonce   []byte
 	took    time.Duration
@@ -160,7 +161,7 @@ func (f *faultEnv) tpmCalls() []callResult {
 			ctx, cancel := rpcCtx()
 			defer cancel()
 			r, err := c.BindBuild(ctx, bindRequest(faultBuildID, dispatchNonce))
-			return callResult{name: "BindBuild", err: err, env: r.GetEnvelope(), purpose: attest.PurposeDispatch, nonce: dispatchNonce}
+			return callResult{name: "BindBuild", err: err, env: attestationLines(r.GetEnvelope(), r.GetEventLog(), nil), purpose: attest.PurposeDispatch, nonce: dispatchNonce}
 		})
 	} else {
 		calls = append(calls, func() callResult {
@@ -187,7 +188,7 @@ func (f *faultEnv) attest(c *apiv1.Client, nonce []byte) callResult {
 	ctx, cancel := rpcCtx()
 	defer cancel()
 	r, err := c.Attest(ctx, &apiv1.AttestRequest{Nonce: nonce})
-	return callResult{name: "Attest", err: err, env: r.GetEnvelope(), purpose: attest.PurposeAttest, nonce: nonce}
+	return callResult{name: "Attest", err: err, env: attestationLines(r.GetEnvelope(), r.GetEventLog(), r.GetInclusionProof()), purpose: attest.PurposeAttest, nonce: nonce}
 }
 
 // faultTimes are measured from the fault (the proxy's hit) on; negative
