@@ -53,29 +53,64 @@ type BuildLog struct {
 // event (one build per environment), and at most one complete event, for
 // that build, after it. Anything else is an error naming the record.
 func BuildFromLog(recs []Record) (BuildLog, error) {
-	var b BuildLog
+	var t buildTracker
 	for _, r := range recs {
-		switch r.Type {
-		case EventBuildID:
-			if b.Dispatch != nil {
-				return b, fmt.Errorf("event %d: a second build ID in one environment", r.Seq)
-			}
-			b.Dispatch = &BuildIDData{}
-			if err := json.Unmarshal(r.Data, b.Dispatch); err != nil {
-				return b, fmt.Errorf("event %d: %w", r.Seq, err)
-			}
-		case EventComplete:
-			if b.Dispatch == nil || b.Complete != nil {
-				return b, fmt.Errorf("event %d: completion out of order", r.Seq)
-			}
-			b.Complete = &CompleteData{}
-			if err := json.Unmarshal(r.Data, b.Complete); err != nil {
-				return b, fmt.Errorf("event %d: %w", r.Seq, err)
-			}
-			if b.Complete.BuildID != b.Dispatch.BuildID {
-				return b, fmt.Errorf("event %d: completes build %q, but build %q was dispatched", r.Seq, b.Complete.BuildID, b.Dispatch.BuildID)
-			}
+		if t.add(r.Seq, r.Type, r.Data); t.err != nil {
+			break
 		}
 	}
-	return b, nil
+	return t.b, t.err
+}
+
+// buildTracker is BuildFromLog one record at a time, for a Log that keeps
+// its build state as events are recorded. After the first error it ignores
+// further records, as BuildFromLog stops there.
+type buildTracker struct {
+	b   BuildLog
+	err error
+}
+
+func (t *buildTracker) add(seq uint64, typ EventType, data []byte) {
+	if t.err != nil {
+		return
+	}
+	b := &t.b
+	switch typ {
+	case EventBuildID:
+		if b.Dispatch != nil {
+			t.err = fmt.Errorf("event %d: a second build ID in one environment", seq)
+			return
+		}
+		b.Dispatch = &BuildIDData{}
+		if err := json.Unmarshal(data, b.Dispatch); err != nil {
+			t.err = fmt.Errorf("event %d: %w", seq, err)
+		}
+	case EventComplete:
+		if b.Dispatch == nil || b.Complete != nil {
+			t.err = fmt.Errorf("event %d: completion out of order", seq)
+			return
+		}
+		b.Complete = &CompleteData{}
+		if err := json.Unmarshal(data, b.Complete); err != nil {
+			t.err = fmt.Errorf("event %d: %w", seq, err)
+			return
+		}
+		if b.Complete.BuildID != b.Dispatch.BuildID {
+			t.err = fmt.Errorf("event %d: completes build %q, but build %q was dispatched", seq, b.Complete.BuildID, b.Dispatch.BuildID)
+		}
+	}
+}
+
+// result returns the build and error, with copies of the build's data.
+func (t *buildTracker) result() (BuildLog, error) {
+	out := t.b
+	if out.Dispatch != nil {
+		d := *out.Dispatch
+		out.Dispatch = &d
+	}
+	if out.Complete != nil {
+		c := *out.Complete
+		out.Complete = &c
+	}
+	return out, t.err
 }

@@ -2,17 +2,20 @@ package measure
 
 import (
 	"bytes"
+	"cmp"
 	"crypto"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"maps"
+	"slices"
 
 	"github.com/google/go-eventlog/cel"
 )
 
 // MaxLogSize bounds the CEL encoding ParseCEL accepts and the Log writes.
-const MaxLogSize = 4 << 20
+// It leaves room for a build of 100,000 typical runtime events in up to four
+// banks (about 310 bytes each; docs/measure-events.md, "Log size and cost").
+const MaxLogSize = 64 << 20
 
 // RegisterKind is the kind of register a Log extends.
 type RegisterKind string
@@ -31,6 +34,8 @@ var (
 	ErrTruncated = errors.New("measure: log ends inside a record")
 	// ErrLogTooLarge: the log exceeds MaxLogSize.
 	ErrLogTooLarge = errors.New("measure: event log too large")
+	// ErrNotRecordBoundary: a byte length that cuts a log inside a record.
+	ErrNotRecordBoundary = errors.New("measure: not a record boundary of the event log")
 )
 
 // Record is the decoded view of one CEL record, for verifiers and printing.
@@ -69,27 +74,81 @@ const (
 )
 
 // ParseCEL decodes a CEL-TLV encoding. It is bounded (at most MaxLogSize
-// bytes, every length checked against what remains before the library
-// allocates) and never panics. It checks structure only: use Replay to check
-// digests against content and register.
+// bytes, every length checked against what remains) and never panics. It
+// checks structure only: use Replay to check digests against content and
+// register. It is linear in len(b) and makes about two allocations per
+// record: the records' Data and Digests share one copy of b.
 func ParseCEL(b []byte) ([]Record, error) {
 	if len(b) > MaxLogSize {
 		return nil, fmt.Errorf("parse CEL: %d bytes: %w", len(b), ErrLogTooLarge)
 	}
-	var recs []Record
-	for off := 0; off < len(b); {
-		n, err := scanRecord(b[off:])
+	// Frame first, so that the records are allocated once; an error in a
+	// record's fields before a framing error still comes first.
+	n, frameErr := 0, error(nil)
+	for off := 0; off < len(b); n++ {
+		size, err := scanRecord(b[off:])
 		if err != nil {
-			return nil, &ParseError{Offset: off, Record: len(recs), Err: err}
+			frameErr = &ParseError{Offset: off, Record: n, Err: err}
+			break
 		}
-		r, err := decodeRecord(b[off : off+n])
+		off += size
+	}
+	if n == 0 && frameErr == nil {
+		return nil, nil
+	}
+	own := bytes.Clone(b)
+	recs := make([]Record, n)
+	for i, off := 0, 0; i < n; i++ {
+		size, err := decodeRecord(own[off:], &recs[i])
 		if err != nil {
-			return nil, &ParseError{Offset: off, Record: len(recs), Err: err}
+			return nil, &ParseError{Offset: off, Record: i, Err: err}
 		}
-		recs = append(recs, r)
-		off += n
+		off += size
+	}
+	if frameErr != nil {
+		return nil, frameErr
 	}
 	return recs, nil
+}
+
+// RecordCounts returns, for each length n in lengths, the number of records
+// in b[:n], in one pass over b: a verifier given attestations that reference
+// "the first n bytes of the log" learns which records each one covers. A
+// length that is not a record boundary of b (0 and len(b) are, if b frames)
+// is an error wrapping ErrNotRecordBoundary; a length outside [0, len(b)] is
+// an error too. It checks the framing of b[:max(lengths)] only: parse and
+// replay the log for the rest.
+func RecordCounts(b []byte, lengths []int) ([]int, error) {
+	if len(b) > MaxLogSize {
+		return nil, fmt.Errorf("count CEL records: %d bytes: %w", len(b), ErrLogTooLarge)
+	}
+	order := make([]int, len(lengths))
+	for i, n := range lengths {
+		if n < 0 || n > len(b) {
+			return nil, fmt.Errorf("count CEL records: length %d outside the %d-byte log", n, len(b))
+		}
+		order[i] = i
+	}
+	slices.SortFunc(order, func(x, y int) int { return cmp.Compare(lengths[x], lengths[y]) })
+	out := make([]int, len(lengths))
+	start, off, recs := 0, 0, 0 // the last record scanned is b[start:off]
+	for _, i := range order {
+		n := lengths[i]
+		for off < n {
+			size, err := scanRecord(b[off:])
+			if err != nil {
+				return nil, &ParseError{Offset: off, Record: recs, Err: err}
+			}
+			start, off = off, off+size
+			recs++
+		}
+		if off != n {
+			return nil, fmt.Errorf("count CEL records: %d bytes end inside record %d (bytes %d to %d): %w",
+				n, recs-1, start, off, ErrNotRecordBoundary)
+		}
+		out[i] = recs
+	}
+	return out, nil
 }
 
 // scanRecord checks the TLV framing of the record at the start of b (each
@@ -123,7 +182,8 @@ func scanTLV(b []byte) (typ uint8, val []byte, err error) {
 	if uint64(n) > uint64(len(b)-tlvHeader) {
 		return 0, nil, fmt.Errorf("TLV length %d exceeds the %d bytes left: %w", n, len(b)-tlvHeader, ErrTruncated)
 	}
-	return b[0], b[tlvHeader : tlvHeader+int(n)], nil
+	end := tlvHeader + int(n)
+	return b[0], b[tlvHeader:end:end], nil
 }
 
 func scanDigests(b []byte) error {
@@ -142,56 +202,109 @@ func scanDigests(b []byte) error {
 	return nil
 }
 
-// decodeRecord decodes one framed record with the library and checks what
-// it leaves unchecked (digest sizes, register index).
-func decodeRecord(b []byte) (Record, error) {
-	log, err := cel.DecodeToCEL(bytes.NewBuffer(b))
+// CEL field types (TCG_IWG_CEL_v1_r0p37) and the TPM_ALG_IDs of the digest
+// entries, as go-eventlog reads them.
+const (
+	celRecnumType = 0
+	celPCRType    = uint8(cel.PCRType)
+	celCCMRType   = uint8(cel.CCMRType)
+)
+
+// celBanks maps a digest entry's TPM_ALG_ID to its hash, as go-eventlog does
+// (go-tpm's tpm2.Algorithm.Hash). A hash not linked into the program is
+// refused, as there.
+var celBanks = map[uint8]crypto.Hash{
+	0x04: crypto.SHA1, 0x0B: crypto.SHA256, 0x0C: crypto.SHA384, 0x0D: crypto.SHA512,
+	0x27: crypto.SHA3_256, 0x28: crypto.SHA3_384, 0x29: crypto.SHA3_512,
+}
+
+// decodeRecord decodes the record at the start of b into r and returns its
+// length. It accepts exactly what go-eventlog's decoder accepts, and checks
+// what that leaves unchecked (no bank twice, digest sizes, register index,
+// attestd content). r.Data and r.Digests alias b; r.Digests is reused if
+// r already has a map.
+func decodeRecord(b []byte, r *Record) (int, error) {
+	size, err := scanRecord(b)
 	if err != nil {
-		return Record{}, err
+		return 0, err
 	}
-	cr := log.Records()
-	if len(cr) != 1 {
-		return Record{}, fmt.Errorf("decoded %d records, want 1", len(cr))
+	var f [celFieldsCount]cel.TLV
+	for i, off := 0, 0; i < celFieldsCount; i++ {
+		f[i].Type, f[i].Value, _ = scanTLV(b[off:])
+		off += tlvHeader + len(f[i].Value)
 	}
-	c := cr[0]
-	r := Record{Seq: c.RecNum, Index: int(c.Index), ContentType: c.Content.Type}
-	switch c.IndexType {
-	case cel.PCRType:
-		r.Kind = string(PCR)
-	case cel.CCMRType:
-		if c.Index < ccmrIndexShift {
-			return Record{}, fmt.Errorf("CC measurement register index %d (MRTD) cannot be extended", c.Index)
+	digests := r.Digests
+	*r = Record{ContentType: f[3].Type}
+	if f[0].Type != celRecnumType || len(f[0].Value) != 8 {
+		return 0, fmt.Errorf("field 1 (type %d, %d bytes) is not a recnum", f[0].Type, len(f[0].Value))
+	}
+	r.Seq = binary.BigEndian.Uint64(f[0].Value)
+	if len(f[1].Value) != 1 {
+		return 0, fmt.Errorf("register index field is %d bytes, want 1", len(f[1].Value))
+	}
+	idx := int(f[1].Value[0])
+	switch f[1].Type {
+	case celPCRType:
+		r.Kind, r.Index = string(PCR), idx
+	case celCCMRType:
+		if idx < ccmrIndexShift {
+			return 0, fmt.Errorf("CC measurement register index %d (MRTD) cannot be extended", idx)
 		}
-		r.Kind, r.Index = string(RTMR), int(c.Index)-ccmrIndexShift
+		r.Kind, r.Index = string(RTMR), idx-ccmrIndexShift
 	default:
-		return Record{}, fmt.Errorf("unknown register type %d", c.IndexType)
+		return 0, fmt.Errorf("unknown register type %d", f[1].Type)
 	}
 	if _, _, err := celIndex(RegisterKind(r.Kind), r.Index); err != nil {
-		return Record{}, err
+		return 0, err
 	}
-	if len(c.Digests) == 0 {
-		return Record{}, errors.New("record has no digests")
+	if err := decodeDigests(f[2].Value, r, digests); err != nil {
+		return 0, err
 	}
-	r.Digests = make(map[crypto.Hash][]byte, len(c.Digests))
-	for h, d := range c.Digests {
-		if len(d) != h.Size() {
-			return Record{}, fmt.Errorf("%v digest is %d bytes, want %d", h, len(d), h.Size())
-		}
-		r.Digests[h] = bytes.Clone(d)
+	if f[3].Type != ContentType {
+		r.Data = f[3].Value
+		return size, nil
 	}
-	if c.Content.Type != ContentType {
-		r.Data = bytes.Clone(c.Content.Value)
-		return r, nil
-	}
-	typ, val, err := scanTLV(c.Content.Value)
-	if err != nil || tlvHeader+len(val) != len(c.Content.Value) {
-		return Record{}, errors.New("attestd content is not exactly one TLV")
+	typ, val, err := scanTLV(f[3].Value)
+	if err != nil || tlvHeader+len(val) != len(f[3].Value) {
+		return 0, errors.New("attestd content is not exactly one TLV")
 	}
 	if typ == 0 {
-		return Record{}, errors.New("attestd event type 0 is invalid")
+		return 0, errors.New("attestd event type 0 is invalid")
 	}
-	r.Type, r.Data = EventType(typ), bytes.Clone(val)
-	return r, nil
+	r.Type, r.Data = EventType(typ), val
+	return size, nil
+}
+
+// decodeDigests reads the digest entries b (framing checked by scanDigests)
+// into r.Digests, reusing m if it is not nil.
+func decodeDigests(b []byte, r *Record, m map[crypto.Hash][]byte) error {
+	if len(b) == 0 {
+		return errors.New("record has no digests")
+	}
+	if m == nil {
+		n := 0
+		for rest := b; len(rest) > 0; n++ {
+			_, val, _ := scanTLV(rest)
+			rest = rest[tlvHeader+len(val):]
+		}
+		m = make(map[crypto.Hash][]byte, n)
+	} else {
+		clear(m)
+	}
+	for len(b) > 0 {
+		typ, d, _ := scanTLV(b)
+		b = b[tlvHeader+len(d):]
+		h, ok := celBanks[typ]
+		if !ok || !h.Available() {
+			return fmt.Errorf("digests: hash algorithm 0x%x not supported", typ)
+		}
+		if len(d) != h.Size() {
+			return fmt.Errorf("%v digest is %d bytes, want %d", h, len(d), h.Size())
+		}
+		m[h] = d
+	}
+	r.Digests = m
+	return nil
 }
 
 // celIndex returns the register type and index byte written in the CEL.
@@ -229,13 +342,4 @@ func encodeRecord(r Record) ([]byte, error) {
 		return nil, fmt.Errorf("encode CEL record: %w", err)
 	}
 	return buf.Bytes(), nil
-}
-
-func cloneRecord(r Record) Record {
-	r.Digests = maps.Clone(r.Digests)
-	for h, d := range r.Digests {
-		r.Digests[h] = bytes.Clone(d)
-	}
-	r.Data = bytes.Clone(r.Data)
-	return r
 }

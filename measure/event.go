@@ -12,10 +12,13 @@ import (
 	_ "crypto/sha1" // SHA-1 PCR banks
 	_ "crypto/sha256"
 	_ "crypto/sha512" // SHA-384 (RTMR) and SHA-512 banks
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
+	"math"
 
 	"github.com/google/go-eventlog/cel"
 )
@@ -109,17 +112,25 @@ func (e Event) GenerateDigest(h crypto.Hash) ([]byte, error) {
 	if !h.Available() {
 		return nil, fmt.Errorf("digest event: hash %v not available", h)
 	}
-	t, err := e.TLV()
-	if err != nil {
-		return nil, err
+	return e.appendDigest(nil, h.New())
+}
+
+// appendDigest appends w's digest of marshal(e.TLV()) to dst, hashing the
+// two TLV headers and the data in place rather than marshalling them. w is
+// reset first.
+func (e Event) appendDigest(dst []byte, w hash.Hash) ([]byte, error) {
+	if uint64(len(e.Data)) > math.MaxUint32-tlvHeader {
+		return nil, fmt.Errorf("digest event: %d bytes of data is too large for a TLV", len(e.Data))
 	}
-	b, err := t.MarshalBinary()
-	if err != nil {
-		return nil, fmt.Errorf("marshal content TLV: %w", err)
-	}
-	w := h.New()
-	w.Write(b)
-	return w.Sum(nil), nil
+	var hdr [2 * tlvHeader]byte
+	hdr[0] = ContentType
+	binary.BigEndian.PutUint32(hdr[1:tlvHeader], uint32(tlvHeader+len(e.Data)))
+	hdr[tlvHeader] = uint8(e.Type)
+	binary.BigEndian.PutUint32(hdr[tlvHeader+1:], uint32(len(e.Data)))
+	w.Reset()
+	w.Write(hdr[:])
+	w.Write(e.Data)
+	return w.Sum(dst), nil
 }
 
 // FileMeasurement is the data of EventBinary, EventConfig and EventExecutor.

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 )
 
@@ -26,6 +28,8 @@ var (
 	// ErrLogWrite: the record could not be written to the log file (a
 	// full disk, an I/O error); nothing was extended.
 	ErrLogWrite = errors.New("measure: event log not writable")
+	// ErrLogClosed: the Log was closed.
+	ErrLogClosed = errors.New("measure: event log closed")
 )
 
 // Extender extends the agent's register, one digest per bank. It is
@@ -51,15 +55,30 @@ type LogConfig struct {
 
 // Log is the agent's event log, kept as a CEL file. Each event is written
 // and synced to the file before the register is extended (see Record). It is
-// safe for concurrent use. A Log holds no open file, so it needs no Close.
+// safe for concurrent use.
+//
+// A Log keeps its file open for appending and the file's bytes in memory (to
+// serve them); it does not keep decoded records. Recording an event costs
+// the same whatever the log's length. Close releases the file; a Log that
+// is dropped without Close holds the descriptor until it is collected.
 type Log struct {
-	mu      sync.Mutex
-	cfg     LogConfig
-	buf     []byte // the file's contents
-	recs    []Record
+	mu  sync.Mutex
+	cfg LogConfig
+	// f is the log file, opened for appending; nil after Close or a Reset
+	// that could not create the new file.
+	f  *os.File
+	id os.FileInfo // f's identity, for os.SameFile with the file at the path
+	// buf is the file's contents. Records are only ever appended: bytes
+	// below len(buf) never change, so View can hand out buf itself.
+	buf     []byte
+	n       int // records in buf
 	frozen  bool
+	build   buildTracker
 	broken  error // set when log and file or register may disagree
-	dropped int   // bytes of a partial last record cut off by OpenLog
+	closed  bool
+	dropped int // bytes of a partial last record cut off by OpenLog
+	// syncData makes an appended record durable; tests replace it.
+	syncData func(*os.File) error
 }
 
 // OpenLog loads the log at cfg.Path, creating an empty one if there is none.
@@ -70,6 +89,7 @@ type Log struct {
 //
 // OpenLog does not look at the register: the caller compares it with the
 // log (CheckReplay) and, on a new boot (register back at zero), calls Reset.
+// The Log keeps the file open: Close it when done.
 func OpenLog(cfg LogConfig) (*Log, error) {
 	if cfg.Path == "" {
 		return nil, errors.New("open event log: no path")
@@ -80,10 +100,10 @@ func OpenLog(cfg LogConfig) (*Log, error) {
 	if cfg.Kind == PCR && (cfg.Index == 16 || cfg.Index == 23) {
 		return nil, fmt.Errorf("open event log: PCR%d is resettable and cannot hold evidence", cfg.Index)
 	}
-	l := &Log{cfg: cfg}
-	b, err := readLog(cfg.Path)
+	l := &Log{cfg: cfg, syncData: syncData}
+	f, err := os.OpenFile(cfg.Path, os.O_RDWR|os.O_APPEND, 0)
 	if errors.Is(err, fs.ErrNotExist) {
-		if err := l.create(); err != nil {
+		if l.f, l.id, err = createLog(cfg.Path); err != nil {
 			return nil, fmt.Errorf("open event log: %w", err)
 		}
 		return l, nil
@@ -91,102 +111,139 @@ func OpenLog(cfg LogConfig) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open event log: %w", err)
 	}
-	recs, err := ParseCEL(b)
-	var pe *ParseError
-	if err != nil && cfg.RepairTail && errors.As(err, &pe) && errors.Is(err, ErrTruncated) {
-		if recs, err = ParseCEL(b[:pe.Offset]); err == nil {
-			if err = cutTail(cfg.Path, pe.Offset); err == nil {
-				l.dropped = len(b) - pe.Offset
-				b = b[:pe.Offset]
-			}
-		}
-	}
-	if err != nil {
+	if err := l.load(f); err != nil {
+		f.Close()
 		return nil, fmt.Errorf("load event log %s: %w", cfg.Path, err)
 	}
-	if err := checkLoaded(recs, cfg); err != nil {
-		return nil, fmt.Errorf("load event log %s: %w", cfg.Path, err)
-	}
-	l.buf, l.recs = b, recs
-	for _, r := range recs {
-		if r.Type == EventSeparator {
-			l.frozen = true
-		}
-	}
+	l.f = f
 	return l, nil
 }
 
-func readLog(path string) ([]byte, error) {
-	f, err := os.Open(path)
+// load reads and checks the file f, cutting off a partial last record if
+// cfg.RepairTail allows it.
+func (l *Log) load(f *os.File) error {
+	b, id, err := readLog(f)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxLogSize+1))
+	l.id = id
+	var pe *ParseError
+	err = l.scan(b)
+	if err != nil && l.cfg.RepairTail && errors.As(err, &pe) && errors.Is(err, ErrTruncated) {
+		// scan stops at the first bad record, so everything before the
+		// torn one was checked.
+		if err = cutTail(f, pe.Offset); err == nil {
+			l.dropped = len(b) - pe.Offset
+			b = b[:pe.Offset]
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return err
 	}
-	if len(b) > MaxLogSize {
-		return nil, fmt.Errorf("read %s: %w", path, ErrLogTooLarge)
-	}
-	return b, nil
+	l.buf = b
+	return nil
 }
 
-// checkLoaded checks a loaded log is one the Log could have written: every
-// record replays (register, sequence, content digest) in every bank the
-// first record has, and all records have the same banks.
-func checkLoaded(recs []Record, cfg LogConfig) error {
-	if len(recs) == 0 {
-		return nil
+// readLog reads the log file f and returns its contents and identity.
+func readLog(f *os.File) ([]byte, os.FileInfo, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
 	}
-	for h := range recs[0].Digests {
-		if _, err := Replay(recs, h, string(cfg.Kind), cfg.Index); err != nil {
-			return err
+	if !fi.Mode().IsRegular() {
+		return nil, nil, fmt.Errorf("%s is not a regular file", f.Name())
+	}
+	if fi.Size() > MaxLogSize {
+		return nil, nil, fmt.Errorf("read %s: %d bytes: %w", f.Name(), fi.Size(), ErrLogTooLarge)
+	}
+	b := make([]byte, 0, fi.Size()+1) // +1: the read that sees EOF needs no growth
+	for {
+		n, err := f.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("read %s: %w", f.Name(), err)
+		}
+		if len(b) > MaxLogSize {
+			return nil, nil, fmt.Errorf("read %s: %w", f.Name(), ErrLogTooLarge)
+		}
+		if len(b) == cap(b) {
+			b = slices.Grow(b, 4<<10)
 		}
 	}
-	for i, r := range recs {
-		if len(r.Digests) != len(recs[0].Digests) {
-			return &ReplayError{Record: i, Seq: r.Seq, Reason: "record has other banks than record 0"}
+	return b, fi, nil
+}
+
+// scan checks that b is a log the Log could have written, one record at a
+// time without keeping them: every record replays (register, sequence,
+// content digest) in every bank the first record has, and all records have
+// the same banks. It counts the records, and sets frozen and the build
+// state, up to the first bad record; for a malformed one it returns the
+// *ParseError.
+func (l *Log) scan(b []byte) error {
+	var (
+		r     Record // reused: Data and Digests alias b
+		banks []*Replayer
+	)
+	for off := 0; off < len(b); {
+		size, err := decodeRecord(b[off:], &r)
+		if err != nil {
+			return &ParseError{Offset: off, Record: l.n, Err: err}
 		}
+		if l.n == 0 {
+			for _, h := range slices.Sorted(maps.Keys(r.Digests)) {
+				p, err := NewReplayer(h, string(l.cfg.Kind), l.cfg.Index)
+				if err != nil {
+					return err
+				}
+				banks = append(banks, p)
+			}
+		}
+		for _, p := range banks {
+			if err := p.Add(r); err != nil {
+				return err
+			}
+		}
+		if len(r.Digests) != len(banks) {
+			return &ReplayError{Record: l.n, Seq: r.Seq, Reason: "record has other banks than record 0"}
+		}
+		l.frozen = l.frozen || r.Type == EventSeparator
+		l.build.add(r.Seq, r.Type, r.Data)
+		l.n++
+		off += size
 	}
 	return nil
 }
 
-// cutTail truncates the file at path to n bytes, durably.
-func cutTail(path string, n int) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
+// cutTail truncates f to n bytes, durably.
+func cutTail(f *os.File, n int) error {
 	if err := f.Truncate(int64(n)); err != nil {
-		f.Close()
 		return fmt.Errorf("cut partial record: %w", err)
 	}
 	if err := f.Sync(); err != nil {
-		f.Close()
 		return fmt.Errorf("cut partial record: %w", err)
 	}
-	return f.Close()
+	return nil
 }
 
-// Dropped is the number of bytes of a partial last record that OpenLog cut
-// off (LogConfig.RepairTail); 0 if there was none.
-func (l *Log) Dropped() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.dropped
-}
-
-// create makes an empty log file, durably.
-func (l *Log) create() error {
-	f, err := os.OpenFile(l.cfg.Path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+// createLog makes an empty log file, durably, and returns it open for
+// appending, with its identity.
+func createLog(path string) (*os.File, os.FileInfo, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	if err := f.Close(); err != nil {
-		return err
+	id, err := f.Stat()
+	if err == nil {
+		err = syncDir(filepath.Dir(path))
 	}
-	return syncDir(filepath.Dir(l.cfg.Path))
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, id, nil
 }
 
 func syncDir(dir string) error {
@@ -201,149 +258,62 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// Record measures e: it computes a digest for each of ext.Banks(), appends
-// the CEL record to the file and syncs it, and only then extends the
-// register. If the write fails nothing is extended and the file is cut back.
-// If Extend fails the log holds an event the register lacks: the error wraps
-// ErrLogAhead and the Log refuses further events.
-//
-// After a separator, launch events (binary, config, image, executor) and
-// further separators are refused with ErrFrozen; restart and build
-// lifecycle events are allowed.
-func (l *Log) Record(ctx context.Context, ext Extender, e Event) error {
-	_, err := l.RecordWithin(ctx, ext, e, MaxLogSize)
-	return err
-}
-
-// RecordWithin is Record with a caller's bound on the log: a record that
-// would take the file past limit bytes (or MaxLogSize) is refused with
-// ErrLogFull before anything is written. It returns the record made.
-func (l *Log) RecordWithin(ctx context.Context, ext Extender, e Event, limit int) (Record, error) {
+// Dropped is the number of bytes of a partial last record that OpenLog cut
+// off (LogConfig.RepairTail); 0 if there was none.
+func (l *Log) Dropped() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.broken != nil {
-		return Record{}, fmt.Errorf("record %s event: %w", e.Type, l.broken)
-	}
-	if e.Type == 0 {
-		return Record{}, errors.New("record event: event type 0 is invalid")
-	}
-	if l.frozen && (e.Type.launch() || e.Type == EventSeparator) {
-		return Record{}, fmt.Errorf("record %s event: %w", e.Type, ErrFrozen)
-	}
-	if err := ctx.Err(); err != nil {
-		return Record{}, fmt.Errorf("record %s event: %w", e.Type, err)
-	}
-	banks := ext.Banks()
-	if len(banks) == 0 {
-		return Record{}, fmt.Errorf("record %s event: extender has no banks", e.Type)
-	}
-	digests := make(map[crypto.Hash][]byte, len(banks))
-	for _, h := range banks {
-		d, err := e.GenerateDigest(h)
-		if err != nil {
-			return Record{}, fmt.Errorf("record %s event: %w", e.Type, err)
-		}
-		digests[h] = d
-	}
-	r := Record{
-		Seq: uint64(len(l.recs)), Index: l.cfg.Index, Kind: string(l.cfg.Kind),
-		Digests: digests, ContentType: ContentType, Type: e.Type, Data: bytes.Clone(e.Data),
-	}
-	b, err := encodeRecord(r)
-	if err != nil {
-		return Record{}, fmt.Errorf("record %s event: %w", e.Type, err)
-	}
-	if size := len(l.buf) + len(b); size > min(limit, MaxLogSize) {
-		return Record{}, fmt.Errorf("record %s event: %w: the log would reach %d bytes, %d allowed", e.Type, ErrLogFull, size, min(limit, MaxLogSize))
-	}
-	if err := l.append(b); err != nil {
-		return Record{}, fmt.Errorf("record %s event: %w: write %s (nothing recorded, register not extended): %w", e.Type, ErrLogWrite, l.cfg.Path, err)
-	}
-	l.buf = append(l.buf, b...)
-	l.recs = append(l.recs, r)
-	if e.Type == EventSeparator {
-		l.frozen = true
-	}
-	if err := ext.Extend(ctx, cloneRecord(r).Digests); err != nil {
-		reg := fmt.Sprintf("%s%d", l.cfg.Kind, l.cfg.Index)
-		l.broken = fmt.Errorf("%w: record %d (%s) is in %s but extending %s failed", ErrLogAhead, r.Seq, e.Type, l.cfg.Path, reg)
-		return Record{}, fmt.Errorf("record %s event: extend %s: %w: %w", e.Type, reg, ErrLogAhead, err)
-	}
-	return cloneRecord(r), nil
+	return l.dropped
 }
 
-// append writes b at the end of the file and syncs it. On failure it cuts
-// the file back to its previous length; if that fails too the Log is broken.
-func (l *Log) append(b []byte) error {
-	f, err := os.OpenFile(l.cfg.Path, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		return err // not created here: a missing file must not restart the log
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return err
-	}
-	if fi.Size() != int64(len(l.buf)) {
-		f.Close()
-		l.broken = fmt.Errorf("event log %s changed underneath: %d bytes, want %d", l.cfg.Path, fi.Size(), len(l.buf))
-		return l.broken
-	}
-	_, werr := f.Write(b)
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if werr != nil {
-		if terr := f.Truncate(int64(len(l.buf))); terr != nil {
-			l.broken = fmt.Errorf("event log %s may end in a partial record: %w", l.cfg.Path, terr)
-		}
-		f.Close()
-		return werr
-	}
-	return f.Close()
-}
-
-// Reset sets the current file aside as Path+".stale" (replacing an older
-// one) and starts an empty log. Use it when the register was reset (a new
-// boot: the register reads all zeros) so the old log describes nothing. It
-// does not touch the register.
-func (l *Log) Reset() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if err := os.Rename(l.cfg.Path, l.cfg.Path+".stale"); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("set aside event log: %w", err)
-	}
-	if err := l.create(); err != nil {
-		return fmt.Errorf("reset event log: %w", err)
-	}
-	l.buf, l.recs, l.frozen, l.broken = nil, nil, false, nil
-	return nil
-}
-
-// Bytes returns the CEL-TLV encoding of all records, as in the file: what
-// the verifier gets.
+// Bytes returns a copy of the CEL-TLV encoding of all records, as in the
+// file: what the verifier gets. View returns the same without the copy.
 func (l *Log) Bytes() []byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return bytes.Clone(l.buf)
+	return bytes.Clone(l.View())
 }
 
-// Records returns the decoded records.
-func (l *Log) Records() []Record {
+// View returns the CEL-TLV encoding of all records without copying it. The
+// caller must not modify the slice: it is the Log's own memory. It stays
+// valid, and unchanged, after later records (they go after it) and after
+// Reset.
+func (l *Log) View() []byte {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make([]Record, len(l.recs))
-	for i, r := range l.recs {
-		out[i] = cloneRecord(r)
+	return l.buf[:len(l.buf):len(l.buf)]
+}
+
+// Size is the length in bytes of the log's encoding, len(View()).
+func (l *Log) Size() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.buf)
+}
+
+// Records returns the decoded records. It decodes the whole log on each
+// call (the Log keeps only its encoding): callers that need the count, the
+// frozen state or the build use Len, Frozen and Build.
+func (l *Log) Records() []Record {
+	recs, err := ParseCEL(l.View())
+	if err != nil {
+		// The Log holds only records it checked (OpenLog) or encoded.
+		panic(fmt.Sprintf("measure: event log %s holds a record it cannot decode: %v", l.cfg.Path, err))
 	}
-	return out
+	return recs
+}
+
+// Build returns what BuildFromLog(l.Records()) returns, without decoding
+// the log: the Log keeps it up to date as build events are recorded.
+func (l *Log) Build() (BuildLog, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.build.result()
 }
 
 // Len is the number of records.
 func (l *Log) Len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.recs)
+	return l.n
 }
 
 // Frozen reports whether the separator has been recorded.

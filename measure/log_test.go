@@ -173,6 +173,18 @@ func TestWriteFailureDoesNotExtend(t *testing.T) {
 			f.Write([]byte{0})
 			return f.Close()
 		}},
+		{"file renamed away", func(p string) error { return os.Rename(p, p+".old") }},
+		{"file replaced by a copy", func(p string) error {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(p+".new", b, 0o640); err != nil {
+				return err
+			}
+			return os.Rename(p+".new", p)
+		}},
+		{"file truncated", func(p string) error { return os.Truncate(p, 0) }},
 		{"path is a directory", func(p string) error {
 			if err := os.Remove(p); err != nil {
 				return err

@@ -2,8 +2,11 @@ package measure
 
 import (
 	"bytes"
+	"cmp"
 	"crypto"
 	"fmt"
+	"hash"
+	"slices"
 )
 
 // ReplayError says why a record cannot be replayed (wrong register, out of
@@ -56,43 +59,124 @@ func (e *ReplayMismatchError) Error() string {
 // content. Only then are the records' Type and Data worth trusting, and only
 // if the result is compared with an authenticated register value (CheckReplay).
 func Replay(recs []Record, bank crypto.Hash, kind string, index int) ([]byte, error) {
+	p, err := NewReplayer(bank, kind, index)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range recs {
+		if err := p.Add(r); err != nil {
+			return nil, err
+		}
+	}
+	return p.mr, nil
+}
+
+// Replayer replays a log one record at a time with the checks of Replay, so
+// that the register's value after every prefix of a log costs one pass over
+// it. Use it (or ReplayPrefixes) to check several attestations that quote
+// prefixes of one log. Not safe for concurrent use.
+type Replayer struct {
+	bank  crypto.Hash
+	kind  string
+	index int
+	n     int    // records added
+	mr    []byte // the register after them
+	h     hash.Hash
+	sum   []byte // scratch for the computed digest
+	err   error  // the first Add error; the Replayer is spent after it
+}
+
+// NewReplayer starts a replay of register (kind, index) in bank at zero.
+func NewReplayer(bank crypto.Hash, kind string, index int) (*Replayer, error) {
 	if !bank.Available() {
 		return nil, fmt.Errorf("replay: hash %v not available", bank)
 	}
 	if _, _, err := celIndex(RegisterKind(kind), index); err != nil {
 		return nil, fmt.Errorf("replay: %w", err)
 	}
-	mr := make([]byte, bank.Size())
-	for i, r := range recs {
-		fail := func(format string, a ...any) error {
-			return &ReplayError{Record: i, Seq: r.Seq, Reason: fmt.Sprintf(format, a...)}
-		}
-		switch {
-		case r.Kind != kind || r.Index != index:
-			return nil, fail("record is for %s%d, not %s%d", r.Kind, r.Index, kind, index)
-		case r.Seq != uint64(i):
-			return nil, fail("out of sequence: want seq %d", i)
-		case r.Type == 0:
-			return nil, fail("content type 0x%x is not attestd's (0x%x): digest cannot be checked", r.ContentType, ContentType)
-		}
-		logged, ok := r.Digests[bank]
-		if !ok {
-			return nil, fail("no %v digest", bank)
-		}
-		computed, err := Event{Type: r.Type, Data: r.Data}.GenerateDigest(bank)
-		if err != nil {
-			return nil, fail("%v", err)
-		}
-		if !bytes.Equal(logged, computed) {
-			return nil, &DigestError{Record: i, Seq: r.Seq, Type: r.Type, Bank: bank,
-				Logged: bytes.Clone(logged), Computed: computed}
-		}
-		h := bank.New()
-		h.Write(mr)
-		h.Write(logged)
-		mr = h.Sum(mr[:0])
+	return &Replayer{bank: bank, kind: kind, index: index, mr: make([]byte, bank.Size()),
+		h: bank.New(), sum: make([]byte, 0, bank.Size())}, nil
+}
+
+// Add checks that r is the next record of the log (register, sequence,
+// attestd content, bank digest equal to its content's digest; errors as for
+// Replay) and extends the value with its digest. After an error the value
+// is that of the records before r and every further Add returns the error.
+func (p *Replayer) Add(r Record) error {
+	if p.err != nil {
+		return p.err
 	}
-	return mr, nil
+	p.err = p.add(r)
+	return p.err
+}
+
+func (p *Replayer) add(r Record) error {
+	i := p.n
+	fail := func(format string, a ...any) error {
+		return &ReplayError{Record: i, Seq: r.Seq, Reason: fmt.Sprintf(format, a...)}
+	}
+	switch {
+	case r.Kind != p.kind || r.Index != p.index:
+		return fail("record is for %s%d, not %s%d", r.Kind, r.Index, p.kind, p.index)
+	case r.Seq != uint64(i):
+		return fail("out of sequence: want seq %d", i)
+	case r.Type == 0:
+		return fail("content type 0x%x is not attestd's (0x%x): digest cannot be checked", r.ContentType, ContentType)
+	}
+	logged, ok := r.Digests[p.bank]
+	if !ok {
+		return fail("no %v digest", p.bank)
+	}
+	computed, err := Event{Type: r.Type, Data: r.Data}.appendDigest(p.sum[:0], p.h)
+	if err != nil {
+		return fail("%v", err)
+	}
+	if !bytes.Equal(logged, computed) {
+		return &DigestError{Record: i, Seq: r.Seq, Type: r.Type, Bank: p.bank,
+			Logged: bytes.Clone(logged), Computed: bytes.Clone(computed)}
+	}
+	p.h.Reset()
+	p.h.Write(p.mr)
+	p.h.Write(logged)
+	p.mr = p.h.Sum(p.mr[:0])
+	p.n++
+	return nil
+}
+
+// Value returns the register's value after the records added so far.
+func (p *Replayer) Value() []byte { return bytes.Clone(p.mr) }
+
+// Len returns the number of records added so far.
+func (p *Replayer) Len() int { return p.n }
+
+// ReplayPrefixes returns, for each count in counts, the value Replay gives
+// for recs[:count], in one pass over recs[:max(counts)]: a verifier checking
+// k attestations that quote prefixes of one log does O(n) work, not O(n·k).
+// Counts may come in any order and repeat; each must be in [0, len(recs)].
+// Records after the largest count are not checked.
+func ReplayPrefixes(recs []Record, bank crypto.Hash, kind string, index int, counts []int) ([][]byte, error) {
+	p, err := NewReplayer(bank, kind, index)
+	if err != nil {
+		return nil, err
+	}
+	order := make([]int, len(counts))
+	for i, c := range counts {
+		if c < 0 || c > len(recs) {
+			return nil, fmt.Errorf("replay prefixes: count %d out of range 0-%d", c, len(recs))
+		}
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(counts[a], counts[b]) })
+	out := make([][]byte, len(counts))
+	for _, i := range order {
+		for p.Len() < counts[i] {
+			if err := p.Add(recs[p.Len()]); err != nil {
+				return nil, err
+			}
+		}
+		out[i] = p.Value()
+	}
+	return out, nil
 }
 
 // CheckReplay replays recs (see Replay) and compares the result with want,
