@@ -43,7 +43,8 @@ func report(r *Results, plots []string) string {
 	w("Machine: %s, %d cores, GOMAXPROCS %d. Load (1/5/15 min, /proc/loadavg) at the start **%s**, at the end **%s**.\n",
 		orDash(r.CPU), r.NumCPU, r.GOMAXPROCS, r.LoadStart, r.LoadEnd)
 	w("Every figure is from this one run on a shared machine; a ratio compares two things measured in the\n")
-	w("same run (interleaved where it can be). Nothing here is a test assertion.\n\n")
+	w("same run (interleaved where it can be). Nothing here is a test assertion. The testing.B figures in\n")
+	w("the sections after this one come from `make bench-go`.\n\n")
 
 	w("| what | measured | ratio | goal | met |\n|---|---|---|---|---|\n")
 	for _, row := range rows(r) {
@@ -108,71 +109,86 @@ type row struct{ what, measured, ratio, goal, met string }
 func rows(r *Results) []row {
 	var out []row
 	for _, a := range r.Attest {
-		rw := row{what: fmt.Sprintf("one fresh attestation (Attest over gRPC) vs raw TPM2_Quote + TPM2_Sign, runtime dir on %s (%s, %s)", a.FS, a.FSType, a.Dir),
-			goal: fmt.Sprintf("≤ %.2f×", goalAttestRatio)}
-		if a.Err != "" {
-			rw.measured, rw.ratio, rw.met = "fails: "+oneLine(a.Err), "–", "no"
-		} else {
-			rw.measured = fmt.Sprintf("Attest p50 %s (p90 %s) vs raw p50 %s (p90 %s), %d each; TPM busy %s per Attest (%s)",
-				ms(a.Attest.P50), ms(a.Attest.P90), ms(a.Raw.P50), ms(a.Raw.P90), a.N, ms(a.TPMPerAttest), a.Commands)
-			rw.ratio, rw.met = times(a.Ratio()), yes(a.Ratio() <= goalAttestRatio)
-		}
-		out = append(out, rw)
+		out = append(out, attestRow(a))
 	}
 	if r.Concurrency != nil {
 		out = append(out, callersRow(r.Concurrency))
 	}
 	for _, v := range r.Verify {
-		goal := goalVerifyBundle
-		switch {
-		case v.Count == 1:
-			goal = goalVerifyOne
-		case strings.HasPrefix(v.What, "SEV-SNP"), strings.HasPrefix(v.What, "TDX"):
-			goal = goalVerifyTEE
-		}
-		rw := row{what: "in-process verify per core: " + v.What, goal: fmt.Sprintf("≥ %s/s", thousands(int(goal))), ratio: "–"}
-		if v.Err != "" {
-			rw.measured, rw.met = "fails: "+oneLine(v.Err), "no"
-		} else {
-			what := fmt.Sprintf("bundles/s per CPU second (a bundle: %d attestations, %s bytes)", v.Count, thousands(v.Bytes))
-			if v.Count == 1 {
-				what = fmt.Sprintf("attestations/s per CPU second (%s bytes with its event log)", thousands(v.Bytes))
-			}
-			rw.measured = thousands(int(v.PerCPUSecond)) + " " + what
-			rw.ratio = times(v.PerCPUSecond/goal) + " of the goal"
-			rw.met = yes(v.PerCPUSecond >= goal)
-		}
-		out = append(out, rw)
+		out = append(out, verifyRow(v))
 	}
-	if s := r.Start; s != nil {
-		var ready, tpm []time.Duration
-		for _, run := range s.Runs {
-			ready, tpm = append(ready, run.Ready), append(tpm, run.TPM)
-		}
-		out = append(out, row{
-			what: "daemon start to READY=1 on swtpm vs the TPM time of that start + hashing the measured files",
-			measured: fmt.Sprintf("READY=1 after p50 %s (%d starts) vs TPM busy p50 %s (%d commands) + sha256sum %s (%s MB)",
-				ms(median(ready)), len(s.Runs), ms(median(tpm)), s.Runs[0].Commands, ms(s.Hash), mb(s.HashBytes)),
-			ratio: times(s.Ratio()), goal: fmt.Sprintf("≤ %.1f×", goalStartRatio), met: yes(s.Ratio() <= goalStartRatio),
-		})
+	if r.Start != nil && len(r.Start.Runs) > 0 {
+		out = append(out, startRow(r.Start))
 	}
 	if e := r.Events; e != nil {
 		out = append(out, extendRow(e), bundleRow(e))
 	}
 	if len(r.Descriptors) > 0 {
-		var parts []string
-		for _, d := range r.Descriptors {
-			if d.Err != "" {
-				parts = append(parts, fmt.Sprintf("%d: fails: %s", d.N, oneLine(d.Err)))
-			} else {
-				parts = append(parts, fmt.Sprintf("%d: %s KB", d.N, kb(d.Bytes)))
-			}
-		}
-		out = append(out, row{what: "bundle size (GetBundle) by descriptors in Complete (n inputs + n outputs)",
-			measured: strings.Join(parts, "; "), ratio: "–", goal: "reported", met: "–"})
+		out = append(out, descriptorsRow(r.Descriptors))
 	}
-	out = append(out, rssRows(r)...)
-	return out
+	return append(out, rssRows(r)...)
+}
+
+func attestRow(a AttestResult) row {
+	rw := row{what: fmt.Sprintf("one fresh attestation (Attest over gRPC) vs raw TPM2_Quote + TPM2_Sign, runtime dir on %s (%s, %s)", a.FS, a.FSType, a.Dir),
+		goal: fmt.Sprintf("≤ %.2f×", goalAttestRatio)}
+	if a.Err != "" {
+		rw.measured, rw.ratio, rw.met = "fails: "+oneLine(a.Err), "–", "no"
+		return rw
+	}
+	rw.measured = fmt.Sprintf("Attest p50 %s (p90 %s) vs raw p50 %s (p90 %s), %d each; TPM busy %s per Attest (%s)",
+		ms(a.Attest.P50), ms(a.Attest.P90), ms(a.Raw.P50), ms(a.Raw.P90), a.N, ms(a.TPMPerAttest), a.Commands)
+	rw.ratio, rw.met = times(a.Ratio()), yes(a.Ratio() <= goalAttestRatio)
+	return rw
+}
+
+func verifyRow(v VerifyResult) row {
+	goal := goalVerifyBundle
+	switch {
+	case v.Count == 1:
+		goal = goalVerifyOne
+	case strings.HasPrefix(v.What, "SEV-SNP"), strings.HasPrefix(v.What, "TDX"):
+		goal = goalVerifyTEE
+	}
+	rw := row{what: "in-process verify per core: " + v.What, goal: fmt.Sprintf("≥ %s/s", thousands(int(goal))), ratio: "–"}
+	if v.Err != "" {
+		rw.measured, rw.met = "fails: "+oneLine(v.Err), "no"
+		return rw
+	}
+	what := fmt.Sprintf("bundles/s per CPU second (a bundle: %d attestations, %s bytes)", v.Count, thousands(v.Bytes))
+	if v.Count == 1 {
+		what = fmt.Sprintf("attestations/s per CPU second (%s bytes with its event log)", thousands(v.Bytes))
+	}
+	rw.measured = thousands(int(v.PerCPUSecond)) + " " + what
+	rw.ratio = times(v.PerCPUSecond/goal) + " of the goal"
+	rw.met = yes(v.PerCPUSecond >= goal)
+	return rw
+}
+
+func startRow(s *StartResult) row {
+	var ready, tpm []time.Duration
+	for _, run := range s.Runs {
+		ready, tpm = append(ready, run.Ready), append(tpm, run.TPM)
+	}
+	return row{
+		what: "daemon start to READY=1 on swtpm vs the TPM time of that start + hashing the measured files",
+		measured: fmt.Sprintf("READY=1 after p50 %s (%d starts) vs TPM busy p50 %s (%d commands) + sha256sum %s (%s MB)",
+			ms(median(ready)), len(s.Runs), ms(median(tpm)), s.Runs[0].Commands, ms(s.Hash), mb(s.HashBytes)),
+		ratio: times(s.Ratio()) + " (median of the starts)", goal: fmt.Sprintf("≤ %.1f×", goalStartRatio), met: yes(s.Ratio() <= goalStartRatio),
+	}
+}
+
+func descriptorsRow(ds []SizePoint) row {
+	var parts []string
+	for _, d := range ds {
+		if d.Err != "" {
+			parts = append(parts, fmt.Sprintf("%d: fails: %s", d.N, oneLine(d.Err)))
+		} else {
+			parts = append(parts, fmt.Sprintf("%d: %s KB", d.N, kb(d.Bytes)))
+		}
+	}
+	return row{what: "bundle size (GetBundle) by descriptors in Complete (n inputs + n outputs)",
+		measured: strings.Join(parts, "; "), ratio: "–", goal: "reported", met: "–"}
 }
 
 func callersRow(c *ConcurrencyResult) row {
