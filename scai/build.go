@@ -1,15 +1,12 @@
 package scai
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 
 	ita "github.com/in-toto/attestation/go/v1"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/attestd/attestd/attest"
 )
@@ -51,39 +48,83 @@ const (
 // each valid per in-toto, digests of known algorithms in lower-case hex of
 // the right length, and (when needDigest) at least one digest each.
 func CheckDescriptors(what string, list []*ita.ResourceDescriptor, needDigest bool) error {
-	if len(list) > MaxDescriptors {
-		return fmt.Errorf("%w: %d %s descriptors, at most %d", ErrDescriptor, len(list), what, MaxDescriptors)
+	_, err := checkDescriptors(what, list, needDigest)
+	return err
+}
+
+// CheckRequest validates a dispatch's build request (CheckDescriptors, no
+// digest required) and returns its RequestDigest, encoding each descriptor
+// once.
+func CheckRequest(request []*ita.ResourceDescriptor) ([32]byte, error) {
+	c, err := checkDescriptors("request", request, false)
+	if err != nil {
+		return [32]byte{}, err
 	}
+	return digestCanon(labelRequest, c), nil
+}
+
+// CheckIO validates a completion's inputs and outputs (CheckDescriptors,
+// digests required, at least one output) and returns their IODigest,
+// encoding each descriptor once.
+func CheckIO(inputs, outputs []*ita.ResourceDescriptor) ([32]byte, error) {
+	in, out, err := checkIO(inputs, outputs)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return digestCanon(labelIO, in, out), nil
+}
+
+func checkIO(inputs, outputs []*ita.ResourceDescriptor) (in, out [][]byte, err error) {
+	if len(outputs) == 0 {
+		return nil, nil, fmt.Errorf("%w: a completion needs at least one output", ErrDescriptor)
+	}
+	if in, err = checkDescriptors("input", inputs, true); err != nil {
+		return nil, nil, err
+	}
+	if out, err = checkDescriptors("output", outputs, true); err != nil {
+		return nil, nil, err
+	}
+	return in, out, nil
+}
+
+// checkDescriptors is CheckDescriptors; it returns each descriptor's
+// canonical JSON.
+func checkDescriptors(what string, list []*ita.ResourceDescriptor, needDigest bool) ([][]byte, error) {
+	if len(list) > MaxDescriptors {
+		return nil, fmt.Errorf("%w: %d %s descriptors, at most %d", ErrDescriptor, len(list), what, MaxDescriptors)
+	}
+	canon := make([][]byte, len(list))
 	for i, rd := range list {
 		if rd == nil {
-			return fmt.Errorf("%w: %s %d is empty", ErrDescriptor, what, i)
+			return nil, fmt.Errorf("%w: %s %d is empty", ErrDescriptor, what, i)
 		}
 		if err := rd.Validate(); err != nil {
-			return fmt.Errorf("%w: %s %d: %v", ErrDescriptor, what, i, err)
+			return nil, fmt.Errorf("%w: %s %d: %v", ErrDescriptor, what, i, err)
 		}
 		if needDigest && len(rd.GetDigest()) == 0 {
-			return fmt.Errorf("%w: %s %d (%q) has no digest", ErrDescriptor, what, i, rd.GetName())
+			return nil, fmt.Errorf("%w: %s %d (%q) has no digest", ErrDescriptor, what, i, rd.GetName())
 		}
 		// Validate checked hex and length for the algorithms in-toto knows;
 		// refuse the others, MD5, and upper-case hex (two spellings of one
 		// digest would make two descriptor digests).
 		for alg, h := range rd.GetDigest() {
 			if _, ok := ita.HashAlgorithms[alg]; !ok || alg == string(ita.AlgorithmMD5) {
-				return fmt.Errorf("%w: %s %d: unknown or weak digest algorithm %q", ErrDescriptor, what, i, alg)
+				return nil, fmt.Errorf("%w: %s %d: unknown or weak digest algorithm %q", ErrDescriptor, what, i, alg)
 			}
 			if !isLowerHex(h) {
-				return fmt.Errorf("%w: %s %d: %s digest must be lower-case hex", ErrDescriptor, what, i, alg)
+				return nil, fmt.Errorf("%w: %s %d: %s digest must be lower-case hex", ErrDescriptor, what, i, alg)
 			}
 		}
 		c, err := canonicalDescriptor(rd)
 		if err != nil {
-			return fmt.Errorf("%w: %s %d: %v", ErrDescriptor, what, i, err)
+			return nil, fmt.Errorf("%w: %s %d: %v", ErrDescriptor, what, i, err)
 		}
 		if len(c) > MaxDescriptorSize {
-			return fmt.Errorf("%w: %s %d is %d bytes, at most %d", ErrDescriptor, what, i, len(c), MaxDescriptorSize)
+			return nil, fmt.Errorf("%w: %s %d is %d bytes, at most %d", ErrDescriptor, what, i, len(c), MaxDescriptorSize)
 		}
+		canon[i] = c
 	}
-	return nil
+	return canon, nil
 }
 
 func isLowerHex(s string) bool {
@@ -96,61 +137,71 @@ func isLowerHex(s string) bool {
 	return true
 }
 
-// canonicalDescriptor is the descriptor's JSON with object keys sorted and
-// no insignificant whitespace (protojson, re-encoded by encoding/json).
-func canonicalDescriptor(rd *ita.ResourceDescriptor) ([]byte, error) {
-	b, err := protojson.Marshal(rd)
-	if err != nil {
-		return nil, err
+// Domain-separation labels of the descriptor digests.
+const (
+	labelRequest = "attestd build request v1"
+	labelIO      = "attestd build io v1"
+)
+
+// canonicalList returns the canonical JSON of each descriptor, unchecked.
+func canonicalList(list []*ita.ResourceDescriptor) ([][]byte, error) {
+	out := make([][]byte, len(list))
+	for i, rd := range list {
+		c, err := canonicalDescriptor(rd)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrDescriptor, err)
+		}
+		out[i] = c
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	return out, nil
 }
 
-// digestLists hashes labelled descriptor lists:
+// digestCanon hashes labelled lists of canonical descriptor encodings:
 //
 //	SHA-256( label ‖ 0x00 ‖ for each list: u32be(n) ‖ for each descriptor: u32be(len(c)) ‖ c )
 //
 // where c is the descriptor's canonical JSON (keys sorted, no whitespace).
-func digestLists(label string, lists ...[]*ita.ResourceDescriptor) ([32]byte, error) {
+func digestCanon(label string, lists ...[][]byte) [32]byte {
 	h := sha256.New()
 	h.Write([]byte(label))
 	h.Write([]byte{0})
+	var n [4]byte
 	for _, l := range lists {
-		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(l))))
-		for _, rd := range l {
-			c, err := canonicalDescriptor(rd)
-			if err != nil {
-				return [32]byte{}, fmt.Errorf("%w: %v", ErrDescriptor, err)
-			}
-			h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(c))))
+		binary.BigEndian.PutUint32(n[:], uint32(len(l)))
+		h.Write(n[:])
+		for _, c := range l {
+			binary.BigEndian.PutUint32(n[:], uint32(len(c)))
+			h.Write(n[:])
 			h.Write(c)
 		}
 	}
 	var d [32]byte
-	copy(d[:], h.Sum(nil))
-	return d, nil
+	h.Sum(d[:0])
+	return d
 }
 
-// RequestDigest is the digest of a build request bound at dispatch.
+// RequestDigest is the digest of a build request bound at dispatch. It
+// does not validate the descriptors: CheckRequest does both.
 func RequestDigest(req []*ita.ResourceDescriptor) ([32]byte, error) {
-	return digestLists("attestd build request v1", req)
+	c, err := canonicalList(req)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return digestCanon(labelRequest, c), nil
 }
 
-// IODigest is the digest of a build's inputs and outputs bound at completion.
+// IODigest is the digest of a build's inputs and outputs bound at
+// completion. It does not validate the descriptors: CheckIO does both.
 func IODigest(inputs, outputs []*ita.ResourceDescriptor) ([32]byte, error) {
-	return digestLists("attestd build io v1", inputs, outputs)
+	in, err := canonicalList(inputs)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	out, err := canonicalList(outputs)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return digestCanon(labelIO, in, out), nil
 }
 
 // BindingData returns the data attest.Bind hashes for a's purpose: empty
