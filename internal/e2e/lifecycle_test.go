@@ -107,17 +107,42 @@ func TestShellExecutorOnSwtpm(t *testing.T) {
 
 	// The control plane: first contact pins the AK (trust on first use; see
 	// docs/verifying.md), admission with a fresh nonce.
-	r.must("attestctl", "identity", "--out", "launch.intoto.json")
-	if err := os.WriteFile(filepath.Join(work, "ak.pem"), []byte(r.must("attestctl", "export-ak", "launch.intoto.json")), 0o644); err != nil {
+	r.must("attestctl", "identity", "--out", "launch.intoto.jsonl")
+	if err := os.WriteFile(filepath.Join(work, "ak.pem"), []byte(r.must("attestctl", "export-ak", "launch.intoto.jsonl")), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The file identity writes is the one attestd keeps in its runtime dir:
+	// the launch attestation and the event log it names, verifiable as is.
+	for _, f := range []string{filepath.Join(work, "launch.intoto.jsonl"), filepath.Join(run, "launch.intoto.jsonl")} {
+		if out := r.must("attestctl", "verify", "--trust-ak", "ak.pem", f); !strings.Contains(out, "VERIFIED") {
+			t.Errorf("verify %s:\n%s", f, out)
+		}
+	}
 	admission := strings.Repeat("a1", 32)
-	r.must("attestctl", "attest", "--nonce", admission, "--out", "admission.intoto.json")
-	r.must("attestctl", "verify", "--nonce", admission, "--trust-ak", "ak.pem", "admission.intoto.json")
+	r.must("attestctl", "attest", "--nonce", admission, "--out", "admission.intoto.jsonl")
+	r.must("attestctl", "verify", "--nonce", admission, "--trust-ak", "ak.pem", "admission.intoto.jsonl")
 
 	// The executor: the documented script.
 	dispatch := strings.Repeat("d1", 32)
 	r.must(filepath.Join(root, "docs/examples/shell-executor.sh"), "build-1042", work, dispatch)
+
+	// What identity, bind and complete wrote verifies as a chain without the
+	// daemon's bundle: each file carries the event log its attestation names.
+	var chain []byte
+	for _, f := range []string{"launch.intoto.jsonl", "dispatch.intoto.json", "complete.intoto.json"} {
+		b, err := os.ReadFile(filepath.Join(work, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain = append(chain, b...)
+	}
+	if err := os.WriteFile(filepath.Join(work, "chain.intoto.jsonl"), chain, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := r.must("attestctl", "verify", "--nonce", "dispatch="+dispatch, "--build-id", "build-1042", "--trust-ak", "ak.pem",
+		"chain.intoto.jsonl"); !strings.Contains(out, "VERIFIED") {
+		t.Errorf("verify launch, dispatch and completion files:\n%s", out)
+	}
 
 	// The consumer: the whole bundle, chained.
 	out := r.must("attestctl", "verify", "--nonce", "attest="+admission, "--nonce", "dispatch="+dispatch,
