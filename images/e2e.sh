@@ -222,6 +222,25 @@ check_restart() { # variant build-id second-build-id: the kill -9 in the middle 
 	sed 's/^/    /' "$d/restart.txt" >&2
 }
 
+# --- the single attestation files ---------------------------------------------
+check_files() { # variant admission-nonce: the launch file and attestctl's --out files verify on their own
+	local v=$1 d=$out/$1/result f rc
+	# launch.intoto.jsonl is the daemon's own file in /run/attestd (after the
+	# restart: the restarted daemon's); identity.intoto.jsonl and
+	# attest.intoto.jsonl are what attestctl identity/attest --out wrote. Each
+	# carries the event log its attestation names.
+	for f in launch identity attest; do
+		[[ -s $d/$f.intoto.jsonl ]] || die "$v: the guest wrote no $f.intoto.jsonl"
+		rc=0
+		"$attestctl" verify --trust-ak "$out/ak.pem" --nonce "attest=$2" \
+			--reference "$out/good/reference.intoto.json" --reference-key "$out/good/bake-key.pub.pem" \
+			"$d/$f.intoto.jsonl" >"$out/$v/verify-$f.txt" 2>&1 || rc=$?
+		((rc == 0)) || { cat "$out/$v/verify-$f.txt" >&2; die "$v: $f.intoto.jsonl does not verify on its own (exit $rc)"; }
+		grep -Eq '^cel-replay +ok' "$out/$v/verify-$f.txt" || { cat "$out/$v/verify-$f.txt" >&2; die "$v: $f.intoto.jsonl: the event log was not replayed"; }
+	done
+	log "$v: launch.intoto.jsonl (the daemon's file), identity and attest --out files verify on their own, event log replayed"
+}
+
 # --- storage -------------------------------------------------------------------
 check_marker() { # variant marker
 	local v=$1 n z
@@ -343,6 +362,7 @@ for v in $variants; do
 		grep -Eq '^storage-encrypted +ok .*; 1 swap area' "$out/$v/verify.txt" ||
 			{ cat "$out/$v/verify.txt" "$out/$v/result/swaps" >&2; die "$v: the encrypted swap is not in the storage measurement"; }
 		cat "$out/$v/verify.txt"
+		check_files "$v" "$admission"
 		check_restart "$v" "$build_id" "$second_build"
 		;;
 	bad-binary | bad-cmdline | plain-storage)

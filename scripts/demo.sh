@@ -35,25 +35,28 @@ say "starting attestd on the in-process TPM simulator"
 export ATTESTD_SOCKET="$work/run/attestd.sock"
 start_daemon "$work/attestd.log" "$bin/attestd" --config "$work/config.yaml" --runtime-dir "$work/run"
 
-say "attestctl identity"
-"$bin/attestctl" identity --out "$work/launch.intoto.json"
+say "attestctl identity (--out: the launch attestation and its event log, JSON Lines)"
+"$bin/attestctl" identity --out "$work/launch.intoto.jsonl"
 
 say "attestctl log (the agent's event log, PCR 13)"
 "$bin/attestctl" log
 
 nonce=$("$bin/attestctl" nonce)
 say "attestctl attest --nonce $nonce"
-"$bin/attestctl" attest --nonce "$nonce" --out "$work/attestation.intoto.json"
+"$bin/attestctl" attest --nonce "$nonce" --out "$work/attestation.intoto.jsonl"
 
 say "attestctl verify (AK taken from the evidence: demo only)"
-"$bin/attestctl" verify --nonce "$nonce" --insecure-trust-embedded-ak "$work/attestation.intoto.json"
+"$bin/attestctl" verify --nonce "$nonce" --insecure-trust-embedded-ak "$work/attestation.intoto.jsonl"
 
 say "attestctl verify with the AK pinned from the launch attestation"
-"$bin/attestctl" export-ak "$work/launch.intoto.json" >"$work/ak.pem" 2>/dev/null
-"$bin/attestctl" verify --nonce "$nonce" --trust-ak "$work/ak.pem" "$work/attestation.intoto.json"
+"$bin/attestctl" export-ak "$work/launch.intoto.jsonl" >"$work/ak.pem" 2>/dev/null
+"$bin/attestctl" verify --nonce "$nonce" --trust-ak "$work/ak.pem" "$work/attestation.intoto.jsonl"
+
+say "the launch attestation attestd keeps in its runtime dir verifies as is (it carries the event log it names)"
+"$bin/attestctl" verify --trust-ak "$work/ak.pem" "$work/run/launch.intoto.jsonl"
 
 say "a different nonce must not verify"
-if "$bin/attestctl" verify --nonce "$("$bin/attestctl" nonce)" --trust-ak "$work/ak.pem" "$work/attestation.intoto.json" >"$work/wrong-nonce.txt" 2>&1; then
+if "$bin/attestctl" verify --nonce "$("$bin/attestctl" nonce)" --trust-ak "$work/ak.pem" "$work/attestation.intoto.jsonl" >"$work/wrong-nonce.txt" 2>&1; then
 	cat "$work/wrong-nonce.txt"
 	echo "demo: a wrong nonce verified" >&2
 	exit 1
