@@ -57,7 +57,7 @@ e2e:
 
 # The issue-12 harness (internal/bench): the real attestd on swtpm, side by side with the raw TPM work,
 # figures into docs/performance.md (between the bench markers) and plots into docs/perf/. Needs swtpm
-# (make deps). About 15 minutes on a loaded 2-core machine; BENCH_QUICK=1 runs a shorter series.
+# (make deps). 5-12 minutes on a loaded 2-core machine; BENCH_QUICK=1 runs a shorter series.
 bench:
 	$(GO) run ./internal/bench/cmd/attestd-bench -docs docs/performance.md -out docs/perf
 

@@ -231,7 +231,7 @@ func extendRow(e *EventsResult) row {
 		case p.Latency > 0:
 			parts = append(parts, fmt.Sprintf("%sth: %s", thousands(p.Events), ms(p.Latency)))
 		case e.FailedAt > 0 && p.Events >= e.FailedAt:
-			parts = append(parts, fmt.Sprintf("%sth: fails at event %s: %s", thousands(p.Events), thousands(e.FailedAt), oneLine(e.FailErr)))
+			parts = append(parts, fmt.Sprintf("%sth: fails at event %s: %s", thousands(p.Events), thousands(e.FailedAt), short(e.FailErr, 160)))
 		case e.Stopped != "":
 			parts = append(parts, fmt.Sprintf("%sth: not reached (%s)", thousands(p.Events), e.Stopped))
 		default:
@@ -265,7 +265,7 @@ func bundleRow(e *EventsResult) row {
 		case p.BundleErr != "":
 			parts = append(parts, fmt.Sprintf("%s: %s", thousands(p.Events), oneLine(p.BundleErr)))
 		case p.Reached < p.Events:
-			parts = append(parts, fmt.Sprintf("%s: not reached (%s); at %s events: %s KB", thousands(p.Events), oneLine(p.Err), thousands(p.Reached), kb(p.BundleBytes)))
+			parts = append(parts, fmt.Sprintf("%s: not reached (%s); at %s events: %s KB", thousands(p.Events), headline(p.Err), thousands(p.Reached), kb(p.BundleBytes)))
 		default:
 			parts = append(parts, fmt.Sprintf("%s: %s KB", thousands(p.Events), kb(p.BundleBytes)))
 			if prev != nil {
@@ -347,7 +347,7 @@ func details(b *strings.Builder, r *Results) {
 			}
 			rec := thousands(p.Reached)
 			if p.Err != "" {
-				rec += " (" + oneLine(p.Err) + ")"
+				rec += " (" + headline(p.Err) + ")"
 			}
 			w("| %s | %s | %s | %s | %d |\n", thousands(p.Events), lat, rec, bundle, p.BundleEnvelopes)
 		}
@@ -444,11 +444,21 @@ func thousands(n int) string {
 }
 
 // oneLine fits text into a table cell.
-func oneLine(s string) string {
+func oneLine(s string) string { return short(s, 240) }
+
+// short is s on one line, at most n characters, escaped for a table cell.
+func short(s string, n int) string {
 	s = strings.Join(strings.Fields(s), " ")
 	s = strings.ReplaceAll(s, "|", "\\|")
-	if r := []rune(s); len(r) > 240 {
-		s = string(r[:240]) + "…"
+	if r := []rune(s); len(r) > n {
+		s = string(r[:n]) + "…"
 	}
 	return s
+}
+
+// headline is an error's text up to its first colon: "Extend fails at
+// event 24649" of the whole message.
+func headline(s string) string {
+	h, _, _ := strings.Cut(s, ":")
+	return short(h, 120)
 }
