@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -52,13 +53,17 @@ type PCRValues struct {
 	PCRs map[string]string `json:"pcrs"`
 }
 
-// quoteAttempts bounds retries when a PCR changes between the quote and the
-// read-back (another process extending a quoted PCR).
+// quoteAttempts bounds the quotes of one Evidence when a PCR changes
+// between a quote and the read-back of the PCR values (another process
+// extending a quoted PCR; see pcrs.go).
 const quoteAttempts = 3
 
 // Evidence implements attest.Backend: a quote by the AK over the SHA-256
 // bank of the boot PCRs and the agent PCR with qualifying data binding,
-// together with the AK's certification of the environment key.
+// together with the AK's certification of the environment key. In the
+// steady state it is one TPM command, TPM2_Quote: the PCR values come from
+// what the backend keeps (pcrs.go), read back only when the quote shows
+// they changed.
 func (b *Backend) Evidence(ctx context.Context, binding attest.Binding) (_ *attest.Evidence, err error) {
 	defer b.catch(&err)
 	if err := ctx.Err(); err != nil {
@@ -111,35 +116,48 @@ func (b *Backend) Evidence(ctx context.Context, binding attest.Binding) (_ *atte
 
 var errPCRsMoved = errors.New("quoted PCRs changed while reading them back")
 
-// quote runs TPM2_Quote and reads the PCR values back, checking that they
-// are the values quoted.
+// quote runs TPM2_Quote, checks the TPM's answer, and returns it with the
+// values of the quoted PCRs: the kept ones when they hash to the quote's
+// PCR digest, else the values read back, which must (else errPCRsMoved).
 func (b *Backend) quote(sel tpm2.PCRSelection, binding attest.Binding) (info, sig []byte, pcrs map[uint32][]byte, err error) {
 	info, sig, err = tpm2.QuoteRaw(b.rw, b.ak.Handle(), "", "", binding[:], sel, tpm2.AlgNull)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("quote PCRs %v: %w", sel.PCRs, err)
 	}
-	vals, err := client.ReadPCRs(b.rw, sel)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("read PCRs %v: %w", sel.PCRs, err)
-	}
 	ad, err := tpm2.DecodeAttestationData(info)
 	if err != nil || ad.AttestedQuoteInfo == nil {
 		return nil, nil, nil, fmt.Errorf("decode own quote: %v", err)
 	}
-	h := sha256.New()
-	for _, p := range sel.PCRs {
-		h.Write(vals.GetPcrs()[uint32(p)])
-	}
 	if !bytes.Equal(ad.ExtraData, binding[:]) {
 		return nil, nil, nil, errors.New("own quote: qualifying data is not the binding asked for")
+	}
+	if q := ad.AttestedQuoteInfo.PCRSelection; q.Hash != sel.Hash || !slices.Equal(q.PCRs, sel.PCRs) {
+		return nil, nil, nil, fmt.Errorf("own quote: PCRs %v (%v) quoted, not %v", q.PCRs, q.Hash, sel.PCRs)
 	}
 	if err := checkTPMSignature(b.ak.PublicKey(), info, sig); err != nil {
 		return nil, nil, nil, fmt.Errorf("own quote: %w", err)
 	}
-	if !bytes.Equal(h.Sum(nil), ad.AttestedQuoteInfo.PCRDigest) {
-		return nil, nil, nil, errPCRsMoved
+	digest := ad.AttestedQuoteInfo.PCRDigest
+	if !b.matches(sel.PCRs, digest) {
+		// Values never read (the first quote) or changed by someone else:
+		// read back what is missing, and if that does not explain the
+		// quote, everything.
+		missing := b.uncached(sel.PCRs)
+		if len(missing) > 0 {
+			if err := b.readPCRs(missing); err != nil {
+				return nil, nil, nil, err
+			}
+		}
+		if len(missing) < len(sel.PCRs) && !b.matches(sel.PCRs, digest) {
+			if err := b.readPCRs(sel.PCRs); err != nil {
+				return nil, nil, nil, err
+			}
+		}
+		if !b.matches(sel.PCRs, digest) {
+			return nil, nil, nil, errPCRsMoved
+		}
 	}
-	return info, sig, vals.GetPcrs(), nil
+	return info, sig, b.quotedValues(sel.PCRs), nil
 }
 
 func encodePCRs(pcrs map[uint32][]byte) ([]byte, error) {

@@ -7,6 +7,7 @@ import (
 	"crypto"
 	"encoding/json"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -248,15 +249,5 @@ func TestConcurrentUse(t *testing.T) {
 }
 
 func BenchmarkNewSimulator(b *testing.B) {
-	for b.Loop() {
-		sim, err := simulator.Get()
-		if err != nil {
-			b.Fatal(err)
-		}
-		be, err := New(sim, Config{FirmwareLogPath: "/nonexistent"})
-		if err != nil {
-			b.Fatal(err)
-		}
-		be.Close()
-	}
+	benchNew(b, func() (io.ReadWriteCloser, error) { return simulator.Get() })
 }

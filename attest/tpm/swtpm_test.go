@@ -225,17 +225,6 @@ func serializedPCRs(t *testing.T, idx []int, vals map[int][]byte) []byte {
 	return b.Bytes()
 }
 
-func BenchmarkNewSWTPM(b *testing.B) {
-	sock := swtpmtest.Start(b)
-	for b.Loop() {
-		be, err := Open(Config{Device: "unix:" + sock, FirmwareLogPath: "/nonexistent"})
-		if err != nil {
-			b.Fatal(err)
-		}
-		be.Close()
-	}
-}
-
 // TestConformanceDevice runs the suite on a real TPM when
 // ATTESTD_TEST_TPM names one ("/dev/tpmrm0", "unix:/path", "tcp:host:port").
 // It extends the agent PCR, so use a throw-away machine.

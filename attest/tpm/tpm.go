@@ -8,9 +8,9 @@
 package tpm
 
 import (
+	"bytes"
 	"context"
 	"crypto"
-	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/asn1"
 	"errors"
@@ -121,9 +121,10 @@ type Backend struct {
 	tr    *transport // rw's deadlines and latched failure
 	rw    io.ReadWriter
 	ak    *client.Key
-	env   *client.Key
 	banks []crypto.Hash
 
+	envHandle   tpmutil.Handle // loaded when envPublic != nil
+	envArea     tpm2.Public
 	signer      crypto.Signer
 	akPublic    []byte // TPMT_PUBLIC
 	envPublic   []byte // TPMT_PUBLIC
@@ -133,6 +134,10 @@ type Backend struct {
 	ekCert      []byte // DER or nil
 	firmwareLog []byte // raw TCG PC Client log or nil
 	closed      bool
+
+	// pcrs is what the backend knows of the quoted PCRs' SHA-256 values
+	// (see pcrs.go): read from the TPM, then advanced by each Extend.
+	pcrs map[int][]byte
 
 	// KeyReused reports that the env key was loaded from Config.KeyFile;
 	// KeyNotReused, when set, says why an existing key file was not used.
@@ -164,6 +169,16 @@ func Open(cfg Config) (*Backend, error) {
 // socket, or the go-tpm-tools simulator): it creates the AK and the
 // environment key and certifies the latter with the former. New takes
 // ownership of rw; it is closed on error and by Close.
+//
+// Its TPM commands, in order: without a resource manager, the leftover
+// check (TPM_PT_HR_ACTIVE, the transient handles; flushes and session
+// lists only when something is there); the PCR banks; TPM2_CreatePrimary
+// of the AK; TPM2_NV_ReadPublic of the ECC, then the RSA EK certificate
+// index, and for the first that exists TPM_PT_NV_BUFFER_MAX and its
+// TPM2_NV_Read blocks; TPM2_CreatePrimary of the SRK; with a key file
+// TPM2_ReadClock, then TPM2_Load of the kept key or TPM2_CreateLoaded of a
+// new one; TPM2_FlushContext of the SRK; TPM2_Certify. No PCR is read:
+// the first Evidence (or Read) does it.
 func New(rw io.ReadWriteCloser, cfg Config) (_ *Backend, err error) {
 	defer func() {
 		if err != nil {
@@ -175,7 +190,7 @@ func New(rw io.ReadWriteCloser, cfg Config) (_ *Backend, err error) {
 		return nil, err
 	}
 	tr := newTransport(rw, cfg.Timeout)
-	b := &Backend{cfg: cfg, tr: tr, rw: tr}
+	b := &Backend{cfg: cfg, tr: tr, rw: tr, pcrs: map[int][]byte{}}
 	defer b.catch(&err)
 	defer func() {
 		if err != nil {
@@ -207,19 +222,9 @@ func New(rw io.ReadWriteCloser, cfg Config) (_ *Backend, err error) {
 	if err := b.createEnvKey(); err != nil {
 		return nil, err
 	}
-	b.certifyInfo, b.certifySig, err = tpm2.CertifyEx(b.rw, "", "", b.env.Handle(), b.ak.Handle(), nil,
-		tpm2.SigScheme{Alg: tpm2.AlgECDSA, Hash: tpm2.AlgSHA256})
-	if err != nil {
-		return nil, fmt.Errorf("certify environment key with the AK: %w", err)
+	if err := b.certifyEnvKey(); err != nil {
+		return nil, err
 	}
-	if err := checkTPMSignature(b.ak.PublicKey(), b.certifyInfo, b.certifySig); err != nil {
-		return nil, fmt.Errorf("certify environment key with the AK: %w", err)
-	}
-	inner, err := b.env.GetSigner()
-	if err != nil {
-		return nil, fmt.Errorf("environment key signer: %w", err)
-	}
-	b.signer = &lockedSigner{b: b, s: inner}
 	return b, nil
 }
 
@@ -232,13 +237,24 @@ func AKTemplate() tpm2.Public {
 	return t
 }
 
-// flushLeftovers flushes every transient object and loaded session in the
-// TPM. Only used without a resource manager, where attestd has the TPM to
-// itself (the kernel gives /dev/tpm0 to one opener; swtpm serves one
-// connection): what is loaded was left by an earlier attestd that died.
+// flushLeftovers flushes every transient object and loaded or saved
+// session in the TPM. Only used without a resource manager, where attestd
+// has the TPM to itself (the kernel gives /dev/tpm0 to one opener; swtpm
+// serves one connection): what is loaded was left by an earlier attestd
+// that died. The sessions are listed only when the TPM counts any active
+// (TPM_PT_HR_ACTIVE: loaded and saved), which after a clean start it does
+// not: two commands instead of three.
 func (b *Backend) flushLeftovers() error {
+	types := []tpm2.HandleType{tpm2.HandleTypeTransient}
+	active, err := b.activeSessions()
+	if err != nil {
+		return err
+	}
+	if active > 0 {
+		types = append(types, tpm2.HandleTypeLoadedSession, tpm2.HandleTypeSavedSession)
+	}
 	n := 0
-	for _, ht := range []tpm2.HandleType{tpm2.HandleTypeTransient, tpm2.HandleTypeLoadedSession, tpm2.HandleTypeSavedSession} {
+	for _, ht := range types {
 		hs, err := client.Handles(b.rw, ht)
 		if err != nil {
 			return fmt.Errorf("list TPM handles: %w", err)
@@ -252,6 +268,21 @@ func (b *Backend) flushLeftovers() error {
 	}
 	b.Flushed = n
 	return nil
+}
+
+// activeSessions is TPM_PT_HR_ACTIVE, the number of loaded and saved
+// sessions. A TPM that does not report it counts as having some.
+func (b *Backend) activeSessions() (uint32, error) {
+	caps, _, err := tpm2.GetCapability(b.rw, tpm2.CapabilityTPMProperties, 1, uint32(tpm2.HRActive))
+	if err != nil {
+		return 0, fmt.Errorf("count TPM sessions: %w", err)
+	}
+	if len(caps) == 1 {
+		if p, ok := caps[0].(tpm2.TaggedProperty); ok && p.Tag == tpm2.HRActive {
+			return p.Value, nil
+		}
+	}
+	return 1, nil
 }
 
 // failed latches err as a TPM failure unless the transport already failed
@@ -285,71 +316,6 @@ func (b *Backend) usable() error {
 	return b.tr.Err()
 }
 
-// envKeyTemplate is a non-restricted ECDSA P-256/SHA-256 signing key that
-// cannot leave this TPM: it signs arbitrary digests (DSSE envelopes).
-func envKeyTemplate() tpm2.Public {
-	return tpm2.Public{
-		Type:    tpm2.AlgECC,
-		NameAlg: tpm2.AlgSHA256,
-		Attributes: tpm2.FlagSign | tpm2.FlagFixedTPM | tpm2.FlagFixedParent |
-			tpm2.FlagSensitiveDataOrigin | tpm2.FlagUserWithAuth | tpm2.FlagNoDA,
-		ECCParameters: &tpm2.ECCParams{
-			Sign:    &tpm2.SigScheme{Alg: tpm2.AlgECDSA, Hash: tpm2.AlgSHA256},
-			CurveID: tpm2.CurveNISTP256,
-		},
-	}
-}
-
-// createEnvKey creates the environment key with TPM2_Create under a
-// transient SRK, so its private part comes from the TPM's RNG (a primary key
-// would be re-derivable from the owner seed), and loads it.
-func (b *Backend) createEnvKey() error {
-	srk, err := client.NewKey(b.rw, tpm2.HandleOwner, client.SRKTemplateECC())
-	if err != nil {
-		return fmt.Errorf("create storage root key: %w", err)
-	}
-	defer srk.Close()
-	var reset uint32
-	if b.cfg.KeyFile != "" {
-		if reset, err = resetCount(b.rw); err != nil {
-			return err
-		}
-		h, pub, err := b.loadKeyFile(srk, reset)
-		if err == nil {
-			b.KeyReused = true
-			return b.useEnvKey(h, pub)
-		}
-		if !errors.Is(err, os.ErrNotExist) {
-			b.KeyNotReused = fmt.Sprintf("environment key blob %s not used: %v", b.cfg.KeyFile, err)
-		}
-	}
-	priv, pub, _, _, _, err := tpm2.CreateKey(b.rw, srk.Handle(), tpm2.PCRSelection{}, "", "", envKeyTemplate())
-	if err != nil {
-		return fmt.Errorf("create environment key: %w", err)
-	}
-	h, _, err := tpm2.Load(b.rw, srk.Handle(), "", pub, priv)
-	if err != nil {
-		return fmt.Errorf("load environment key: %w", err)
-	}
-	if b.cfg.KeyFile != "" {
-		if err := b.saveKeyFile(reset, pub, priv); err != nil {
-			tpm2.FlushContext(b.rw, h)
-			return err
-		}
-	}
-	return b.useEnvKey(h, pub)
-}
-
-func (b *Backend) useEnvKey(h tpmutil.Handle, pub []byte) error {
-	var err error
-	if b.env, err = client.LoadCachedKey(b.rw, h, nil); err != nil {
-		tpm2.FlushContext(b.rw, h)
-		return fmt.Errorf("read environment key: %w", err)
-	}
-	b.envPublic = pub
-	return nil
-}
-
 // readCerts reads the EK certificate (ECC, then RSA) from its TCG NV index.
 // It reads NV directly rather than creating the EK, which would persist a
 // key at the reserved EK handle. Absence, or an unreadable index, only
@@ -357,8 +323,9 @@ func (b *Backend) useEnvKey(h tpmutil.Handle, pub []byte) error {
 // certificate of its own.
 func (b *Backend) readCerts() {
 	b.akCert = b.ak.CertDERBytes()
+	block := 0 // TPM_PT_NV_BUFFER_MAX, asked once a certificate is found
 	for _, idx := range []uint32{client.EKCertNVIndexECC, client.EKCertNVIndexRSA} {
-		der, err := tpm2.NVReadEx(b.rw, tpmutil.Handle(idx), tpm2.HandleOwner, "", 0)
+		der, err := b.readNV(tpm2new.TPMHandle(idx), &block)
 		if err != nil {
 			continue
 		}
@@ -373,6 +340,60 @@ func (b *Backend) readCerts() {
 		b.ekCert = der
 		return
 	}
+}
+
+// maxEKCert bounds an EK certificate index read at start.
+const maxEKCert = 16 << 10
+
+// readNV reads a whole NV index with owner authorization: TPM2_NV_ReadPublic
+// (which also tells whether it exists), then TPM2_NV_Read in blocks of
+// *block bytes, asked of the TPM on first use.
+func (b *Backend) readNV(idx tpm2new.TPMHandle, block *int) ([]byte, error) {
+	t := tpmtransport.FromReadWriter(b.rw)
+	rp, err := tpm2new.NVReadPublic{NVIndex: idx}.Execute(t)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := rp.NVPublic.Contents()
+	if err != nil {
+		return nil, err
+	}
+	size := int(pub.DataSize)
+	if size == 0 || size > maxEKCert {
+		return nil, fmt.Errorf("NV index %#x holds %d bytes", uint32(idx), size)
+	}
+	if *block == 0 {
+		caps, _, err := tpm2.GetCapability(b.rw, tpm2.CapabilityTPMProperties, 1, uint32(tpm2.NVMaxBufferSize))
+		if err != nil {
+			return nil, err
+		}
+		if len(caps) == 1 {
+			if p, ok := caps[0].(tpm2.TaggedProperty); ok && p.Tag == tpm2.NVMaxBufferSize {
+				*block = int(p.Value)
+			}
+		}
+		if *block == 0 {
+			return nil, errors.New("TPM does not report TPM_PT_NV_BUFFER_MAX")
+		}
+	}
+	out := make([]byte, 0, size)
+	for len(out) < size {
+		n := min(*block, size-len(out))
+		rsp, err := tpm2new.NVRead{
+			AuthHandle: tpm2new.AuthHandle{Handle: tpm2new.TPMRHOwner, Auth: tpm2new.PasswordAuth(nil)},
+			NVIndex:    tpm2new.NamedHandle{Handle: idx, Name: rp.NVName},
+			Size:       uint16(n),
+			Offset:     uint16(len(out)),
+		}.Execute(t)
+		if err != nil {
+			return nil, err
+		}
+		if len(rsp.Data.Buffer) != n {
+			return nil, fmt.Errorf("NV index %#x: read %d bytes, want %d", uint32(idx), len(rsp.Data.Buffer), n)
+		}
+		out = append(out, rsp.Data.Buffer...)
+	}
+	return out, nil
 }
 
 func (b *Backend) readFirmwareLog() error {
@@ -467,10 +488,14 @@ func (b *Backend) Extend(ctx context.Context, digests map[crypto.Hash][]byte) (e
 	if _, err := cmd.Execute(tpmtransport.FromReadWriter(b.rw)); err != nil {
 		return b.failed(fmt.Errorf("extend PCR %d: %w", b.cfg.PCR, err))
 	}
+	b.extended(digests[crypto.SHA256])
 	return nil
 }
 
-// Read implements attest.Backend: the agent PCR's value in bank.
+// Read implements attest.Backend: the agent PCR's value in bank. The
+// SHA-256 read also fetches up to 7 other quoted PCRs in the same
+// TPM2_PCR_Read (at no extra command), which the first Evidence then need
+// not read back.
 func (b *Backend) Read(ctx context.Context, bank crypto.Hash) (_ []byte, err error) {
 	defer b.catch(&err)
 	if err := ctx.Err(); err != nil {
@@ -487,6 +512,12 @@ func (b *Backend) Read(ctx context.Context, bank crypto.Hash) (_ []byte, err err
 	defer b.mu.Unlock()
 	if err := b.usable(); err != nil {
 		return nil, err
+	}
+	if bank == crypto.SHA256 {
+		if err := b.readPCRs(b.withUncached(b.cfg.PCR)); err != nil {
+			return nil, b.failed(err)
+		}
+		return bytes.Clone(b.pcrs[b.cfg.PCR]), nil
 	}
 	v, err := tpm2.ReadPCR(b.rw, b.cfg.PCR, alg)
 	if err != nil {
@@ -542,38 +573,10 @@ func (b *Backend) Close() error {
 }
 
 func (b *Backend) flush() {
-	if b.env != nil {
-		b.env.Close()
+	if b.envPublic != nil {
+		tpm2.FlushContext(b.rw, b.envHandle)
 	}
 	if b.ak != nil {
 		b.ak.Close()
 	}
-}
-
-// lockedSigner serialises the environment key's signatures with every other
-// use of the TPM, and checks each signature before it is used: a signature
-// that does not verify fails the backend.
-type lockedSigner struct {
-	b *Backend
-	s crypto.Signer
-}
-
-func (l *lockedSigner) Public() crypto.PublicKey { return l.s.Public() }
-
-func (l *lockedSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) (_ []byte, err error) {
-	defer l.b.catch(&err)
-	l.b.mu.Lock()
-	defer l.b.mu.Unlock()
-	if err := l.b.usable(); err != nil {
-		return nil, err
-	}
-	sig, err := l.s.Sign(r, digest, opts)
-	if err != nil {
-		return nil, l.b.failed(fmt.Errorf("sign with the environment key: %w", err))
-	}
-	pub, ok := l.s.Public().(*ecdsa.PublicKey)
-	if !ok || !ecdsa.VerifyASN1(pub, digest, sig) {
-		return nil, l.b.failed(errors.New("sign with the environment key: the TPM's signature does not verify"))
-	}
-	return sig, nil
 }
