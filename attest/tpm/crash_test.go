@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/google/go-tpm/legacy/tpm2"
+
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/internal/swtpmtest"
 )
@@ -37,5 +39,40 @@ func TestReopenAfterCrashFlushesLeftovers(t *testing.T) {
 			t.Errorf("start %d: the env key changed across a crash within the boot", i)
 		}
 		b.tr.rw.Close() // die: no flush, no orderly close
+	}
+}
+
+// TestReopenFlushesLeftoverSession: a session a killed attestd left (e.g.
+// during ActivateCredential) is found and flushed at the next start; after
+// a clean Close nothing is left to flush.
+func TestReopenFlushesLeftoverSession(t *testing.T) {
+	sock := swtpmtest.Start(t)
+	cfg := Config{Device: "unix:" + sock, FirmwareLogPath: filepath.Join(t.TempDir(), "none")}
+	b, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tpm2.StartAuthSession(b.rw, tpm2.HandleNull, tpm2.HandleNull, make([]byte, 16), nil,
+		tpm2.SessionPolicy, tpm2.AlgNull, tpm2.AlgSHA256); err != nil {
+		t.Fatal(err)
+	}
+	b.tr.rw.Close() // die with the AK, the env key and the session loaded
+	b, err = Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Flushed != 3 {
+		t.Errorf("start after a crash flushed %d handles, want 3 (AK, env key, session)", b.Flushed)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err = Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if b.Flushed != 0 {
+		t.Errorf("start after a clean stop flushed %d handles, want 0", b.Flushed)
 	}
 }
