@@ -14,7 +14,6 @@ import (
 	"github.com/google/go-sev-guest/kds"
 	spb "github.com/google/go-sev-guest/proto/sevsnp"
 	"github.com/google/go-sev-guest/validate"
-	sevverify "github.com/google/go-sev-guest/verify"
 	"github.com/google/go-sev-guest/verify/trust"
 
 	"github.com/attestd/attestd/attest"
@@ -63,6 +62,11 @@ type Verifier struct {
 	// Now is the time certificates are checked at; nil means time.Now.
 	Now    func() time.Time
 	Policy Policy
+	// Cache remembers the certificate chains that verified, so that the
+	// reports of one machine check its chain once (see Cache); nil means a
+	// cache of DefaultCacheSize chains shared by all Verifiers.
+	// NewCache(0) caches nothing.
+	Cache *Cache
 }
 
 var _ attest.Verifier = Verifier{}
@@ -181,13 +185,7 @@ func (v Verifier) signature(ev *attest.Evidence, p *parsed) (string, error) {
 	if v.Now != nil {
 		now = v.Now
 	}
-	err = sevverify.SnpAttestation(p.att, &sevverify.Options{
-		DisableCertFetching: true,
-		Now:                 now(),
-		TrustedRoots:        v.Roots,
-		Product:             v.Product,
-	})
-	if err != nil {
+	if err := v.verifyReport(p.att, info.SigningKey, now()); err != nil {
 		return "", fmt.Errorf("SEV-SNP report does not verify against the AMD roots: %w", err)
 	}
 	roots := "AMD's embedded roots"

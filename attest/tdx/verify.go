@@ -76,6 +76,11 @@ type Verifier struct {
 	// means time.Now.
 	Now    func() time.Time
 	Policy Policy
+	// Cache remembers the PCK chains that verified and the CCELs that
+	// replayed, so that the quotes of one TD check them once (see Cache);
+	// nil means a cache of DefaultCacheSize entries shared by all
+	// Verifiers. NewCache(0) caches nothing.
+	Cache *Cache
 }
 
 var _ attest.Verifier = Verifier{}
@@ -182,7 +187,7 @@ func (v Verifier) Verify(ev *attest.Evidence, opts attest.VerifyOptions) (claims
 	run(CheckPolicy, noSkip(func() (string, error) { return v.Policy.check(p.quote) }))
 	run(CheckReportData, noSkip(func() (string, error) { return reportDataCheck(p.quote, opts) }))
 	run(CheckEnvKey, noSkip(func() (string, error) { return envKeyCheck(p.quote, opts) }))
-	run(CheckCCEL, func() (string, bool, error) { return ccelCheck(ev, p.quote) })
+	run(CheckCCEL, func() (string, bool, error) { return v.ccelCheck(ev, p.quote) })
 	for _, c := range checks {
 		if !c.OK {
 			return nil, checks
@@ -203,11 +208,7 @@ func (v Verifier) signature(ev *attest.Evidence, p *parsed) (string, error) {
 	if p.quote, err = ParseQuote(raw); err != nil {
 		return "", err
 	}
-	err = tdxverify.TdxQuote(p.quote, &tdxverify.Options{
-		TrustedRoots: v.Roots,
-		Now:          &tdxverify.TimeSet{PckCertChain: p.now, TcbInfo: p.now, QeIdentity: p.now, PckCrl: p.now, RootCaCrl: p.now},
-	})
-	if err != nil {
+	if err := v.verifyQuote(p.quote, p.now); err != nil {
 		return "", fmt.Errorf("TDX quote does not verify against the Intel SGX root: %w", err)
 	}
 	roots := "Intel's embedded SGX root CA"
@@ -225,7 +226,7 @@ func (v Verifier) collateral(p *parsed) (string, bool, error) {
 		return "", false, errors.New("no TDX collateral given: pass the Intel PCS TCB info and QE identity files (no network), or skip this check explicitly with the insecure option")
 	}
 	err := tdxverify.TdxQuote(p.quote, &tdxverify.Options{
-		TrustedRoots:  v.Roots,
+		TrustedRoots:  v.roots(),
 		GetCollateral: true,
 		Getter:        fileGetter{dir: v.CollateralDir},
 		Now:           &tdxverify.TimeSet{PckCertChain: p.now, TcbInfo: p.now, QeIdentity: p.now, PckCrl: p.now, RootCaCrl: p.now},
@@ -334,7 +335,9 @@ func envKeyCheck(q *pb.QuoteV4, opts attest.VerifyOptions) (string, error) {
 	return "REPORTDATA[32:64] is the SHA-256 of the environment key", nil
 }
 
-func ccelCheck(ev *attest.Evidence, q *pb.QuoteV4) (string, bool, error) {
+// ccelCheck replays the firmware's CCEL against RTMR0-2. A replay that
+// passed is remembered by the log's and the registers' exact bytes.
+func (v Verifier) ccelCheck(ev *attest.Evidence, q *pb.QuoteV4) (string, bool, error) {
 	log, ok := ev.Part(PartCCEL)
 	if !ok {
 		return "no CCEL (the TD firmware published none)", true, nil
@@ -342,12 +345,20 @@ func ccelCheck(ev *attest.Evidence, q *pb.QuoteV4) (string, bool, error) {
 	if _, ok := ev.Part(PartCCELTable); !ok {
 		return "", false, fmt.Errorf("%w: %s beside %s", attest.ErrMissingPart, PartCCELTable, PartCCEL)
 	}
+	const replayed = "CCEL replays to the quoted RTMR0-2"
+	rtmrs := q.GetTdQuoteBody().GetRtmrs()[:3]
+	c := v.cache()
+	key := ccelKey(log.Data, rtmrs)
+	if _, hit := c.ccels.get(key); hit {
+		return replayed, false, nil
+	}
 	bank := register.RTMRBank{}
-	for i, r := range q.GetTdQuoteBody().GetRtmrs()[:3] {
+	for i, r := range rtmrs {
 		bank.RTMRs = append(bank.RTMRs, register.RTMR{Index: i, Digest: r})
 	}
 	if _, err := tcg.ParseAndReplay(log.Data, bank.MRs(), tcg.ParseOpts{AllowPadding: true}); err != nil {
 		return "", false, fmt.Errorf("CCEL does not replay to the quoted RTMR0-2: %w", err)
 	}
-	return "CCEL replays to the quoted RTMR0-2", false, nil
+	c.ccels.add(key, struct{}{})
+	return replayed, false, nil
 }

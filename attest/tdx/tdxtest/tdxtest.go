@@ -68,7 +68,10 @@ func New(created time.Time) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := d.makeChain(realPCK, created); err != nil {
+	if d.pckKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+		return nil, err
+	}
+	if err := d.makeChain(realPCK, created, created.AddDate(10, 0, 0)); err != nil {
 		return nil, err
 	}
 	if d.attestKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
@@ -86,7 +89,22 @@ func pckFromQuote(q *pb.QuoteV4) (*x509.Certificate, error) {
 	return x509.ParseCertificate(blk.Bytes)
 }
 
-func (d *Device) makeChain(realPCK *x509.Certificate, created time.Time) error {
+// Reissue replaces the fake chain with a new root and intermediate (new
+// keys, valid from created for ten years) and a new PCK certificate for the
+// same PCK key, valid until pckNotAfter. Quotes made afterwards carry the
+// new chain; Roots and RootPEM return the new root.
+func (d *Device) Reissue(created, pckNotAfter time.Time) error {
+	realPCK, err := pckFromQuote(d.base)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.makeChain(realPCK, created, pckNotAfter)
+}
+
+// makeChain makes a root and an intermediate and certifies d.pckKey.
+func (d *Device) makeChain(realPCK *x509.Certificate, created, pckNotAfter time.Time) error {
 	name := func(cn string) pkix.Name {
 		return pkix.Name{CommonName: cn, Organization: []string{"Intel Corporation"}, Locality: []string{"Santa Clara"}, Province: []string{"CA"}, Country: []string{"US"}}
 	}
@@ -114,9 +132,6 @@ func (d *Device) makeChain(realPCK *x509.Certificate, created time.Time) error {
 	if err != nil {
 		return err
 	}
-	if d.pckKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
-		return err
-	}
 	rootT := tmpl(1, "Intel SGX Root CA", true)
 	rootDER, err := x509.CreateCertificate(rand.Reader, rootT, rootT, rootKey.Public(), rootKey)
 	if err != nil {
@@ -134,6 +149,7 @@ func (d *Device) makeChain(realPCK *x509.Certificate, created time.Time) error {
 		return err
 	}
 	leafT := tmpl(3, "Intel SGX PCK Certificate", false)
+	leafT.NotAfter = pckNotAfter
 	// The verifier counts the leaf's extensions: carry the real PCK's
 	// extensions (SGX extension with FMSPC etc. and the standard ones) and
 	// let x509 add none of its own.
@@ -162,6 +178,8 @@ func (d *Device) makeChain(realPCK *x509.Certificate, created time.Time) error {
 
 // Roots is a pool holding the fake "Intel SGX Root CA".
 func (d *Device) Roots() *x509.CertPool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	p := x509.NewCertPool()
 	p.AddCert(d.root)
 	return p
@@ -169,6 +187,8 @@ func (d *Device) Roots() *x509.CertPool {
 
 // RootPEM is the fake "Intel SGX Root CA" certificate, PEM-encoded.
 func (d *Device) RootPEM() []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: d.root.Raw})
 }
 
@@ -252,6 +272,14 @@ func (d *Device) ExtendRTMR(index int, digest []byte) error {
 	defer d.mu.Unlock()
 	d.rtmrs[index] = sha512.Sum384(append(bytes.Clone(d.rtmrs[index][:]), digest...))
 	return nil
+}
+
+// ZeroRTMRs sets RTMR0-3 to zero, as at the start of a TD, for tests that
+// extend them as firmware would from its event log.
+func (d *Device) ZeroRTMRs() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.rtmrs = [4][48]byte{}
 }
 
 // ReadRTMR returns RTMR index.
