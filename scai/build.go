@@ -251,6 +251,20 @@ func ExpectedBinding(a *Attestation) (attest.Binding, error) {
 	return attest.Bind(a.Purpose, kd, data), nil
 }
 
+// bindingFor is ExpectedBinding for a checked attestation whose key digest
+// and build digest (zero without a build) are known.
+func bindingFor(a *Attestation, kd, buildDigest [32]byte) attest.Binding {
+	if a.Batch != nil {
+		return attest.BatchBinding(kd, a.Batch.Root, a.Batch.Size)
+	}
+	switch a.Purpose {
+	case attest.PurposeDispatch, attest.PurposeComplete:
+		return attest.Bind(a.Purpose, kd, attest.BuildData(a.Build.ID, buildDigest, a.Nonce))
+	default:
+		return attest.Bind(a.Purpose, kd, a.Nonce)
+	}
+}
+
 // SubjectAmong reports whether subject s names one of outputs: s has at
 // least one digest, and one output has every digest s has, with equal
 // values. Used to check that signed statements are about the build's outputs.

@@ -14,7 +14,6 @@ import (
 	scaipb "github.com/in-toto/attestation/go/predicates/scai/v0"
 	ita "github.com/in-toto/attestation/go/v1"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -49,22 +48,22 @@ func Open(env *dsse.Envelope) (*Opened, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &ita.Statement{}
-	if err := protojson.Unmarshal(payload, st); err != nil {
+	doc, err := decodeStatement(payload)
+	if err != nil {
 		return nil, fmt.Errorf("%w: decode statement: %v", ErrStatement, err)
 	}
-	if err := st.Validate(); err != nil {
+	if err := doc.validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrStatement, err)
 	}
-	if st.GetType() != ita.StatementTypeUri {
-		return nil, fmt.Errorf("%w: statement type %q, want %q", ErrStatement, st.GetType(), ita.StatementTypeUri)
+	if doc.predicateType != PredicateType {
+		return nil, fmt.Errorf("%w: got %q, want %q", ErrPredicateType, doc.predicateType, PredicateType)
 	}
-	if st.GetPredicateType() != PredicateType {
-		return nil, fmt.Errorf("%w: got %q, want %q", ErrPredicateType, st.GetPredicateType(), PredicateType)
+	if doc.predicateErr != nil {
+		return nil, fmt.Errorf("%w: predicate is not a SCAI attribute report: %v", ErrStatement, doc.predicateErr)
 	}
-	report, err := fromStruct(st.GetPredicate())
-	if err != nil {
-		return nil, err
+	report := doc.report
+	if err := report.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrStatement, err)
 	}
 	a, ps, err := parseReport(report)
 	if err != nil {
@@ -74,12 +73,19 @@ func Open(env *dsse.Envelope) (*Opened, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrEnvKey, err)
 	}
+	bc, err := checkBuild(a.Purpose, a.Build)
 	if a.Purpose == attest.PurposeComplete {
-		if err := checkOutputSubjects(st.GetSubject(), a.Build.Outputs); err != nil {
+		// The subjects are checked first, as before: a wrong subject is
+		// ErrSubject even when the outputs are also bad.
+		var outCanon [][]byte
+		if err == nil {
+			outCanon = bc.lists[1]
+		}
+		if err := checkOutputSubjects(doc.subject, a.Build.Outputs, outCanon); err != nil {
 			return nil, err
 		}
 	} else {
-		subjectDigest, err := parseSubject(st.GetSubject())
+		subjectDigest, err := parseSubject(doc.subject)
 		if err != nil {
 			return nil, err
 		}
@@ -87,20 +93,47 @@ func Open(env *dsse.Envelope) (*Opened, error) {
 			return nil, fmt.Errorf("%w: subject digest %x is not the env key's digest %x", ErrSubject, subjectDigest, kd)
 		}
 	}
-	if err := checkBuild(a.Purpose, a.Build); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrStatement, err)
-	}
-	want, err := ExpectedBinding(a)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrStatement, err)
 	}
-	if want != a.Binding {
+	if bindingFor(a, kd, bc.digest) != a.Binding {
 		return nil, fmt.Errorf("%w: binding is not attest.Bind(purpose, key digest, binding data)", ErrBinding)
 	}
-	if err := checkBuildConditions(a, ps.buildDigest); err != nil {
-		return nil, err
+	if a.Build != nil && bc.digest != ps.buildDigest {
+		return nil, fmt.Errorf("%w: recorded build digest %x is not the digest %x of the build descriptors", ErrStatement, ps.buildDigest, bc.digest)
+	}
+	st := &ita.Statement{
+		Type:          doc.typ,
+		Subject:       doc.subject,
+		PredicateType: doc.predicateType,
+		Predicate:     reportStruct(report),
 	}
 	return &Opened{Statement: st, Attestation: a, Payload: payload}, nil
+}
+
+// validate is Statement.Validate, and the statement type must be v1.
+func (doc *statementDoc) validate() error {
+	if doc.typ != ita.StatementTypeUri {
+		return fmt.Errorf("statement type %q, want %q", doc.typ, ita.StatementTypeUri)
+	}
+	if len(doc.subject) == 0 {
+		return ita.ErrSubjectRequired
+	}
+	for _, rd := range doc.subject {
+		if err := rd.Validate(); err != nil {
+			return err
+		}
+		if len(rd.GetDigest()) == 0 {
+			return ita.ErrDigestRequired
+		}
+	}
+	if doc.predicateType == "" {
+		return ita.ErrPredicateTypeRequired
+	}
+	if !doc.hasPredicate {
+		return ita.ErrPredicateRequired
+	}
+	return nil
 }
 
 // parseSubject returns the digest of the only subject, which must be
@@ -138,29 +171,6 @@ func sha256Digest(rd *ita.ResourceDescriptor) ([32]byte, error) {
 	}
 	copy(d[:], b)
 	return d, nil
-}
-
-// fromStruct converts the predicate to a SCAI report, rejecting unknown
-// fields.
-func fromStruct(s *structpb.Struct) (*scaipb.AttributeReport, error) {
-	b, err := protojson.Marshal(s)
-	if err != nil {
-		return nil, fmt.Errorf("%w: predicate: %v", ErrStatement, err)
-	}
-	r := &scaipb.AttributeReport{}
-	if err := protojson.Unmarshal(b, r); err != nil {
-		return nil, fmt.Errorf("%w: predicate is not a SCAI attribute report: %v", ErrStatement, err)
-	}
-	if err := r.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrStatement, err)
-	}
-	// Reject aliases protojson tolerates (media_type, URL-safe base64, …)
-	// so that the predicate reads the same to every JSON consumer.
-	canon, err := toStruct(r)
-	if err != nil || !proto.Equal(canon, s) {
-		return nil, fmt.Errorf("%w: predicate is not in canonical form", ErrStatement)
-	}
-	return r, nil
 }
 
 // parseReport rebuilds the Attestation from the report. Attributes must come
@@ -484,9 +494,15 @@ func parseBuildAttr(at *scaipb.AttributeAssertion, a *Attestation, i int, ps *pa
 		return fmt.Errorf("%w: attribute %d: build descriptor without a build ID", ErrStatement, i)
 	}
 	rd := at.GetTarget()
-	order := map[string]int{AttrBuildRequest: 0, AttrBuildInput: 1, AttrBuildOutput: 2}
-	n, ok := order[at.GetAttribute()]
-	if !ok {
+	var n int
+	switch at.GetAttribute() {
+	case AttrBuildRequest:
+		n = 0
+	case AttrBuildInput:
+		n = 1
+	case AttrBuildOutput:
+		n = 2
+	default:
 		return fmt.Errorf("%w: attribute %d: unknown build attribute %q", ErrStatement, i, at.GetAttribute())
 	}
 	if n < ps.buildStage {
@@ -505,31 +521,28 @@ func parseBuildAttr(at *scaipb.AttributeAssertion, a *Attestation, i int, ps *pa
 }
 
 // checkOutputSubjects requires the completion's subjects to be exactly its
-// outputs, in order.
-func checkOutputSubjects(subj, outputs []*ita.ResourceDescriptor) error {
+// outputs, in order (equal canonical JSON). outCanon is the outputs'
+// canonical JSON, or nil to compute it.
+func checkOutputSubjects(subj, outputs []*ita.ResourceDescriptor, outCanon [][]byte) error {
 	if len(subj) != len(outputs) {
 		return fmt.Errorf("%w: %d subjects but %d outputs", ErrSubject, len(subj), len(outputs))
 	}
+	var buf []byte
 	for i := range subj {
-		if !proto.Equal(subj[i], outputs[i]) {
+		s, err := appendDescriptor(buf[:0], subj[i])
+		if err != nil {
+			return fmt.Errorf("%w: subject %d: %v", ErrSubject, i, err)
+		}
+		buf = s
+		var o []byte
+		if outCanon != nil {
+			o = outCanon[i]
+		} else if o, err = canonicalDescriptor(outputs[i]); err != nil {
 			return fmt.Errorf("%w: subject %d is not output %d", ErrSubject, i, i)
 		}
-	}
-	return nil
-}
-
-// checkBuildConditions checks the digest recorded in the purpose conditions
-// is the digest of the build descriptors.
-func checkBuildConditions(a *Attestation, recorded [32]byte) error {
-	if a.Build == nil {
-		return nil
-	}
-	_, d, err := buildDigest(a.Purpose, a.Build)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrStatement, err)
-	}
-	if d != recorded {
-		return fmt.Errorf("%w: recorded build digest %x is not the digest %x of the build descriptors", ErrStatement, recorded, d)
+		if !bytes.Equal(s, o) {
+			return fmt.Errorf("%w: subject %d is not output %d", ErrSubject, i, i)
+		}
 	}
 	return nil
 }

@@ -14,7 +14,6 @@ import (
 
 	ita "github.com/in-toto/attestation/go/v1"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
-	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // KeyID is the DSSE keyid attestd uses for pub: the lower-case hex of
@@ -27,8 +26,9 @@ func KeyID(pub crypto.PublicKey) (string, error) {
 	return hex.EncodeToString(kd[:]), nil
 }
 
-// Sign marshals st once and returns a DSSE envelope (JSON) signed by signer
-// over exactly those bytes. signer is the environment key (a TPM-resident
+// Sign encodes st once (the layout of Encode: protojson's field names, keys
+// sorted, no white space) and returns a DSSE envelope (JSON) signed by
+// signer over exactly those bytes. signer is the environment key (a TPM-resident
 // key in production); ECDSA signatures are ASN.1 DER over SHA-256(PAE), RSA
 // ones PKCS #1 v1.5 over SHA-256(PAE). The signature is checked before the
 // envelope is returned.
@@ -45,7 +45,7 @@ func Sign(ctx context.Context, signer crypto.Signer, st *ita.Statement) ([]byte,
 	if err := st.Validate(); err != nil {
 		return nil, fmt.Errorf("sign statement: %w", err)
 	}
-	payload, err := protojson.Marshal(st)
+	payload, err := encodeStatement(st)
 	if err != nil {
 		return nil, fmt.Errorf("sign statement: marshal: %w", err)
 	}

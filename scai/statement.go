@@ -15,6 +15,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"regexp"
@@ -25,8 +26,6 @@ import (
 	"github.com/attestd/attestd/attest"
 	scaipb "github.com/in-toto/attestation/go/predicates/scai/v0"
 	ita "github.com/in-toto/attestation/go/v1"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -121,136 +120,236 @@ type Producer struct {
 }
 
 // NewStatement builds the in-toto Statement for a. The result always passes
-// Statement.Validate.
+// Statement.Validate. To sign, Encode and SignPayload do less work than
+// NewStatement and Sign, and give the same payload bytes.
 func NewStatement(a *Attestation) (*ita.Statement, error) {
+	p, err := prepare(a)
+	if err != nil {
+		return nil, fmt.Errorf("build statement: %w", err)
+	}
+	subject := p.subject
+	if a.Purpose == attest.PurposeComplete {
+		subject = make([]*ita.ResourceDescriptor, len(p.subject))
+		for i, rd := range p.subject {
+			subject[i] = cloneDescriptor(rd)
+		}
+	}
+	st := &ita.Statement{
+		Type:          ita.StatementTypeUri,
+		Subject:       subject,
+		PredicateType: PredicateType,
+		Predicate:     reportStruct(p.report),
+	}
+	if err := st.Validate(); err != nil {
+		return nil, fmt.Errorf("build statement: %w", err)
+	}
+	return st, nil
+}
+
+// Encode returns the statement for a as the JSON payload to sign (with
+// SignPayload): the bytes Sign(NewStatement(a)) would sign, written
+// directly. They decode with the bindings (protojson) to a Statement that
+// passes Validate, whose predicate is a SCAI AttributeReport that passes
+// Validate.
+func Encode(a *Attestation) ([]byte, error) {
+	p, err := prepare(a)
+	if err != nil {
+		return nil, fmt.Errorf("build statement: %w", err)
+	}
+	b, err := p.encode()
+	if err != nil {
+		return nil, fmt.Errorf("build statement: %w", err)
+	}
+	return b, nil
+}
+
+// prepared is an Attestation that passed every check, as a SCAI report,
+// with the canonical JSON of its build descriptors.
+type prepared struct {
+	report *scaipb.AttributeReport
+	// subject is the env key's descriptor, or the build's outputs (the
+	// caller's, not copies).
+	subject []*ita.ResourceDescriptor
+	// build holds the canonical JSON of the build descriptors, which are the
+	// report's attributes from index 2 on, in order; for a completion the
+	// last len(subject) of them are the outputs.
+	build [][]byte
+}
+
+// prepare checks a and lays out its report. Each build descriptor is
+// encoded once, for its check, the build digest and the payload.
+func prepare(a *Attestation) (*prepared, error) {
 	if a == nil {
-		return nil, fmt.Errorf("build statement: nil attestation")
+		return nil, fmt.Errorf("nil attestation")
 	}
 	if err := checkPurpose(a.Purpose, a.Nonce, a.Batch); err != nil {
-		return nil, fmt.Errorf("build statement: %w", err)
+		return nil, err
 	}
 	der, kd, err := encodeKey(a.EnvKey)
 	if err != nil {
-		return nil, fmt.Errorf("build statement: %w", err)
+		return nil, err
 	}
-	if err := checkBuild(a.Purpose, a.Build); err != nil {
-		return nil, fmt.Errorf("build statement: %w", err)
+	bc, err := checkBuild(a.Purpose, a.Build)
+	if err != nil {
+		return nil, err
 	}
-	if want, err := ExpectedBinding(a); err != nil {
-		return nil, fmt.Errorf("build statement: %w", err)
-	} else if want != a.Binding {
-		return nil, fmt.Errorf("build statement: %w: binding is not attest.Bind(purpose, key digest, binding data)", ErrBinding)
+	if bindingFor(a, kd, bc.digest) != a.Binding {
+		return nil, fmt.Errorf("%w: binding is not attest.Bind(purpose, key digest, binding data)", ErrBinding)
 	}
 	if a.Producer.Name == "" {
-		return nil, fmt.Errorf("build statement: producer name is empty")
+		return nil, fmt.Errorf("producer name is empty")
 	}
 	kdHex := hex.EncodeToString(kd[:])
+	p := &prepared{build: bc.all()}
 
-	conds := map[string]any{
-		condPurpose: string(a.Purpose),
-		condBinding: hex.EncodeToString(a.Binding[:]),
-	}
-	if a.Nonce != nil {
-		conds[condNonce] = hex.EncodeToString(a.Nonce)
-	}
-	if a.Batch != nil {
-		conds[condRoot] = hex.EncodeToString(a.Batch.Root[:])
-		conds[condSize] = strconv.Itoa(a.Batch.Size)
-	}
-	if a.Build != nil {
-		conds[condBuildID] = a.Build.ID
-		name, d, err := buildDigest(a.Purpose, a.Build)
-		if err != nil {
-			return nil, fmt.Errorf("build statement: %w", err)
-		}
-		conds[name] = hex.EncodeToString(d[:])
-	}
-	condStruct, err := structpb.NewStruct(conds)
-	if err != nil {
-		return nil, fmt.Errorf("build statement: conditions: %w", err)
-	}
-	attrs := []*scaipb.AttributeAssertion{
-		{Attribute: AttrPurposePrefix + string(a.Purpose), Conditions: condStruct},
-		{Attribute: AttrEnvKey, Target: &ita.ResourceDescriptor{
+	attrs := make([]*scaipb.AttributeAssertion, 0, 3+len(p.build)+evidenceParts(a.Evidence))
+	attrs = append(attrs,
+		&scaipb.AttributeAssertion{Attribute: AttrPurposePrefix + string(a.Purpose), Conditions: conditions(a, bc)},
+		&scaipb.AttributeAssertion{Attribute: AttrEnvKey, Target: &ita.ResourceDescriptor{
 			Name:      SubjectName,
 			Digest:    map[string]string{digestSHA256: kdHex},
 			Content:   der,
 			MediaType: MediaTypeSPKI,
-		}},
+		}})
+	attrs = appendBuildAttributes(attrs, a.Build)
+	if attrs, err = appendEvidence(attrs, a.Evidence); err != nil {
+		return nil, err
 	}
-	attrs = append(attrs, buildAttributes(a.Build)...)
+	if a.Log.Size <= 0 {
+		return nil, fmt.Errorf("no event log reference")
+	}
+	attrs = append(attrs, &scaipb.AttributeAssertion{Attribute: AttrAgent, Evidence: &ita.ResourceDescriptor{
+		Name:        PartAgentCEL,
+		Digest:      map[string]string{digestSHA256: hex.EncodeToString(a.Log.SHA256[:])},
+		MediaType:   MediaTypeCEL,
+		Annotations: stringStruct(annSize, sizeString(a.Log.Size)),
+	}})
+	producer, err := producerDescriptor(a.Producer, a.Time)
+	if err != nil {
+		return nil, err
+	}
+	p.report = &scaipb.AttributeReport{Attributes: attrs, Producer: producer}
+	// The build descriptors were validated by checkBuild; the rest are ours.
+	if err := validateReport(p.report, len(p.build)); err != nil {
+		return nil, err
+	}
+	if a.Purpose == attest.PurposeComplete {
+		p.subject = a.Build.Outputs
+	} else {
+		p.subject = []*ita.ResourceDescriptor{{Name: SubjectName, Digest: map[string]string{digestSHA256: kdHex}}}
+	}
+	return p, nil
+}
 
+// encode writes the statement.
+func (p *prepared) encode() ([]byte, error) {
+	var subjectCanon [][]byte
+	if len(p.subject) > 0 && len(p.build) >= len(p.subject) && p.subject[0].GetName() != SubjectName {
+		subjectCanon = p.build[len(p.build)-len(p.subject):]
+	}
+	targetCanon := func(i int) []byte {
+		if i >= 2 && i-2 < len(p.build) {
+			return p.build[i-2]
+		}
+		return nil
+	}
+	pred := func(dst []byte) ([]byte, error) { return appendReport(dst, p.report, targetCanon) }
+	return appendStatement(make([]byte, 0, p.sizeHint()), ita.StatementTypeUri, p.subject, subjectCanon, PredicateType, pred)
+}
+
+// sizeHint is about the encoded size, so that encode allocates once.
+func (p *prepared) sizeHint() int {
+	n := 1024
+	for _, c := range p.build {
+		n += 2*len(c) + 48
+	}
+	for _, at := range p.report.GetAttributes() {
+		if e := at.GetEvidence(); e != nil {
+			n += base64.StdEncoding.EncodedLen(len(e.GetContent())) + len(e.GetName()) + len(e.GetMediaType()) + 192
+		}
+	}
+	return n
+}
+
+// validateReport is AttributeReport.Validate, skipping the targets of the
+// n build attributes from index 2 on (checkBuild validated them).
+func validateReport(r *scaipb.AttributeReport, n int) error {
+	for i, at := range r.GetAttributes() {
+		if i >= 2 && i < 2+n {
+			continue
+		}
+		if err := at.Validate(); err != nil {
+			return fmt.Errorf("attribute %d: %w", i, err)
+		}
+	}
+	if err := r.GetProducer().Validate(); err != nil {
+		return fmt.Errorf("producer: %w", err)
+	}
+	return nil
+}
+
+// conditions are the purpose attribute's conditions.
+func conditions(a *Attestation, bc buildCanon) *structpb.Struct {
+	c := map[string]*structpb.Value{
+		condPurpose: structpb.NewStringValue(string(a.Purpose)),
+		condBinding: structpb.NewStringValue(hex.EncodeToString(a.Binding[:])),
+	}
+	if a.Nonce != nil {
+		c[condNonce] = structpb.NewStringValue(hex.EncodeToString(a.Nonce))
+	}
+	if a.Batch != nil {
+		c[condRoot] = structpb.NewStringValue(hex.EncodeToString(a.Batch.Root[:]))
+		c[condSize] = structpb.NewStringValue(strconv.Itoa(a.Batch.Size))
+	}
+	if a.Build != nil {
+		c[condBuildID] = structpb.NewStringValue(a.Build.ID)
+		c[bc.cond] = structpb.NewStringValue(hex.EncodeToString(bc.digest[:]))
+	}
+	return &structpb.Struct{Fields: c}
+}
+
+func stringStruct(k, v string) *structpb.Struct {
+	return &structpb.Struct{Fields: map[string]*structpb.Value{k: structpb.NewStringValue(v)}}
+}
+
+func evidenceParts(evs []*attest.Evidence) int {
+	n := 0
+	for _, ev := range evs {
+		if ev != nil {
+			n += len(ev.Parts)
+		}
+	}
+	return n
+}
+
+// appendEvidence appends one attribute per evidence part.
+func appendEvidence(attrs []*scaipb.AttributeAssertion, evs []*attest.Evidence) ([]*scaipb.AttributeAssertion, error) {
 	seen := map[string]bool{}
-	for i, ev := range a.Evidence {
+	for i, ev := range evs {
 		if ev == nil {
-			return nil, fmt.Errorf("build statement: evidence %d is nil", i)
+			return nil, fmt.Errorf("evidence %d is nil", i)
 		}
 		if !backendName.MatchString(ev.Backend) {
-			return nil, fmt.Errorf("build statement: evidence %d: bad backend name %q", i, ev.Backend)
+			return nil, fmt.Errorf("evidence %d: bad backend name %q", i, ev.Backend)
 		}
 		if seen[ev.Backend] {
-			return nil, fmt.Errorf("build statement: two evidences from backend %q", ev.Backend)
+			return nil, fmt.Errorf("two evidences from backend %q", ev.Backend)
 		}
 		seen[ev.Backend] = true
 		if len(ev.Parts) == 0 {
-			return nil, fmt.Errorf("build statement: evidence from %q has no parts", ev.Backend)
-		}
-		ann, err := structpb.NewStruct(map[string]any{annBackend: ev.Backend})
-		if err != nil {
-			return nil, fmt.Errorf("build statement: annotations: %w", err)
+			return nil, fmt.Errorf("evidence from %q has no parts", ev.Backend)
 		}
 		if err := checkParts(ev.Parts); err != nil {
-			return nil, fmt.Errorf("build statement: evidence from %q: %w", ev.Backend, err)
+			return nil, fmt.Errorf("evidence from %q: %w", ev.Backend, err)
 		}
+		ann := stringStruct(annBackend, ev.Backend)
 		for _, p := range ev.Parts {
 			rd := partDescriptor(p)
 			rd.Annotations = ann
 			attrs = append(attrs, &scaipb.AttributeAssertion{Attribute: AttrEvidencePrefix + ev.Backend, Evidence: rd})
 		}
 	}
-	if a.Log.Size <= 0 {
-		return nil, fmt.Errorf("build statement: no event log reference")
-	}
-	logAnn, err := structpb.NewStruct(map[string]any{annSize: sizeString(a.Log.Size)})
-	if err != nil {
-		return nil, fmt.Errorf("build statement: annotations: %w", err)
-	}
-	attrs = append(attrs, &scaipb.AttributeAssertion{Attribute: AttrAgent, Evidence: &ita.ResourceDescriptor{
-		Name:        PartAgentCEL,
-		Digest:      map[string]string{digestSHA256: hex.EncodeToString(a.Log.SHA256[:])},
-		MediaType:   MediaTypeCEL,
-		Annotations: logAnn,
-	}})
-
-	producer, err := producerDescriptor(a.Producer, a.Time)
-	if err != nil {
-		return nil, fmt.Errorf("build statement: %w", err)
-	}
-	report := &scaipb.AttributeReport{Attributes: attrs, Producer: producer}
-	if err := report.Validate(); err != nil {
-		return nil, fmt.Errorf("build statement: %w", err)
-	}
-	pred, err := toStruct(report)
-	if err != nil {
-		return nil, fmt.Errorf("build statement: %w", err)
-	}
-	subject := []*ita.ResourceDescriptor{{
-		Name:   SubjectName,
-		Digest: map[string]string{digestSHA256: kdHex},
-	}}
-	if a.Purpose == attest.PurposeComplete {
-		subject = cloneDescriptors(a.Build.Outputs)
-	}
-	st := &ita.Statement{
-		Type:          ita.StatementTypeUri,
-		Subject:       subject,
-		PredicateType: PredicateType,
-		Predicate:     pred,
-	}
-	if err := st.Validate(); err != nil {
-		return nil, fmt.Errorf("build statement: %w", err)
-	}
-	return st, nil
+	return attrs, nil
 }
 
 // checkPurpose checks purpose is known and the nonce fits it: required for
@@ -287,73 +386,76 @@ func checkPurpose(p attest.Purpose, nonce []byte, batch *Batch) error {
 	}
 }
 
+// buildCanon is a checked build's descriptors in canonical JSON, and the
+// digest bound to them.
+type buildCanon struct {
+	cond   string   // condReqDig or condIODig; "" without a build
+	lists  [][][]byte // request, or inputs and outputs
+	digest [32]byte
+}
+
+// all returns the canonical descriptors in attribute order.
+func (bc buildCanon) all() [][]byte {
+	var out [][]byte
+	for _, l := range bc.lists {
+		out = append(out, l...)
+	}
+	return out
+}
+
 // checkBuild checks the build fits the purpose: none for launch and attest;
 // an ID and request for dispatch; an ID, inputs and at least one output,
-// all with digests, for complete.
-func checkBuild(p attest.Purpose, b *Build) error {
+// all with digests, for complete. It returns the descriptors' canonical
+// JSON and their digest.
+func checkBuild(p attest.Purpose, b *Build) (buildCanon, error) {
 	switch p {
 	case attest.PurposeLaunch, attest.PurposeAttest:
 		if b != nil {
-			return fmt.Errorf("purpose %q carries no build", p)
+			return buildCanon{}, fmt.Errorf("purpose %q carries no build", p)
 		}
-		return nil
+		return buildCanon{}, nil
 	}
 	if b == nil {
-		return fmt.Errorf("purpose %q needs a build", p)
+		return buildCanon{}, fmt.Errorf("purpose %q needs a build", p)
 	}
 	if err := attest.CheckBuildID(b.ID); err != nil {
-		return err
+		return buildCanon{}, err
 	}
 	if p == attest.PurposeDispatch {
 		if len(b.Inputs)+len(b.Outputs) > 0 {
-			return fmt.Errorf("%w: a dispatch carries no inputs or outputs", ErrDescriptor)
+			return buildCanon{}, fmt.Errorf("%w: a dispatch carries no inputs or outputs", ErrDescriptor)
 		}
-		return CheckDescriptors("request", b.Request, false)
+		req, err := checkDescriptors("request", b.Request, false)
+		if err != nil {
+			return buildCanon{}, err
+		}
+		return buildCanon{cond: condReqDig, lists: [][][]byte{req}, digest: digestCanon(labelRequest, req)}, nil
 	}
 	if len(b.Request) > 0 {
-		return fmt.Errorf("%w: a completion carries no request", ErrDescriptor)
+		return buildCanon{}, fmt.Errorf("%w: a completion carries no request", ErrDescriptor)
 	}
-	if len(b.Outputs) == 0 {
-		return fmt.Errorf("%w: a completion needs at least one output", ErrDescriptor)
+	in, out, err := checkIO(b.Inputs, b.Outputs)
+	if err != nil {
+		return buildCanon{}, err
 	}
-	if err := CheckDescriptors("input", b.Inputs, true); err != nil {
-		return err
-	}
-	return CheckDescriptors("output", b.Outputs, true)
+	return buildCanon{cond: condIODig, lists: [][][]byte{in, out}, digest: digestCanon(labelIO, in, out)}, nil
 }
 
-// buildDigest returns the condition name and value of the build's digest.
-func buildDigest(p attest.Purpose, b *Build) (string, [32]byte, error) {
-	if p == attest.PurposeDispatch {
-		d, err := RequestDigest(b.Request)
-		return condReqDig, d, err
-	}
-	d, err := IODigest(b.Inputs, b.Outputs)
-	return condIODig, d, err
-}
-
-func buildAttributes(b *Build) []*scaipb.AttributeAssertion {
+// appendBuildAttributes appends one attribute per build descriptor (the
+// caller's descriptors, not copies: the report never leaves this package).
+func appendBuildAttributes(attrs []*scaipb.AttributeAssertion, b *Build) []*scaipb.AttributeAssertion {
 	if b == nil {
-		return nil
+		return attrs
 	}
-	var out []*scaipb.AttributeAssertion
 	for _, l := range []struct {
 		name string
 		rds  []*ita.ResourceDescriptor
 	}{{AttrBuildRequest, b.Request}, {AttrBuildInput, b.Inputs}, {AttrBuildOutput, b.Outputs}} {
 		for _, rd := range l.rds {
-			out = append(out, &scaipb.AttributeAssertion{Attribute: l.name, Target: proto.Clone(rd).(*ita.ResourceDescriptor)})
+			attrs = append(attrs, &scaipb.AttributeAssertion{Attribute: l.name, Target: rd})
 		}
 	}
-	return out
-}
-
-func cloneDescriptors(in []*ita.ResourceDescriptor) []*ita.ResourceDescriptor {
-	out := make([]*ita.ResourceDescriptor, len(in))
-	for i, rd := range in {
-		out[i] = proto.Clone(rd).(*ita.ResourceDescriptor)
-	}
-	return out
+	return attrs
 }
 
 // checkParts checks part names are non-empty, valid UTF-8 and unique.
@@ -386,19 +488,15 @@ func producerDescriptor(p Producer, t time.Time) (*ita.ResourceDescriptor, error
 		return nil, fmt.Errorf("producer fields must be valid UTF-8")
 	}
 	rd := &ita.ResourceDescriptor{Name: p.Name, Uri: p.URI}
-	ann := map[string]any{}
+	ann := map[string]*structpb.Value{}
 	if p.Version != "" {
-		ann[annVersion] = p.Version
+		ann[annVersion] = structpb.NewStringValue(p.Version)
 	}
 	if !t.IsZero() {
-		ann[annIssuedAt] = t.UTC().Format(time.RFC3339Nano)
+		ann[annIssuedAt] = structpb.NewStringValue(t.UTC().Format(time.RFC3339Nano))
 	}
 	if len(ann) > 0 {
-		s, err := structpb.NewStruct(ann)
-		if err != nil {
-			return nil, fmt.Errorf("producer annotations: %w", err)
-		}
-		rd.Annotations = s
+		rd.Annotations = &structpb.Struct{Fields: ann}
 	}
 	return rd, nil
 }
@@ -431,17 +529,4 @@ func checkKeyType(pub crypto.PublicKey) error {
 		return fmt.Errorf("%w: unsupported key type %T", ErrEnvKey, pub)
 	}
 	return nil
-}
-
-// toStruct converts the SCAI report into the Statement's predicate.
-func toStruct(r *scaipb.AttributeReport) (*structpb.Struct, error) {
-	b, err := protojson.Marshal(r)
-	if err != nil {
-		return nil, fmt.Errorf("marshal predicate: %w", err)
-	}
-	s := &structpb.Struct{}
-	if err := protojson.Unmarshal(b, s); err != nil {
-		return nil, fmt.Errorf("convert predicate: %w", err)
-	}
-	return s, nil
 }
