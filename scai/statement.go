@@ -389,7 +389,7 @@ func checkPurpose(p attest.Purpose, nonce []byte, batch *Batch) error {
 // buildCanon is a checked build's descriptors in canonical JSON, and the
 // digest bound to them.
 type buildCanon struct {
-	cond   string   // condReqDig or condIODig; "" without a build
+	cond   string     // condReqDig or condIODig; "" without a build
 	lists  [][][]byte // request, or inputs and outputs
 	digest [32]byte
 }
