@@ -174,6 +174,106 @@ func BenchmarkAgent(b *testing.B) {
 	}
 }
 
+// BenchmarkEncode is Encode alone (the payload, no Statement).
+func BenchmarkEncode(b *testing.B) {
+	k := seededKey(b, "bench")
+	for _, p := range benchPurposes {
+		b.Run(string(p), func(b *testing.B) {
+			a := benchAttestation(b, p, k)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := scai.Encode(a); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkSignPayload is SignPayload of an encoded payload with an
+// in-memory P-256 key.
+func BenchmarkSignPayload(b *testing.B) {
+	k := seededKey(b, "bench")
+	for _, p := range benchPurposes {
+		b.Run(string(p), func(b *testing.B) {
+			payload, err := scai.Encode(benchAttestation(b, p, k))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := scai.SignPayload(context.Background(), k, payload); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkAgentEncode is the scai part of one agent attestation with the
+// API of issue 12: ExpectedBinding, Encode, SignPayload.
+func BenchmarkAgentEncode(b *testing.B) {
+	k := seededKey(b, "bench")
+	for _, p := range benchPurposes {
+		b.Run(string(p), func(b *testing.B) {
+			a := benchAttestation(b, p, k)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := scai.ExpectedBinding(a); err != nil {
+					b.Fatal(err)
+				}
+				payload, err := scai.Encode(a)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := scai.SignPayload(context.Background(), k, payload); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCheckDescriptors is BenchmarkDescriptors with CheckRequest and
+// CheckIO (check and digest in one pass).
+func BenchmarkCheckDescriptors(b *testing.B) {
+	k := seededKey(b, "bench")
+	b.Run("dispatch", func(b *testing.B) {
+		req := benchAttestation(b, attest.PurposeDispatch, k).Build.Request
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := scai.CheckRequest(req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("complete", func(b *testing.B) {
+		bd := benchAttestation(b, attest.PurposeComplete, k).Build
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := scai.CheckIO(bd.Inputs, bd.Outputs); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkVerifySignature is VerifySignature of a parsed envelope.
+func BenchmarkVerifySignature(b *testing.B) {
+	k := seededKey(b, "bench")
+	for _, p := range benchPurposes {
+		b.Run(string(p), func(b *testing.B) {
+			env := benchEnvelope(b, k, p)
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := scai.VerifySignature(env, k.Public()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkDescriptors is the agent's check of a dispatch request or a
 // completion's inputs and outputs before it attests.
 func BenchmarkDescriptors(b *testing.B) {

@@ -112,7 +112,7 @@ func (r *reader) assertion() (*scaipb.AttributeAssertion, error) {
 		var err error
 		switch i {
 		case 0:
-			at.Attribute, err = r.str()
+			at.Attribute, err = r.internedStr()
 		case 1:
 			at.Conditions, err = r.structValue()
 		case 2:
@@ -185,7 +185,7 @@ func (r *reader) digestSet() (map[string]string, error) {
 		if _, dup := m[string(key)]; dup {
 			return fmt.Errorf("duplicate key %q", key)
 		}
-		k := string(key)
+		k := intern(key)
 		v, err := r.rawString()
 		if err != nil {
 			return err
@@ -200,4 +200,36 @@ func (r *reader) digestSet() (map[string]string, error) {
 		return nil, errEmpty
 	}
 	return m, nil
+}
+
+// internedStr is str, without allocating for the attribute names attestd
+// writes many times.
+func (r *reader) internedStr() (string, error) {
+	b, err := r.rawString()
+	if err != nil {
+		return "", err
+	}
+	if len(b) == 0 {
+		return "", errEmpty
+	}
+	return intern(b), nil
+}
+
+// intern returns string(b), without allocating for common names.
+func intern(b []byte) string {
+	switch string(b) {
+	case AttrBuildRequest:
+		return AttrBuildRequest
+	case AttrBuildInput:
+		return AttrBuildInput
+	case AttrBuildOutput:
+		return AttrBuildOutput
+	case AttrEnvKey:
+		return AttrEnvKey
+	case AttrAgent:
+		return AttrAgent
+	case digestSHA256:
+		return digestSHA256
+	}
+	return string(b)
 }

@@ -215,7 +215,7 @@ func TestOpenProtojsonPayload(t *testing.T) {
 				if d := cmp.Diff(tc.a, o.Attestation, cmpAttestation); d != "" {
 					t.Errorf("attestation changed (-want +got):\n%s", d)
 				}
-				if !proto.Equal(o.Statement, st) {
+				if !proto.Equal(o.Statement(), st) {
 					t.Error("opened statement differs")
 				}
 			}

@@ -62,8 +62,8 @@ func checkOpened(t *testing.T, env *dsse.Envelope) {
 	}
 	// proto.Equal is the comparison; the diff is only made for a failure
 	// (it costs more than opening the envelope).
-	if !proto.Equal(st, o.Statement) {
-		t.Fatalf("opened statement is not canonical (-rebuilt +opened):\n%s", cmp.Diff(st, o.Statement, protocmp.Transform()))
+	if !proto.Equal(st, o.Statement()) {
+		t.Fatalf("opened statement is not canonical (-rebuilt +opened):\n%s", cmp.Diff(st, o.Statement(), protocmp.Transform()))
 	}
 	if err := scai.VerifySignature(env, o.Attestation.EnvKey); err != nil {
 		checkSentinel(t, err)

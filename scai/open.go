@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/attestd/attestd/attest"
@@ -21,12 +22,29 @@ import (
 
 // Opened is a parsed, not yet authenticated, attestd envelope.
 type Opened struct {
-	// Statement is the decoded payload.
-	Statement *ita.Statement
 	// Attestation is what the statement asserts.
 	Attestation *Attestation
 	// Payload is the exact payload bytes that were signed.
 	Payload []byte
+
+	doc  *statementDoc
+	once sync.Once
+	st   *ita.Statement
+}
+
+// Statement returns the decoded payload as the bindings' Statement (the
+// predicate as a Struct). It is built on the first call: verifying needs
+// only Attestation.
+func (o *Opened) Statement() *ita.Statement {
+	o.once.Do(func() {
+		o.st = &ita.Statement{
+			Type:          o.doc.typ,
+			Subject:       o.doc.subject,
+			PredicateType: o.doc.predicateType,
+			Predicate:     reportStruct(o.doc.report),
+		}
+	})
+	return o.st
 }
 
 // Open decodes env's payload as an attestd statement and rebuilds the
@@ -102,13 +120,7 @@ func Open(env *dsse.Envelope) (*Opened, error) {
 	if a.Build != nil && bc.digest != ps.buildDigest {
 		return nil, fmt.Errorf("%w: recorded build digest %x is not the digest %x of the build descriptors", ErrStatement, ps.buildDigest, bc.digest)
 	}
-	st := &ita.Statement{
-		Type:          doc.typ,
-		Subject:       doc.subject,
-		PredicateType: doc.predicateType,
-		Predicate:     reportStruct(report),
-	}
-	return &Opened{Statement: st, Attestation: a, Payload: payload}, nil
+	return &Opened{Attestation: a, Payload: payload, doc: doc}, nil
 }
 
 // validate is Statement.Validate, and the statement type must be v1.

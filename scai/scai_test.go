@@ -83,7 +83,7 @@ func TestRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d := cmp.Diff(st, o.Statement, protocmp.Transform()); d != "" {
+			if d := cmp.Diff(st, o.Statement(), protocmp.Transform()); d != "" {
 				t.Errorf("statement differs (-rebuilt +opened):\n%s", d)
 			}
 			kid, err := scai.KeyID(tc.signer.Public())

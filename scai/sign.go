@@ -7,10 +7,11 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 
 	ita "github.com/in-toto/attestation/go/v1"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
@@ -54,33 +55,66 @@ func Sign(ctx context.Context, signer crypto.Signer, st *ita.Statement) ([]byte,
 
 // SignPayload returns a DSSE envelope (JSON, payloadType PayloadType) signed
 // by signer over exactly payload. The caller has checked that payload is the
-// statement it means to sign.
+// statement it means to sign (Encode does). The signature is checked before
+// the envelope is returned.
 func SignPayload(ctx context.Context, signer crypto.Signer, payload []byte) ([]byte, error) {
 	if signer == nil {
 		return nil, fmt.Errorf("sign statement: nil signer")
 	}
-	sv, err := newSignerVerifier(signer.Public(), signer)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("sign statement: %w", err)
+	}
+	pub := signer.Public()
+	keyID, err := KeyID(pub)
 	if err != nil {
 		return nil, fmt.Errorf("sign statement: %w", err)
 	}
-	es, err := dsse.NewEnvelopeSigner(sv)
-	if err != nil {
-		return nil, fmt.Errorf("sign statement: %w", err)
-	}
-	env, err := es.SignPayload(ctx, PayloadType, payload)
+	d := paeDigest(PayloadType, payload)
+	sig, err := signer.Sign(rand.Reader, d[:], crypto.SHA256)
 	if err != nil {
 		return nil, fmt.Errorf("sign statement: %w", err)
 	}
 	// A signer that returns the wrong encoding (e.g. raw r‖s) must fail
 	// here, not at the verifier.
-	if err := VerifySignature(env, signer.Public()); err != nil {
-		return nil, fmt.Errorf("sign statement: self-check: %w", err)
+	if err := verifyDigest(pub, d[:], sig); err != nil {
+		return nil, fmt.Errorf("sign statement: self-check: %w: %v", ErrSignature, err)
 	}
-	out, err := json.Marshal(env)
-	if err != nil {
-		return nil, fmt.Errorf("sign statement: marshal envelope: %w", err)
-	}
-	return out, nil
+	return envelopeJSON(PayloadType, payload, keyID, sig), nil
+}
+
+// paeDigest is SHA-256(PAE(payloadType, payload)), hashed without copying
+// the payload.
+func paeDigest(payloadType string, payload []byte) [32]byte {
+	h := sha256.New()
+	var hdr []byte
+	hdr = append(hdr, "DSSEv1 "...)
+	hdr = strconv.AppendInt(hdr, int64(len(payloadType)), 10)
+	hdr = append(hdr, ' ')
+	hdr = append(hdr, payloadType...)
+	hdr = append(hdr, ' ')
+	hdr = strconv.AppendInt(hdr, int64(len(payload)), 10)
+	hdr = append(hdr, ' ')
+	h.Write(hdr)
+	h.Write(payload)
+	var d [32]byte
+	h.Sum(d[:0])
+	return d
+}
+
+// envelopeJSON writes the envelope as encoding/json writes a dsse.Envelope
+// with one signature.
+func envelopeJSON(payloadType string, payload []byte, keyID string, sig []byte) []byte {
+	b64 := base64.StdEncoding
+	out := make([]byte, 0, 96+len(payloadType)+b64.EncodedLen(len(payload))+len(keyID)+b64.EncodedLen(len(sig)))
+	out = append(out, `{"payloadType":`...)
+	out, _ = appendString(out, payloadType) // a constant, valid UTF-8
+	out = append(out, `,"payload":"`...)
+	out = b64.AppendEncode(out, payload)
+	out = append(out, `","signatures":[{"keyid":"`...)
+	out = append(out, keyID...) // lower-case hex
+	out = append(out, `","sig":"`...)
+	out = b64.AppendEncode(out, sig)
+	return append(out, `"}]}`...)
 }
 
 // VerifySignature checks that some signature of env verifies with pub over
@@ -91,7 +125,7 @@ func VerifySignature(env *dsse.Envelope, pub crypto.PublicKey) error {
 	if env == nil {
 		return fmt.Errorf("%w: nil envelope", ErrEnvelope)
 	}
-	sv, err := newSignerVerifier(pub, nil)
+	sv, err := newVerifier(pub)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrSignature, err)
 	}
@@ -105,48 +139,41 @@ func VerifySignature(env *dsse.Envelope, pub crypto.PublicKey) error {
 	return nil
 }
 
-// signerVerifier adapts a crypto.Signer (or just a public key, for
-// verification) to dsse.SignerVerifier.
-type signerVerifier struct {
-	pub    crypto.PublicKey
-	signer crypto.Signer // nil when only verifying
-	keyID  string
+// verifier adapts a public key to dsse.Verifier.
+type verifier struct {
+	pub   crypto.PublicKey
+	keyID string
 }
 
-func newSignerVerifier(pub crypto.PublicKey, signer crypto.Signer) (*signerVerifier, error) {
+func newVerifier(pub crypto.PublicKey) (*verifier, error) {
 	id, err := KeyID(pub)
 	if err != nil {
 		return nil, err
 	}
-	return &signerVerifier{pub: pub, signer: signer, keyID: id}, nil
+	return &verifier{pub: pub, keyID: id}, nil
 }
 
-func (s *signerVerifier) Sign(ctx context.Context, data []byte) ([]byte, error) {
-	if s.signer == nil {
-		return nil, errors.New("no signer")
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
+func (s *verifier) Verify(_ context.Context, data, sig []byte) error {
 	d := sha256.Sum256(data)
-	return s.signer.Sign(rand.Reader, d[:], crypto.SHA256)
+	return verifyDigest(s.pub, d[:], sig)
 }
 
-func (s *signerVerifier) Verify(_ context.Context, data, sig []byte) error {
-	d := sha256.Sum256(data)
-	switch k := s.pub.(type) {
+// verifyDigest checks sig over a SHA-256 digest: ECDSA ASN.1 DER or RSA
+// PKCS #1 v1.5.
+func verifyDigest(pub crypto.PublicKey, d, sig []byte) error {
+	switch k := pub.(type) {
 	case *ecdsa.PublicKey:
-		if !ecdsa.VerifyASN1(k, d[:], sig) {
+		if !ecdsa.VerifyASN1(k, d, sig) {
 			return errors.New("ECDSA signature does not verify")
 		}
 		return nil
 	case *rsa.PublicKey:
-		return rsa.VerifyPKCS1v15(k, crypto.SHA256, d[:], sig)
+		return rsa.VerifyPKCS1v15(k, crypto.SHA256, d, sig)
 	default:
-		return fmt.Errorf("unsupported key type %T", s.pub)
+		return fmt.Errorf("unsupported key type %T", pub)
 	}
 }
 
-func (s *signerVerifier) KeyID() (string, error) { return s.keyID, nil }
+func (s *verifier) KeyID() (string, error) { return s.keyID, nil }
 
-func (s *signerVerifier) Public() crypto.PublicKey { return s.pub }
+func (s *verifier) Public() crypto.PublicKey { return s.pub }

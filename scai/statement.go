@@ -259,7 +259,7 @@ func (p *prepared) encode() ([]byte, error) {
 
 // sizeHint is about the encoded size, so that encode allocates once.
 func (p *prepared) sizeHint() int {
-	n := 1024
+	n := 4096
 	for _, c := range p.build {
 		n += 2*len(c) + 48
 	}
