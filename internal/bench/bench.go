@@ -173,11 +173,11 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		CPU: cpuModel(), Scenarios: cfg.Scenarios, Errors: map[string]string{},
 	}
 	start := time.Now()
-	h.logf("load %s; building cmd/attestd", res.LoadStart)
-	if h.attestd, err = buildAttestd(ctx, cfg.Root, tmp, "attestd"); err != nil {
+	h.logf("load %s; manufacturing a swtpm, building cmd/attestd", res.LoadStart)
+	if h.swtpm, err = newSwtpmFactory(ctx, tmp); err != nil {
 		return nil, err
 	}
-	if h.swtpm, err = newSwtpmFactory(ctx, tmp); err != nil {
+	if h.attestd, err = buildAttestd(ctx, cfg.Root, tmp, "attestd"); err != nil {
 		return nil, err
 	}
 	for _, s := range cfg.Scenarios {
