@@ -58,7 +58,9 @@ var faultCases = []faultCase{
 	{"delay", 5 * time.Second, func(p *tpmfault.Proxy) <-chan tpmfault.Hit { return p.Every(tpmfault.Delay(500 * time.Millisecond)) }, slow},
 	{"corrupt-quote", tpmTimeout, func(p *tpmfault.Proxy) <-chan tpmfault.Hit { return p.Next(tpmfault.Corrupt.On(tpmfault.CCQuote)) }, corrupted},
 	{"corrupt-sign", tpmTimeout, func(p *tpmfault.Proxy) <-chan tpmfault.Hit { return p.Next(tpmfault.Corrupt.On(tpmfault.CCSign)) }, corrupted},
-	{"corrupt-pcrread", tpmTimeout, func(p *tpmfault.Proxy) <-chan tpmfault.Hit { return p.Next(tpmfault.Corrupt.On(tpmfault.CCPCRRead)) }, corrupted},
+	// No corrupt-pcrread here: serving, attestd reads no PCRs (one
+	// TPM2_Quote per attestation; attest/tpm/pcrs.go). It reads them when it
+	// starts: TestCorruptPCRReadAtStart.
 	{"corrupt-header-quote", tpmTimeout, func(p *tpmfault.Proxy) <-chan tpmfault.Hit {
 		return p.Next(tpmfault.CorruptHeader.On(tpmfault.CCQuote))
 	}, corrupted},
