@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-eventlog/cel"
 )
 
 func tlv(typ uint8, val ...[]byte) []byte {
@@ -89,7 +90,7 @@ func TestParseCELForeignContent(t *testing.T) {
 }
 
 // seedLogs returns real logs written by Log, for fuzzing.
-func seedLogs(f *testing.F) [][]byte {
+func seedLogs(f testing.TB) [][]byte {
 	var out [][]byte
 	for _, c := range []struct {
 		kind  RegisterKind
@@ -125,6 +126,10 @@ func FuzzParseCEL(f *testing.F) {
 		recs, err := ParseCEL(b)
 		if err != nil {
 			return
+		}
+		checkLibraryAgrees(t, b, recs)
+		if n, err := RecordCounts(b, []int{len(b), 0}); err != nil || n[0] != len(recs) || n[1] != 0 {
+			t.Fatalf("RecordCounts = %v, %v; want %d records", n, err, len(recs))
 		}
 		// What parses re-encodes to something that parses the same.
 		again, err := ParseCEL(encodeAll(t, recs))
@@ -193,5 +198,47 @@ func BenchmarkRecordReplay100(b *testing.B) {
 		if err := CheckReplay(recs, crypto.SHA256, "PCR", 13, reg.value(crypto.SHA256)); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// checkLibraryAgrees decodes each record of b, which ParseCEL decoded to
+// recs, with go-eventlog's decoder: ParseCEL's own decoder must accept only
+// what the library accepts, and read the same fields.
+func checkLibraryAgrees(t *testing.T, b []byte, recs []Record) {
+	t.Helper()
+	for i, off := 0, 0; off < len(b); i++ {
+		n, err := scanRecord(b[off:])
+		if err != nil {
+			t.Fatalf("record %d: ParseCEL accepted a log that does not frame: %v", i, err)
+		}
+		lib, err := cel.DecodeToCEL(bytes.NewBuffer(bytes.Clone(b[off : off+n])))
+		if err != nil || len(lib.Records()) != 1 {
+			t.Fatalf("record %d: go-eventlog refuses what ParseCEL accepted: %v", i, err)
+		}
+		c, r := lib.Records()[0], recs[i]
+		kind, index := string(PCR), int(c.Index)
+		if c.IndexType == cel.CCMRType {
+			kind, index = string(RTMR), index-ccmrIndexShift
+		}
+		content := r.Data
+		if r.ContentType == ContentType {
+			content, _ = cel.TLV{Type: uint8(r.Type), Value: r.Data}.MarshalBinary()
+		}
+		if c.RecNum != r.Seq || kind != r.Kind || index != r.Index || c.Content.Type != r.ContentType ||
+			!bytes.Equal(c.Content.Value, content) || !reflect.DeepEqual(c.Digests, r.Digests) {
+			t.Fatalf("record %d: go-eventlog reads %+v, ParseCEL %+v", i, c, r)
+		}
+		off += n
+	}
+}
+
+// TestParseCELAgreesWithLibrary runs the fuzz check on the seed logs.
+func TestParseCELAgreesWithLibrary(t *testing.T) {
+	for _, b := range seedLogs(t) {
+		recs, err := ParseCEL(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkLibraryAgrees(t, b, recs)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"hash"
 	"io"
 	"math"
+	"slices"
 
 	"github.com/google/go-eventlog/cel"
 )
@@ -112,23 +113,24 @@ func (e Event) GenerateDigest(h crypto.Hash) ([]byte, error) {
 	if !h.Available() {
 		return nil, fmt.Errorf("digest event: hash %v not available", h)
 	}
-	return e.appendDigest(nil, h.New())
+	return e.appendDigest(make([]byte, 0, h.Size()), h.New())
 }
 
 // appendDigest appends w's digest of marshal(e.TLV()) to dst, hashing the
 // two TLV headers and the data in place rather than marshalling them. w is
-// reset first.
+// reset first. dst needs room for the headers (10 bytes; any digest has
+// it): they are written there before the digest, to spare an allocation.
 func (e Event) appendDigest(dst []byte, w hash.Hash) ([]byte, error) {
 	if uint64(len(e.Data)) > math.MaxUint32-tlvHeader {
 		return nil, fmt.Errorf("digest event: %d bytes of data is too large for a TLV", len(e.Data))
 	}
-	var hdr [2 * tlvHeader]byte
+	hdr := slices.Grow(dst, 2*tlvHeader)[len(dst) : len(dst)+2*tlvHeader]
 	hdr[0] = ContentType
 	binary.BigEndian.PutUint32(hdr[1:tlvHeader], uint32(tlvHeader+len(e.Data)))
 	hdr[tlvHeader] = uint8(e.Type)
 	binary.BigEndian.PutUint32(hdr[tlvHeader+1:], uint32(len(e.Data)))
 	w.Reset()
-	w.Write(hdr[:])
+	w.Write(hdr)
 	w.Write(e.Data)
 	return w.Sum(dst), nil
 }

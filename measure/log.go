@@ -156,7 +156,10 @@ func readLog(f *os.File) ([]byte, os.FileInfo, error) {
 	if fi.Size() > MaxLogSize {
 		return nil, nil, fmt.Errorf("read %s: %d bytes: %w", f.Name(), fi.Size(), ErrLogTooLarge)
 	}
-	b := make([]byte, 0, fi.Size()+1) // +1: the read that sees EOF needs no growth
+	// Room for the file and some records after it: the first records
+	// after a restart do not copy the whole log.
+	size := int(fi.Size())
+	b := make([]byte, 0, min(size+max(size/8, 64<<10), MaxLogSize+1))
 	for {
 		n, err := f.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto"
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 )
 
@@ -99,5 +101,162 @@ func TestReplayErrorValues(t *testing.T) {
 	got, err := Replay(nil, crypto.SHA384, "RTMR", 3)
 	if err != nil || !bytes.Equal(got, make([]byte, 48)) {
 		t.Errorf("Replay(empty) = %x, %v; want 48 zero bytes", got, err)
+	}
+}
+
+// TestReplayPrefixes checks the value after each prefix equals Replay of
+// that prefix, whatever the order of the counts, for every bank.
+func TestReplayPrefixes(t *testing.T) {
+	reg := newFakeRegister(crypto.SHA256, crypto.SHA1, crypto.SHA384)
+	evs := append(launchEvents(t), BuildIDEvent("b", [32]byte{1}))
+	for i := range 20 {
+		evs = append(evs, RuntimeEvent("d", "o", []byte{byte(i)}))
+	}
+	l, _ := newTestLog(t, reg, evs)
+	recs := l.Records()
+	n := len(recs)
+	for _, tc := range []struct {
+		name   string
+		counts []int
+	}{
+		{"none", nil},
+		{"empty prefix", []int{0}},
+		{"whole log", []int{n}},
+		{"every prefix", func() []int {
+			c := make([]int, n+1)
+			for i := range c {
+				c[i] = i
+			}
+			return c
+		}()},
+		{"unsorted with repeats", []int{n, 3, 0, 3, 7, n - 1}},
+	} {
+		for _, bank := range reg.Banks() {
+			t.Run(fmt.Sprintf("%s/%v", tc.name, bank), func(t *testing.T) {
+				got, err := ReplayPrefixes(recs, bank, "PCR", 13, tc.counts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(got) != len(tc.counts) {
+					t.Fatalf("%d values for %d counts", len(got), len(tc.counts))
+				}
+				for i, c := range tc.counts {
+					want, err := Replay(recs[:c], bank, "PCR", 13)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(got[i], want) {
+						t.Errorf("prefix of %d records: %x, Replay %x", c, got[i], want)
+					}
+					if err := CheckReplay(recs[:c], bank, "PCR", 13, got[i]); err != nil {
+						t.Errorf("CheckReplay of prefix %d: %v", c, err)
+					}
+				}
+			})
+		}
+	}
+	if got, _ := ReplayPrefixes(recs, crypto.SHA256, "PCR", 13, []int{n}); !bytes.Equal(got[0], reg.value(crypto.SHA256)) {
+		t.Error("whole log does not replay to the register")
+	}
+}
+
+func TestReplayPrefixesErrors(t *testing.T) {
+	reg := newFakeRegister(crypto.SHA256)
+	l, _ := newTestLog(t, reg, launchEvents(t))
+	recs := l.Records()
+	recs[3].Data = []byte(`{"path":"/x","sha256":"00"}`)
+	var de *DigestError
+	if _, err := ReplayPrefixes(recs, crypto.SHA256, "PCR", 13, []int{2, 5}); !errors.As(err, &de) || de.Record != 3 {
+		t.Errorf("changed record 3 in a prefix: %v, want *DigestError for record 3", err)
+	}
+	if _, err := ReplayPrefixes(recs, crypto.SHA256, "PCR", 13, []int{3, 1}); err != nil {
+		t.Errorf("records after the largest count are not checked: %v", err)
+	}
+	for _, c := range []int{-1, len(recs) + 1} {
+		if _, err := ReplayPrefixes(recs, crypto.SHA256, "PCR", 13, []int{c}); err == nil {
+			t.Errorf("count %d accepted", c)
+		}
+	}
+	if _, err := ReplayPrefixes(recs, crypto.SHA256, "PCR", 24, nil); err == nil {
+		t.Error("PCR24 accepted")
+	}
+}
+
+func TestReplayer(t *testing.T) {
+	reg := newFakeRegister(crypto.SHA256)
+	l, _ := newTestLog(t, reg, launchEvents(t))
+	recs := l.Records()
+	p, err := NewReplayer(crypto.SHA256, "PCR", 13)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Len() != 0 || !bytes.Equal(p.Value(), make([]byte, 32)) {
+		t.Fatal("a new Replayer is not at zero")
+	}
+	for i, r := range recs[:3] {
+		if err := p.Add(r); err != nil {
+			t.Fatal(err)
+		}
+		if want, _ := Replay(recs[:i+1], crypto.SHA256, "PCR", 13); !bytes.Equal(p.Value(), want) || p.Len() != i+1 {
+			t.Fatalf("after %d records: %x, want %x", i+1, p.Value(), want)
+		}
+	}
+	// Value is a copy.
+	v := p.Value()
+	v[0] ^= 1
+	if bytes.Equal(p.Value(), v) {
+		t.Error("Value returns the Replayer's own memory")
+	}
+	// Skipping a record fails, and the Replayer stays spent.
+	before := p.Value()
+	var re *ReplayError
+	if err := p.Add(recs[4]); !errors.As(err, &re) || re.Record != 3 {
+		t.Fatalf("Add out of sequence = %v, want *ReplayError for record 3", err)
+	}
+	if err := p.Add(recs[3]); !errors.As(err, &re) {
+		t.Errorf("Add after an error = %v, want the same error", err)
+	}
+	if !bytes.Equal(p.Value(), before) || p.Len() != 3 {
+		t.Error("a failed Add changed the value")
+	}
+	if _, err := NewReplayer(crypto.SHA256, "TPM", 13); err == nil {
+		t.Error("unknown register kind accepted")
+	}
+}
+
+func TestRecordCounts(t *testing.T) {
+	reg := newFakeRegister(crypto.SHA256, crypto.SHA1)
+	l, _ := newTestLog(t, reg, launchEvents(t))
+	b := l.Bytes()
+	var ends []int // ends[i]: bytes in the first i records
+	for i := range l.Len() + 1 {
+		ends = append(ends, len(encodeAll(t, l.Records()[:i])))
+	}
+	got, err := RecordCounts(b, append(slices.Clone(ends), ends[2], 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []int{0, 1, 2, 3, 4, 5, 2, 0}
+	if !slices.Equal(got, want) {
+		t.Errorf("RecordCounts = %v, want %v", got, want)
+	}
+	for _, n := range []int{1, ends[1] - 1, ends[1] + 1, ends[3] + 5, len(b) - 1} {
+		if _, err := RecordCounts(b, []int{ends[1], n}); !errors.Is(err, ErrNotRecordBoundary) {
+			t.Errorf("length %d: %v, want ErrNotRecordBoundary", n, err)
+		}
+	}
+	for _, n := range []int{-1, len(b) + 1} {
+		if _, err := RecordCounts(b, []int{n}); err == nil {
+			t.Errorf("length %d accepted", n)
+		}
+	}
+	// Framing is checked up to the longest length only.
+	bad := append(slices.Clone(b[:ends[2]]), 0xff, 0xff)
+	if got, err := RecordCounts(bad, []int{ends[2]}); err != nil || got[0] != 2 {
+		t.Errorf("prefix before a bad tail: %v, %v", got, err)
+	}
+	var pe *ParseError
+	if _, err := RecordCounts(bad, []int{len(bad)}); !errors.As(err, &pe) || pe.Offset != ends[2] {
+		t.Errorf("bad tail: %v, want *ParseError at %d", err, ends[2])
 	}
 }
