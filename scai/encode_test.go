@@ -23,7 +23,7 @@ import (
 )
 
 // encodeCases are attestations of every purpose and shape.
-func encodeCases(t *testing.T) []struct {
+func encodeCases(t testing.TB) []struct {
 	name   string
 	signer crypto.Signer
 	a      *scai.Attestation

@@ -3,14 +3,18 @@ package scai_test
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/scai"
 	"github.com/google/go-cmp/cmp"
+	ita "github.com/in-toto/attestation/go/v1"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 )
@@ -65,6 +69,29 @@ func checkOpened(t *testing.T, env *dsse.Envelope) {
 	if !proto.Equal(st, o.Statement()) {
 		t.Fatalf("opened statement is not canonical (-rebuilt +opened):\n%s", cmp.Diff(st, o.Statement(), protocmp.Transform()))
 	}
+	// The published bindings read the same statement from the payload.
+	var pst ita.Statement
+	if err := protojson.Unmarshal(o.Payload, &pst); err != nil {
+		t.Fatalf("Open accepted a payload protojson refuses: %v", err)
+	}
+	if !proto.Equal(st, &pst) {
+		t.Fatalf("protojson reads another statement (-rebuilt +protojson):\n%s", cmp.Diff(st, &pst, protocmp.Transform()))
+	}
+	// So does any JSON reader: no aliases, no extra keys, no nulls.
+	again, err := scai.Encode(o.Attestation)
+	if err != nil {
+		t.Fatalf("opened attestation does not encode: %v", err)
+	}
+	var got, want any
+	if err := json.Unmarshal(o.Payload, &got); err != nil {
+		t.Fatalf("Open accepted a payload encoding/json refuses: %v", err)
+	}
+	if err := json.Unmarshal(again, &want); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Fatalf("payload reads differently from its canonical encoding (-canonical +payload):\n%s", d)
+	}
 	if err := scai.VerifySignature(env, o.Attestation.EnvKey); err != nil {
 		checkSentinel(t, err)
 	}
@@ -109,6 +136,29 @@ func FuzzOpen(f *testing.F) {
 		}
 		sigs = env.Signatures
 		f.Add(p)
+	}
+	// Odd descriptors (annotations with numbers, nesting, escapes) and
+	// protojson's layout.
+	for _, tc := range encodeCases(f) {
+		if strings.HasPrefix(tc.name, "realistic") {
+			continue
+		}
+		p, err := scai.Encode(tc.a)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(p)
+		if tc.name == "odd descriptors" || tc.name == "batch" {
+			st, err := scai.NewStatement(tc.a)
+			if err != nil {
+				f.Fatal(err)
+			}
+			p, err := protojson.MarshalOptions{Multiline: true}.Marshal(st)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(p)
+		}
 	}
 	f.Add([]byte(`{}`))
 	f.Fuzz(func(t *testing.T, payload []byte) {
