@@ -35,8 +35,8 @@ var sharedCache = NewCache(DefaultCacheSize)
 // concurrent use.
 type Cache struct {
 	chains *lru[[32]byte, *verifiedChain]
-	hits   atomic.Int64
-	misses atomic.Int64
+	hits   atomic.Int64 // answers from the cache, for tests
+	misses atomic.Int64 // full checks, for tests
 }
 
 // NewCache returns a cache of at most size chains; size 0 or less caches
@@ -240,6 +240,7 @@ type lru[K comparable, V any] struct {
 	max   int
 	order *list.List // of *lruEntry[K, V], most recently used first
 	items map[K]*list.Element
+	hits  atomic.Int64 // for tests
 }
 
 type lruEntry[K comparable, V any] struct {
@@ -260,6 +261,7 @@ func (c *lru[K, V]) get(k K) (V, bool) {
 		return zero, false
 	}
 	c.order.MoveToFront(e)
+	c.hits.Add(1)
 	return e.Value.(*lruEntry[K, V]).val, true
 }
 

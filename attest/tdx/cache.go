@@ -41,8 +41,8 @@ var sharedCache = NewCache(DefaultCacheSize)
 type Cache struct {
 	chains *lru[chainKey, *verifiedChain]
 	ccels  *lru[[32]byte, struct{}]
-	hits   atomic.Int64
-	misses atomic.Int64
+	hits   atomic.Int64 // chain checks answered from the cache, for tests
+	misses atomic.Int64 // full chain checks, for tests
 }
 
 // NewCache returns a cache of at most size chains and size CCEL replays;
@@ -310,6 +310,7 @@ type lru[K comparable, V any] struct {
 	max   int
 	order *list.List // of *lruEntry[K, V], most recently used first
 	items map[K]*list.Element
+	hits  atomic.Int64 // for tests
 }
 
 type lruEntry[K comparable, V any] struct {
@@ -330,6 +331,7 @@ func (c *lru[K, V]) get(k K) (V, bool) {
 		return zero, false
 	}
 	c.order.MoveToFront(e)
+	c.hits.Add(1)
 	return e.Value.(*lruEntry[K, V]).val, true
 }
 

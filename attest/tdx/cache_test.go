@@ -273,19 +273,20 @@ func TestCacheCCEL(t *testing.T) {
 		ev   *attest.Evidence
 		opts attest.VerifyOptions
 		want []string
+		hit  bool
 	}{
-		{"same log, same registers", good, opts, nil},
+		{"same log, same registers", good, opts, nil, true},
 		{"other log", func() *attest.Evidence {
 			e := cloneEv(good)
 			e.Parts[1].Data = otherLog
 			return e
-		}(), opts, []string{tdx.CheckCCEL}},
-		{"same log, other registers", moved, movedOpts, []string{tdx.CheckCCEL}},
+		}(), opts, []string{tdx.CheckCCEL}, false},
+		{"same log, other registers", moved, movedOpts, []string{tdx.CheckCCEL}, false},
 		{"no table", func() *attest.Evidence {
 			e := cloneEv(good)
 			e.Parts = e.Parts[:2]
 			return e
-		}(), opts, []string{tdx.CheckCCEL}},
+		}(), opts, []string{tdx.CheckCCEL}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cache := tdx.NewCache(8)
@@ -300,9 +301,13 @@ func TestCacheCCEL(t *testing.T) {
 			for name, c := range map[string]*tdx.Cache{"cached": cache, "uncached": tdx.NewCache(0)} {
 				v := fakeVerifier(d)
 				v.Cache = c
+				hits := tdx.CCELHits(c)
 				claims, checks := v.Verify(tc.ev, tc.opts)
 				if got := failedChecks(checks); !slices.Equal(got, tc.want) || (claims == nil) != (tc.want != nil) {
 					t.Errorf("%s: failed checks %v, want %v; %+v", name, got, tc.want, checks)
+				}
+				if name == "cached" && (tdx.CCELHits(c) > hits) != tc.hit {
+					t.Errorf("replay answered from the cache: %v, want %v", tdx.CCELHits(c) > hits, tc.hit)
 				}
 			}
 		})

@@ -6,3 +6,6 @@ package tdx
 func CacheStats(c *Cache) (hits, misses int64, chains, ccels int) {
 	return c.hits.Load(), c.misses.Load(), c.chains.len(), c.ccels.len()
 }
+
+// CCELHits is how often c answered a CCEL replay.
+func CCELHits(c *Cache) int64 { return c.ccels.hits.Load() }

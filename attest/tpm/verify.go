@@ -2,14 +2,19 @@ package tpm
 
 import (
 	"bytes"
+	"container/list"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-eventlog/register"
@@ -34,10 +39,18 @@ const (
 var firmwarePCRs = []int{0, 1, 2, 3, 4, 5, 6, 7}
 
 // Verifier checks the authenticity of TPM evidence. It needs no TPM and
-// reads no policy beyond attest.VerifyOptions. The zero value is ready to use.
+// reads no policy beyond attest.VerifyOptions. The zero value is ready to
+// use, and safe for concurrent use.
 type Verifier struct {
 	// Now is the time AK certificates are checked at; nil means time.Now.
 	Now func() time.Time
+	// Cache remembers what is the same in every attestation of one TPM
+	// (its AK and env key, the AK's certification of the env key, the AK
+	// certificate's chain, the firmware log's replay), so that each
+	// attestation after the first checks little but its quote (see Cache);
+	// nil means a cache of DefaultCacheSize entries of each kind shared by
+	// all Verifiers. NewCache(0) caches nothing.
+	Cache *Cache
 }
 
 var _ attest.Verifier = Verifier{}
@@ -70,7 +83,8 @@ func (v Verifier) Verify(ev *attest.Evidence, opts attest.VerifyOptions) (claims
 		ev = &attest.Evidence{}
 	}
 	var p parsed
-	p.akRaw, p.ak, p.akKey, p.akErr = parseAK(ev)
+	c := v.cache()
+	p.akRaw, p.ak, p.akKey, p.akErr = c.parseAK(ev)
 
 	run := func(name string, prereqs []string, f func() (string, error)) {
 		for _, pre := range prereqs {
@@ -93,7 +107,7 @@ func (v Verifier) Verify(ev *attest.Evidence, opts attest.VerifyOptions) (claims
 	run(CheckQualifyingData, []string{CheckQuoteSignature}, func() (string, error) { return qualifyingData(&p, opts) })
 	run(CheckPCRDigest, []string{CheckQuoteSignature}, func() (string, error) { return pcrDigest(ev, &p) })
 	run(CheckFirmwareLog, []string{CheckPCRDigest}, func() (string, error) {
-		d, skip, err := firmwareLog(ev, &p)
+		d, skip, err := c.firmwareLog(ev, &p)
 		skipLog = skip
 		return d, err
 	})
@@ -134,11 +148,19 @@ func passed(checks []attest.Check, name string) bool {
 }
 
 func parseAK(ev *attest.Evidence) ([]byte, tpm2.Public, crypto.PublicKey, error) {
+	return parseAKWith(ev, parsePublic)
+}
+
+func (c *Cache) parseAK(ev *attest.Evidence) ([]byte, tpm2.Public, crypto.PublicKey, error) {
+	return parseAKWith(ev, c.parsePublic)
+}
+
+func parseAKWith(ev *attest.Evidence, parse func([]byte) (tpm2.Public, crypto.PublicKey, error)) ([]byte, tpm2.Public, crypto.PublicKey, error) {
 	raw, err := ev.MustPart(PartAKPublic)
 	if err != nil {
 		return nil, tpm2.Public{}, nil, err
 	}
-	pub, key, err := parsePublic(raw)
+	pub, key, err := parse(raw)
 	if err != nil {
 		return nil, tpm2.Public{}, nil, fmt.Errorf("parse %s: %w", PartAKPublic, err)
 	}
@@ -303,7 +325,8 @@ func keysEqual(a, b crypto.PublicKey) bool {
 const envKeyNeeded = tpm2.FlagSign | tpm2.FlagFixedTPM | tpm2.FlagFixedParent | tpm2.FlagSensitiveDataOrigin
 
 func (v Verifier) envKeyCertified(ev *attest.Evidence, p *parsed, opts attest.VerifyOptions) (string, error) {
-	ad, err := signedAttest(ev, p, PartCertifyInfo, PartCertifySignature, tpm2.TagAttestCertify)
+	c := v.cache()
+	ad, err := c.certification(ev, p)
 	if err != nil {
 		return "", err
 	}
@@ -311,7 +334,7 @@ func (v Verifier) envKeyCertified(ev *attest.Evidence, p *parsed, opts attest.Ve
 	if err != nil {
 		return "", err
 	}
-	pub, key, err := parsePublic(raw)
+	pub, key, err := c.parsePublic(raw)
 	if err != nil {
 		return "", fmt.Errorf("parse %s: %w", PartEnvKeyPublic, err)
 	}
@@ -373,16 +396,13 @@ func (v Verifier) akCertChains(ev *attest.Evidence, p *parsed, roots *x509.CertP
 	if err != nil {
 		return err
 	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return fmt.Errorf("parse %s: %w", PartAKCert, err)
-	}
 	now := time.Now
 	if v.Now != nil {
 		now = v.Now
 	}
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return fmt.Errorf("%s does not chain to the AK roots: %w", PartAKCert, err)
+	cert, err := v.cache().akCert(der, roots, now())
+	if err != nil {
+		return err
 	}
 	if !keysEqual(p.akKey, cert.PublicKey) {
 		return fmt.Errorf("%s certifies a different key than %s", PartAKCert, PartAKPublic)
@@ -439,7 +459,10 @@ func pcrDigest(ev *attest.Evidence, p *parsed) (string, error) {
 	return fmt.Sprintf("SHA-256 PCRs %v match the quote", idx), nil
 }
 
-func firmwareLog(ev *attest.Evidence, p *parsed) (detail string, skip bool, err error) {
+// firmwareLog replays the firmware event log against the quoted PCRs 0-7.
+// A replay that passed is remembered by the log's and the PCRs' exact
+// bytes: the replay is a function of them alone.
+func (c *Cache) firmwareLog(ev *attest.Evidence, p *parsed) (detail string, skip bool, err error) {
 	raw, ok := ev.Part(PartEventLog)
 	if !ok {
 		return "no firmware event log (machine has none)", true, nil
@@ -447,16 +470,258 @@ func firmwareLog(ev *attest.Evidence, p *parsed) (detail string, skip bool, err 
 	if len(raw.Data) == 0 {
 		return "", false, fmt.Errorf("%s is empty", PartEventLog)
 	}
+	const replayed = "firmware event log replays to the quoted PCRs 0-7"
 	var mrs []register.MR
+	h := keyHash{sha256.New()}
+	h.bytes([]byte("attestd tpm firmware log v1"))
+	h.bytes(raw.Data)
 	for _, i := range firmwarePCRs {
 		val, ok := p.pcrVals[i]
 		if !ok {
 			return "", false, fmt.Errorf("cannot replay the firmware log: PCR %d is not quoted", i)
 		}
 		mrs = append(mrs, register.PCR{Index: i, Digest: val, DigestAlg: crypto.SHA256})
+		h.bytes(val)
+	}
+	key := h.sum()
+	if _, ok := c.logs.get(key); ok {
+		c.hits.Add(1)
+		return replayed, false, nil
 	}
 	if _, err := tcg.ParseAndReplay(raw.Data, mrs, tcg.ParseOpts{}); err != nil {
 		return "", false, fmt.Errorf("firmware event log does not replay to the quoted PCRs 0-7: %w", err)
 	}
-	return "firmware event log replays to the quoted PCRs 0-7", false, nil
+	c.logs.add(key, struct{}{})
+	return replayed, false, nil
+}
+
+// DefaultCacheSize bounds each kind of entry in the shared cache a Verifier
+// uses when its Cache is nil.
+const DefaultCacheSize = 64
+
+// sharedCache is the cache of every Verifier whose Cache is nil. Sharing it
+// is sound because an entry's key holds everything its result depends on
+// except the time, which is checked on every use.
+var sharedCache = NewCache(DefaultCacheSize)
+
+// Cache remembers the work that is the same in every attestation of one
+// TPM, each entry under the SHA-256 of every byte its result depends on:
+//   - decoded public areas (AK, env key), by their exact bytes;
+//   - the AK's certification of the env key that verified, by the AK's
+//     public area, the TPMS_ATTEST and the signature;
+//   - AK certificates that chained to the AK roots, by their exact bytes and
+//     the root pool, with the validity of each chain found, checked against
+//     the verification time on every use;
+//   - firmware event logs that replayed, by the log and the PCR 0-7 values.
+//
+// The quote, its signature, its qualifying data and its PCR values are
+// checked on every attestation. Only results that passed are kept: an
+// attacker can at most evict entries. Safe for concurrent use.
+type Cache struct {
+	publics   *lru[[32]byte, *publicArea]
+	certified *lru[[32]byte, *tpm2.AttestationData]
+	akCerts   *lru[certKey, *verifiedCert]
+	logs      *lru[[32]byte, struct{}]
+	hits      atomic.Int64 // answers from the cache, for tests
+}
+
+// NewCache returns a cache of at most size entries of each kind; size 0 or
+// less caches nothing.
+func NewCache(size int) *Cache {
+	return &Cache{
+		publics:   newLRU[[32]byte, *publicArea](size),
+		certified: newLRU[[32]byte, *tpm2.AttestationData](size),
+		akCerts:   newLRU[certKey, *verifiedCert](size),
+		logs:      newLRU[[32]byte, struct{}](size),
+	}
+}
+
+func (v Verifier) cache() *Cache {
+	if v.Cache != nil {
+		return v.Cache
+	}
+	return sharedCache
+}
+
+// publicArea is a decoded, canonical TPMT_PUBLIC. Shared between callers:
+// never modified.
+type publicArea struct {
+	pub tpm2.Public
+	key crypto.PublicKey
+}
+
+// parsePublic is the package's parsePublic, remembered by the exact bytes.
+func (c *Cache) parsePublic(raw []byte) (tpm2.Public, crypto.PublicKey, error) {
+	key := sha256.Sum256(raw)
+	if pa, ok := c.publics.get(key); ok {
+		c.hits.Add(1)
+		return pa.pub, pa.key, nil
+	}
+	pub, k, err := parsePublic(raw)
+	if err != nil {
+		return tpm2.Public{}, nil, err
+	}
+	c.publics.add(key, &publicArea{pub: pub, key: k})
+	return pub, k, nil
+}
+
+// certification is signedAttest of the AK's certification of the env key,
+// remembered: the same certification (TPMS_ATTEST and signature) by the
+// same AK public area verifies the same way every time. The agent certifies
+// its env key once and ships that certification in every attestation.
+func (c *Cache) certification(ev *attest.Evidence, p *parsed) (*tpm2.AttestationData, error) {
+	info, infoErr := ev.MustPart(PartCertifyInfo)
+	sig, sigErr := ev.MustPart(PartCertifySignature)
+	if p.akErr != nil || infoErr != nil || sigErr != nil {
+		return signedAttest(ev, p, PartCertifyInfo, PartCertifySignature, tpm2.TagAttestCertify)
+	}
+	h := keyHash{sha256.New()}
+	h.bytes([]byte("attestd tpm certification v1"))
+	h.bytes(p.akRaw)
+	h.bytes(info)
+	h.bytes(sig)
+	key := h.sum()
+	if ad, ok := c.certified.get(key); ok {
+		c.hits.Add(1)
+		return ad, nil
+	}
+	ad, err := signedAttest(ev, p, PartCertifyInfo, PartCertifySignature, tpm2.TagAttestCertify)
+	if err != nil {
+		return nil, err
+	}
+	c.certified.add(key, ad)
+	return ad, nil
+}
+
+// certKey names an AK certificate's chain check: the SHA-256 of its DER and
+// the root pool, held by identity. Holding the pool in the key keeps its
+// address from being reused by another pool; and a CertPool can only grow,
+// which never invalidates a chain that verified against it.
+type certKey struct {
+	der   [32]byte
+	roots *x509.CertPool
+}
+
+// verifiedCert is an AK certificate that chained to the roots, with the
+// validity of each chain x509 found.
+type verifiedCert struct {
+	cert    *x509.Certificate
+	windows []window
+}
+
+type window struct{ notBefore, notAfter time.Time }
+
+func (w window) contains(t time.Time) bool { return !t.Before(w.notBefore) && !t.After(w.notAfter) }
+
+// akCert parses an AK certificate and checks that it chains to roots at
+// now. A certificate that chained is remembered; at a later time it is
+// accepted from the cache only when every certificate of one of its chains
+// is valid then, and otherwise checked again in full.
+func (c *Cache) akCert(der []byte, roots *x509.CertPool, now time.Time) (*x509.Certificate, error) {
+	key := certKey{der: sha256.Sum256(der), roots: roots}
+	if e, ok := c.akCerts.get(key); ok {
+		for _, w := range e.windows {
+			if w.contains(now) {
+				c.hits.Add(1)
+				return e.cert, nil
+			}
+		}
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", PartAKCert, err)
+	}
+	chains, err := cert.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	if err != nil {
+		return nil, fmt.Errorf("%s does not chain to the AK roots: %w", PartAKCert, err)
+	}
+	e := &verifiedCert{cert: cert}
+	for _, chain := range chains {
+		w := window{notBefore: chain[0].NotBefore, notAfter: chain[0].NotAfter}
+		for _, c := range chain[1:] {
+			if c.NotBefore.After(w.notBefore) {
+				w.notBefore = c.NotBefore
+			}
+			if c.NotAfter.Before(w.notAfter) {
+				w.notAfter = c.NotAfter
+			}
+		}
+		e.windows = append(e.windows, w)
+	}
+	c.akCerts.add(key, e)
+	return cert, nil
+}
+
+// keyHash writes length-prefixed fields, so that no two sequences of
+// fields hash the same bytes.
+type keyHash struct{ hash.Hash }
+
+func (h keyHash) bytes(b []byte) {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+	h.Write(n[:])
+	h.Write(b)
+}
+
+func (h keyHash) sum() [32]byte {
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// lru is a bounded map, safe for concurrent use, that forgets its least
+// recently used entry when full. A bound of 0 or less keeps nothing.
+type lru[K comparable, V any] struct {
+	mu    sync.Mutex
+	max   int
+	order *list.List // of *lruEntry[K, V], most recently used first
+	items map[K]*list.Element
+	hits  atomic.Int64 // for tests
+}
+
+type lruEntry[K comparable, V any] struct {
+	key K
+	val V
+}
+
+func newLRU[K comparable, V any](max int) *lru[K, V] {
+	return &lru[K, V]{max: max, order: list.New(), items: map[K]*list.Element{}}
+}
+
+func (c *lru[K, V]) get(k K) (V, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.items[k]
+	if !ok {
+		var zero V
+		return zero, false
+	}
+	c.order.MoveToFront(e)
+	c.hits.Add(1)
+	return e.Value.(*lruEntry[K, V]).val, true
+}
+
+func (c *lru[K, V]) add(k K, v V) {
+	if c.max <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.items[k]; ok {
+		e.Value = &lruEntry[K, V]{key: k, val: v}
+		c.order.MoveToFront(e)
+		return
+	}
+	c.items[k] = c.order.PushFront(&lruEntry[K, V]{key: k, val: v})
+	if c.order.Len() > c.max {
+		last := c.order.Back()
+		c.order.Remove(last)
+		delete(c.items, last.Value.(*lruEntry[K, V]).key)
+	}
+}
+
+func (c *lru[K, V]) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.order.Len()
 }

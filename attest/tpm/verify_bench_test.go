@@ -1,0 +1,181 @@
+//go:build cgo
+
+package tpm
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/go-eventlog/register"
+	"github.com/google/go-eventlog/tcg"
+	eventlogdata "github.com/google/go-eventlog/testdata"
+	"github.com/google/go-tpm-tools/simulator"
+	"github.com/google/go-tpm/legacy/tpm2"
+	"github.com/google/go-tpm/tpmutil"
+
+	"github.com/attestd/attestd/attest"
+)
+
+// bundleFixture is what a control plane verifies for one environment: n
+// attestations of one TPM with a firmware event log and an AK certificate,
+// each bound to its own binding.
+type bundleFixture struct {
+	evs   []*attest.Evidence
+	opts  []attest.VerifyOptions
+	ak    crypto.PublicKey
+	roots *x509.CertPool
+}
+
+// newBundleFixture runs the simulator with a real firmware event log
+// (go-eventlog's Ubuntu 21.04 log; replayed into PCRs 0-7 unless
+// noReplay, which leaves the PCRs as they are at reset) and makes n
+// attestations carrying an AK certificate from a test CA valid at certNow.
+func newBundleFixture(tb testing.TB, n int, noReplay bool) *bundleFixture {
+	tb.Helper()
+	raw := eventlogdata.Ubuntu2104NoSecureBootEventLog
+	el, err := tcg.ParseEventLog(raw, tcg.ParseOpts{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sim, err := simulator.Get()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, e := range el.Events(register.HashSHA256) {
+		if noReplay || e.Index > 7 || e.Type == 0x3 || e.Digest == nil { // EV_NO_ACTION is not extended
+			continue
+		}
+		if err := tpm2.PCRExtend(sim, tpmutil.Handle(e.Index), tpm2.AlgSHA256, e.Digest, ""); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	path := filepath.Join(tb.TempDir(), "binary_bios_measurements")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	be, err := New(sim, Config{FirmwareLogPath: path})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer be.Close()
+	ca := newTestCA(tb, "AK CA", certNow.AddDate(-1, 0, 0), certNow.AddDate(5, 0, 0))
+	f := &bundleFixture{ak: be.AKPublic(), roots: ca.pool()}
+	akCert := ca.issue(tb, f.ak, certNow.AddDate(0, -1, 0), certNow.AddDate(1, 0, 0))
+	kd, err := attest.KeyDigest(be.Signer().Public())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i := range n {
+		binding := attest.Bind(attest.PurposeAttest, kd, []byte{byte(i)})
+		ev, err := be.Evidence(context.Background(), binding)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		f.evs = append(f.evs, withAKCert(ev, akCert))
+		f.opts = append(f.opts, attest.VerifyOptions{Binding: binding, EnvKey: be.Signer().Public(), AKRoots: f.roots})
+	}
+	return f
+}
+
+func benchVerify(b *testing.B, v func() Verifier, evs []*attest.Evidence, opts []attest.VerifyOptions) {
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if claims, checks := v().Verify(evs[i%len(evs)], opts[i%len(opts)]); claims == nil {
+			b.Fatalf("not verified: %+v", checks)
+		}
+		i++
+	}
+}
+
+// BenchmarkVerify: one attestation at a time. "golden" is the pinned-AK
+// simulator evidence (no firmware log, no AK certificate); "bundle" five
+// attestations of one TPM with an AK certificate and a firmware log,
+// verified in turn by one verifier, as a control plane does per
+// environment. "no-cache" is a verifier that caches nothing (as before
+// the cache), "first-of-env" a fresh cache per attestation (a miss).
+func BenchmarkVerify(b *testing.B) {
+	ev, opts := loadGolden(b)
+	f := newBundleFixture(b, 5, false)
+	now := func() time.Time { return certNow }
+	same := func(v Verifier) func() Verifier { return func() Verifier { return v } }
+	golden := []*attest.Evidence{ev}
+	goldenOpts := []attest.VerifyOptions{opts}
+	b.Run("golden/no-cache", func(b *testing.B) {
+		benchVerify(b, same(benchVerifier(now, NewCache(0))), golden, goldenOpts)
+	})
+	b.Run("golden/cache", func(b *testing.B) {
+		benchVerify(b, same(benchVerifier(now, NewCache(DefaultCacheSize))), golden, goldenOpts)
+	})
+	b.Run("bundle/no-cache", func(b *testing.B) {
+		benchVerify(b, same(benchVerifier(now, NewCache(0))), f.evs, f.opts)
+	})
+	b.Run("bundle/first-of-env", func(b *testing.B) {
+		benchVerify(b, func() Verifier { return benchVerifier(now, NewCache(DefaultCacheSize)) }, f.evs, f.opts)
+	})
+	b.Run("bundle/cache", func(b *testing.B) {
+		benchVerify(b, same(benchVerifier(now, NewCache(DefaultCacheSize))), f.evs, f.opts)
+	})
+	b.Run("bundle/cache/parallel", func(b *testing.B) {
+		v := benchVerifier(now, NewCache(DefaultCacheSize))
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				if claims, checks := v.Verify(f.evs[i%5], f.opts[i%5]); claims == nil {
+					b.Error(checks)
+					return
+				}
+				i++
+			}
+		})
+	})
+}
+
+func benchVerifier(now func() time.Time, c *Cache) Verifier { return Verifier{Now: now, Cache: c} }
+
+// TestCacheFirmwareLog: a firmware log replay is answered from the cache
+// only for the same log and the same PCRs 0-7.
+func TestCacheFirmwareLog(t *testing.T) {
+	f := newBundleFixture(t, 3, false)
+	stale := newBundleFixture(t, 1, true) // the same log, PCRs 0-7 never extended
+	other := replacePart(f.evs[1], PartEventLog, eventlogdata.Debian10EventLog)
+	now := func() time.Time { return certNow }
+	for _, tc := range []struct {
+		name string
+		ev   *attest.Evidence
+		opts attest.VerifyOptions
+		want []string
+		hit  bool
+	}{
+		{"same log, same PCRs", f.evs[2], f.opts[2], nil, true},
+		{"other log, same PCRs", other, f.opts[1], []string{CheckFirmwareLog}, false},
+		{"same log, other PCRs", stale.evs[0], stale.opts[0], []string{CheckFirmwareLog}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cache := NewCache(8)
+			if claims, checks := (Verifier{Cache: cache, Now: now}).Verify(f.evs[0], f.opts[0]); claims == nil {
+				t.Fatalf("good evidence: %+v", checks)
+			}
+			if n := cache.logs.len(); n != 1 {
+				t.Fatalf("%d replays cached, want 1", n)
+			}
+			for name, c := range map[string]*Cache{"cached": cache, "uncached": NewCache(0)} {
+				hits := c.logs.hits.Load()
+				claims, checks := Verifier{Cache: c, Now: now}.Verify(tc.ev, tc.opts)
+				if got := failedChecks(checks); !slices.Equal(got, tc.want) || (claims == nil) != (tc.want != nil) {
+					t.Errorf("%s: failed checks %v, want %v; %+v", name, got, tc.want, checks)
+				}
+				if name == "cached" && (c.logs.hits.Load() > hits) != tc.hit {
+					t.Errorf("replay answered from the cache: %v, want %v", c.logs.hits.Load() > hits, tc.hit)
+				}
+			}
+		})
+	}
+}
