@@ -221,28 +221,33 @@ func (h *harness) run(ctx context.Context, scenario string, res *Results) (err e
 
 // write puts results.json and the plots into OutDir and the report into
 // Docs.
-func (h *harness) write(res *Results) error {
+func (h *harness) write(res *Results) error { return Write(res, h.cfg.OutDir, h.cfg.Docs) }
+
+// Write puts results.json and the plots of res into outDir and, when docs
+// is set, the report into its generated section. With results read back
+// from a results.json it redraws the report without running anything.
+func Write(res *Results, outDir, docs string) error {
 	b, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(h.cfg.OutDir, "results.json"), append(b, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(outDir, "results.json"), append(b, '\n'), 0o644); err != nil {
 		return err
 	}
-	plots, err := writePlots(res, h.cfg.OutDir)
+	plots, err := writePlots(res, outDir)
 	if err != nil {
 		return fmt.Errorf("plots: %w", err)
 	}
-	if h.cfg.Docs == "" {
+	if docs == "" {
 		return nil
 	}
 	rel := make([]string, len(plots))
 	for i, p := range plots {
-		if rel[i], err = filepath.Rel(filepath.Dir(h.cfg.Docs), p); err != nil {
+		if rel[i], err = filepath.Rel(filepath.Dir(docs), p); err != nil {
 			return err
 		}
 	}
-	return updateDocs(h.cfg.Docs, report(res, rel))
+	return updateDocs(docs, report(res, rel))
 }
 
 func (h *harness) logf(format string, args ...any) {

@@ -225,7 +225,7 @@ func extendRow(e *EventsResult) row {
 	rw := row{what: "Extend latency (the n-th event's; median of it and up to 99 before it)",
 		goal: fmt.Sprintf("flat: 10,000th within %.1f× of 10th", goalExtendFlat), ratio: "–", met: "no"}
 	var parts []string
-	var at10, at10k time.Duration
+	var at10, at10k, at100k time.Duration
 	for _, p := range e.Points {
 		switch {
 		case p.Latency > 0:
@@ -242,12 +242,17 @@ func extendRow(e *EventsResult) row {
 			at10 = p.Latency
 		case 10000:
 			at10k = p.Latency
+		case 100000:
+			at100k = p.Latency
 		}
 	}
 	rw.measured = strings.Join(parts, "; ")
 	if at10 > 0 && at10k > 0 {
 		q := ratio(at10k, at10)
 		rw.ratio, rw.met = times(q)+" (10,000th / 10th)", yes(q <= goalExtendFlat)
+		if at100k > 0 {
+			rw.ratio += fmt.Sprintf("; %s (100,000th / 10,000th)", times(ratio(at100k, at10k)))
+		}
 	} else {
 		rw.met = "–"
 	}

@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -32,11 +33,15 @@ func run(args []string) error {
 	out := fs.String("out", "docs/perf", "directory for the plots and results.json")
 	scenarios := fs.String("scenarios", "", "comma-separated scenarios (default all: "+strings.Join(bench.AllScenarios, ",")+")")
 	root := fs.String("root", "", "module directory (default: the one go env GOMOD names)")
+	from := fs.String("from", "", "redraw the report and plots from this results.json instead of running")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *from != "" {
+		return redraw(*from, *out, *docs)
 	}
 	if *root == "" {
 		gomod, err := exec.Command("go", "env", "GOMOD").Output()
@@ -62,4 +67,17 @@ func run(args []string) error {
 		fmt.Fprintf(os.Stderr, "attestd-bench: %d scenario(s) failed; see %s\n", len(res.Errors), *docs)
 	}
 	return nil
+}
+
+// redraw writes the report and plots of a saved run.
+func redraw(path, out, docs string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var res bench.Results
+	if err := json.Unmarshal(b, &res); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return bench.Write(&res, out, docs)
 }
