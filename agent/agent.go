@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/attestd/attestd/attest"
@@ -66,8 +67,8 @@ type Agent struct {
 
 	mu     sync.Mutex // serialises backend use and the event log
 	events *measure.Log
-	launch *Attestation // the launch attestation, exactly as signed, and its event log
-	state  lifecycle    // the one build of this environment
+	launch atomic.Pointer[Attestation] // the launch attestation, exactly as signed, and its event log; set once by Launch
+	state  lifecycle                   // the one build of this environment
 
 	batch batcher // Attest callers waiting for a quote
 }
@@ -122,11 +123,7 @@ func (a *Agent) LaunchAttestation() []byte {
 
 // launchAttestation returns the launch attestation and the event log it
 // names (nil before Launch).
-func (a *Agent) launchAttestation() *Attestation {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.launch
-}
+func (a *Agent) launchAttestation() *Attestation { return a.launch.Load() }
 
 // Launch measures the environment (or, after a restart in the same boot,
 // records the restart and what it repaired), freezes launch measurements
@@ -169,7 +166,7 @@ func (a *Agent) Launch(ctx context.Context) error {
 	if err := writeFileAtomic(filepath.Join(a.opts.RuntimeDir, LaunchAttestName), att.Encode(), 0o640); err != nil {
 		return fmt.Errorf("write launch attestation: %w", err)
 	}
-	a.launch = att
+	a.launch.Store(att)
 	a.log.Info("launch attestation written", "path", filepath.Join(a.opts.RuntimeDir, LaunchAttestName),
 		"env_key_sha256", hex.EncodeToString(a.keyDigest[:]), "register", a.backend.Register().String())
 	return nil

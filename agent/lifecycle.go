@@ -32,15 +32,20 @@ const (
 	// maxSigned statements may be signed per build (SignStatement); the
 	// same statement again returns the same envelope and counts once.
 	maxSigned = 16
+	// maxEventLog bounds the event log (32 MiB): room for about 100,000
+	// runtime events of typical size (a digest as content: about 200 bytes
+	// each), and, with the 16 signed statements, below MaxResponseSize for
+	// GetBundle, which carries the log once (format 2).
+	maxEventLog = 32 << 20
 	// logReserve bytes of the event log are kept for what must still fit
 	// after the last runtime event: the complete event (under 200 bytes)
 	// and a restart event for each daemon restart (about 250 bytes each).
 	logReserve = 64 << 10
 	// maxRuntimeLog is how far runtime events (Extend) may fill the log.
-	maxRuntimeLog = measure.MaxLogSize - logReserve
+	maxRuntimeLog = maxEventLog - logReserve
 	// maxStoredFile bounds one file of the state directory: the largest
-	// attestation the daemon makes (a full event log, base64 twice, plus
-	// the evidence).
+	// attestation the daemon makes (evidence with a firmware event log; the
+	// agent's log is not in it) or signed statement.
 	maxStoredFile = 16 << 20
 )
 
@@ -177,7 +182,7 @@ func (a *Agent) BindBuild(ctx context.Context, buildID string, request []*ita.Re
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.launch == nil {
+	if a.launch.Load() == nil {
 		return nil, errNotLaunched
 	}
 	switch a.state.Phase {
@@ -244,7 +249,7 @@ func (a *Agent) Extend(ctx context.Context, domain, operation string, content []
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.launch == nil {
+	if a.launch.Load() == nil {
 		return nil, errNotLaunched
 	}
 	switch a.state.Phase {
@@ -301,7 +306,7 @@ func (a *Agent) Complete(ctx context.Context, buildID string, inputs, outputs []
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.launch == nil {
+	if a.launch.Load() == nil {
 		return nil, errNotLaunched
 	}
 	if a.state.Phase == phaseLaunched {
@@ -437,8 +442,8 @@ func (a *Agent) Bundle() *Bundle {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	b := &Bundle{BuildID: a.state.BuildID, EventLog: a.events.Bytes()}
-	if a.launch != nil {
-		b.Envelopes = append(b.Envelopes, a.launch.Envelope)
+	if l := a.launch.Load(); l != nil {
+		b.Envelopes = append(b.Envelopes, l.Envelope)
 	}
 	for _, k := range a.state.Admissions {
 		b.Envelopes = append(b.Envelopes, k.Envelope)

@@ -51,6 +51,11 @@ func (s *service) GetBundle(ctx context.Context, _ *apiv1.GetBundleRequest) (*ap
 	return &apiv1.GetBundleResponse{BuildId: b.BuildID, Envelopes: b.Envelopes, EventLog: b.EventLog, InclusionProofs: b.Proofs}, nil
 }
 
+// BundleOf is the bundle a GetBundle response describes; Encode writes it.
+func BundleOf(resp *apiv1.GetBundleResponse) *Bundle {
+	return &Bundle{BuildID: resp.GetBuildId(), Envelopes: resp.GetEnvelopes(), Proofs: resp.GetInclusionProofs(), EventLog: resp.GetEventLog()}
+}
+
 // fromAPI converts the API's descriptors to in-toto ones.
 func fromAPI(in []*apiv1.ResourceDescriptor) []*ita.ResourceDescriptor {
 	out := make([]*ita.ResourceDescriptor, 0, len(in))

@@ -244,10 +244,7 @@ func TestLifecycleBundleVerifies(t *testing.T) {
 	if err != nil || len(b.GetEnvelopes()) != 5 || b.GetBuildId() != "build-1" {
 		t.Fatalf("bundle: %d envelopes, %v", len(b.GetEnvelopes()), err)
 	}
-	var jsonl []byte
-	for _, e := range b.GetEnvelopes() {
-		jsonl = append(append(jsonl, e...), '\n')
-	}
+	jsonl := BundleOf(b).Encode()
 	ak := a.backend.(interface{ AKPublic() crypto.PublicKey }).AKPublic()
 	rep := verify.BundleReport(jsonl, verify.Options{
 		Nonces:     map[attest.Purpose][]byte{attest.PurposeAttest: adm, attest.PurposeDispatch: []byte("dispatch-nonce")},

@@ -92,7 +92,7 @@ func TestRestartCompletesARecordTheRegisterLacks(t *testing.T) {
 	if err != nil {
 		t.Fatalf("BindBuild retried after recovery: %v", err)
 	}
-	mustVerify(t, res.Envelope, verify.Options{Nonce: []byte("n"), TrustedAKs: []crypto.PublicKey{b2.AKPublic()}})
+	mustVerify(t, res.Encode(), verify.Options{Nonce: []byte("n"), TrustedAKs: []crypto.PublicKey{b2.AKPublic()}})
 }
 
 // TestRestartCutsAPartialRecord: the daemon died while writing a record:
@@ -232,13 +232,13 @@ func TestLimits(t *testing.T) {
 	if err != nil {
 		t.Fatalf("GetBundle at every limit: %v", err)
 	}
-	size := 0
-	for _, e := range resp.GetEnvelopes() {
-		size += len(e)
-	}
-	t.Logf("bundle at every limit: %d attestations, %d bytes (response limit %d)", len(resp.GetEnvelopes()), size, apiv1.MaxResponseSize)
+	bundle := BundleOf(resp).Encode()
+	t.Logf("bundle at every limit: %d attestations, %d bytes as JSON Lines (response limit %d)", len(resp.GetEnvelopes()), len(bundle), apiv1.MaxResponseSize)
 	if want := 1 + maxAdmissions + 2 + maxSigned; len(resp.GetEnvelopes()) != want {
 		t.Fatalf("bundle has %d attestations, want %d", len(resp.GetEnvelopes()), want)
+	}
+	if rep := verify.BundleReport(bundle, verify.Options{InsecureTrustEmbeddedAK: true, Verifiers: testVerifiers()}); !rep.OK {
+		t.Fatalf("the bundle at every limit does not verify: %v", rep.Failed())
 	}
 }
 

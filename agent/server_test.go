@@ -20,6 +20,7 @@ import (
 
 	apiv1 "github.com/attestd/attestd/agent/api/v1"
 	"github.com/attestd/attestd/attest"
+	"github.com/attestd/attestd/scai"
 	"github.com/attestd/attestd/verify"
 )
 
@@ -126,7 +127,7 @@ func TestServeOverSocket(t *testing.T) {
 		t.Fatalf("Attest: %v", err)
 	}
 	ak := a.backend.(interface{ AKPublic() crypto.PublicKey }).AKPublic()
-	mustVerify(t, resp.GetEnvelope(), verify.Options{Nonce: nonce, TrustedAKs: []crypto.PublicKey{ak}})
+	mustVerify(t, scai.AttestationLines(resp.GetEnvelope(), resp.GetEventLog(), resp.GetInclusionProof()), verify.Options{Nonce: nonce, TrustedAKs: []crypto.PublicKey{ak}})
 
 	for _, tc := range []struct {
 		name  string

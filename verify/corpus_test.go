@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -224,17 +225,47 @@ func celRecords(b []byte) [][]byte {
 	return out
 }
 
+// editCEL gives attestation i of b an edited event log: f edits the records
+// of the log prefix the attestation names, the statement is re-signed with
+// the env key to name the edited log, and the edited log joins the bundle
+// as a carrier line (the good log stays too: one adds it). f returning nil
+// makes the statement name a log the bundle does not carry.
 func editCEL(t *testing.T, e *env, b [][]byte, i int, f func(recs [][]byte) [][]byte) [][]byte {
+	var edited []byte
 	b[i] = statement(t, e, b[i], true, func(st map[string]any) {
-		part(t, st, scai.PartAgentCEL, func(d []byte) []byte {
-			recs := f(celRecords(d))
+		logRef(t, st, func(ref scai.LogRef) scai.LogRef {
+			recs := f(celRecords(bytes.Clone(e.log[:ref.Size])))
 			if recs == nil {
-				return nil
+				return scai.RefTo([]byte("a log nobody has"))
 			}
-			return bytes.Join(recs, nil)
+			edited = bytes.Join(recs, nil)
+			return scai.RefTo(edited)
 		})
 	})
+	if edited != nil {
+		b = append(b, scai.Carrier(scai.PayloadTypeCEL, edited))
+	}
 	return b
+}
+
+// logRef edits the event log reference of a statement.
+func logRef(t *testing.T, st map[string]any, f func(scai.LogRef) scai.LogRef) {
+	t.Helper()
+	for _, a := range attrs(st) {
+		ev, ok := a.(map[string]any)["evidence"].(map[string]any)
+		if !ok || ev["name"] != scai.PartAgentCEL {
+			continue
+		}
+		var ref scai.LogRef
+		d, _ := hex.DecodeString(ev["digest"].(map[string]any)["sha256"].(string))
+		copy(ref.SHA256[:], d)
+		ref.Size, _ = strconv.ParseInt(ev["annotations"].(map[string]any)["size"].(string), 10, 64)
+		ref = f(ref)
+		ev["digest"] = map[string]any{"sha256": hex.EncodeToString(ref.SHA256[:])}
+		ev["annotations"] = map[string]any{"size": strconv.FormatInt(ref.Size, 10)}
+		return
+	}
+	t.Fatal("no event log reference")
 }
 
 func flip(off int) func([]byte) []byte {
@@ -603,7 +634,7 @@ func tamperCases() []tamperCase {
 		b := cloneBundle(e)
 		var launchCEL []byte
 		statement(t, e, b[iLaunch], false, func(st map[string]any) {
-			part(t, st, scai.PartAgentCEL, func(d []byte) []byte { launchCEL = d; return d })
+			logRef(t, st, func(ref scai.LogRef) scai.LogRef { launchCEL = e.log[:ref.Size]; return ref })
 		})
 		return one(e, editCEL(t, e, b, iDispatch, func([][]byte) [][]byte { return celRecords(launchCEL) }))
 	})

@@ -246,12 +246,7 @@ func (e *env) bundle(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		lines := resp.GetEnvelopes()
-		for _, p := range resp.GetInclusionProofs() {
-			lines = append(lines, scai.Carrier(scai.PayloadTypeInclusionProof, p))
-		}
-		lines = append(lines, scai.Carrier(scai.PayloadTypeCEL, resp.GetEventLog()))
-		jsonl := append(scai.EncodeBundle(lines...), add...)
+		jsonl := append(agent.BundleOf(resp).Encode(), add...)
 		if *out == "" {
 			_, err := e.stdout.Write(jsonl)
 			return err
