@@ -163,7 +163,7 @@ func (a *Agent) Launch(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("launch attestation: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(a.opts.RuntimeDir, LaunchAttestName), att.Encode(), 0o640); err != nil {
+	if err := writeRuntimeFile(filepath.Join(a.opts.RuntimeDir, LaunchAttestName), att.Encode(), 0o640); err != nil {
 		return fmt.Errorf("write launch attestation: %w", err)
 	}
 	a.launch.Store(att)
@@ -426,9 +426,21 @@ func logKind(k attest.RegisterKind) measure.RegisterKind {
 	return measure.PCR
 }
 
+// writeRuntimeFile writes a file of the runtime directory atomically (a
+// temporary file renamed over path) but does not sync it: what the runtime
+// directory keeps must survive a crash of the daemon, which the page cache
+// does, and must never survive a reboot (registers reset, the state is set
+// aside), so a sync buys nothing and costs milliseconds on a disk
+// (docs/robustness.md, "Durability").
+func writeRuntimeFile(path string, b []byte, mode os.FileMode) error {
+	return writeFile(path, b, mode, false)
+}
+
 // writeFileAtomic writes b to a temporary file beside path, syncs it and
 // renames it over path.
-func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
+func writeFileAtomic(path string, b []byte, mode os.FileMode) error { return writeFile(path, b, mode, true) }
+
+func writeFile(path string, b []byte, mode os.FileMode, sync bool) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err
@@ -442,9 +454,11 @@ func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	if sync {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return err

@@ -10,7 +10,7 @@ import (
 )
 
 // StateName is the directory in the runtime dir that keeps this boot's
-// attestations, one file each: each is written once (atomically, synced)
+// attestations, one file each: each is written once (atomically, renamed into place)
 // when it is made and never rewritten, so a call costs one small write and
 // a restart loses nothing.
 const StateName = "state"
@@ -137,7 +137,7 @@ func putState(runtimeDir, name string, b []byte) error {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("%w: %w", errStorage, err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, name), b, 0o640); err != nil {
+	if err := writeRuntimeFile(filepath.Join(dir, name), b, 0o640); err != nil {
 		return fmt.Errorf("%w: save %s: %w", errStorage, name, err)
 	}
 	return nil

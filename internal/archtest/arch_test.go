@@ -28,6 +28,7 @@ var testOnly = []string{
 	module + "/attest/attesttest",
 	module + "/internal/swtpmtest",
 	module + "/internal/tpmfault",
+	module + "/internal/bench",
 	module + "/attest/snp/snptest",
 	module + "/attest/tdx/tdxtest",
 	"github.com/google/go-sev-guest/testing",
