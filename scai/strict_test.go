@@ -99,6 +99,22 @@ func TestOpenStrict(t *testing.T) {
 			`"predicate":{"buildDefinition":{"n":[1,2.5e3,true,null,{}]}},"predicateType":"https://slsa.dev/provenance/v1"`), scai.ErrPredicateType},
 		{"other predicate type", replace(p, scai.PredicateType, "https://slsa.dev/provenance/v1"), scai.ErrPredicateType},
 	}
+	// A completion that names no build (no buildId, no build attributes)
+	// made Open dereference a nil build.
+	c, err := scai.Encode(newAttestation(t, attest.PurposeComplete, k.Public()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	noBuild := regexp.MustCompile(`"(buildId|ioDigest)":"[^"]*",|\{"attribute":"attestd\.dev/build/[a-z]*","target":\{"digest":\{[^}]*\},"name":"[^"]*"\}\},`).
+		ReplaceAllLiteralString(string(c), "")
+	if strings.Contains(noBuild, "attestd.dev/build/") || strings.Contains(noBuild, "buildId") {
+		t.Fatal("the build was not removed")
+	}
+	reject = append(reject, struct {
+		name, payload string
+		want          error
+	}{"completion without a build", noBuild, scai.ErrStatement})
+
 	for _, tc := range reject {
 		t.Run(tc.name, func(t *testing.T) {
 			o, err := openPayload([]byte(tc.payload))
