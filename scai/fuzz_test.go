@@ -92,9 +92,7 @@ func checkOpened(t *testing.T, env *dsse.Envelope) {
 	if d := cmp.Diff(want, got); d != "" {
 		t.Fatalf("payload reads differently from its canonical encoding (-canonical +payload):\n%s", d)
 	}
-	if err := scai.VerifySignature(env, o.Attestation.EnvKey); err != nil {
-		checkSentinel(t, err)
-	}
+	checkVerify(t, env, o.Attestation.EnvKey)
 }
 
 func FuzzParseBundle(f *testing.F) {

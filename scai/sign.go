@@ -121,41 +121,45 @@ func envelopeJSON(payloadType string, payload []byte, keyID string, sig []byte) 
 // PAE(payloadType, payload). It checks nothing else: the caller must also
 // Open the envelope and check that its environment key is pub and that the
 // evidence vouches for it.
+//
+// It decides as go-securesystemslib's dsse.EnvelopeVerifier with the one key
+// pub does (payload and signatures in standard or URL-safe base64; a
+// signature whose keyid is set and differs from KeyID(pub) is skipped; a
+// signature that is not base64 fails the envelope), hashing the PAE without
+// copying the payload.
 func VerifySignature(env *dsse.Envelope, pub crypto.PublicKey) error {
 	if env == nil {
 		return fmt.Errorf("%w: nil envelope", ErrEnvelope)
 	}
-	sv, err := newVerifier(pub)
+	keyID, err := KeyID(pub)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrSignature, err)
 	}
-	ev, err := dsse.NewEnvelopeVerifier(sv)
+	if len(env.Signatures) == 0 {
+		return fmt.Errorf("%w: no signature found", ErrSignature)
+	}
+	payload, err := env.DecodeB64Payload()
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrSignature, err)
 	}
-	if _, err := ev.Verify(context.Background(), env); err != nil {
-		return fmt.Errorf("%w: %v", ErrSignature, err)
+	d := paeDigest(env.PayloadType, payload)
+	ok := false
+	for i, s := range env.Signatures {
+		sig, err := base64.StdEncoding.DecodeString(s.Sig)
+		if err != nil {
+			if sig, err = base64.URLEncoding.DecodeString(s.Sig); err != nil {
+				return fmt.Errorf("%w: signature %d is not base64", ErrSignature, i)
+			}
+		}
+		if ok || s.KeyID != "" && s.KeyID != keyID {
+			continue
+		}
+		ok = verifyDigest(pub, d[:], sig) == nil
+	}
+	if !ok {
+		return fmt.Errorf("%w: no signature verifies with key %s", ErrSignature, keyID)
 	}
 	return nil
-}
-
-// verifier adapts a public key to dsse.Verifier.
-type verifier struct {
-	pub   crypto.PublicKey
-	keyID string
-}
-
-func newVerifier(pub crypto.PublicKey) (*verifier, error) {
-	id, err := KeyID(pub)
-	if err != nil {
-		return nil, err
-	}
-	return &verifier{pub: pub, keyID: id}, nil
-}
-
-func (s *verifier) Verify(_ context.Context, data, sig []byte) error {
-	d := sha256.Sum256(data)
-	return verifyDigest(s.pub, d[:], sig)
 }
 
 // verifyDigest checks sig over a SHA-256 digest: ECDSA ASN.1 DER or RSA
@@ -173,7 +177,3 @@ func verifyDigest(pub crypto.PublicKey, d, sig []byte) error {
 		return fmt.Errorf("unsupported key type %T", pub)
 	}
 }
-
-func (s *verifier) KeyID() (string, error) { return s.keyID, nil }
-
-func (s *verifier) Public() crypto.PublicKey { return s.pub }
