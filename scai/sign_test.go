@@ -90,7 +90,9 @@ func TestVerifySignatureAsDSSE(t *testing.T) {
 		{"good", env, true},
 		{"other key's envelope", otherEnv, false},
 		{"payload type", with(func(e *dsse.Envelope) { e.PayloadType = "application/json" }), false},
-		{"payload", with(func(e *dsse.Envelope) { e.Payload = base64.StdEncoding.EncodeToString(append(bytes.Clone(payload), ' ')) }), false},
+		{"payload", with(func(e *dsse.Envelope) {
+			e.Payload = base64.StdEncoding.EncodeToString(append(bytes.Clone(payload), ' '))
+		}), false},
 		{"URL-safe payload", with(func(e *dsse.Envelope) { e.Payload = base64.URLEncoding.EncodeToString(payload) }), true},
 		{"payload not base64", with(func(e *dsse.Envelope) { e.Payload = "%%%" }), false},
 		{"flipped signature", with(func(e *dsse.Envelope) { e.Signatures = []dsse.Signature{sig(good.KeyID, flipped)} }), false},
