@@ -240,7 +240,6 @@ type lru[K comparable, V any] struct {
 	max   int
 	order *list.List // of *lruEntry[K, V], most recently used first
 	items map[K]*list.Element
-	hits  atomic.Int64 // for tests
 }
 
 type lruEntry[K comparable, V any] struct {
@@ -261,7 +260,6 @@ func (c *lru[K, V]) get(k K) (V, bool) {
 		return zero, false
 	}
 	c.order.MoveToFront(e)
-	c.hits.Add(1)
 	return e.Value.(*lruEntry[K, V]).val, true
 }
 

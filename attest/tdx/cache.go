@@ -40,15 +40,16 @@ var sharedCache = NewCache(DefaultCacheSize)
 // concurrent use.
 type Cache struct {
 	chains *lru[chainKey, *verifiedChain]
-	ccels  *lru[[32]byte, struct{}]
-	hits   atomic.Int64 // chain checks answered from the cache, for tests
-	misses atomic.Int64 // full chain checks, for tests
+	ccels  *lru[[32]byte, []byte]
+	// For tests: chain checks answered and run in full, CCEL replays
+	// answered.
+	hits, misses, ccelHits atomic.Int64
 }
 
 // NewCache returns a cache of at most size chains and size CCEL replays;
 // size 0 or less caches nothing.
 func NewCache(size int) *Cache {
-	return &Cache{chains: newLRU[chainKey, *verifiedChain](size), ccels: newLRU[[32]byte, struct{}](size)}
+	return &Cache{chains: newLRU[chainKey, *verifiedChain](size), ccels: newLRU[[32]byte, []byte](size)}
 }
 
 func (v Verifier) cache() *Cache {
@@ -278,12 +279,18 @@ func attestationKey(b []byte) (*ecdsa.PublicKey, error) {
 	return k, nil
 }
 
-// ccelKey names a CCEL replay: SHA-256 over the log and the RTMR0-2 values
-// it was replayed against, each length-prefixed.
+// maxCachedCCEL bounds the CCELs a Cache keeps (firmware publishes up to
+// 256 KiB, mostly padding), and so its memory: DefaultCacheSize of them is
+// 16 MiB at most.
+const maxCachedCCEL = 256 << 10
+
+// ccelKey names a CCEL replay: SHA-256 over the log's length and the
+// RTMR0-2 values it was replayed against. The entry holds the log itself,
+// compared byte for byte on each use: cheaper than hashing it.
 func ccelKey(log []byte, rtmrs [][]byte) [32]byte {
 	h := keyHash{sha256.New()}
 	h.bytes([]byte("attestd tdx ccel v1"))
-	h.bytes(log)
+	h.bytes(binary.BigEndian.AppendUint64(nil, uint64(len(log))))
 	for _, r := range rtmrs {
 		h.bytes(r)
 	}
@@ -310,7 +317,6 @@ type lru[K comparable, V any] struct {
 	max   int
 	order *list.List // of *lruEntry[K, V], most recently used first
 	items map[K]*list.Element
-	hits  atomic.Int64 // for tests
 }
 
 type lruEntry[K comparable, V any] struct {
@@ -331,7 +337,6 @@ func (c *lru[K, V]) get(k K) (V, bool) {
 		return zero, false
 	}
 	c.order.MoveToFront(e)
-	c.hits.Add(1)
 	return e.Value.(*lruEntry[K, V]).val, true
 }
 

@@ -314,6 +314,36 @@ func TestCacheCCEL(t *testing.T) {
 	}
 }
 
+// TestCacheCCELDifferential flips bytes all over the CCEL (the same length,
+// the same RTMRs: the same cache key): a verifier with a warm cache and one
+// without must fail the same checks.
+func TestCacheCCELDifferential(t *testing.T) {
+	d, b, log := ccelDevice(t)
+	good, opts := evidence(t, b)
+	warm, cold := fakeVerifier(d), fakeVerifier(d)
+	warm.Cache, cold.Cache = tdx.NewCache(4), tdx.NewCache(0)
+	if claims, checks := warm.Verify(good, opts); claims == nil {
+		t.Fatalf("good evidence: %+v", checks)
+	}
+	failures := 0
+	for i := 0; i < len(log); i += 7 {
+		ev := cloneEv(good)
+		ev.Parts[1].Data[i] ^= 0x10
+		_, wc := warm.Verify(ev, opts)
+		_, cc := cold.Verify(ev, opts)
+		w, c := failedChecks(wc), failedChecks(cc)
+		if !slices.Equal(w, c) {
+			t.Errorf("CCEL byte %d: cached verifier fails %v, uncached %v", i, w, c)
+		}
+		if len(c) > 0 {
+			failures++
+		}
+	}
+	if failures == 0 {
+		t.Error("no flipped byte made the replay fail")
+	}
+}
+
 func TestCacheBounded(t *testing.T) {
 	cache := tdx.NewCache(2)
 	type env struct {

@@ -8,4 +8,4 @@ func CacheStats(c *Cache) (hits, misses int64, chains, ccels int) {
 }
 
 // CCELHits is how often c answered a CCEL replay.
-func CCELHits(c *Cache) int64 { return c.ccels.hits.Load() }
+func CCELHits(c *Cache) int64 { return c.ccelHits.Load() }

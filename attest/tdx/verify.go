@@ -336,7 +336,8 @@ func envKeyCheck(q *pb.QuoteV4, opts attest.VerifyOptions) (string, error) {
 }
 
 // ccelCheck replays the firmware's CCEL against RTMR0-2. A replay that
-// passed is remembered by the log's and the registers' exact bytes.
+// passed is remembered with the log's and the registers' exact bytes (see
+// ccelKey).
 func (v Verifier) ccelCheck(ev *attest.Evidence, q *pb.QuoteV4) (string, bool, error) {
 	log, ok := ev.Part(PartCCEL)
 	if !ok {
@@ -349,7 +350,8 @@ func (v Verifier) ccelCheck(ev *attest.Evidence, q *pb.QuoteV4) (string, bool, e
 	rtmrs := q.GetTdQuoteBody().GetRtmrs()[:3]
 	c := v.cache()
 	key := ccelKey(log.Data, rtmrs)
-	if _, hit := c.ccels.get(key); hit {
+	if cached, hit := c.ccels.get(key); hit && bytes.Equal(cached, log.Data) {
+		c.ccelHits.Add(1)
 		return replayed, false, nil
 	}
 	bank := register.RTMRBank{}
@@ -359,6 +361,8 @@ func (v Verifier) ccelCheck(ev *attest.Evidence, q *pb.QuoteV4) (string, bool, e
 	if _, err := tcg.ParseAndReplay(log.Data, bank.MRs(), tcg.ParseOpts{AllowPadding: true}); err != nil {
 		return "", false, fmt.Errorf("CCEL does not replay to the quoted RTMR0-2: %w", err)
 	}
-	c.ccels.add(key, struct{}{})
+	if len(log.Data) <= maxCachedCCEL {
+		c.ccels.add(key, bytes.Clone(log.Data))
+	}
 	return replayed, false, nil
 }

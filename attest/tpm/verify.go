@@ -460,8 +460,11 @@ func pcrDigest(ev *attest.Evidence, p *parsed) (string, error) {
 }
 
 // firmwareLog replays the firmware event log against the quoted PCRs 0-7.
-// A replay that passed is remembered by the log's and the PCRs' exact
-// bytes: the replay is a function of them alone.
+// A replay that passed is remembered with the log's and the PCRs' exact
+// bytes (the replay is a function of them alone): under the SHA-256 of the
+// PCRs and the log's length, holding a copy of the log to compare with,
+// which costs far less than hashing it. Logs over maxCachedLog bytes are
+// replayed every time.
 func (c *Cache) firmwareLog(ev *attest.Evidence, p *parsed) (detail string, skip bool, err error) {
 	raw, ok := ev.Part(PartEventLog)
 	if !ok {
@@ -474,7 +477,7 @@ func (c *Cache) firmwareLog(ev *attest.Evidence, p *parsed) (detail string, skip
 	var mrs []register.MR
 	h := keyHash{sha256.New()}
 	h.bytes([]byte("attestd tpm firmware log v1"))
-	h.bytes(raw.Data)
+	h.uint(uint64(len(raw.Data)))
 	for _, i := range firmwarePCRs {
 		val, ok := p.pcrVals[i]
 		if !ok {
@@ -484,20 +487,27 @@ func (c *Cache) firmwareLog(ev *attest.Evidence, p *parsed) (detail string, skip
 		h.bytes(val)
 	}
 	key := h.sum()
-	if _, ok := c.logs.get(key); ok {
+	if log, ok := c.logs.get(key); ok && bytes.Equal(log, raw.Data) {
 		c.hits.Add(1)
+		c.logHits.Add(1)
 		return replayed, false, nil
 	}
 	if _, err := tcg.ParseAndReplay(raw.Data, mrs, tcg.ParseOpts{}); err != nil {
 		return "", false, fmt.Errorf("firmware event log does not replay to the quoted PCRs 0-7: %w", err)
 	}
-	c.logs.add(key, struct{}{})
+	if len(raw.Data) <= maxCachedLog {
+		c.logs.add(key, bytes.Clone(raw.Data))
+	}
 	return replayed, false, nil
 }
 
 // DefaultCacheSize bounds each kind of entry in the shared cache a Verifier
 // uses when its Cache is nil.
 const DefaultCacheSize = 64
+
+// maxCachedLog bounds the firmware logs a Cache keeps (real ones are tens
+// of KiB), and so its memory: DefaultCacheSize of them is 16 MiB at most.
+const maxCachedLog = 256 << 10
 
 // sharedCache is the cache of every Verifier whose Cache is nil. Sharing it
 // is sound because an entry's key holds everything its result depends on
@@ -512,7 +522,8 @@ var sharedCache = NewCache(DefaultCacheSize)
 //   - AK certificates that chained to the AK roots, by their exact bytes and
 //     the root pool, with the validity of each chain found, checked against
 //     the verification time on every use;
-//   - firmware event logs that replayed, by the log and the PCR 0-7 values.
+//   - firmware event logs that replayed, by the log and the PCR 0-7 values
+//     (the log is kept and compared byte for byte: cheaper than hashing).
 //
 // The quote, its signature, its qualifying data and its PCR values are
 // checked on every attestation. Only results that passed are kept: an
@@ -521,8 +532,10 @@ type Cache struct {
 	publics   *lru[[32]byte, *publicArea]
 	certified *lru[[32]byte, *tpm2.AttestationData]
 	akCerts   *lru[certKey, *verifiedCert]
-	logs      *lru[[32]byte, struct{}]
-	hits      atomic.Int64 // answers from the cache, for tests
+	logs      *lru[[32]byte, []byte]
+	// For tests: answers from the cache (any kind), and firmware log
+	// replays answered.
+	hits, logHits atomic.Int64
 }
 
 // NewCache returns a cache of at most size entries of each kind; size 0 or
@@ -532,7 +545,7 @@ func NewCache(size int) *Cache {
 		publics:   newLRU[[32]byte, *publicArea](size),
 		certified: newLRU[[32]byte, *tpm2.AttestationData](size),
 		akCerts:   newLRU[certKey, *verifiedCert](size),
-		logs:      newLRU[[32]byte, struct{}](size),
+		logs:      newLRU[[32]byte, []byte](size),
 	}
 }
 
@@ -656,10 +669,14 @@ func (c *Cache) akCert(der []byte, roots *x509.CertPool, now time.Time) (*x509.C
 // fields hash the same bytes.
 type keyHash struct{ hash.Hash }
 
+func (h keyHash) uint(n uint64) {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], n)
+	h.Write(b[:])
+}
+
 func (h keyHash) bytes(b []byte) {
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(len(b)))
-	h.Write(n[:])
+	h.uint(uint64(len(b)))
 	h.Write(b)
 }
 
@@ -676,7 +693,6 @@ type lru[K comparable, V any] struct {
 	max   int
 	order *list.List // of *lruEntry[K, V], most recently used first
 	items map[K]*list.Element
-	hits  atomic.Int64 // for tests
 }
 
 type lruEntry[K comparable, V any] struct {
@@ -697,7 +713,6 @@ func (c *lru[K, V]) get(k K) (V, bool) {
 		return zero, false
 	}
 	c.order.MoveToFront(e)
-	c.hits.Add(1)
 	return e.Value.(*lruEntry[K, V]).val, true
 }
 

@@ -167,15 +167,48 @@ func TestCacheFirmwareLog(t *testing.T) {
 				t.Fatalf("%d replays cached, want 1", n)
 			}
 			for name, c := range map[string]*Cache{"cached": cache, "uncached": NewCache(0)} {
-				hits := c.logs.hits.Load()
+				hits := c.logHits.Load()
 				claims, checks := Verifier{Cache: c, Now: now}.Verify(tc.ev, tc.opts)
 				if got := failedChecks(checks); !slices.Equal(got, tc.want) || (claims == nil) != (tc.want != nil) {
 					t.Errorf("%s: failed checks %v, want %v; %+v", name, got, tc.want, checks)
 				}
-				if name == "cached" && (c.logs.hits.Load() > hits) != tc.hit {
-					t.Errorf("replay answered from the cache: %v, want %v", c.logs.hits.Load() > hits, tc.hit)
+				if name == "cached" && (c.logHits.Load() > hits) != tc.hit {
+					t.Errorf("replay answered from the cache: %v, want %v", c.logHits.Load() > hits, tc.hit)
 				}
 			}
 		})
+	}
+}
+
+// TestCacheFirmwareLogDifferential flips bytes all over the firmware log
+// (the same length, the same PCRs: the same cache key): a verifier with a
+// warm cache and one without must fail the same checks.
+func TestCacheFirmwareLogDifferential(t *testing.T) {
+	f := newBundleFixture(t, 1, false)
+	now := func() time.Time { return certNow }
+	warm, cold := Verifier{Cache: NewCache(4), Now: now}, Verifier{Cache: NewCache(0), Now: now}
+	if claims, checks := warm.Verify(f.evs[0], f.opts[0]); claims == nil {
+		t.Fatalf("good evidence: %+v", checks)
+	}
+	stride := 97
+	if testing.Short() {
+		stride = 997
+	}
+	log := mustPart(t, f.evs[0], PartEventLog)
+	failures := 0
+	for i := 0; i < len(log); i += stride {
+		ev := flipped(t, f.evs[0], PartEventLog, i)
+		_, wc := warm.Verify(ev, f.opts[0])
+		_, cc := cold.Verify(ev, f.opts[0])
+		w, c := failedChecks(wc), failedChecks(cc)
+		if !slices.Equal(w, c) {
+			t.Errorf("log byte %d: cached verifier fails %v, uncached %v", i, w, c)
+		}
+		if len(c) > 0 {
+			failures++
+		}
+	}
+	if failures == 0 {
+		t.Error("no flipped byte made the replay fail")
 	}
 }
