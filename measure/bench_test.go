@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 )
@@ -187,4 +188,32 @@ func BenchmarkOpenLog(b *testing.B) {
 		}
 		l.Close()
 	}
+}
+
+// BenchmarkLogHeap reports the heap a Log of 10,000 typical records keeps
+// live after one more is recorded (heap-B), and the log's size (log-B).
+func BenchmarkLogHeap(b *testing.B) {
+	const n = 10000
+	path := filepath.Join(b.TempDir(), "events.cel")
+	cel := benchCEL(b, n)
+	var live uint64
+	for b.Loop() {
+		writeSynced(b, path, cel)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		l, err := OpenLog(LogConfig{Path: path, Kind: PCR, Index: 13})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := l.RecordWithin(context.Background(), nopExtender(benchBanks), benchEvent(n), MaxLogSize); err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		live = after.HeapAlloc - before.HeapAlloc
+		runtime.KeepAlive(l)
+	}
+	b.ReportMetric(float64(live), "heap-B")
+	b.ReportMetric(float64(len(cel)), "log-B")
 }
