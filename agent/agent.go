@@ -394,7 +394,7 @@ func (a *Agent) attestLocked(ctx context.Context, partial scai.Attestation) (*At
 		}
 		evs = append(evs, e)
 	}
-	cel := a.events.Bytes()
+	cel := a.events.View() // read-only, and never changed: records go after it
 	att.Binding, att.Evidence, att.Log = binding, evs, scai.RefTo(cel)
 	att.Producer = scai.Producer{Name: "attestd", Version: a.opts.Version}
 	att.Time = a.opts.now().UTC()

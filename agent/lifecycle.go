@@ -87,9 +87,8 @@ type lifecycle struct {
 	outputs []*ita.ResourceDescriptor
 }
 
-// fromLog derives phase and build ID from the event log.
-func fromLog(recs []measure.Record) (lifecycle, error) {
-	b, err := measure.BuildFromLog(recs)
+// fromLog derives phase and build ID from the event log's build events.
+func fromLog(b measure.BuildLog, err error) (lifecycle, error) {
 	switch {
 	case err != nil:
 		return lifecycle{}, err
@@ -109,7 +108,7 @@ func fromLog(recs []measure.Record) (lifecycle, error) {
 // attestation is made again on the next call. A state claiming more than
 // the log is refused.
 func (a *Agent) loadState() error {
-	lc, err := fromLog(a.events.Records())
+	lc, err := fromLog(a.events.Build())
 	if err != nil {
 		return fmt.Errorf("event log: %w", err)
 	}
@@ -196,7 +195,7 @@ func (a *Agent) BindBuild(ctx context.Context, buildID string, request []*ita.Re
 			return nil, err
 		}
 		if a.state.Dispatch != nil {
-			return &BindBuildResult{Attestation: Attestation{Envelope: a.state.Dispatch, EventLog: a.events.Bytes()}, Repeated: true}, nil
+			return &BindBuildResult{Attestation: Attestation{Envelope: a.state.Dispatch, EventLog: a.events.View()}, Repeated: true}, nil
 		}
 		// Bound earlier, but the quote failed or was lost in a crash.
 	case phaseLaunched:
@@ -219,7 +218,7 @@ func (a *Agent) BindBuild(ctx context.Context, buildID string, request []*ita.Re
 
 // sameRequest checks the logged build-id event carries reqDigest.
 func (a *Agent) sameRequest(reqDigest [32]byte) error {
-	b, err := measure.BuildFromLog(a.events.Records())
+	b, err := a.events.Build()
 	if err != nil || b.Dispatch == nil {
 		return fmt.Errorf("build-id event: missing or unreadable: %v", err)
 	}
@@ -341,7 +340,7 @@ func (a *Agent) Complete(ctx context.Context, buildID string, inputs, outputs []
 
 // loggedIO reports whether the complete event carries ioDigest.
 func (a *Agent) loggedIO(ioDigest [32]byte) bool {
-	b, err := measure.BuildFromLog(a.events.Records())
+	b, err := a.events.Build()
 	return err == nil && b.Complete != nil && b.Complete.IOSHA256 == hex.EncodeToString(ioDigest[:])
 }
 
@@ -441,7 +440,7 @@ type Bundle struct {
 func (a *Agent) Bundle() *Bundle {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	b := &Bundle{BuildID: a.state.BuildID, EventLog: a.events.Bytes()}
+	b := &Bundle{BuildID: a.state.BuildID, EventLog: a.events.View()}
 	if l := a.launch.Load(); l != nil {
 		b.Envelopes = append(b.Envelopes, l.Envelope)
 	}

@@ -33,6 +33,9 @@ const maxRequestSize = 1 << 20
 // errPermission marks a caller that is not on the allowlist.
 var errPermission = errors.New("caller not allowed")
 
+// connBufferSize is the read and write buffer of one caller's connection.
+const connBufferSize = 4 << 10
+
 // Serve serves the API on ln until ctx is done, then stops gracefully.
 // Cancellation is not an error.
 func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
@@ -40,6 +43,11 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 		grpc.Creds(peerCredentials{startTime: a.opts.startTime}),
 		grpc.MaxRecvMsgSize(maxRequestSize),
 		grpc.MaxSendMsgSize(apiv1.MaxResponseSize),
+		// Callers are local and few at a time; gRPC's 32 KiB read and write
+		// buffers per connection would be most of the daemon's memory at
+		// 64 connections (docs/performance.md).
+		grpc.ReadBufferSize(connBufferSize),
+		grpc.WriteBufferSize(connBufferSize),
 		grpc.ForceServerCodecV2(newServerCodec()), // undecodable requests: see codec.go
 		grpc.ChainUnaryInterceptor(a.authorize),
 		grpc.ChainStreamInterceptor(a.authorizeStream),

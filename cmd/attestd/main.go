@@ -19,8 +19,8 @@ import (
 const stopDeadline = 15 * time.Second
 
 // defaultMemoryLimit is the Go runtime's soft memory limit unless
-// GOMEMLIMIT says otherwise: at the daemon's limits an attestation carries
-// a 4 MiB event log, and without it the heap grows to twice what is live
+// GOMEMLIMIT says otherwise: near the daemon's limits (a 32 MiB event log
+// served by GetBundle) the heap would otherwise grow to twice what is live
 // (docs/robustness.md, "Memory").
 const defaultMemoryLimit = 64 << 20
 
