@@ -29,8 +29,8 @@ import (
 //     the agent's Read of the agent PCR brings up to 7 others along), and
 //     whenever something other than this backend extended a quoted PCR
 //     since the last read: systemd-pcrphase extends PCR 11 during boot and
-//     shutdown, a TPM without a resource manager shared by other tools,
-//     firmware or a boot loader in a TPM this backend was opened on late.
+//     shutdown; other tools may extend PCRs through the kernel's resource
+//     manager.
 //     The values read back must match this quote's digest; if they do not
 //     either (a PCR moved between the quote and the read), the quote is
 //     made again, at most quoteAttempts times in all, and then Evidence
