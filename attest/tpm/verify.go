@@ -474,7 +474,6 @@ func (c *Cache) firmwareLog(ev *attest.Evidence, p *parsed) (detail string, skip
 		return "", false, fmt.Errorf("%s is empty", PartEventLog)
 	}
 	const replayed = "firmware event log replays to the quoted PCRs 0-7"
-	var mrs []register.MR
 	h := keyHash{sha256.New()}
 	h.bytes([]byte("attestd tpm firmware log v1"))
 	h.uint(uint64(len(raw.Data)))
@@ -483,7 +482,6 @@ func (c *Cache) firmwareLog(ev *attest.Evidence, p *parsed) (detail string, skip
 		if !ok {
 			return "", false, fmt.Errorf("cannot replay the firmware log: PCR %d is not quoted", i)
 		}
-		mrs = append(mrs, register.PCR{Index: i, Digest: val, DigestAlg: crypto.SHA256})
 		h.bytes(val)
 	}
 	key := h.sum()
@@ -491,6 +489,10 @@ func (c *Cache) firmwareLog(ev *attest.Evidence, p *parsed) (detail string, skip
 		c.hits.Add(1)
 		c.logHits.Add(1)
 		return replayed, false, nil
+	}
+	mrs := make([]register.MR, 0, len(firmwarePCRs))
+	for _, i := range firmwarePCRs {
+		mrs = append(mrs, register.PCR{Index: i, Digest: p.pcrVals[i], DigestAlg: crypto.SHA256})
 	}
 	if _, err := tcg.ParseAndReplay(raw.Data, mrs, tcg.ParseOpts{}); err != nil {
 		return "", false, fmt.Errorf("firmware event log does not replay to the quoted PCRs 0-7: %w", err)
