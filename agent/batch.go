@@ -57,11 +57,17 @@ func (a *Agent) Attest(ctx context.Context, nonce []byte) (*Attestation, error) 
 	w := &admission{ctx: ctx, nonce: nonce, done: make(chan admissionResult, 1)}
 	b := &a.batch
 	b.mu.Lock()
-	b.queue = append(b.queue, w)
 	if !b.running {
+		// The device is idle: answer this caller here, alone, and leave
+		// whoever queued meanwhile to a runner.
 		b.running = true
-		go a.runBatches()
+		b.mu.Unlock()
+		r, keep := a.answer([]*admission{w})
+		keep()
+		a.continueBatches()
+		return r[0].att, r[0].err
 	}
+	b.queue = append(b.queue, w)
 	b.mu.Unlock()
 	select {
 	case r := <-w.done:
@@ -71,6 +77,20 @@ func (a *Agent) Attest(ctx context.Context, nonce []byte) (*Attestation, error) 
 		// Already in a batch: the result is dropped.
 		return nil, ctx.Err()
 	}
+}
+
+// continueBatches hands the queue to a runner if callers are waiting, or
+// marks the device idle.
+func (a *Agent) continueBatches() {
+	b := &a.batch
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.queue) == 0 {
+		b.queue = nil
+		b.running = false
+		return
+	}
+	go a.runBatches()
 }
 
 // runBatches answers queued callers, a batch at a time, until none is left.
@@ -94,21 +114,27 @@ func (a *Agent) runBatches() {
 			return
 		}
 		b.mu.Unlock()
-		for i, r := range a.answer(take) {
+		results, keep := a.answer(take)
+		for i, r := range results {
 			take[i].done <- r
 		}
+		keep()
 	}
 }
 
 // answer makes one attestation for the callers in take: the single-binding
-// form for one caller, a batch for more.
-func (a *Agent) answer(take []*admission) []admissionResult {
-	out := make([]admissionResult, len(take))
-	fail := func(err error) []admissionResult {
+// form for one caller, a batch for more. keep, called once the callers have
+// their answers, keeps the admissions for the bundle (before dispatch): a
+// crash in between loses only the bundle's copy of an admission its callers
+// already hold.
+func (a *Agent) answer(take []*admission) (out []admissionResult, keep func()) {
+	out = make([]admissionResult, len(take))
+	keep = func() {}
+	fail := func(err error) ([]admissionResult, func()) {
 		for i := range out {
-			out[i].err = err
+			out[i] = admissionResult{err: err}
 		}
-		return out
+		return out, keep
 	}
 	// No caller's deadline bounds the shared quote; the device has its own.
 	ctx := context.Background()
@@ -116,11 +142,11 @@ func (a *Agent) answer(take []*admission) []admissionResult {
 	defer a.mu.Unlock()
 	if len(take) == 1 {
 		att, err := a.attestLocked(ctx, scai.Attestation{Purpose: attest.PurposeAttest, Nonce: take[0].nonce})
-		if err == nil && a.state.Phase == phaseLaunched {
-			err = a.keepAdmission(att)
+		if err != nil {
+			return fail(err)
 		}
-		out[0] = admissionResult{att: att, err: err}
-		return out
+		out[0].att = att
+		return out, a.keeper(out)
 	}
 	leaves := make([][32]byte, len(take))
 	for i, w := range take {
@@ -141,13 +167,27 @@ func (a *Agent) answer(take []*admission) []admissionResult {
 		}
 		out[i].att = &Attestation{Envelope: shared.Envelope, EventLog: shared.EventLog, Proof: p}
 	}
-	if a.state.Phase == phaseLaunched {
-		// Keep the newest callers' proofs within the admission window.
-		for i := max(0, len(take)-maxAdmissions); i < len(take); i++ {
-			if err := a.keepAdmission(out[i].att); err != nil {
-				return fail(err)
+	return out, a.keeper(out)
+}
+
+// keeper returns what keeps the newest of answered admissions within the
+// admission window, if the environment is not yet dispatched. A failure to
+// keep one is logged: the callers have their attestations.
+func (a *Agent) keeper(answered []admissionResult) func() {
+	if a.state.Phase != phaseLaunched {
+		return func() {}
+	}
+	return func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.state.Phase != phaseLaunched {
+			return
+		}
+		for _, r := range answered[max(0, len(answered)-maxAdmissions):] {
+			if err := a.keepAdmission(r.att); err != nil {
+				a.log.Warn("admission attestation not kept for the bundle", "err", err)
+				return
 			}
 		}
 	}
-	return out
 }
