@@ -438,7 +438,9 @@ func writeRuntimeFile(path string, b []byte, mode os.FileMode) error {
 
 // writeFileAtomic writes b to a temporary file beside path, syncs it and
 // renames it over path.
-func writeFileAtomic(path string, b []byte, mode os.FileMode) error { return writeFile(path, b, mode, true) }
+func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
+	return writeFile(path, b, mode, true)
+}
 
 func writeFile(path string, b []byte, mode os.FileMode, sync bool) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
