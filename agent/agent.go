@@ -209,24 +209,37 @@ func (a *Agent) openLog(ctx context.Context) (rec measure.Recovery, err error) {
 		a.log.Warn("partial record at the end of the event log cut off (the daemon died writing it; it never reached the register)",
 			"path", path, "bytes", rec.DroppedBytes)
 	}
-	recs := l.Records()
+	n := l.Len()
 	switch {
-	case len(recs) == 0 && zero:
-	case len(recs) == 0:
+	case n == 0 && zero:
+	case n == 0:
+		l.Close()
 		return rec, fmt.Errorf("%s is %x but the event log %s is empty: the register holds events nobody can account for; reboot the environment", reg, current[bank], path)
 	case zero:
-		a.log.Warn("event log from an earlier boot set aside", "path", path, "records", len(recs))
-		if l, err = reopenLog(cfg); err != nil {
+		a.log.Warn("event log from an earlier boot set aside", "path", path, "records", n)
+		if err := l.Reset(); err != nil {
+			l.Close()
 			return rec, err
 		}
 	default:
-		if rec.CompletedSeq, err = a.catchUp(ctx, recs, current); err != nil {
+		if rec.CompletedSeq, err = a.catchUp(ctx, l.Records(), current); err != nil {
+			l.Close()
 			return rec, fmt.Errorf("event log %s does not explain %s (%w); reboot the environment", path, reg, err)
 		}
-		a.log.Info("restart in the same boot: event log matches register", "records", len(recs))
+		a.log.Info("restart in the same boot: event log matches register", "records", n)
 	}
 	a.events = l
 	return rec, nil
+}
+
+// Close closes the event log; the Agent records nothing afterwards.
+func (a *Agent) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.events == nil {
+		return nil
+	}
+	return a.events.Close()
 }
 
 // readRegister reads the agent register in every bank.
@@ -251,14 +264,18 @@ func (a *Agent) catchUp(ctx context.Context, recs []measure.Record, current map[
 	reg := a.backend.Register()
 	ahead := 0
 	for _, h := range a.backend.Banks() {
-		err := measure.CheckReplay(recs, h, string(reg.Kind), reg.Index, current[h])
-		if err == nil {
-			continue
-		}
-		if measure.CheckReplay(recs[:len(recs)-1], h, string(reg.Kind), reg.Index, current[h]) != nil {
+		vals, err := measure.ReplayPrefixes(recs, h, string(reg.Kind), reg.Index, []int{len(recs) - 1, len(recs)})
+		if err != nil {
 			return nil, err
 		}
-		ahead++
+		switch {
+		case bytes.Equal(vals[1], current[h]):
+			continue
+		case bytes.Equal(vals[0], current[h]):
+			ahead++
+		default:
+			return nil, &measure.ReplayMismatchError{Register: fmt.Sprintf("%s%d", reg.Kind, reg.Index), Bank: h, Got: vals[1], Want: current[h]}
+		}
 	}
 	switch ahead {
 	case 0:
@@ -416,7 +433,7 @@ func (a *Agent) EventLog() ([]byte, []measure.Record) {
 	if a.events == nil {
 		return nil, nil
 	}
-	return a.events.Bytes(), a.events.Records()
+	return a.events.View(), a.events.Records()
 }
 
 func logKind(k attest.RegisterKind) measure.RegisterKind {

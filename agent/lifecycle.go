@@ -32,11 +32,12 @@ const (
 	// maxSigned statements may be signed per build (SignStatement); the
 	// same statement again returns the same envelope and counts once.
 	maxSigned = 16
-	// maxEventLog bounds the event log (32 MiB): room for about 100,000
-	// runtime events of typical size (a digest as content: about 200 bytes
-	// each), and, with the 16 signed statements, below MaxResponseSize for
-	// GetBundle, which carries the log once (format 2).
-	maxEventLog = 32 << 20
+	// maxEventLog bounds the event log (40 MiB): room for 100,000 runtime
+	// events of typical size (a digest as content: 189 bytes with one bank,
+	// 336 with all four TPM banks), and, with the 16 signed statements,
+	// below MaxResponseSize for GetBundle, which carries the log once
+	// (format 2).
+	maxEventLog = 40 << 20
 	// logReserve bytes of the event log are kept for what must still fit
 	// after the last runtime event: the complete event (under 200 bytes)
 	// and a restart event for each daemon restart (about 250 bytes each).

@@ -165,6 +165,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer a.Close() // after Serve: calls in progress are done
 	// Take the socket first: a second daemon must fail here, before it
 	// extends anything into the register.
 	ln, err := agent.Listen(runtimeDir)

@@ -15,7 +15,7 @@ const DefaultSocket = "/run/attestd/attestd.sock"
 // MaxResponseSize is the largest response attestd sends (its server's send
 // limit) and the receive limit of this client. gRPC clients default to
 // 4 MiB, which a response carrying the event log of a long build exceeds
-// (the log may reach 32 MiB): clients written in other languages must raise
+// (the log may reach 40 MiB): clients written in other languages must raise
 // their receive limit to this too (docs/integrating.md). The daemon's limits
 // keep every response below it (docs/operating.md, "Limits").
 const MaxResponseSize = 64 << 20
