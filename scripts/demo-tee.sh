@@ -62,8 +62,8 @@ cat "$work/policy.yaml"
 
 nonce=$("$bin/attestctl" nonce)
 say "admission: attestctl attest --nonce $nonce, verified"
-"$bin/attestctl" attest --nonce "$nonce" --out "$work/attestation.intoto.json"
-"$bin/attestctl" verify --policy "$work/policy.yaml" --nonce "$nonce" "$work/attestation.intoto.json"
+"$bin/attestctl" attest --nonce "$nonce" --out "$work/attestation.intoto.jsonl"
+"$bin/attestctl" verify --policy "$work/policy.yaml" --nonce "$nonce" "$work/attestation.intoto.jsonl"
 
 say "a build: the shell executor of docs/integrating.md"
 dispatch_nonce=$("$bin/attestctl" nonce)
@@ -77,7 +77,7 @@ say "attestctl verify the build's bundle as a chain"
 say "the vendor's real roots refuse the fake"
 extra=()
 [[ $kind == tdx ]] && extra=(--tdx-insecure-skip-collateral)
-if "$bin/attestctl" verify --nonce "$nonce" "${extra[@]}" "$work/attestation.intoto.json" >"$work/real-roots.txt" 2>&1; then
+if "$bin/attestctl" verify --nonce "$nonce" "${extra[@]}" "$work/attestation.intoto.jsonl" >"$work/real-roots.txt" 2>&1; then
 	echo "demo: the real vendor roots accepted a fake attestation" >&2
 	exit 1
 fi

@@ -15,7 +15,7 @@ cat >request.json <<JSON
   {"name": "tenant", "annotations": {"id": "team-a"}}
 ]
 JSON
-attestctl bind --build-id "$build_id" --request request.json --nonce "$nonce" --out dispatch.intoto.json
+attestctl bind --build-id "$build_id" --request request.json --nonce "$nonce" --out dispatch.intoto.jsonl
 
 # 2. Fetch a dependency and record what was fetched.
 printf 'dependency bytes\n' >dep.tar
@@ -27,7 +27,7 @@ mkdir -p out
 { printf 'app built from '; cat dep.tar; } >out/app.bin
 
 # 4. Completion: bind inputs and outputs; the environment is spent afterwards.
-attestctl complete --build-id "$build_id" --input dep.tar --output out/app.bin --out complete.intoto.json
+attestctl complete --build-id "$build_id" --input dep.tar --output out/app.bin --out complete.intoto.jsonl
 
 # 5. Sign the build's SLSA provenance with the environment key.
 cat >provenance.json <<JSON

@@ -129,7 +129,7 @@ func TestShellExecutorOnSwtpm(t *testing.T) {
 	// What identity, bind and complete wrote verifies as a chain without the
 	// daemon's bundle: each file carries the event log its attestation names.
 	var chain []byte
-	for _, f := range []string{"launch.intoto.jsonl", "dispatch.intoto.json", "complete.intoto.json"} {
+	for _, f := range []string{"launch.intoto.jsonl", "dispatch.intoto.jsonl", "complete.intoto.jsonl"} {
 		b, err := os.ReadFile(filepath.Join(work, f))
 		if err != nil {
 			t.Fatal(err)
