@@ -274,6 +274,23 @@ func BenchmarkVerifySignature(b *testing.B) {
 	}
 }
 
+// BenchmarkVerifyDSSE is what VerifySignature cost when it used the DSSE
+// library's verifier (decode, PAE copy), for comparison.
+func BenchmarkVerifyDSSE(b *testing.B) {
+	k := seededKey(b, "bench")
+	for _, p := range benchPurposes {
+		b.Run(string(p), func(b *testing.B) {
+			env := benchEnvelope(b, k, p)
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := dsseVerify(env, k.Public()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkDescriptors is the agent's check of a dispatch request or a
 // completion's inputs and outputs before it attests.
 func BenchmarkDescriptors(b *testing.B) {

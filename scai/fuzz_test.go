@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -89,8 +90,8 @@ func checkOpened(t *testing.T, env *dsse.Envelope) {
 	if err := json.Unmarshal(again, &want); err != nil {
 		t.Fatal(err)
 	}
-	if d := cmp.Diff(want, got); d != "" {
-		t.Fatalf("payload reads differently from its canonical encoding (-canonical +payload):\n%s", d)
+	if !reflect.DeepEqual(want, got) {
+		t.Fatalf("payload reads differently from its canonical encoding (-canonical +payload):\n%s", cmp.Diff(want, got))
 	}
 	checkVerify(t, env, o.Attestation.EnvKey)
 }

@@ -12,7 +12,10 @@ import (
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/scai"
 	"github.com/google/go-cmp/cmp"
+	ita "github.com/in-toto/attestation/go/v1"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // openPayload opens payload in an envelope with a dummy signature (Open
@@ -144,5 +147,50 @@ func TestOpenStrict(t *testing.T) {
 				t.Errorf("attestation differs (-want +got):\n%s", d)
 			}
 		})
+	}
+}
+
+// TestOpenDeepDescriptor: the deepest request descriptor CheckDescriptors
+// accepts (its canonical JSON at most MaxDescriptorSize) still opens, and
+// the bindings read it.
+func TestOpenDeepDescriptor(t *testing.T) {
+	k := seededKey(t, "deep")
+	a := newAttestation(t, attest.PurposeDispatch, k.Public())
+	depth := (scai.MaxDescriptorSize - len(`{"annotations":{"d":},"name":"deep"}`)) / 2
+	v := structpb.NewListValue(&structpb.ListValue{})
+	for i := 1; i < depth; i++ {
+		v = structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{v}})
+	}
+	deep := &ita.ResourceDescriptor{Name: "deep", Annotations: &structpb.Struct{Fields: map[string]*structpb.Value{"d": v}}}
+	if _, err := scai.CheckRequest([]*ita.ResourceDescriptor{deep}); err != nil {
+		t.Fatalf("CheckRequest: %v", err)
+	}
+	a.Build.Request = append(a.Build.Request, deep)
+	var err error
+	if a.Binding, err = scai.ExpectedBinding(a); err != nil {
+		t.Fatal(err)
+	}
+	payload, err := scai.Encode(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := openPayload(payload)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	// (cmp.Diff is far too slow on 4000 levels: compare the encodings.)
+	again, err := scai.Encode(o.Attestation)
+	if err != nil || !bytes.Equal(again, payload) {
+		t.Errorf("the opened attestation encodes differently (%v)", err)
+	}
+	var st ita.Statement
+	if err := protojson.Unmarshal(payload, &st); err != nil {
+		t.Fatalf("protojson: %v", err)
+	}
+	// One level more and CheckRequest refuses it for its size.
+	deeper := &ita.ResourceDescriptor{Name: "deep", Annotations: &structpb.Struct{Fields: map[string]*structpb.Value{
+		"d": structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{v}})}}}
+	if _, err := scai.CheckRequest([]*ita.ResourceDescriptor{deeper}); !errors.Is(err, scai.ErrDescriptor) {
+		t.Fatalf("CheckRequest of a descriptor over the size limit: %v", err)
 	}
 }
