@@ -49,7 +49,7 @@ type Policy struct {
 // roots (authenticity), then the policy, then REPORT_DATA against the
 // binding and the env key. No network I/O: a VCEK must come with the
 // evidence or in VCEK. The zero value trusts AMD's roots embedded in
-// go-sev-guest and refuses debug guests.
+// go-sev-guest and refuses debug guests. Safe for concurrent use.
 type Verifier struct {
 	// Roots are the trusted ARK/ASK certificates by product line ("Milan",
 	// "Genoa", "Turin"); nil means AMD's roots embedded in go-sev-guest.

@@ -59,11 +59,13 @@ type Policy struct {
 // Verifier checks TDX evidence: the quote's signature and PCK chain to
 // Intel's SGX root (authenticity), the collateral (TCB info, QE identity)
 // from local files, then the policy, then REPORTDATA against the binding and
-// the env key. No network I/O. The zero value trusts Intel's root embedded
-// in go-tdx-guest, requires collateral (and so fails without
-// CollateralDir) and refuses debug TDs.
+// the env key. No network I/O. The zero value trusts Intel's SGX root CA
+// (embedded, as in go-tdx-guest), requires collateral (and so fails without
+// CollateralDir) and refuses debug TDs. Safe for concurrent use.
 type Verifier struct {
-	// Roots replaces Intel's SGX root CA; nil means the embedded one.
+	// Roots replaces Intel's SGX root CA; nil means the embedded one (the
+	// certificate go-tdx-guest embeds). Verified chains are cached per pool:
+	// reuse one pool rather than making one per call.
 	Roots *x509.CertPool
 	// CollateralDir holds Intel PCS responses (docs/tee.md): tcbinfo.json,
 	// tcbinfo-issuer-chain.pem, qeidentity.json, qeidentity-issuer-chain.pem.
@@ -361,7 +363,7 @@ func (v Verifier) ccelCheck(ev *attest.Evidence, q *pb.QuoteV4) (string, bool, e
 	if _, err := tcg.ParseAndReplay(log.Data, bank.MRs(), tcg.ParseOpts{AllowPadding: true}); err != nil {
 		return "", false, fmt.Errorf("CCEL does not replay to the quoted RTMR0-2: %w", err)
 	}
-	if len(log.Data) <= maxCachedCCEL {
+	if c.ccels.enabled() && len(log.Data) <= maxCachedCCEL {
 		c.ccels.add(key, bytes.Clone(log.Data))
 	}
 	return replayed, false, nil

@@ -497,7 +497,7 @@ func (c *Cache) firmwareLog(ev *attest.Evidence, p *parsed) (detail string, skip
 	if _, err := tcg.ParseAndReplay(raw.Data, mrs, tcg.ParseOpts{}); err != nil {
 		return "", false, fmt.Errorf("firmware event log does not replay to the quoted PCRs 0-7: %w", err)
 	}
-	if len(raw.Data) <= maxCachedLog {
+	if c.logs.enabled() && len(raw.Data) <= maxCachedLog {
 		c.logs.add(key, bytes.Clone(raw.Data))
 	}
 	return replayed, false, nil
@@ -736,6 +736,9 @@ func (c *lru[K, V]) add(k K, v V) {
 		delete(c.items, last.Value.(*lruEntry[K, V]).key)
 	}
 }
+
+// enabled reports whether c keeps anything.
+func (c *lru[K, V]) enabled() bool { return c.max > 0 }
 
 func (c *lru[K, V]) len() int {
 	c.mu.Lock()
