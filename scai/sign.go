@@ -27,12 +27,13 @@ func KeyID(pub crypto.PublicKey) (string, error) {
 	return hex.EncodeToString(kd[:]), nil
 }
 
-// Sign encodes st once (the layout of Encode: protojson's field names, keys
-// sorted, no white space) and returns a DSSE envelope (JSON) signed by
-// signer over exactly those bytes. signer is the environment key (a TPM-resident
-// key in production); ECDSA signatures are ASN.1 DER over SHA-256(PAE), RSA
-// ones PKCS #1 v1.5 over SHA-256(PAE). The signature is checked before the
-// envelope is returned.
+// Sign encodes st once (the layout Encode writes: protojson's field names,
+// keys sorted, no white space) and returns a DSSE envelope (JSON) signed by
+// signer over exactly those bytes. signer is the environment key (a
+// TPM-resident key in production); ECDSA signatures are ASN.1 DER over
+// SHA-256(PAE), RSA ones PKCS #1 v1.5 over SHA-256(PAE). The signature is
+// checked before the envelope is returned. Encode and SignPayload give the
+// same envelope for less work.
 func Sign(ctx context.Context, signer crypto.Signer, st *ita.Statement) ([]byte, error) {
 	if signer == nil {
 		return nil, fmt.Errorf("sign statement: nil signer")
