@@ -71,6 +71,10 @@ type Agent struct {
 	state  lifecycle                   // the one build of this environment
 
 	batch batcher // Attest callers waiting for a quote
+	// pendingKeeps counts admissions answered but not yet kept for the
+	// bundle; kept (on mu) is signalled when it drops.
+	pendingKeeps int
+	kept         *sync.Cond
 }
 
 // New checks opts and opens the event log. It does not touch the register.
@@ -100,14 +104,16 @@ func New(opts Options) (*Agent, error) {
 	if err := os.MkdirAll(opts.RuntimeDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create runtime dir: %w", err)
 	}
-	return &Agent{
+	a := &Agent{
 		opts:      opts,
 		log:       opts.Logger,
 		backend:   opts.Backend,
 		keyDigest: kd,
 		health:    newDeviceHealth(opts.Logger, opts.Backend.Name()),
 		allow:     Allowlist{Readers: opts.Config.Readers, Executors: opts.Config.Builders, self: uint32(os.Getuid())},
-	}, nil
+	}
+	a.kept = sync.NewCond(&a.mu)
+	return a, nil
 }
 
 // KeyDigest is the SHA-256 of the env key's PKIX encoding.
@@ -415,11 +421,11 @@ func (a *Agent) attestLocked(ctx context.Context, partial scai.Attestation) (*At
 	att.Binding, att.Evidence, att.Log = binding, evs, scai.RefTo(cel)
 	att.Producer = scai.Producer{Name: "attestd", Version: a.opts.Version}
 	att.Time = a.opts.now().UTC()
-	st, err := scai.NewStatement(&att)
+	payload, err := scai.Encode(&att)
 	if err != nil {
 		return nil, fmt.Errorf("statement: %w", err)
 	}
-	env, err := scai.Sign(ctx, a.backend.Signer(), st)
+	env, err := scai.SignPayload(ctx, a.backend.Signer(), payload)
 	if err != nil {
 		return nil, fmt.Errorf("sign statement: %w", err)
 	}

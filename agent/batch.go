@@ -63,7 +63,7 @@ func (a *Agent) Attest(ctx context.Context, nonce []byte) (*Attestation, error) 
 		b.running = true
 		b.mu.Unlock()
 		r, keep := a.answer([]*admission{w})
-		keep()
+		go keep()
 		a.continueBatches()
 		return r[0].att, r[0].err
 	}
@@ -171,18 +171,22 @@ func (a *Agent) answer(take []*admission) (out []admissionResult, keep func()) {
 }
 
 // keeper returns what keeps the newest of answered admissions within the
-// admission window, if the environment is not yet dispatched. A failure to
-// keep one is logged: the callers have their attestations.
+// admission window, if the environment is not yet dispatched (decided now,
+// when they are made: a dispatch that overtakes the keeping does not drop
+// them). Bundle waits for keepers not yet run. A failure to keep one is
+// logged: the callers have their attestations. a.mu must be held.
 func (a *Agent) keeper(answered []admissionResult) func() {
 	if a.state.Phase != phaseLaunched {
 		return func() {}
 	}
+	a.pendingKeeps++
 	return func() {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		if a.state.Phase != phaseLaunched {
-			return
-		}
+		defer func() {
+			a.pendingKeeps--
+			a.kept.Broadcast()
+		}()
 		for _, r := range answered[max(0, len(answered)-maxAdmissions):] {
 			if err := a.keepAdmission(r.att); err != nil {
 				a.log.Warn("admission attestation not kept for the bundle", "err", err)

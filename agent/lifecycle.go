@@ -173,10 +173,7 @@ func (a *Agent) BindBuild(ctx context.Context, buildID string, request []*ita.Re
 	if err := checkOptionalNonce(nonce); err != nil {
 		return nil, err
 	}
-	if err := scai.CheckDescriptors("request", request, false); err != nil {
-		return nil, err
-	}
-	reqDigest, err := scai.RequestDigest(request)
+	reqDigest, err := scai.CheckRequest(request)
 	if err != nil {
 		return nil, err
 	}
@@ -291,16 +288,7 @@ func (a *Agent) Complete(ctx context.Context, buildID string, inputs, outputs []
 	if err := checkOptionalNonce(nonce); err != nil {
 		return nil, err
 	}
-	if len(outputs) == 0 {
-		return nil, fmt.Errorf("%w: at least one output is required", scai.ErrDescriptor)
-	}
-	if err := scai.CheckDescriptors("input", inputs, true); err != nil {
-		return nil, err
-	}
-	if err := scai.CheckDescriptors("output", outputs, true); err != nil {
-		return nil, err
-	}
-	ioDigest, err := scai.IODigest(inputs, outputs)
+	ioDigest, err := scai.CheckIO(inputs, outputs)
 	if err != nil {
 		return nil, err
 	}
@@ -441,6 +429,9 @@ type Bundle struct {
 func (a *Agent) Bundle() *Bundle {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	for a.pendingKeeps > 0 {
+		a.kept.Wait()
+	}
 	b := &Bundle{BuildID: a.state.BuildID, EventLog: a.events.View()}
 	if l := a.launch.Load(); l != nil {
 		b.Envelopes = append(b.Envelopes, l.Envelope)
