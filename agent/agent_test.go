@@ -17,6 +17,7 @@ import (
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/attest/tpm"
 	"github.com/attestd/attestd/measure"
+	"github.com/attestd/attestd/scai"
 	"github.com/attestd/attestd/verify"
 )
 
@@ -341,3 +342,11 @@ func FuzzParseConfig(f *testing.F) {
 }
 
 func testVerifiers() []attest.Verifier { return []attest.Verifier{tpm.Verifier{}} }
+
+// The TPM env key checks its own signatures (a TPM's answer is verified
+// before use), so scai does not verify each one a second time.
+func TestTPMSignerChecksItsSignatures(t *testing.T) {
+	if _, ok := newBackend(t, openSim(t)).Signer().(scai.CheckedSigner); !ok {
+		t.Fatal("the TPM backend's signer is not a scai.CheckedSigner")
+	}
+}

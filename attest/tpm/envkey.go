@@ -173,6 +173,10 @@ type lockedSigner struct {
 
 func (l *lockedSigner) Public() crypto.PublicKey { return l.pub }
 
+// ChecksSignatures tells scai.SignPayload that every signature returned has
+// been verified against Public already (scai.CheckedSigner).
+func (l *lockedSigner) ChecksSignatures() {}
+
 // Sign signs a SHA-256 digest (opts nil or SHA-256) and returns an ASN.1
 // ECDSA signature.
 func (l *lockedSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) (_ []byte, err error) {
