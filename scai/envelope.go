@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 )
@@ -33,30 +31,48 @@ func parseEnvelope(b []byte, carriers bool) (*dsse.Envelope, error) {
 	if len(b) > MaxEnvelopeSize && !carriers {
 		return nil, fmt.Errorf("%w: %d bytes exceeds the %d byte limit", ErrEnvelope, len(b), MaxEnvelopeSize)
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
 	env := &dsse.Envelope{}
-	var seenType, seenPayload, seenSigs bool
-	err := decodeObject(dec, func(key string) error {
-		switch key {
-		case "payloadType":
-			seenType = true
-			return decodeString(dec, &env.PayloadType)
-		case "payload":
-			seenPayload = true
-			return decodeString(dec, &env.Payload)
-		case "signatures":
-			seenSigs = true
-			return decodeSignatures(dec, env)
+	var seen [3]bool
+	r := &reader{b: b}
+	err := r.fields("envelope", []string{"payloadType", "payload", "signatures"}, func(i int) (err error) {
+		seen[i] = true
+		switch i {
+		case 0:
+			env.PayloadType, err = r.str()
+		case 1:
+			env.Payload, err = r.str()
 		default:
-			return fmt.Errorf("unknown field %q", key)
+			err = r.array(func() error {
+				var sig dsse.Signature
+				var seenSig bool
+				err := r.fields("signature", []string{"keyid", "sig"}, func(j int) (err error) {
+					if j == 0 {
+						sig.KeyID, err = r.str()
+						return err
+					}
+					seenSig = true
+					sig.Sig, err = r.str()
+					return err
+				})
+				if err != nil {
+					return fmt.Errorf("signature %d: %w", len(env.Signatures), err)
+				}
+				if !seenSig {
+					return fmt.Errorf("signature %d: sig missing", len(env.Signatures))
+				}
+				env.Signatures = append(env.Signatures, sig)
+				return nil
+			})
 		}
+		return err
 	})
+	if err == nil {
+		err = r.end()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrEnvelope, err)
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("%w: trailing data after the envelope", ErrEnvelope)
-	}
+	seenType, seenPayload, seenSigs := seen[0], seen[1], seen[2]
 	carrier := carriers && (env.PayloadType == PayloadTypeCEL || env.PayloadType == PayloadTypeInclusionProof)
 	switch {
 	case !seenType:
@@ -136,89 +152,4 @@ func ParseBundle(b []byte) ([]*dsse.Envelope, error) {
 		envs = append(envs, env)
 	}
 	return envs, nil
-}
-
-// decodeObject reads one JSON object from dec, calling field for each key
-// (which must decode the value). Duplicate keys are an error; keys are
-// matched exactly (encoding/json alone would fold case and keep the last
-// duplicate).
-func decodeObject(dec *json.Decoder, field func(key string) error) error {
-	if err := expectDelim(dec, '{'); err != nil {
-		return err
-	}
-	seen := map[string]bool{}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		key, ok := t.(string)
-		if !ok {
-			return fmt.Errorf("expected object key, got %v", t)
-		}
-		if seen[key] {
-			return fmt.Errorf("duplicate field %q", key)
-		}
-		seen[key] = true
-		if err := field(key); err != nil {
-			return fmt.Errorf("%s: %w", key, err)
-		}
-	}
-	return expectDelim(dec, '}')
-}
-
-func expectDelim(dec *json.Decoder, d json.Delim) error {
-	t, err := dec.Token()
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return io.ErrUnexpectedEOF
-		}
-		return err
-	}
-	if got, ok := t.(json.Delim); !ok || got != d {
-		return fmt.Errorf("expected %q, got %v", d, t)
-	}
-	return nil
-}
-
-func decodeString(dec *json.Decoder, dst *string) error {
-	t, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	s, ok := t.(string)
-	if !ok {
-		return fmt.Errorf("expected a string, got %v", t)
-	}
-	*dst = s
-	return nil
-}
-
-func decodeSignatures(dec *json.Decoder, env *dsse.Envelope) error {
-	if err := expectDelim(dec, '['); err != nil {
-		return err
-	}
-	for dec.More() {
-		var s dsse.Signature
-		var seenSig bool
-		err := decodeObject(dec, func(key string) error {
-			switch key {
-			case "keyid":
-				return decodeString(dec, &s.KeyID)
-			case "sig":
-				seenSig = true
-				return decodeString(dec, &s.Sig)
-			default:
-				return fmt.Errorf("unknown field %q", key)
-			}
-		})
-		if err != nil {
-			return fmt.Errorf("signature %d: %w", len(env.Signatures), err)
-		}
-		if !seenSig {
-			return fmt.Errorf("signature %d: sig missing", len(env.Signatures))
-		}
-		env.Signatures = append(env.Signatures, s)
-	}
-	return expectDelim(dec, ']')
 }

@@ -3,7 +3,6 @@ package verify
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -70,8 +69,10 @@ func BundleReport(raw []byte, opts Options) *Report {
 	var signed []*dsse.Envelope
 	var signedResults []*Result
 	for _, env := range b.Envelopes {
-		if isSCAI(env) {
-			rep.Results = append(rep.Results, Envelope(env, m, opts))
+		// Each envelope is opened once: as an attestd attestation, or, when
+		// its predicate is another, as a statement the environment signed.
+		if op, err := scai.Open(env); !errors.Is(err, scai.ErrPredicateType) {
+			rep.Results = append(rep.Results, opened(env, op, err, m, opts))
 			continue
 		}
 		r := &Result{Purpose: PurposeSignedStatement}
@@ -90,20 +91,6 @@ func BundleReport(raw []byte, opts Options) *Report {
 		rep.OK = rep.OK && r.OK
 	}
 	return rep
-}
-
-func isSCAI(env *dsse.Envelope) bool {
-	payload, err := base64.StdEncoding.DecodeString(env.Payload)
-	if err != nil {
-		return true // let Envelope report it
-	}
-	var head struct {
-		PredicateType string `json:"predicateType"`
-	}
-	if json.Unmarshal(payload, &head) != nil {
-		return true
-	}
-	return head.PredicateType == scai.PredicateType
 }
 
 type chain struct {

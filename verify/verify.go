@@ -120,13 +120,18 @@ func MaterialOf(b *scai.Bundle) *Material { return &Material{Logs: b.Logs, Proof
 // Envelope verifies one DSSE envelope, with the event logs and proofs of m
 // (nil: none).
 func Envelope(env *dsse.Envelope, m *Material, opts Options) *Result {
+	op, err := scai.Open(env)
+	return opened(env, op, err, m, opts)
+}
+
+// opened is Envelope for an envelope scai.Open has opened (or failed to).
+func opened(env *dsse.Envelope, op *scai.Opened, err error, m *Material, opts Options) *Result {
 	if m == nil {
 		m = &Material{}
 	}
 	r := &Result{}
 	defer func() { r.OK = len(r.Failed()) == 0 && len(r.Checks) > 0 }()
 
-	op, err := scai.Open(env)
 	detail := "in-toto Statement v1 with a SCAI v0.3 predicate; subject is the env key"
 	if err == nil && op.Attestation.Purpose == attest.PurposeComplete {
 		detail = fmt.Sprintf("in-toto Statement v1 with a SCAI v0.3 predicate; subjects are the build's %d output(s)", len(op.Attestation.Build.Outputs))
