@@ -238,10 +238,14 @@ func (a *Agent) openLog(ctx context.Context) (rec measure.Recovery, err error) {
 	return rec, nil
 }
 
-// Close closes the event log; the Agent records nothing afterwards.
+// Close waits for admissions still being kept for the bundle and closes the
+// event log; the Agent records nothing afterwards.
 func (a *Agent) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	for a.pendingKeeps > 0 {
+		a.kept.Wait()
+	}
 	if a.events == nil {
 		return nil
 	}

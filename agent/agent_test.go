@@ -86,6 +86,7 @@ func (f *fixture) agent(t testing.TB, b attest.Backend) *Agent {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	t.Cleanup(func() { a.Close() }) // before the temp dir goes: it waits for admissions being kept
 	return a
 }
 
