@@ -17,17 +17,21 @@ import (
 	apiv1 "github.com/attestd/attestd/agent/api/v1"
 )
 
-// buildAttestd builds cmd/attestd of the module at root into dir, with
-// build tags when given (attestd_demo_fakes for the SEV-SNP / TDX fakes).
+// buildAttestd builds cmd/attestd of the module at root into dir as the
+// runner image ships it (images/bake.sh: CGO_ENABLED=0, -trimpath; the
+// in-process simulator, the only part that needs cgo, is not used here),
+// with build tags when given (attestd_demo_fakes for the SEV-SNP / TDX
+// fakes).
 func buildAttestd(ctx context.Context, root, dir, name string, tags ...string) (string, error) {
 	out := filepath.Join(dir, name)
-	args := []string{"build", "-o", out}
+	args := []string{"build", "-trimpath", "-o", out}
 	if len(tags) > 0 {
 		args = append(args, "-tags", strings.Join(tags, ","))
 	}
 	args = append(args, "./cmd/attestd")
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/attestd: %v\n%s", err, b)
 	}

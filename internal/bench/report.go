@@ -77,7 +77,8 @@ func report(r *Results, plots []string) string {
 // baselines says what each comparison is made against.
 const baselines = `How the figures are made (internal/bench):
 
-- **Real components.** ` + "`go build ./cmd/attestd`" + `, run with ` + "`--backend tpm`" + ` on a fresh swtpm (a copy of one
+- **Real components.** ` + "`CGO_ENABLED=0 go build -trimpath ./cmd/attestd`" + ` (the binary the runner image ships,
+  images/bake.sh; a cgo build with the in-process simulator maps about 4 MiB more: libcrypto, libc), run with ` + "`--backend tpm`" + ` on a fresh swtpm (a copy of one
   manufactured with ` + "`swtpm_setup --create-ek-cert`" + `, SHA-256 bank), driven over its unix socket with the Go
   client (` + "`agent/api/v1`" + `). READY=1 is read from a notify socket the harness passes as ` + "`NOTIFY_SOCKET`" + `.
 - **The TPM proxy.** attestd reaches swtpm through a proxy in the harness that forwards whole commands
