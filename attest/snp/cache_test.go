@@ -302,7 +302,7 @@ func BenchmarkVerify(b *testing.B) {
 		v := benchVerifier(d, snp.NewCache(snp.DefaultCacheSize))
 		run(b, func() snp.Verifier { return v })
 	})
-	b.Run("bundle/cache/parallel", func(b *testing.B) {
+	b.Run("parallel/cache", func(b *testing.B) {
 		v := benchVerifier(d, snp.NewCache(snp.DefaultCacheSize))
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {

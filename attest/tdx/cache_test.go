@@ -488,7 +488,7 @@ func BenchmarkVerify(b *testing.B) {
 		v := benchVerifier(d, tdx.NewCache(tdx.DefaultCacheSize))
 		run(b, func() tdx.Verifier { return v })
 	})
-	b.Run("bundle/cache/parallel", func(b *testing.B) {
+	b.Run("parallel/cache", func(b *testing.B) {
 		v := benchVerifier(d, tdx.NewCache(tdx.DefaultCacheSize))
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {

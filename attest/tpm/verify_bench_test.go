@@ -122,7 +122,7 @@ func BenchmarkVerify(b *testing.B) {
 	b.Run("bundle/cache", func(b *testing.B) {
 		benchVerify(b, same(benchVerifier(now, NewCache(DefaultCacheSize))), f.evs, f.opts)
 	})
-	b.Run("bundle/cache/parallel", func(b *testing.B) {
+	b.Run("parallel/cache", func(b *testing.B) {
 		v := benchVerifier(now, NewCache(DefaultCacheSize))
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
