@@ -1,13 +1,11 @@
 package snp
 
 import (
-	"container/list"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/binary"
 	"hash"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,6 +15,8 @@ import (
 	sevverify "github.com/google/go-sev-guest/verify"
 	"github.com/google/go-sev-guest/verify/trust"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/attestd/attestd/attest/internal/lru"
 )
 
 // DefaultCacheSize bounds the shared cache a Verifier uses when its Cache
@@ -34,7 +34,7 @@ var sharedCache = NewCache(DefaultCacheSize)
 // signature and every other check still run on every report. Safe for
 // concurrent use.
 type Cache struct {
-	chains *lru[[32]byte, *verifiedChain]
+	chains *lru.Cache[[32]byte, *verifiedChain]
 	hits   atomic.Int64 // answers from the cache, for tests
 	misses atomic.Int64 // full checks, for tests
 }
@@ -42,7 +42,7 @@ type Cache struct {
 // NewCache returns a cache of at most size chains; size 0 or less caches
 // nothing (every report verifies its chain).
 func NewCache(size int) *Cache {
-	return &Cache{chains: newLRU[[32]byte, *verifiedChain](size)}
+	return &Cache{chains: lru.New[[32]byte, *verifiedChain](size)}
 }
 
 // verifiedChain is an endorsement key certificate (VCEK or VLEK) that
@@ -79,9 +79,9 @@ func (v Verifier) cache() *Cache {
 func (v Verifier) verifyReport(att *spb.Attestation, signer abi.ReportSigner, now time.Time) error {
 	c := v.cache()
 	var key [32]byte
-	if c.chains.enabled() {
+	if c.chains.Enabled() {
 		key = v.chainKey(att, signer)
-		if e, ok := c.chains.get(key); ok && e.validAt(now) {
+		if e, ok := c.chains.Get(key); ok && e.validAt(now) {
 			c.hits.Add(1)
 			return sevverify.SnpProtoReportSignature(att.GetReport(), e.cert)
 		}
@@ -95,9 +95,9 @@ func (v Verifier) verifyReport(att *spb.Attestation, signer abi.ReportSigner, no
 	}); err != nil {
 		return err
 	}
-	if c.chains.enabled() {
+	if c.chains.Enabled() {
 		if e := v.chainOf(att, signer); e != nil {
-			c.chains.add(key, e)
+			c.chains.Add(key, e)
 		}
 	}
 	return nil
@@ -237,61 +237,3 @@ func (h keyHash) bytes(b []byte) {
 }
 
 func (h keyHash) str(s string) { h.bytes([]byte(s)) }
-
-// lru is a bounded map, safe for concurrent use, that forgets its least
-// recently used entry when full. A bound of 0 or less keeps nothing.
-type lru[K comparable, V any] struct {
-	mu    sync.Mutex
-	max   int
-	order *list.List // of *lruEntry[K, V], most recently used first
-	items map[K]*list.Element
-}
-
-type lruEntry[K comparable, V any] struct {
-	key K
-	val V
-}
-
-func newLRU[K comparable, V any](max int) *lru[K, V] {
-	return &lru[K, V]{max: max, order: list.New(), items: map[K]*list.Element{}}
-}
-
-func (c *lru[K, V]) get(k K) (V, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.items[k]
-	if !ok {
-		var zero V
-		return zero, false
-	}
-	c.order.MoveToFront(e)
-	return e.Value.(*lruEntry[K, V]).val, true
-}
-
-func (c *lru[K, V]) add(k K, v V) {
-	if c.max <= 0 {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.items[k]; ok {
-		e.Value = &lruEntry[K, V]{key: k, val: v}
-		c.order.MoveToFront(e)
-		return
-	}
-	c.items[k] = c.order.PushFront(&lruEntry[K, V]{key: k, val: v})
-	if c.order.Len() > c.max {
-		last := c.order.Back()
-		c.order.Remove(last)
-		delete(c.items, last.Value.(*lruEntry[K, V]).key)
-	}
-}
-
-// enabled reports whether c keeps anything.
-func (c *lru[K, V]) enabled() bool { return c.max > 0 }
-
-func (c *lru[K, V]) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.order.Len()
-}

@@ -2,7 +2,6 @@ package tdx
 
 import (
 	"bytes"
-	"container/list"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/sha256"
@@ -21,6 +20,8 @@ import (
 	"github.com/google/go-tdx-guest/abi"
 	pb "github.com/google/go-tdx-guest/proto/tdx"
 	tdxverify "github.com/google/go-tdx-guest/verify"
+
+	"github.com/attestd/attestd/attest/internal/lru"
 )
 
 // DefaultCacheSize bounds the shared cache a Verifier uses when its Cache
@@ -39,8 +40,8 @@ var sharedCache = NewCache(DefaultCacheSize)
 // signatures and every other check still run on every quote. Safe for
 // concurrent use.
 type Cache struct {
-	chains *lru[chainKey, *verifiedChain]
-	ccels  *lru[[32]byte, []byte]
+	chains *lru.Cache[chainKey, *verifiedChain]
+	ccels  *lru.Cache[[32]byte, []byte]
 	// For tests: chain checks answered and run in full, CCEL replays
 	// answered.
 	hits, misses, ccelHits atomic.Int64
@@ -49,7 +50,7 @@ type Cache struct {
 // NewCache returns a cache of at most size chains and size CCEL replays;
 // size 0 or less caches nothing.
 func NewCache(size int) *Cache {
-	return &Cache{chains: newLRU[chainKey, *verifiedChain](size), ccels: newLRU[[32]byte, []byte](size)}
+	return &Cache{chains: lru.New[chainKey, *verifiedChain](size), ccels: lru.New[[32]byte, []byte](size)}
 }
 
 func (v Verifier) cache() *Cache {
@@ -139,9 +140,9 @@ func (v Verifier) verifyQuote(q *pb.QuoteV4, now time.Time) error {
 	c := v.cache()
 	roots := v.roots()
 	var key chainKey
-	if c.chains.enabled() {
+	if c.chains.Enabled() {
 		key = chainKey{chain: sha256.Sum256(pckChainBytes(q)), roots: roots}
-		if e, ok := c.chains.get(key); ok && e.validAt(now) {
+		if e, ok := c.chains.Get(key); ok && e.validAt(now) {
 			c.hits.Add(1)
 			return quoteSignatures(q, e.pck)
 		}
@@ -154,9 +155,9 @@ func (v Verifier) verifyQuote(q *pb.QuoteV4, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	if c.chains.enabled() {
+	if c.chains.Enabled() {
 		if e := chainOf(q, roots, now); e != nil {
-			c.chains.add(key, e)
+			c.chains.Add(key, e)
 		}
 	}
 	return nil
@@ -313,62 +314,4 @@ func (h keyHash) bytes(b []byte) {
 	binary.BigEndian.PutUint64(n[:], uint64(len(b)))
 	h.Write(n[:])
 	h.Write(b)
-}
-
-// lru is a bounded map, safe for concurrent use, that forgets its least
-// recently used entry when full. A bound of 0 or less keeps nothing.
-type lru[K comparable, V any] struct {
-	mu    sync.Mutex
-	max   int
-	order *list.List // of *lruEntry[K, V], most recently used first
-	items map[K]*list.Element
-}
-
-type lruEntry[K comparable, V any] struct {
-	key K
-	val V
-}
-
-func newLRU[K comparable, V any](max int) *lru[K, V] {
-	return &lru[K, V]{max: max, order: list.New(), items: map[K]*list.Element{}}
-}
-
-func (c *lru[K, V]) get(k K) (V, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.items[k]
-	if !ok {
-		var zero V
-		return zero, false
-	}
-	c.order.MoveToFront(e)
-	return e.Value.(*lruEntry[K, V]).val, true
-}
-
-func (c *lru[K, V]) add(k K, v V) {
-	if c.max <= 0 {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.items[k]; ok {
-		e.Value = &lruEntry[K, V]{key: k, val: v}
-		c.order.MoveToFront(e)
-		return
-	}
-	c.items[k] = c.order.PushFront(&lruEntry[K, V]{key: k, val: v})
-	if c.order.Len() > c.max {
-		last := c.order.Back()
-		c.order.Remove(last)
-		delete(c.items, last.Value.(*lruEntry[K, V]).key)
-	}
-}
-
-// enabled reports whether c keeps anything.
-func (c *lru[K, V]) enabled() bool { return c.max > 0 }
-
-func (c *lru[K, V]) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.order.Len()
 }

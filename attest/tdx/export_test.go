@@ -4,7 +4,7 @@ package tdx
 // often the full check ran (misses), and how many chains and CCEL replays
 // it holds.
 func CacheStats(c *Cache) (hits, misses int64, chains, ccels int) {
-	return c.hits.Load(), c.misses.Load(), c.chains.len(), c.ccels.len()
+	return c.hits.Load(), c.misses.Load(), c.chains.Len(), c.ccels.Len()
 }
 
 // CCELHits is how often c answered a CCEL replay.

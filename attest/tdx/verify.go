@@ -352,7 +352,7 @@ func (v Verifier) ccelCheck(ev *attest.Evidence, q *pb.QuoteV4) (string, bool, e
 	rtmrs := q.GetTdQuoteBody().GetRtmrs()[:3]
 	c := v.cache()
 	key := ccelKey(log.Data, rtmrs)
-	if cached, hit := c.ccels.get(key); hit && bytes.Equal(cached, log.Data) {
+	if cached, hit := c.ccels.Get(key); hit && bytes.Equal(cached, log.Data) {
 		c.ccelHits.Add(1)
 		return replayed, false, nil
 	}
@@ -363,8 +363,8 @@ func (v Verifier) ccelCheck(ev *attest.Evidence, q *pb.QuoteV4) (string, bool, e
 	if _, err := tcg.ParseAndReplay(log.Data, bank.MRs(), tcg.ParseOpts{AllowPadding: true}); err != nil {
 		return "", false, fmt.Errorf("CCEL does not replay to the quoted RTMR0-2: %w", err)
 	}
-	if c.ccels.enabled() && len(log.Data) <= maxCachedCCEL {
-		c.ccels.add(key, bytes.Clone(log.Data))
+	if c.ccels.Enabled() && len(log.Data) <= maxCachedCCEL {
+		c.ccels.Add(key, bytes.Clone(log.Data))
 	}
 	return replayed, false, nil
 }

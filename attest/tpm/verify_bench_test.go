@@ -163,7 +163,7 @@ func TestCacheFirmwareLog(t *testing.T) {
 			if claims, checks := (Verifier{Cache: cache, Now: now}).Verify(f.evs[0], f.opts[0]); claims == nil {
 				t.Fatalf("good evidence: %+v", checks)
 			}
-			if n := cache.logs.len(); n != 1 {
+			if n := cache.logs.Len(); n != 1 {
 				t.Fatalf("%d replays cached, want 1", n)
 			}
 			for name, c := range map[string]*Cache{"cached": cache, "uncached": NewCache(0)} {

@@ -245,14 +245,14 @@ func TestCacheBounded(t *testing.T) {
 			t.Fatalf("certificate %d: %+v", i, checks)
 		}
 	}
-	if n := cache.akCerts.len(); n != 2 {
+	if n := cache.akCerts.Len(); n != 2 {
 		t.Errorf("cache of 2 after 5 AK certificates holds %d", n)
 	}
 	off := NewCache(0)
 	v.Cache = off
 	v.Verify(golden, pinned)
 	v.Verify(golden, pinned)
-	if n := off.publics.len() + off.certified.len() + off.akCerts.len() + off.logs.len(); n != 0 || off.hits.Load() != 0 {
+	if n := off.publics.Len() + off.certified.Len() + off.akCerts.Len() + off.logs.Len(); n != 0 || off.hits.Load() != 0 {
 		t.Errorf("NewCache(0) holds %d entries, answered %d times", n, off.hits.Load())
 	}
 }
