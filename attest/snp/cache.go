@@ -1,10 +1,7 @@
 package snp
 
 import (
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/binary"
-	"hash"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -16,7 +13,7 @@ import (
 	"github.com/google/go-sev-guest/verify/trust"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/attestd/attestd/attest/internal/lru"
+	"github.com/attestd/attestd/attest/internal/vcache"
 )
 
 // DefaultCacheSize bounds the shared cache a Verifier uses when its Cache
@@ -34,7 +31,7 @@ var sharedCache = NewCache(DefaultCacheSize)
 // signature and every other check still run on every report. Safe for
 // concurrent use.
 type Cache struct {
-	chains *lru.Cache[[32]byte, *verifiedChain]
+	chains *vcache.Cache[[32]byte, *verifiedChain]
 	hits   atomic.Int64 // answers from the cache, for tests
 	misses atomic.Int64 // full checks, for tests
 }
@@ -42,7 +39,7 @@ type Cache struct {
 // NewCache returns a cache of at most size chains; size 0 or less caches
 // nothing (every report verifies its chain).
 func NewCache(size int) *Cache {
-	return &Cache{chains: lru.New[[32]byte, *verifiedChain](size)}
+	return &Cache{chains: vcache.New[[32]byte, *verifiedChain](size)}
 }
 
 // verifiedChain is an endorsement key certificate (VCEK or VLEK) that
@@ -127,14 +124,13 @@ func (v Verifier) roots() map[string][]*trust.AMDRootCerts {
 // chainKey names a chain verification: SHA-256 over every input of
 // go-sev-guest's chain check but the time, each length-prefixed.
 func (v Verifier) chainKey(att *spb.Attestation, signer abi.ReportSigner) [32]byte {
-	h := keyHash{sha256.New()}
-	h.str("attestd snp chain v1")
-	h.uint(uint64(signer))
-	h.uint(uint64(att.GetReport().GetCpuid1EaxFms()))
+	h := vcache.NewKey("attestd snp chain v1")
+	h.Uint(uint64(signer))
+	h.Uint(uint64(att.GetReport().GetCpuid1EaxFms()))
 	product, _ := proto.MarshalOptions{Deterministic: true}.Marshal(v.Product)
-	h.bytes(product)
-	h.bytes(endorsementKey(att, signer))
-	h.uint(uint64(len(v.Roots))) // 0: go-sev-guest's embedded roots
+	h.Bytes(product)
+	h.Bytes(endorsementKey(att, signer))
+	h.Uint(uint64(len(v.Roots))) // 0: go-sev-guest's embedded roots
 	roots := v.roots()
 	lines := make([]string, 0, len(roots))
 	for line := range roots {
@@ -142,31 +138,29 @@ func (v Verifier) chainKey(att *spb.Attestation, signer abi.ReportSigner) [32]by
 	}
 	slices.Sort(lines)
 	for _, line := range lines {
-		h.str(line)
-		h.uint(uint64(len(roots[line])))
+		h.Str(line)
+		h.Uint(uint64(len(roots[line])))
 		for _, r := range roots[line] {
 			if r == nil {
-				h.str("nil")
+				h.Str("nil")
 				continue
 			}
-			h.str(r.ProductLine)
-			h.str(r.Product)
+			h.Str(r.ProductLine)
+			h.Str(r.Product)
 			pc := r.ProductCerts
 			if pc == nil {
 				pc = &trust.ProductCerts{}
 			}
 			for _, c := range []*x509.Certificate{pc.Ark, pc.Ask, pc.Asvk} {
 				if c == nil {
-					h.str("none")
+					h.Str("none")
 					continue
 				}
-				h.bytes(c.Raw)
+				h.Bytes(c.Raw)
 			}
 		}
 	}
-	var out [32]byte
-	h.Sum(out[:0])
-	return out
+	return h.Sum()
 }
 
 // chainOf is the verified chain of a report that passed go-sev-guest's
@@ -220,20 +214,3 @@ func (v Verifier) chainOf(att *spb.Attestation, signer abi.ReportSigner) *verifi
 	}
 	return e
 }
-
-// keyHash writes length-prefixed fields, so that no two sequences of
-// fields hash the same bytes.
-type keyHash struct{ hash.Hash }
-
-func (h keyHash) uint(n uint64) {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], n)
-	h.Write(b[:])
-}
-
-func (h keyHash) bytes(b []byte) {
-	h.uint(uint64(len(b)))
-	h.Write(b)
-}
-
-func (h keyHash) str(s string) { h.bytes([]byte(s)) }

@@ -7,11 +7,9 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	_ "embed"
-	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"hash"
 	"math/big"
 	"sync"
 	"sync/atomic"
@@ -21,7 +19,7 @@ import (
 	pb "github.com/google/go-tdx-guest/proto/tdx"
 	tdxverify "github.com/google/go-tdx-guest/verify"
 
-	"github.com/attestd/attestd/attest/internal/lru"
+	"github.com/attestd/attestd/attest/internal/vcache"
 )
 
 // DefaultCacheSize bounds the shared cache a Verifier uses when its Cache
@@ -40,8 +38,8 @@ var sharedCache = NewCache(DefaultCacheSize)
 // signatures and every other check still run on every quote. Safe for
 // concurrent use.
 type Cache struct {
-	chains *lru.Cache[chainKey, *verifiedChain]
-	ccels  *lru.Cache[[32]byte, []byte]
+	chains *vcache.Cache[chainKey, *verifiedChain]
+	ccels  *vcache.Cache[[32]byte, []byte]
 	// For tests: chain checks answered and run in full, CCEL replays
 	// answered.
 	hits, misses, ccelHits atomic.Int64
@@ -50,7 +48,7 @@ type Cache struct {
 // NewCache returns a cache of at most size chains and size CCEL replays;
 // size 0 or less caches nothing.
 func NewCache(size int) *Cache {
-	return &Cache{chains: lru.New[chainKey, *verifiedChain](size), ccels: lru.New[[32]byte, []byte](size)}
+	return &Cache{chains: vcache.New[chainKey, *verifiedChain](size), ccels: vcache.New[[32]byte, []byte](size)}
 }
 
 func (v Verifier) cache() *Cache {
@@ -100,13 +98,9 @@ type chainKey struct {
 // the quote (go-tdx-guest checks those apart).
 type verifiedChain struct {
 	pck     *x509.Certificate
-	windows []window
+	windows []vcache.Window
 	expires time.Time
 }
-
-type window struct{ notBefore, notAfter time.Time }
-
-func (w window) contains(t time.Time) bool { return !t.Before(w.notBefore) && !t.After(w.notAfter) }
 
 // validAt reports whether go-tdx-guest's time checks of the chain pass at
 // t: the quote's certificates have not expired, and every certificate of
@@ -115,12 +109,7 @@ func (c *verifiedChain) validAt(t time.Time) bool {
 	if t.After(c.expires) {
 		return false
 	}
-	for _, w := range c.windows {
-		if w.contains(t) {
-			return true
-		}
-	}
-	return false
+	return vcache.AnyContains(c.windows, t)
 }
 
 func pckChainBytes(q *pb.QuoteV4) []byte {
@@ -193,18 +182,7 @@ func chainOf(q *pb.QuoteV4, roots *x509.CertPool, now time.Time) *verifiedChain 
 			e.expires = c.NotAfter
 		}
 	}
-	for _, chain := range chains {
-		w := window{notBefore: chain[0].NotBefore, notAfter: chain[0].NotAfter}
-		for _, c := range chain[1:] {
-			if c.NotBefore.After(w.notBefore) {
-				w.notBefore = c.NotBefore
-			}
-			if c.NotAfter.Before(w.notAfter) {
-				w.notAfter = c.NotAfter
-			}
-		}
-		e.windows = append(e.windows, w)
-	}
+	e.windows = vcache.ChainWindows(chains)
 	return e
 }
 
@@ -294,24 +272,10 @@ const maxCachedCCEL = 256 << 10
 // RTMR0-2 values it was replayed against. The entry holds the log itself,
 // compared byte for byte on each use: cheaper than hashing it.
 func ccelKey(log []byte, rtmrs [][]byte) [32]byte {
-	h := keyHash{sha256.New()}
-	h.bytes([]byte("attestd tdx ccel v1"))
-	h.bytes(binary.BigEndian.AppendUint64(nil, uint64(len(log))))
+	h := vcache.NewKey("attestd tdx ccel v1")
+	h.Uint(uint64(len(log)))
 	for _, r := range rtmrs {
-		h.bytes(r)
+		h.Bytes(r)
 	}
-	var out [32]byte
-	h.Sum(out[:0])
-	return out
-}
-
-// keyHash writes length-prefixed fields, so that no two sequences of
-// fields hash the same bytes.
-type keyHash struct{ hash.Hash }
-
-func (h keyHash) bytes(b []byte) {
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(len(b)))
-	h.Write(n[:])
-	h.Write(b)
+	return h.Sum()
 }

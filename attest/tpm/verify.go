@@ -5,7 +5,6 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/binary"
 	"errors"
@@ -19,6 +18,7 @@ import (
 	"github.com/google/go-tpm/tpmutil"
 
 	"github.com/attestd/attestd/attest"
+	"github.com/attestd/attestd/attest/internal/vcache"
 )
 
 // Check names, in the order Verify reports them.
@@ -470,17 +470,16 @@ func (c *Cache) firmwareLog(ev *attest.Evidence, p *parsed) (detail string, skip
 		return "", false, fmt.Errorf("%s is empty", PartEventLog)
 	}
 	const replayed = "firmware event log replays to the quoted PCRs 0-7"
-	h := keyHash{sha256.New()}
-	h.bytes([]byte("attestd tpm firmware log v1"))
-	h.uint(uint64(len(raw.Data)))
+	h := vcache.NewKey("attestd tpm firmware log v1")
+	h.Uint(uint64(len(raw.Data)))
 	for _, i := range firmwarePCRs {
 		val, ok := p.pcrVals[i]
 		if !ok {
 			return "", false, fmt.Errorf("cannot replay the firmware log: PCR %d is not quoted", i)
 		}
-		h.bytes(val)
+		h.Bytes(val)
 	}
-	key := h.sum()
+	key := h.Sum()
 	if log, ok := c.logs.Get(key); ok && bytes.Equal(log, raw.Data) {
 		c.hits.Add(1)
 		c.logHits.Add(1)

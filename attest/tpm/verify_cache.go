@@ -4,16 +4,14 @@ import (
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/binary"
 	"fmt"
-	"hash"
 	"sync/atomic"
 	"time"
 
 	"github.com/google/go-tpm/legacy/tpm2"
 
 	"github.com/attestd/attestd/attest"
-	"github.com/attestd/attestd/attest/internal/lru"
+	"github.com/attestd/attestd/attest/internal/vcache"
 )
 
 // DefaultCacheSize bounds each kind of entry in the shared cache a Verifier
@@ -44,10 +42,10 @@ var sharedCache = NewCache(DefaultCacheSize)
 // checked on every attestation. Only results that passed are kept: an
 // attacker can at most evict entries. Safe for concurrent use.
 type Cache struct {
-	publics   *lru.Cache[[32]byte, *publicArea]
-	certified *lru.Cache[[32]byte, *tpm2.AttestationData]
-	akCerts   *lru.Cache[certKey, *verifiedCert]
-	logs      *lru.Cache[[32]byte, []byte]
+	publics   *vcache.Cache[[32]byte, *publicArea]
+	certified *vcache.Cache[[32]byte, *tpm2.AttestationData]
+	akCerts   *vcache.Cache[certKey, *verifiedCert]
+	logs      *vcache.Cache[[32]byte, []byte]
 	// For tests: answers from the cache (any kind), and firmware log
 	// replays answered.
 	hits, logHits atomic.Int64
@@ -57,10 +55,10 @@ type Cache struct {
 // less caches nothing.
 func NewCache(size int) *Cache {
 	return &Cache{
-		publics:   lru.New[[32]byte, *publicArea](size),
-		certified: lru.New[[32]byte, *tpm2.AttestationData](size),
-		akCerts:   lru.New[certKey, *verifiedCert](size),
-		logs:      lru.New[[32]byte, []byte](size),
+		publics:   vcache.New[[32]byte, *publicArea](size),
+		certified: vcache.New[[32]byte, *tpm2.AttestationData](size),
+		akCerts:   vcache.New[certKey, *verifiedCert](size),
+		logs:      vcache.New[[32]byte, []byte](size),
 	}
 }
 
@@ -103,12 +101,11 @@ func (c *Cache) certification(ev *attest.Evidence, p *parsed) (*tpm2.Attestation
 	if p.akErr != nil || infoErr != nil || sigErr != nil {
 		return signedAttest(ev, p, PartCertifyInfo, PartCertifySignature, tpm2.TagAttestCertify)
 	}
-	h := keyHash{sha256.New()}
-	h.bytes([]byte("attestd tpm certification v1"))
-	h.bytes(p.akRaw)
-	h.bytes(info)
-	h.bytes(sig)
-	key := h.sum()
+	h := vcache.NewKey("attestd tpm certification v1")
+	h.Bytes(p.akRaw)
+	h.Bytes(info)
+	h.Bytes(sig)
+	key := h.Sum()
 	if ad, ok := c.certified.Get(key); ok {
 		c.hits.Add(1)
 		return ad, nil
@@ -134,12 +131,8 @@ type certKey struct {
 // validity of each chain x509 found.
 type verifiedCert struct {
 	cert    *x509.Certificate
-	windows []window
+	windows []vcache.Window
 }
-
-type window struct{ notBefore, notAfter time.Time }
-
-func (w window) contains(t time.Time) bool { return !t.Before(w.notBefore) && !t.After(w.notAfter) }
 
 // akCert parses an AK certificate and checks that it chains to roots at
 // now. A certificate that chained is remembered; at a later time it is
@@ -147,13 +140,9 @@ func (w window) contains(t time.Time) bool { return !t.Before(w.notBefore) && !t
 // is valid then, and otherwise checked again in full.
 func (c *Cache) akCert(der []byte, roots *x509.CertPool, now time.Time) (*x509.Certificate, error) {
 	key := certKey{der: sha256.Sum256(der), roots: roots}
-	if e, ok := c.akCerts.Get(key); ok {
-		for _, w := range e.windows {
-			if w.contains(now) {
-				c.hits.Add(1)
-				return e.cert, nil
-			}
-		}
+	if e, ok := c.akCerts.Get(key); ok && vcache.AnyContains(e.windows, now) {
+		c.hits.Add(1)
+		return e.cert, nil
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
@@ -163,40 +152,7 @@ func (c *Cache) akCert(der []byte, roots *x509.CertPool, now time.Time) (*x509.C
 	if err != nil {
 		return nil, fmt.Errorf("%s does not chain to the AK roots: %w", PartAKCert, err)
 	}
-	e := &verifiedCert{cert: cert}
-	for _, chain := range chains {
-		w := window{notBefore: chain[0].NotBefore, notAfter: chain[0].NotAfter}
-		for _, c := range chain[1:] {
-			if c.NotBefore.After(w.notBefore) {
-				w.notBefore = c.NotBefore
-			}
-			if c.NotAfter.Before(w.notAfter) {
-				w.notAfter = c.NotAfter
-			}
-		}
-		e.windows = append(e.windows, w)
-	}
+	e := &verifiedCert{cert: cert, windows: vcache.ChainWindows(chains)}
 	c.akCerts.Add(key, e)
 	return cert, nil
-}
-
-// keyHash writes length-prefixed fields, so that no two sequences of
-// fields hash the same bytes.
-type keyHash struct{ hash.Hash }
-
-func (h keyHash) uint(n uint64) {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], n)
-	h.Write(b[:])
-}
-
-func (h keyHash) bytes(b []byte) {
-	h.uint(uint64(len(b)))
-	h.Write(b)
-}
-
-func (h keyHash) sum() [32]byte {
-	var out [32]byte
-	h.Sum(out[:0])
-	return out
 }

@@ -1,7 +1,9 @@
-// Package lru is the bounded, concurrency-safe cache the backend verifiers
-// keep verified work in (certificate chains, decoded public areas, replayed
-// logs): when full it forgets the least recently used entry.
-package lru
+// Package vcache holds what the backend verifiers need to keep verified
+// work (certificate chains, decoded public areas, replayed logs) between
+// attestations: a bounded, concurrency-safe LRU Cache, cache keys over every
+// input a result depends on (Key), and the validity windows of verified
+// certificate chains, checked against the verification time on every use.
+package vcache
 
 import (
 	"container/list"
