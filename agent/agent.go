@@ -318,13 +318,14 @@ func reopenLog(cfg measure.LogConfig) (*measure.Log, error) {
 func (a *Agent) measureLaunch(ctx context.Context) error {
 	c := a.opts.Config
 	var evs []measure.Event
+	// measure's errors say what they measured ("measure config: …").
 	ev, err := measure.BinaryEvent(a.opts.BinaryPath)
 	if err != nil {
-		return fmt.Errorf("measure binary: %w", err)
+		return err
 	}
 	evs = append(evs, ev)
 	if ev, err = measure.ConfigEvent(c.Path, c.Raw); err != nil {
-		return fmt.Errorf("measure config: %w", err)
+		return err
 	}
 	evs = append(evs, ev)
 	if ev, err = measure.ImageEvent(c.ImageMetadata, a.opts.Cmdline); err != nil {
@@ -339,7 +340,7 @@ func (a *Agent) measureLaunch(ctx context.Context) error {
 	}
 	for _, p := range c.Executors {
 		if ev, err = measure.ExecutorEvent(p); err != nil {
-			return fmt.Errorf("measure executor: %w", err)
+			return err
 		}
 		evs = append(evs, ev)
 	}

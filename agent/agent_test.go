@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto"
 	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -349,5 +351,32 @@ func testVerifiers() []attest.Verifier { return []attest.Verifier{tpm.Verifier{}
 func TestTPMSignerChecksItsSignatures(t *testing.T) {
 	if _, ok := newBackend(t, openSim(t)).Signer().(scai.CheckedSigner); !ok {
 		t.Fatal("the TPM backend's signer is not a scai.CheckedSigner")
+	}
+}
+
+// Without a config file at the default path the daemon runs on the
+// defaults and measures them as an empty config (the README's first tour
+// command: no --config).
+func TestLaunchWithoutConfigFile(t *testing.T) {
+	cfg, err := LoadConfig(DefaultConfigPath)
+	if _, statErr := os.Stat(DefaultConfigPath); statErr == nil {
+		cfg, err = ParseConfig(DefaultConfigPath, []byte{}) // this machine has one: the same defaults
+	}
+	if err != nil {
+		t.Fatalf("LoadConfig without a file: %v", err)
+	}
+	f := newFixture(t)
+	f.cfg = cfg
+	a := f.agent(t, newBackend(t, openSim(t)))
+	if err := a.Launch(context.Background()); err != nil {
+		t.Fatalf("Launch on the defaults: %v", err)
+	}
+	_, recs := a.EventLog()
+	var cm measure.FileMeasurement
+	if err := json.Unmarshal(recs[1].Data, &cm); err != nil || recs[1].Type != measure.EventConfig {
+		t.Fatalf("record 1: %v %s (%v)", recs[1].Type, recs[1].Data, err)
+	}
+	if empty := sha256.Sum256(nil); cm.Path != DefaultConfigPath || cm.SHA256 != hex.EncodeToString(empty[:]) {
+		t.Fatalf("config measured as %+v, want %s with the digest of an empty file", cm, DefaultConfigPath)
 	}
 }

@@ -99,11 +99,12 @@ var ErrConfig = errors.New("invalid config")
 const maxConfigSize = 1 << 20
 
 // LoadConfig reads and validates the config file at path. A missing file at
-// the default path yields the defaults; a missing file elsewhere is an error.
+// the default path yields the defaults, measured as an empty config (what
+// the defaults are); a missing file elsewhere is an error.
 func LoadConfig(path string) (*Config, error) {
 	raw, err := readBounded(path, maxConfigSize)
 	if errors.Is(err, os.ErrNotExist) && path == DefaultConfigPath {
-		return ParseConfig(path, nil)
+		return ParseConfig(path, []byte{})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
