@@ -250,13 +250,15 @@ func (o Options) expectedNonce(p attest.Purpose) []byte {
 }
 
 // checkBatch ties a batched admission to the expected nonce: one of the
-// proofs for this batch (same env key, root and size) must hold the nonce.
-// Proofs were checked against their own root when they were parsed.
+// proofs for this batch (same env key, root and size, and a path that leads
+// from its nonce to that root) must hold the nonce. Proofs from a bundle
+// were checked when it was read; a caller's own Material may hold anything,
+// so each is checked again here.
 func (r *Result) checkBatch(a *scai.Attestation, proofs []*scai.InclusionProof, want []byte) {
 	kd, _ := attest.KeyDigest(a.EnvKey)
 	var mine []*scai.InclusionProof
 	for _, p := range proofs {
-		if p.KeyDigest == kd && p.Root == a.Batch.Root && p.Size == a.Batch.Size {
+		if p != nil && p.KeyDigest == kd && p.Root == a.Batch.Root && p.Size == a.Batch.Size && p.Check() == nil {
 			mine = append(mine, p)
 		}
 	}
