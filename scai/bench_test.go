@@ -114,124 +114,95 @@ func benchAttestation(tb testing.TB, purpose attest.Purpose, k *ecdsa.PrivateKey
 
 var benchPurposes = []attest.Purpose{attest.PurposeLaunch, attest.PurposeAttest, attest.PurposeDispatch, attest.PurposeComplete}
 
-// BenchmarkNewStatement is NewStatement alone.
-func BenchmarkNewStatement(b *testing.B) {
+// perPurpose runs one benchmark per purpose: setup prepares what op needs
+// from that purpose's attestation and returns the operation timed.
+func perPurpose(b *testing.B, setup func(b *testing.B, a *scai.Attestation, k *ecdsa.PrivateKey) func() error) {
 	k := seededKey(b, "bench")
 	for _, p := range benchPurposes {
 		b.Run(string(p), func(b *testing.B) {
-			a := benchAttestation(b, p, k)
+			op := setup(b, benchAttestation(b, p, k), k)
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := scai.NewStatement(a); err != nil {
+				if err := op(); err != nil {
 					b.Fatal(err)
 				}
 			}
 		})
 	}
+}
+
+// BenchmarkNewStatement is NewStatement alone.
+func BenchmarkNewStatement(b *testing.B) {
+	perPurpose(b, func(b *testing.B, a *scai.Attestation, _ *ecdsa.PrivateKey) func() error {
+		return func() error { _, err := scai.NewStatement(a); return err }
+	})
 }
 
 // BenchmarkSign is Sign of a built statement with an in-memory P-256 key
 // (ECDSA sign and the self-check verify included).
 func BenchmarkSign(b *testing.B) {
-	k := seededKey(b, "bench")
-	for _, p := range benchPurposes {
-		b.Run(string(p), func(b *testing.B) {
-			st, err := scai.NewStatement(benchAttestation(b, p, k))
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := scai.Sign(context.Background(), k, st); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
+	perPurpose(b, func(b *testing.B, a *scai.Attestation, k *ecdsa.PrivateKey) func() error {
+		st, err := scai.NewStatement(a)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return func() error { _, err := scai.Sign(context.Background(), k, st); return err }
+	})
 }
 
 // BenchmarkAgent is the scai part of one agent attestation as the agent
 // did it before issue 12: ExpectedBinding, NewStatement, Sign.
 func BenchmarkAgent(b *testing.B) {
-	k := seededKey(b, "bench")
-	for _, p := range benchPurposes {
-		b.Run(string(p), func(b *testing.B) {
-			a := benchAttestation(b, p, k)
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := scai.ExpectedBinding(a); err != nil {
-					b.Fatal(err)
-				}
-				st, err := scai.NewStatement(a)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := scai.Sign(context.Background(), k, st); err != nil {
-					b.Fatal(err)
-				}
+	perPurpose(b, func(b *testing.B, a *scai.Attestation, k *ecdsa.PrivateKey) func() error {
+		return func() error {
+			if _, err := scai.ExpectedBinding(a); err != nil {
+				return err
 			}
-		})
-	}
+			st, err := scai.NewStatement(a)
+			if err != nil {
+				return err
+			}
+			_, err = scai.Sign(context.Background(), k, st)
+			return err
+		}
+	})
 }
 
 // BenchmarkEncode is Encode alone (the payload, no Statement).
 func BenchmarkEncode(b *testing.B) {
-	k := seededKey(b, "bench")
-	for _, p := range benchPurposes {
-		b.Run(string(p), func(b *testing.B) {
-			a := benchAttestation(b, p, k)
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := scai.Encode(a); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
+	perPurpose(b, func(b *testing.B, a *scai.Attestation, _ *ecdsa.PrivateKey) func() error {
+		return func() error { _, err := scai.Encode(a); return err }
+	})
 }
 
 // BenchmarkSignPayload is SignPayload of an encoded payload with an
 // in-memory P-256 key.
 func BenchmarkSignPayload(b *testing.B) {
-	k := seededKey(b, "bench")
-	for _, p := range benchPurposes {
-		b.Run(string(p), func(b *testing.B) {
-			payload, err := scai.Encode(benchAttestation(b, p, k))
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := scai.SignPayload(context.Background(), k, payload); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
+	perPurpose(b, func(b *testing.B, a *scai.Attestation, k *ecdsa.PrivateKey) func() error {
+		payload, err := scai.Encode(a)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return func() error { _, err := scai.SignPayload(context.Background(), k, payload); return err }
+	})
 }
 
 // BenchmarkAgentEncode is the scai part of one agent attestation with the
 // API of issue 12: ExpectedBinding, Encode, SignPayload.
 func BenchmarkAgentEncode(b *testing.B) {
-	k := seededKey(b, "bench")
-	for _, p := range benchPurposes {
-		b.Run(string(p), func(b *testing.B) {
-			a := benchAttestation(b, p, k)
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := scai.ExpectedBinding(a); err != nil {
-					b.Fatal(err)
-				}
-				payload, err := scai.Encode(a)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := scai.SignPayload(context.Background(), k, payload); err != nil {
-					b.Fatal(err)
-				}
+	perPurpose(b, func(b *testing.B, a *scai.Attestation, k *ecdsa.PrivateKey) func() error {
+		return func() error {
+			if _, err := scai.ExpectedBinding(a); err != nil {
+				return err
 			}
-		})
-	}
+			payload, err := scai.Encode(a)
+			if err != nil {
+				return err
+			}
+			_, err = scai.SignPayload(context.Background(), k, payload)
+			return err
+		}
+	})
 }
 
 // BenchmarkCheckDescriptors is BenchmarkDescriptors with CheckRequest and
@@ -260,35 +231,19 @@ func BenchmarkCheckDescriptors(b *testing.B) {
 
 // BenchmarkVerifySignature is VerifySignature of a parsed envelope.
 func BenchmarkVerifySignature(b *testing.B) {
-	k := seededKey(b, "bench")
-	for _, p := range benchPurposes {
-		b.Run(string(p), func(b *testing.B) {
-			env := benchEnvelope(b, k, p)
-			b.ReportAllocs()
-			for b.Loop() {
-				if err := scai.VerifySignature(env, k.Public()); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
+	perPurpose(b, func(b *testing.B, a *scai.Attestation, k *ecdsa.PrivateKey) func() error {
+		env := benchEnvelope(b, k, a)
+		return func() error { return scai.VerifySignature(env, k.Public()) }
+	})
 }
 
 // BenchmarkVerifyDSSE is what VerifySignature cost when it used the DSSE
 // library's verifier (decode, PAE copy), for comparison.
 func BenchmarkVerifyDSSE(b *testing.B) {
-	k := seededKey(b, "bench")
-	for _, p := range benchPurposes {
-		b.Run(string(p), func(b *testing.B) {
-			env := benchEnvelope(b, k, p)
-			b.ReportAllocs()
-			for b.Loop() {
-				if err := dsseVerify(env, k.Public()); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
+	perPurpose(b, func(b *testing.B, a *scai.Attestation, k *ecdsa.PrivateKey) func() error {
+		env := benchEnvelope(b, k, a)
+		return func() error { return dsseVerify(env, k.Public()) }
+	})
 }
 
 // BenchmarkDescriptors is the agent's check of a dispatch request or a
@@ -326,23 +281,15 @@ func BenchmarkDescriptors(b *testing.B) {
 
 // BenchmarkOpen is Open of a parsed envelope (no signature check).
 func BenchmarkOpen(b *testing.B) {
-	k := seededKey(b, "bench")
-	for _, p := range benchPurposes {
-		b.Run(string(p), func(b *testing.B) {
-			env := benchEnvelope(b, k, p)
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := scai.Open(env); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
+	perPurpose(b, func(b *testing.B, a *scai.Attestation, k *ecdsa.PrivateKey) func() error {
+		env := benchEnvelope(b, k, a)
+		return func() error { _, err := scai.Open(env); return err }
+	})
 }
 
-func benchEnvelope(b *testing.B, k *ecdsa.PrivateKey, p attest.Purpose) *dsse.Envelope {
+func benchEnvelope(b *testing.B, k *ecdsa.PrivateKey, a *scai.Attestation) *dsse.Envelope {
 	b.Helper()
-	env, err := scai.ParseEnvelope(signed(b, k, benchAttestation(b, p, k)))
+	env, err := scai.ParseEnvelope(signed(b, k, a))
 	if err != nil {
 		b.Fatal(err)
 	}
