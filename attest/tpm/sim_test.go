@@ -154,32 +154,42 @@ func BenchmarkEvidenceSimulator(b *testing.B) {
 // a backend that ships the log.
 func simWithFirmwareLog(t *testing.T) *Backend {
 	t.Helper()
+	b := simFirmwareBackend(t, true)
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// simFirmwareBackend is a simulator backend that ships go-eventlog's Ubuntu
+// 21.04 firmware log, replayed into PCRs 0-7 when replay is set (else the
+// PCRs stay as they are at reset). The caller closes it, which releases the
+// simulator.
+func simFirmwareBackend(tb testing.TB, replay bool) *Backend {
+	tb.Helper()
 	raw := eventlogdata.Ubuntu2104NoSecureBootEventLog
 	el, err := tcg.ParseEventLog(raw, tcg.ParseOpts{})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	sim, err := simulator.Get()
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	for _, e := range el.Events(register.HashSHA256) {
-		if e.Index > 7 || e.Type == eventTypeNoAction || e.Digest == nil {
+		if !replay || e.Index > 7 || e.Type == eventTypeNoAction || e.Digest == nil {
 			continue
 		}
 		if err := tpm2.PCRExtend(sim, tpmutil.Handle(e.Index), tpm2.AlgSHA256, e.Digest, ""); err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 	}
-	path := filepath.Join(t.TempDir(), "binary_bios_measurements")
+	path := filepath.Join(tb.TempDir(), "binary_bios_measurements")
 	if err := os.WriteFile(path, raw, 0o600); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	b, err := New(sim, Config{FirmwareLogPath: path})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { b.Close() })
 	return b
 }
 

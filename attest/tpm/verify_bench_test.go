@@ -6,18 +6,11 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/google/go-eventlog/register"
-	"github.com/google/go-eventlog/tcg"
 	eventlogdata "github.com/google/go-eventlog/testdata"
-	"github.com/google/go-tpm-tools/simulator"
-	"github.com/google/go-tpm/legacy/tpm2"
-	"github.com/google/go-tpm/tpmutil"
 
 	"github.com/attestd/attestd/attest"
 )
@@ -38,31 +31,7 @@ type bundleFixture struct {
 // attestations carrying an AK certificate from a test CA valid at certNow.
 func newBundleFixture(tb testing.TB, n int, noReplay bool) *bundleFixture {
 	tb.Helper()
-	raw := eventlogdata.Ubuntu2104NoSecureBootEventLog
-	el, err := tcg.ParseEventLog(raw, tcg.ParseOpts{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	sim, err := simulator.Get()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, e := range el.Events(register.HashSHA256) {
-		if noReplay || e.Index > 7 || e.Type == 0x3 || e.Digest == nil { // EV_NO_ACTION is not extended
-			continue
-		}
-		if err := tpm2.PCRExtend(sim, tpmutil.Handle(e.Index), tpm2.AlgSHA256, e.Digest, ""); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	path := filepath.Join(tb.TempDir(), "binary_bios_measurements")
-	if err := os.WriteFile(path, raw, 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	be, err := New(sim, Config{FirmwareLogPath: path})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	be := simFirmwareBackend(tb, !noReplay)
 	defer be.Close()
 	ca := newTestCA(tb, "AK CA", certNow.AddDate(-1, 0, 0), certNow.AddDate(5, 0, 0))
 	f := &bundleFixture{ak: be.AKPublic(), roots: ca.pool()}
