@@ -422,8 +422,8 @@ func (a *Agent) attestLocked(ctx context.Context, partial scai.Attestation) (*At
 		}
 		evs = append(evs, e)
 	}
-	cel := a.events.View() // read-only, and never changed: records go after it
-	att.Binding, att.Evidence, att.Log = binding, evs, scai.RefTo(cel)
+	cel, sum := a.events.Ref() // cel is read-only, and never changed: records go after it
+	att.Binding, att.Evidence, att.Log = binding, evs, scai.LogRef{SHA256: sum, Size: int64(len(cel))}
 	att.Producer = scai.Producer{Name: "attestd", Version: a.opts.Version}
 	att.Time = a.opts.now().UTC()
 	payload, err := scai.Encode(&att)

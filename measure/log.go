@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"maps"
@@ -71,7 +73,8 @@ type Log struct {
 	// buf is the file's contents. Records are only ever appended: bytes
 	// below len(buf) never change, so View can hand out buf itself.
 	buf     []byte
-	n       int // records in buf
+	sum     hash.Hash // SHA-256 of buf, kept up as records are appended; nil until Ref first asks
+	n       int       // records in buf
 	frozen  bool
 	build   buildTracker
 	broken  error // set when log and file or register may disagree
@@ -283,6 +286,21 @@ func (l *Log) View() []byte {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf[:len(l.buf):len(l.buf)]
+}
+
+// Ref returns View and the SHA-256 of those bytes, which the Log keeps up as
+// records are appended: an attestation names the log by both without
+// hashing the whole log each time.
+func (l *Log) Ref() ([]byte, [32]byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sum == nil {
+		l.sum = sha256.New()
+		l.sum.Write(l.buf)
+	}
+	var d [32]byte
+	l.sum.Sum(d[:0])
+	return l.buf[:len(l.buf):len(l.buf)], d
 }
 
 // Size is the length in bytes of the log's encoding, len(View()).

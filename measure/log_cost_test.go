@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"errors"
 	"os"
 	"path/filepath"
@@ -55,6 +56,41 @@ func TestViewSizeBytes(t *testing.T) {
 	if !bytes.Equal(view, before) || l.Size() != 0 || len(l.View()) != 0 || l.Len() != 0 {
 		t.Fatal("Reset changed an earlier view or left records")
 	}
+}
+
+// TestRef: the digest Ref keeps up is the SHA-256 of the view it returns,
+// before and after records, after a reopen and after Reset.
+func TestRef(t *testing.T) {
+	reg := newFakeRegister(crypto.SHA256)
+	l, path := newTestLog(t, reg, launchEvents(t))
+	check := func(what string, l *Log) {
+		t.Helper()
+		view, sum := l.Ref()
+		if sum != sha256.Sum256(view) || !bytes.Equal(view, l.View()) {
+			t.Fatalf("%s: Ref's digest is not the SHA-256 of its view", what)
+		}
+	}
+	check("opened", l)
+	for i := range 50 {
+		if err := l.Record(context.Background(), reg, RuntimeEvent("d", "o", []byte{byte(i)})); err != nil {
+			t.Fatal(err)
+		}
+		if i%10 == 0 {
+			check("after a record", l)
+		}
+	}
+	check("after records", l)
+	l.Close()
+	again, err := OpenLog(LogConfig{Path: path, Kind: PCR, Index: 13})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	check("reopened", again)
+	if err := again.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	check("reset", again)
 }
 
 // TestBuild checks Log.Build against BuildFromLog(Records()) after each

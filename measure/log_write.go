@@ -134,6 +134,9 @@ func (l *Log) keep(b []byte) {
 		l.buf = nb
 	}
 	l.buf = append(l.buf, b...)
+	if l.sum != nil {
+		l.sum.Write(b)
+	}
 }
 
 // Reset sets the current file aside as Path+".stale" (replacing an older
@@ -158,7 +161,7 @@ func (l *Log) Reset() error {
 	if err != nil {
 		return fmt.Errorf("reset event log: %w", err)
 	}
-	l.f, l.id, l.buf, l.n, l.frozen, l.build, l.broken = f, id, nil, 0, false, buildTracker{}, nil
+	l.f, l.id, l.buf, l.n, l.frozen, l.build, l.broken, l.sum = f, id, nil, 0, false, buildTracker{}, nil, nil
 	return nil
 }
 
