@@ -183,39 +183,7 @@ func appendDescriptor(dst []byte, rd *ita.ResourceDescriptor) ([]byte, error) {
 
 // appendStringMap appends m as a JSON object with sorted keys.
 func appendStringMap(dst []byte, m map[string]string) ([]byte, error) {
-	var err error
-	dst = append(dst, '{')
-	if len(m) == 1 {
-		// The common case (one sha256) needs no sorting.
-		for k, v := range m {
-			if dst, err = appendString(dst, k); err != nil {
-				return nil, err
-			}
-			dst = append(dst, ':')
-			if dst, err = appendString(dst, v); err != nil {
-				return nil, err
-			}
-		}
-		return append(dst, '}'), nil
-	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for i, k := range keys {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		if dst, err = appendString(dst, k); err != nil {
-			return nil, err
-		}
-		dst = append(dst, ':')
-		if dst, err = appendString(dst, m[k]); err != nil {
-			return nil, err
-		}
-	}
-	return append(dst, '}'), nil
+	return appendObject(dst, m, appendString)
 }
 
 // appendStruct appends s as a JSON object with sorted keys; a nil s is {}
@@ -225,12 +193,21 @@ func appendStruct(dst []byte, s *structpb.Struct, depth int) ([]byte, error) {
 	if depth > maxDepth {
 		return nil, errTooDeep
 	}
-	fields := s.GetFields()
-	keys := make([]string, 0, len(fields))
-	for k := range fields {
+	return appendObject(dst, s.GetFields(), func(dst []byte, v *structpb.Value) ([]byte, error) {
+		return appendValue(dst, v, depth)
+	})
+}
+
+// appendObject appends m as a JSON object, keys sorted, each value written
+// by value. One key (a digest set's usual sha256) needs no sorting.
+func appendObject[V any](dst []byte, m map[string]V, value func([]byte, V) ([]byte, error)) ([]byte, error) {
+	keys := make([]string, 0, len(m))
+	for k := range m {
 		keys = append(keys, k)
 	}
-	slices.Sort(keys)
+	if len(keys) > 1 {
+		slices.Sort(keys)
+	}
 	dst = append(dst, '{')
 	var err error
 	for i, k := range keys {
@@ -241,7 +218,7 @@ func appendStruct(dst []byte, s *structpb.Struct, depth int) ([]byte, error) {
 			return nil, err
 		}
 		dst = append(dst, ':')
-		if dst, err = appendValue(dst, fields[k], depth); err != nil {
+		if dst, err = value(dst, m[k]); err != nil {
 			return nil, err
 		}
 	}
