@@ -160,19 +160,6 @@ func BenchmarkReplayPrefixes(b *testing.B) {
 	})
 }
 
-// BenchmarkRecordCounts finds the records of 10 byte lengths in a log of
-// 100,000 records.
-func BenchmarkRecordCounts(b *testing.B) {
-	cel := benchCEL(b, 100000)
-	lengths := []int{len(cel), 0}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := RecordCounts(cel, lengths); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // BenchmarkOpenLog loads and checks a log of 100,000 records in three banks
 // (a daemon restart).
 func BenchmarkOpenLog(b *testing.B) {

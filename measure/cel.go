@@ -2,12 +2,10 @@ package measure
 
 import (
 	"bytes"
-	"cmp"
 	"crypto"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/google/go-eventlog/cel"
 )
@@ -34,8 +32,6 @@ var (
 	ErrTruncated = errors.New("measure: log ends inside a record")
 	// ErrLogTooLarge: the log exceeds MaxLogSize.
 	ErrLogTooLarge = errors.New("measure: event log too large")
-	// ErrNotRecordBoundary: a byte length that cuts a log inside a record.
-	ErrNotRecordBoundary = errors.New("measure: not a record boundary of the event log")
 )
 
 // Record is the decoded view of one CEL record, for verifiers and printing.
@@ -109,46 +105,6 @@ func ParseCEL(b []byte) ([]Record, error) {
 		return nil, frameErr
 	}
 	return recs, nil
-}
-
-// RecordCounts returns, for each length n in lengths, the number of records
-// in b[:n], in one pass over b: a verifier given attestations that reference
-// "the first n bytes of the log" learns which records each one covers. A
-// length that is not a record boundary of b (0 and len(b) are, if b frames)
-// is an error wrapping ErrNotRecordBoundary; a length outside [0, len(b)] is
-// an error too. It checks the framing of b[:max(lengths)] only: parse and
-// replay the log for the rest.
-func RecordCounts(b []byte, lengths []int) ([]int, error) {
-	if len(b) > MaxLogSize {
-		return nil, fmt.Errorf("count CEL records: %d bytes: %w", len(b), ErrLogTooLarge)
-	}
-	order := make([]int, len(lengths))
-	for i, n := range lengths {
-		if n < 0 || n > len(b) {
-			return nil, fmt.Errorf("count CEL records: length %d outside the %d-byte log", n, len(b))
-		}
-		order[i] = i
-	}
-	slices.SortFunc(order, func(x, y int) int { return cmp.Compare(lengths[x], lengths[y]) })
-	out := make([]int, len(lengths))
-	start, off, recs := 0, 0, 0 // the last record scanned is b[start:off]
-	for _, i := range order {
-		n := lengths[i]
-		for off < n {
-			size, err := scanRecord(b[off:])
-			if err != nil {
-				return nil, &ParseError{Offset: off, Record: recs, Err: err}
-			}
-			start, off = off, off+size
-			recs++
-		}
-		if off != n {
-			return nil, fmt.Errorf("count CEL records: %d bytes end inside record %d (bytes %d to %d): %w",
-				n, recs-1, start, off, ErrNotRecordBoundary)
-		}
-		out[i] = recs
-	}
-	return out, nil
 }
 
 // scanRecord checks the TLV framing of the record at the start of b (each

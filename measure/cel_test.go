@@ -128,9 +128,6 @@ func FuzzParseCEL(f *testing.F) {
 			return
 		}
 		checkLibraryAgrees(t, b, recs)
-		if n, err := RecordCounts(b, []int{len(b), 0}); err != nil || n[0] != len(recs) || n[1] != 0 {
-			t.Fatalf("RecordCounts = %v, %v; want %d records", n, err, len(recs))
-		}
 		// What parses re-encodes to something that parses the same.
 		again, err := ParseCEL(encodeAll(t, recs))
 		if err != nil {

@@ -5,7 +5,6 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
-	"slices"
 	"testing"
 )
 
@@ -221,42 +220,5 @@ func TestReplayer(t *testing.T) {
 	}
 	if _, err := NewReplayer(crypto.SHA256, "TPM", 13); err == nil {
 		t.Error("unknown register kind accepted")
-	}
-}
-
-func TestRecordCounts(t *testing.T) {
-	reg := newFakeRegister(crypto.SHA256, crypto.SHA1)
-	l, _ := newTestLog(t, reg, launchEvents(t))
-	b := l.Bytes()
-	var ends []int // ends[i]: bytes in the first i records
-	for i := range l.Len() + 1 {
-		ends = append(ends, len(encodeAll(t, l.Records()[:i])))
-	}
-	got, err := RecordCounts(b, append(slices.Clone(ends), ends[2], 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []int{0, 1, 2, 3, 4, 5, 2, 0}
-	if !slices.Equal(got, want) {
-		t.Errorf("RecordCounts = %v, want %v", got, want)
-	}
-	for _, n := range []int{1, ends[1] - 1, ends[1] + 1, ends[3] + 5, len(b) - 1} {
-		if _, err := RecordCounts(b, []int{ends[1], n}); !errors.Is(err, ErrNotRecordBoundary) {
-			t.Errorf("length %d: %v, want ErrNotRecordBoundary", n, err)
-		}
-	}
-	for _, n := range []int{-1, len(b) + 1} {
-		if _, err := RecordCounts(b, []int{n}); err == nil {
-			t.Errorf("length %d accepted", n)
-		}
-	}
-	// Framing is checked up to the longest length only.
-	bad := append(slices.Clone(b[:ends[2]]), 0xff, 0xff)
-	if got, err := RecordCounts(bad, []int{ends[2]}); err != nil || got[0] != 2 {
-		t.Errorf("prefix before a bad tail: %v, %v", got, err)
-	}
-	var pe *ParseError
-	if _, err := RecordCounts(bad, []int{len(bad)}); !errors.As(err, &pe) || pe.Offset != ends[2] {
-		t.Errorf("bad tail: %v, want *ParseError at %d", err, ends[2])
 	}
 }

@@ -155,12 +155,6 @@ func Carrier(payloadType string, payload []byte) []byte {
 	return b
 }
 
-// ProofCarrier is Carrier for an inclusion proof.
-func ProofCarrier(p *InclusionProof) []byte {
-	b, _ := json.Marshal(p)
-	return Carrier(PayloadTypeInclusionProof, b)
-}
-
 // Bundle is what a bundle holds, sorted by kind: the signed envelopes (attestd
 // attestations and statements the environment signed), the event logs and the
 // inclusion proofs.

@@ -107,7 +107,11 @@ func TestDecodeBundleCarriers(t *testing.T) {
 	a.Log = scai.RefTo(log[:10])
 	env := signed(t, k, a)
 	_, proofs := batchProofs(t, kd, 2)
-	raw := scai.EncodeBundle(env, scai.Carrier(scai.PayloadTypeCEL, log), scai.ProofCarrier(proofs[0]))
+	proof, err := json.Marshal(proofs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := scai.AttestationLines(env, log, proof)
 	b, err := scai.DecodeBundle(raw)
 	if err != nil {
 		t.Fatal(err)
