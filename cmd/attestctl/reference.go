@@ -19,30 +19,80 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/attestd/attestd/agent"
 	"github.com/attestd/attestd/measure"
 	"github.com/attestd/attestd/verify"
 )
 
+// referenceJSON is reference's --json output.
+type referenceJSON struct {
+	Reference  fileSummary             `json:"reference"`
+	Provenance *fileSummary            `json:"provenance,omitempty"`
+	PublicKey  string                  `json:"publicKeyFile,omitempty"`
+	Values     *verify.ReferenceValues `json:"values"`
+}
+
+// bakeFlags are reference's flags.
+type bakeFlags struct {
+	root, uki, binary, config, keyFile, pubOut, outFile *string
+	newKey, asJSON                                      *bool
+	prov                                                *provenanceFlags
+}
+
+func (e *env) referenceCmd() *cobra.Command {
+	f := &bakeFlags{}
+	cmd := &cobra.Command{
+		Use:     "reference --root DIR --uki FILE --key PEM [--out FILE] [--provenance-out FILE]",
+		GroupID: groupOffline,
+		Short:   "Compute and sign the reference values of a baked image",
+		Long: `Compute the reference values of a baked image from its artifacts (attestd's launch
+events and register value from the files under --root at their in-image paths, PCR 4 and 11
+from the UKI) and write them as an in-toto statement signed with the bake key
+(docs/reference-values.md). Without --out the signed statement goes to stdout; with --out,
+the reference values are printed as JSON. --provenance-out also writes the image's signed
+SLSA provenance v1 statement (subjects: --subject files, default the --uki).
+
+--json (with --out) prints {"reference": {"file", "bytes", "sha256"}, "provenance": {…},
+"publicKeyFile", "values"}.`,
+		Example: `  attestctl reference --root rootfs --uki uki.efi --key bake-key.pem --new-key \
+      --pub-out bake-key.pub.pem --out reference.intoto.json \
+      --provenance-out provenance.intoto.json --subject disk.img --subject uki.efi --param suite=bookworm`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error { return e.reference(f) },
+	}
+	fs := cmd.Flags()
+	f.root = fs.String("root", "", "the image's root file system: a `DIR` (required)")
+	f.uki = fs.String("uki", "", "the image's UKI (PE `FILE`; required)")
+	f.binary = fs.String("binary", "/usr/bin/attestd", "attestd's `PATH` inside the image")
+	f.config = fs.String("config", agent.DefaultConfigPath, "attestd's config `PATH` inside the image")
+	f.keyFile = fs.String("key", "", "bake key: `PEM` EC private key that signs the statement (required)")
+	f.newKey = fs.Bool("new-key", false, "create --key (P-256) if it does not exist")
+	f.pubOut = fs.String("pub-out", "", "also write the bake key's public key (PEM) to `FILE`")
+	f.outFile = fs.String("out", "", "write the signed statement to `FILE` (default stdout)")
+	f.asJSON = fs.Bool("json", false, "print a JSON summary of the files written (needs --out)")
+	f.prov = newProvenanceFlags(fs)
+	for _, n := range []string{"root", "uki", "key"} {
+		cmd.MarkFlagRequired(n)
+	}
+	cmd.MarkFlagDirname("root")
+	for _, n := range []string{"uki", "key", "pub-out", "out", "provenance-out", "subject"} {
+		cmd.MarkFlagFilename(n)
+	}
+	return cmd
+}
+
 // reference computes the reference values of a baked image from its
 // artifacts and writes them as a signed in-toto statement
 // (docs/reference-values.md).
-func (e *env) reference(args []string) error {
-	fs := e.newFlagSet("reference")
-	root := fs.String("root", "", "the image's root file system (a directory)")
-	uki := fs.String("uki", "", "the image's UKI (PE file)")
-	binary := fs.String("binary", "/usr/bin/attestd", "attestd's path inside the image")
-	config := fs.String("config", agent.DefaultConfigPath, "attestd's config path inside the image")
-	keyFile := fs.String("key", "", "bake key: PEM EC private key that signs the statement")
-	newKey := fs.Bool("new-key", false, "create --key (P-256) if it does not exist")
-	pubOut := fs.String("pub-out", "", "also write the bake key's public key (PEM) here")
-	outFile := fs.String("out", "", "write the signed statement here (default stdout)")
-	prov := newProvenanceFlags(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if *root == "" || *uki == "" || *keyFile == "" || fs.NArg() != 0 {
+func (e *env) reference(f *bakeFlags) error {
+	root, uki, binary, config, keyFile, newKey, pubOut, outFile, prov := f.root, f.uki, f.binary, f.config, f.keyFile, f.newKey, f.pubOut, f.outFile, f.prov
+	if *root == "" || *uki == "" || *keyFile == "" {
 		return fmt.Errorf("%w: reference needs --root, --uki and --key", errUsage)
+	}
+	if err := jsonNeedsOut(*f.asJSON, *outFile); err != nil {
+		return err
 	}
 	rv, img, err := computeReference(*root, *uki, *binary, *config)
 	if err != nil {
@@ -70,6 +120,7 @@ func (e *env) reference(args []string) error {
 	if err != nil {
 		return err
 	}
+	var summary referenceJSON
 	if *prov.out != "" {
 		pst, err := prov.statement(*uki, e.clock())
 		if err != nil {
@@ -79,16 +130,24 @@ func (e *env) reference(args []string) error {
 		if err != nil {
 			return fmt.Errorf("sign image provenance: %w", err)
 		}
-		if err := os.WriteFile(*prov.out, append(penv, '\n'), 0o644); err != nil {
+		penv = append(penv, '\n')
+		if err := os.WriteFile(*prov.out, penv, 0o644); err != nil {
 			return err
 		}
+		ps := summarize(*prov.out, penv)
+		summary.Provenance = &ps
 	}
 	if *outFile == "" {
 		_, err = fmt.Fprintf(e.stdout, "%s\n", env)
 		return err
 	}
-	if err := os.WriteFile(*outFile, append(env, '\n'), 0o644); err != nil {
+	env = append(env, '\n')
+	if err := os.WriteFile(*outFile, env, 0o644); err != nil {
 		return err
+	}
+	if *f.asJSON {
+		summary.Reference, summary.PublicKey, summary.Values = summarize(*outFile, env), *pubOut, rv
+		return e.printJSON(summary)
 	}
 	pretty, _ := json.MarshalIndent(rv, "", "  ")
 	fmt.Fprintf(e.stdout, "%s\n", pretty)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/hex"
-	"flag"
 	"fmt"
 	"path/filepath"
 	"sort"
@@ -11,6 +10,7 @@ import (
 
 	slsa "github.com/in-toto/attestation/go/predicates/provenance/v1"
 	ita "github.com/in-toto/attestation/go/v1"
+	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -40,15 +40,15 @@ type provenanceFlags struct {
 	invocID   *string
 }
 
-func newProvenanceFlags(fs *flag.FlagSet) *provenanceFlags {
+func newProvenanceFlags(fs *pflag.FlagSet) *provenanceFlags {
 	pf := &provenanceFlags{}
-	pf.out = fs.String("provenance-out", "", "also write a signed SLSA provenance v1 statement for the image here")
-	fs.Var(&pf.subjects, "subject", "an artifact of the image the provenance is about (repeatable; default the --uki)")
-	fs.Var(&pf.params, "param", "KEY=VALUE: an external parameter of the bake (repeatable)")
-	fs.Var(&pf.deps, "dep", "URI=ALG:HEX: a resolved dependency of the bake, e.g. git+https://…@COMMIT=gitCommit:COMMIT (repeatable)")
-	pf.builderID = fs.String("builder-id", defaultBuilderID, "the provenance's builder ID")
-	pf.started = fs.String("started-on", "", "when the bake started (RFC 3339)")
-	pf.invocID = fs.String("invocation-id", "", "an ID of this bake run")
+	pf.out = fs.String("provenance-out", "", "also write a signed SLSA provenance v1 statement for the image to `FILE`")
+	fs.Var(&pf.subjects, "subject", "an artifact `FILE` of the image the provenance is about (repeatable; default the --uki)")
+	fs.Var(&pf.params, "param", "`KEY=VALUE`: an external parameter of the bake (repeatable)")
+	fs.Var(&pf.deps, "dep", "`URI=ALG:HEX`: a resolved dependency of the bake, e.g. git+https://…@COMMIT=gitCommit:COMMIT (repeatable)")
+	pf.builderID = fs.String("builder-id", defaultBuilderID, "the provenance's builder `ID`")
+	pf.started = fs.String("started-on", "", "`TIME` the bake started (RFC 3339)")
+	pf.invocID = fs.String("invocation-id", "", "an `ID` of this bake run")
 	return pf
 }
 

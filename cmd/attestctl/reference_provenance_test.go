@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 
 	slsa "github.com/in-toto/attestation/go/predicates/provenance/v1"
 	ita "github.com/in-toto/attestation/go/v1"
+	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
@@ -23,7 +23,7 @@ func TestImageProvenance(t *testing.T) {
 	os.WriteFile(uki, []byte("uki"), 0o644)
 	commit := "3f2a9c1d5e8b7a6f4c3d2e1f0a9b8c7d6e5f4a3b"
 	newFlags := func(args ...string) (*provenanceFlags, error) {
-		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
 		fs.SetOutput(io.Discard)
 		pf := newProvenanceFlags(fs)
 		return pf, fs.Parse(args)

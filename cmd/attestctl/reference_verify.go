@@ -2,8 +2,9 @@ package main
 
 import (
 	"crypto"
-	"flag"
 	"fmt"
+
+	"github.com/spf13/pflag"
 
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/verify"
@@ -14,10 +15,10 @@ type referenceFlags struct {
 	files, keys multiFlag
 }
 
-func newReferenceFlags(fs *flag.FlagSet) *referenceFlags {
+func newReferenceFlags(fs *pflag.FlagSet) *referenceFlags {
 	rf := &referenceFlags{}
-	fs.Var(&rf.files, "reference", "signed reference values of the image (attestctl reference); needs --reference-key")
-	fs.Var(&rf.keys, "reference-key", "PEM public key of the image baker that signed --reference (repeatable)")
+	fs.Var(&rf.files, "reference", "`FILE` of signed reference values of the image (attestctl reference); needs --reference-key")
+	fs.Var(&rf.keys, "reference-key", "`PEM` public key of the image baker that signed --reference (repeatable)")
 	return rf
 }
 

@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	apiv1 "github.com/attestd/attestd/agent/api/v1"
 	"github.com/attestd/attestd/attest"
@@ -16,20 +20,45 @@ import (
 	"github.com/attestd/attestd/verify"
 )
 
+func (e *env) registerCmd() *cobra.Command {
+	var roots, inter multiFlag
+	var out string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "register --ek-roots PEM [--ek-intermediates PEM]... [--out FILE]",
+		GroupID: groupDaemon,
+		Short:   "Pin the AK by credential activation against the TPM's EK certificate",
+		Long: `Register the environment's attestation key (AK): check that the TPM's EK certificate
+chains to the given roots, then prove by credential activation that the AK lives in that
+TPM. Prints the AK's public key (PEM), for verify --trust-ak. Both halves run here; a remote
+control plane does the MakeCredential half itself (docs/verifying.md).
+
+--json prints {"akPublicKey" (PEM), "sha256" (of the key's DER), "file"}.`,
+		Example: `  attestctl register --ek-roots tpm-vendor-roots.pem --out ak.pem`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return e.register(cmd.Context(), roots, inter, out, asJSON)
+		},
+	}
+	fs := cmd.Flags()
+	fs.Var(&roots, "ek-roots", "`PEM` certificates of the TPM vendor's EK roots (required, repeatable)")
+	fs.Var(&inter, "ek-intermediates", "`PEM` intermediate certificates of the EK chain (repeatable)")
+	fs.StringVar(&out, "out", "", "write the registered AK public key (PEM, for --trust-ak) to `FILE` (default: stdout)")
+	fs.BoolVar(&asJSON, "json", false, "print the registered key as JSON")
+	cmd.MarkFlagRequired("ek-roots")
+	for _, f := range []string{"ek-roots", "ek-intermediates"} {
+		cmd.MarkFlagFilename(f, "pem", "crt")
+	}
+	cmd.MarkFlagFilename("out")
+	return cmd
+}
+
 // register pins the environment's AK after proving, by credential
 // activation, that it lives in the TPM whose EK certificate chains to the
 // given roots. Both sides run here: a control plane that is remote does the
 // MakeCredential half itself (attest/tpm.MakeCredential) and relays the
 // challenge.
-func (e *env) register(ctx context.Context, args []string) error {
-	fs := e.newFlagSet("register")
-	var roots, inter multiFlag
-	fs.Var(&roots, "ek-roots", "PEM certificates of the TPM vendor's EK roots (required, repeatable)")
-	fs.Var(&inter, "ek-intermediates", "PEM intermediate certificates of the EK chain (repeatable)")
-	out := fs.String("out", "", "write the registered AK public key (PEM, for --trust-ak) to FILE (default: stdout)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
+func (e *env) register(ctx context.Context, roots, inter []string, out string, asJSON bool) error {
 	if len(roots) == 0 {
 		return fmt.Errorf("%w: --ek-roots is required", errUsage)
 	}
@@ -93,11 +122,19 @@ func (e *env) register(ctx context.Context, args []string) error {
 		}
 		fmt.Fprintln(e.stderr, "AK registered: the EK certificate chains to the given roots and credential activation proved the AK is in that TPM")
 		pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
-		if *out == "" {
+		if out != "" {
+			if err := os.WriteFile(out, pemBytes, 0o644); err != nil {
+				return err
+			}
+		}
+		switch {
+		case asJSON:
+			return e.printJSON(akJSON(der, out))
+		case out == "":
 			_, err := e.stdout.Write(pemBytes)
 			return err
 		}
-		return os.WriteFile(*out, pemBytes, 0o644)
+		return nil
 	})
 }
 
@@ -130,4 +167,16 @@ func readPEMCerts(path string) ([]*x509.Certificate, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return certs, nil
+}
+
+// akKeyJSON is the --json output of register and export-ak.
+type akKeyJSON struct {
+	AKPublicKey string `json:"akPublicKey"`
+	SHA256      string `json:"sha256"`
+	File        string `json:"file,omitempty"`
+}
+
+func akJSON(der []byte, file string) akKeyJSON {
+	sum := sha256.Sum256(der)
+	return akKeyJSON{AKPublicKey: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), SHA256: hex.EncodeToString(sum[:]), File: file}
 }

@@ -2,8 +2,9 @@ package main
 
 import (
 	"encoding/hex"
-	"flag"
 	"fmt"
+
+	"github.com/spf13/pflag"
 
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/attest/snp"
@@ -20,14 +21,14 @@ type teeOptions struct {
 	tdxMRTDs        multiFlag
 }
 
-func teeFlags(fs *flag.FlagSet) *teeOptions {
+func teeFlags(fs *pflag.FlagSet) *teeOptions {
 	o := &teeOptions{
-		snpVCEK:       fs.String("snp-vcek", "", "DER VCEK certificate for SEV-SNP reports that ship none (fetched from AMD's KDS beforehand; no network is used)"),
-		tdxCollateral: fs.String("tdx-collateral", "", "directory of Intel PCS collateral: tcbinfo.json, tcbinfo-issuer-chain.pem, qeidentity.json, qeidentity-issuer-chain.pem"),
+		snpVCEK:       fs.String("snp-vcek", "", "`DER` VCEK certificate for SEV-SNP reports that ship none (fetched from AMD's KDS beforehand; no network is used)"),
+		tdxCollateral: fs.String("tdx-collateral", "", "`DIR` of Intel PCS collateral: tcbinfo.json, tcbinfo-issuer-chain.pem, qeidentity.json, qeidentity-issuer-chain.pem"),
 		tdxSkipColl:   fs.Bool("tdx-insecure-skip-collateral", false, "UNSAFE: do not check TDX TCB info and QE identity (the platform may be out of date)"),
 	}
-	fs.Var(&o.snpMeasurements, "snp-measurement", "accepted SEV-SNP launch measurement (hex, 48 bytes; repeatable)")
-	fs.Var(&o.tdxMRTDs, "tdx-mrtd", "accepted TDX MRTD (hex, 48 bytes; repeatable)")
+	fs.Var(&o.snpMeasurements, "snp-measurement", "accepted SEV-SNP launch measurement (`HEX`, 48 bytes; repeatable)")
+	fs.Var(&o.tdxMRTDs, "tdx-mrtd", "accepted TDX MRTD (`HEX`, 48 bytes; repeatable)")
 	return o
 }
 

@@ -12,6 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/attest/tpm"
 	"github.com/attestd/attestd/scai"
@@ -21,31 +23,83 @@ import (
 // maxInputSize bounds files attestctl reads.
 const maxInputSize = 64 << 20
 
+// multiFlag is a repeatable string flag.
 type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
+func (m *multiFlag) Type() string       { return "stringArray" }
 
-func (e *env) verify(args []string) error {
-	fs := e.newFlagSet("verify")
-	var nonces, trustAK, akRoots multiFlag
-	fs.Var(&nonces, "nonce", "expected nonce: HEX (admission) or PURPOSE=HEX for attest, dispatch, complete (repeatable)")
-	buildID := fs.String("build-id", "", "the build ID dispatch and completion must carry")
-	fs.Var(&trustAK, "trust-ak", "PEM public key of a trusted attestation key (repeatable)")
-	fs.Var(&akRoots, "ak-roots", "PEM certificates anchoring AK certificates (repeatable)")
-	insecure := fs.Bool("insecure-trust-embedded-ak", false, "UNSAFE: trust the AK shipped inside the evidence (demos only)")
-	asJSON := fs.Bool("json", false, "print results as JSON")
-	policyFile := fs.String("policy", "", "appraisal policy (YAML; docs/policy.example.yaml)")
-	vsaKey := fs.String("vsa-key", "", "PEM private key (ECDSA P-256) signing the SLSA VSA; needs --vsa-out")
-	vsaOut := fs.String("vsa-out", "", "write a DSSE-signed SLSA VSA v1 per bundle here (JSON lines)")
-	tee := teeFlags(fs)
-	refs := newReferenceFlags(fs)
-	if err := parse(fs, args); err != nil {
-		return err
+// verifyFlags are verify's flags.
+type verifyFlags struct {
+	nonces, trustAK, akRoots multiFlag
+	buildID                  *string
+	insecure, asJSON         *bool
+	policyFile               *string
+	vsaKey, vsaOut           *string
+	tee                      *teeOptions
+	refs                     *referenceFlags
+}
+
+func (e *env) verifyCmd() *cobra.Command {
+	f := &verifyFlags{}
+	cmd := &cobra.Command{
+		Use:     "verify [flags] FILE...",
+		GroupID: groupOffline,
+		Short:   "Verify an attestation or .intoto.jsonl bundles",
+		Long: `Verify one attestation with its event log (as identity, attest, bind and complete --out
+write it) or bundles (.intoto.jsonl, as bundle writes them), each bundle as a chain, and
+appraise them against an appraisal policy (--policy; docs/verifying.md). Every check is
+named in a table; the failed ones on stderr. Reads only local files; never uses the network.
+
+Exit codes: 0 verified, 1 not verified, 2 bad input (including a malformed policy, reported
+with its line and key).
+
+--nonce takes HEX (the admission's nonce) or PURPOSE=HEX with PURPOSE attest, dispatch or
+complete; --build-id is the build ID dispatch and completion must carry. --reference and
+--reference-key appraise attestd's attestations against an image's signed reference values
+(attestctl reference). --vsa-key and --vsa-out write one DSSE-signed SLSA VSA per bundle.
+
+--json prints {"policySha256", "bundles": [{"name", "sha256", "report", "policy",
+"buildEnvLevel", "verified"}], "acrossBundles", "verified"} (docs/verifying.md) and no
+VERIFIED line.`,
+		Example: `  attestctl verify --nonce "$nonce" --trust-ak ak.pem attestation.intoto.jsonl
+  attestctl verify --nonce attest=$ADMISSION_NONCE --nonce dispatch=$DISPATCH_NONCE \
+      --build-id build-0001 --trust-ak ak.pem build.intoto.jsonl
+  attestctl verify --policy policy.yaml --vsa-key vsa-key.pem --vsa-out vsa.intoto.jsonl bundle.intoto.jsonl`,
+		Args: minArgs(1, "FILEs"),
+		RunE: func(_ *cobra.Command, files []string) error {
+			return e.verify(f, files)
+		},
 	}
-	if fs.NArg() < 1 {
-		return fmt.Errorf("%w: verify takes one or more FILEs", errUsage)
+	fs := cmd.Flags()
+	fs.Var(&f.nonces, "nonce", "expected nonce: `HEX` (admission) or PURPOSE=HEX for attest, dispatch, complete (repeatable)")
+	f.buildID = fs.String("build-id", "", "the build `ID` dispatch and completion must carry")
+	fs.Var(&f.trustAK, "trust-ak", "`PEM` public key of a trusted attestation key (repeatable)")
+	fs.Var(&f.akRoots, "ak-roots", "`PEM` certificates anchoring AK certificates (repeatable)")
+	f.insecure = fs.Bool("insecure-trust-embedded-ak", false, "UNSAFE: trust the AK shipped inside the evidence (demos only)")
+	f.asJSON = fs.Bool("json", false, "print results as JSON")
+	f.policyFile = fs.String("policy", "", "appraisal policy `FILE` (YAML; docs/policy.example.yaml)")
+	f.vsaKey = fs.String("vsa-key", "", "`PEM` private key (ECDSA P-256) signing the SLSA VSA; needs --vsa-out")
+	f.vsaOut = fs.String("vsa-out", "", "write a DSSE-signed SLSA VSA v1 per bundle to `FILE` (JSON lines)")
+	f.tee = teeFlags(fs)
+	f.refs = newReferenceFlags(fs)
+	for _, n := range []string{"trust-ak", "ak-roots", "vsa-key", "reference", "reference-key"} {
+		cmd.MarkFlagFilename(n, "pem")
 	}
+	cmd.MarkFlagFilename("policy", "yaml", "yml")
+	cmd.MarkFlagFilename("vsa-out")
+	cmd.MarkFlagFilename("snp-vcek")
+	cmd.MarkFlagDirname("tdx-collateral")
+	return cmd
+}
+
+// verify turns verify's flags into verify.Options and a policy, evaluates
+// the files and prints the result.
+func (e *env) verify(f *verifyFlags, files []string) error {
+	nonces, trustAK, akRoots := f.nonces, f.trustAK, f.akRoots
+	buildID, insecure, asJSON, policyFile, vsaKey, vsaOut := f.buildID, f.insecure, f.asJSON, f.policyFile, f.vsaKey, f.vsaOut
+	tee, refs := f.tee, f.refs
 	if (*vsaKey == "") != (*vsaOut == "") {
 		return fmt.Errorf("%w: --vsa-key and --vsa-out go together", errUsage)
 	}
@@ -119,7 +173,7 @@ func (e *env) verify(args []string) error {
 		fmt.Fprintln(e.stderr, "WARNING: --insecure-trust-embedded-ak: the attestation key is taken from the evidence itself; this proves nothing about the machine. Demo use only.")
 	}
 	var inputs []verify.Input
-	for _, f := range fs.Args() {
+	for _, f := range files {
 		raw, err := readInput(f)
 		if err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
@@ -217,15 +271,29 @@ func (e *env) printChecks(checks []attest.Check) {
 	fmt.Fprintln(e.stdout)
 }
 
-func (e *env) exportAK(args []string) error {
-	fs := e.newFlagSet("export-ak")
-	if err := parse(fs, args); err != nil {
-		return err
+func (e *env) exportAKCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "export-ak FILE",
+		GroupID: groupOffline,
+		Short:   "Print the AK public key (PEM) from an attestation",
+		Long: `Print the public key of the TPM attestation key (AK) that an attestation carries, as PEM,
+for verify --trust-ak. An AK read from an attestation is only as trustworthy as the channel
+it came by: pin it from a boot you trust, or register it (attestctl register).
+
+--json prints {"akPublicKey" (PEM), "sha256" (of the key's DER)}.`,
+		Example: `  attestctl export-ak launch.intoto.jsonl > ak.pem`,
+		Args:    exactArgs(1, "FILE"),
+		RunE: func(_ *cobra.Command, args []string) error {
+			return e.exportAK(args[0], asJSON)
+		},
 	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("%w: export-ak takes exactly one FILE", errUsage)
-	}
-	raw, err := readInput(fs.Arg(0))
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the key as JSON")
+	return cmd
+}
+
+func (e *env) exportAK(file string, asJSON bool) error {
+	raw, err := readInput(file)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -250,9 +318,12 @@ func (e *env) exportAK(args []string) error {
 			return err
 		}
 		fmt.Fprintln(e.stderr, "NOTE: an AK read from an attestation is only as trustworthy as the channel it came by; pin it from a boot you trust (docs/verifying.md).")
+		if asJSON {
+			return e.printJSON(akJSON(der, ""))
+		}
 		return pem.Encode(e.stdout, &pem.Block{Type: "PUBLIC KEY", Bytes: der})
 	}
-	return fmt.Errorf("%w: no TPM evidence in %s", errUsage, fs.Arg(0))
+	return fmt.Errorf("%w: no TPM evidence in %s", errUsage, file)
 }
 
 func readInput(path string) ([]byte, error) {

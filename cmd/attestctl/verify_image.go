@@ -14,6 +14,8 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/spf13/cobra"
+
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/measure"
 	"github.com/attestd/attestd/verify"
@@ -33,23 +35,50 @@ type imageVerification struct {
 	Provenance *verify.ImageProvenance `json:"provenance,omitempty"`
 }
 
+func (e *env) verifyImageCmd() *cobra.Command {
+	var keyFiles, provFiles multiFlag
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "verify-image --key PEM --provenance FILE ARTIFACT...",
+		GroupID: groupOffline,
+		Short:   "Check image files against the bake's signed SLSA provenance",
+		Long: `Check a baked image's files (disk.img, uki.efi, …) against the image's signed SLSA
+provenance (attestctl reference --provenance-out; docs/reference-values.md): the provenance is
+signed by one of the --keys, is an in-toto Statement v1 with a SLSA provenance v1 predicate,
+and names each file, by base name, with its sha256. Prints the checks and who built the
+image, how and from what.
+
+Exit codes: 0 every check passes, 1 one fails (stderr names it), 2 bad usage or a file that
+cannot be read (a missing artifact is exit 2, not a failed check).
+
+--json prints {"ok", "checks": [{"check", "ok", "skipped", "detail"}], "provenance"} and no
+VERIFIED line.`,
+		Example: `  attestctl verify-image --key bake-key.pub.pem --provenance provenance.intoto.json disk.img uki.efi`,
+		Args:    minArgs(1, "ARTIFACT files"),
+		RunE: func(_ *cobra.Command, args []string) error {
+			return e.verifyImage(keyFiles, provFiles, asJSON, args)
+		},
+	}
+	fs := cmd.Flags()
+	fs.Var(&keyFiles, "key", "`PEM` public key of the image baker (required, repeatable)")
+	fs.Var(&provFiles, "provenance", "the image's signed provenance `FILE` (attestctl reference --provenance-out; required)")
+	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	cmd.MarkFlagRequired("key")
+	cmd.MarkFlagRequired("provenance")
+	cmd.MarkFlagFilename("key", "pem")
+	cmd.MarkFlagFilename("provenance", "json")
+	return cmd
+}
+
 // verifyImage checks a baked image's artifacts against its signed SLSA
 // provenance (docs/reference-values.md, "The image's provenance").
-func (e *env) verifyImage(args []string) error {
-	fs := e.newFlagSet("verify-image")
-	var keyFiles, provFiles multiFlag
-	fs.Var(&keyFiles, "key", "PEM public key of the image baker (repeatable)")
-	fs.Var(&provFiles, "provenance", "the image's signed provenance (attestctl reference --provenance-out)")
-	asJSON := fs.Bool("json", false, "print the result as JSON")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
+func (e *env) verifyImage(keyFiles, provFiles []string, asJSON bool, artifacts []string) error {
 	switch {
 	case len(keyFiles) == 0:
 		return fmt.Errorf("%w: verify-image needs --key", errUsage)
 	case len(provFiles) != 1:
 		return fmt.Errorf("%w: verify-image needs --provenance, once", errUsage)
-	case fs.NArg() == 0:
+	case len(artifacts) == 0:
 		return fmt.Errorf("%w: verify-image takes one or more ARTIFACT files", errUsage)
 	}
 	var keys []crypto.PublicKey
@@ -66,15 +95,15 @@ func (e *env) verifyImage(args []string) error {
 	}
 	// Every artifact is read before any verdict: an unreadable one is bad
 	// input (exit 2), not a failed check.
-	sums := make([][32]byte, fs.NArg())
-	for i, f := range fs.Args() {
+	sums := make([][32]byte, len(artifacts))
+	for i, f := range artifacts {
 		if sums[i], err = measure.FileSHA256(f); err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
 	}
 
-	res := checkImage(raw, keys, fs.Args(), sums)
-	if *asJSON {
+	res := checkImage(raw, keys, artifacts, sums)
+	if asJSON {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(res); err != nil {
@@ -95,7 +124,7 @@ func (e *env) verifyImage(args []string) error {
 		}
 		return fmt.Errorf("%w: failed checks: %s", errFailed, strings.Join(failed, ", "))
 	}
-	if !*asJSON {
+	if !asJSON {
 		fmt.Fprintln(e.stdout, "VERIFIED")
 	}
 	return nil

@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"flag"
 	"io"
 	"os"
 	"path/filepath"
@@ -16,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/attestd/attestd/verify"
 )
@@ -36,7 +37,7 @@ func bakeImage(t *testing.T) bakedImage {
 	writeFile(t, b.uki, "unified kernel image")
 	key := writeKey(t, b.pub)
 	b.key = key
-	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	pf := newProvenanceFlags(fs)
 	if err := fs.Parse([]string{"--subject", b.disk, "--subject", b.uki,
