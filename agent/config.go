@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -153,10 +154,19 @@ func ParseConfig(path string, raw []byte) (*Config, error) {
 	return c, nil
 }
 
+// Backends are the evidence backends a config or flag may name.
+var Backends = []string{"auto", "tpm", "snp", "tdx", "simulator"}
+
+// CheckBackend refuses a backend name not in Backends.
+func CheckBackend(name string) error {
+	if !slices.Contains(Backends, name) {
+		return errors.New("unknown backend; want auto, tpm, snp, tdx or simulator")
+	}
+	return nil
+}
+
 func (c *Config) validate() error {
-	switch c.Backend {
-	case "auto", "tpm", "snp", "tdx", "simulator":
-	default:
+	if CheckBackend(c.Backend) != nil {
 		return fmt.Errorf("backend %q: want auto, tpm, snp, tdx or simulator", c.Backend)
 	}
 	if err := ValidateRegister(c.Register); err != nil {

@@ -42,7 +42,7 @@ func openBackend(cfg *agent.Config, log *slog.Logger) (attest.Backend, error) {
 		}
 		return b, nil
 	default:
-		return nil, fmt.Errorf("%w: unknown backend %q (want auto, tpm, snp, tdx or simulator)", errUsage, cfg.Backend)
+		return nil, fmt.Errorf("unknown backend %q", cfg.Backend) // agent.ParseConfig and --backend refuse it first
 	}
 }
 

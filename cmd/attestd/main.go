@@ -35,10 +35,7 @@ func main() {
 			os.Exit(1)
 		})
 	})
-	err := run(ctx, os.Args[1:], os.Stderr)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "attestd:", err)
-		os.Exit(exitCode(err))
-	}
+	os.Exit(exit(err, os.Stderr))
 }

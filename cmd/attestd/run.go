@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,65 +20,56 @@ import (
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
 
-// errUsage marks bad flags (exit 2).
-var errUsage = errors.New("usage")
+// run runs the command line args (without the program name): the daemon,
+// until ctx is cancelled (nil) or its first error, or a subcommand. Help,
+// versions and completion scripts go to stdout, logs to stderr.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if args == nil {
+		args = []string{} // cobra reads os.Args for nil
+	}
+	c := &cli{stdout: stdout, stderr: stderr}
+	root := c.command()
+	if err := singleDash(root, args); err != nil {
+		return &usageError{cmd: "attestd", err: err}
+	}
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err != nil && !c.ran {
+		return &usageError{cmd: cmd.CommandPath(), err: err}
+	}
+	return err
+}
 
+// exitCode is the process's exit status for run's error: 2 for a command
+// line that cannot be run, 1 for any other failure.
 func exitCode(err error) int {
-	if errors.Is(err, errUsage) {
+	var u *usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &u):
 		return 2
 	}
 	return 1
 }
 
-type flags struct {
-	config     string
-	backend    string
-	tpmDevice  string
-	tpmTimeout time.Duration
-	runtimeDir string
-	logLevel   string
-	version    bool
-}
-
-func parseFlags(args []string, stderr io.Writer) (*flags, error) {
-	f := &flags{}
-	fs := flag.NewFlagSet("attestd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&f.config, "config", agent.DefaultConfigPath, "config file (YAML)")
-	fs.StringVar(&f.backend, "backend", "", "evidence backend: auto, tpm, snp, tdx or simulator (overrides the config file)")
-	fs.StringVar(&f.tpmDevice, "tpm-device", "", "TPM device path, unix:/path or tcp:host:port of a swtpm (overrides the config file)")
-	fs.DurationVar(&f.tpmTimeout, "tpm-timeout", 0, "deadline of each TPM command, e.g. 30s (overrides the config file's tpm.timeout; default 30s)")
-	fs.StringVar(&f.runtimeDir, "runtime-dir", "", "directory for the socket, event log and launch attestation (default $RUNTIME_DIRECTORY, else /run/attestd)")
-	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.BoolVar(&f.version, "version", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
-		return nil, fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
-	}
-	return f, nil
-}
-
-// run is the whole daemon: it returns when ctx is cancelled (nil) or on the
-// first error.
-func run(ctx context.Context, args []string, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "probe-storage" {
-		return probeStorage(ctx, args[1:], os.Stdout, stderr)
-	}
-	f, err := parseFlags(args, stderr)
+// exit reports run's error on stderr as one line (an error line to
+// journald when stderr goes there) and returns the exit status.
+func exit(err error, stderr io.Writer) int {
 	if err != nil {
-		return err
+		prefix := ""
+		if stderr == os.Stderr && journalStream() {
+			prefix = "<3>" // sd-daemon priority: err
+		}
+		fmt.Fprintf(stderr, "%sattestd: %v\n", prefix, err)
 	}
-	if f.version {
-		fmt.Fprintln(stderr, "attestd", version)
-		return nil
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return fmt.Errorf("%w: --log-level: %v", errUsage, err)
-	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	return exitCode(err)
+}
+
+// runDaemon is the whole daemon: it returns when ctx is cancelled (nil) or
+// on the first error.
+func runDaemon(ctx context.Context, f *daemonFlags, stderr io.Writer) error {
+	logger := newLogger(stderr, f.logLevel)
 
 	cfg, err := agent.LoadConfig(f.config)
 	if err != nil {
@@ -93,9 +82,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		cfg.TPMDevice = f.tpmDevice
 	}
 	if f.tpmTimeout != 0 {
-		if err := agent.CheckTPMTimeout(f.tpmTimeout); err != nil {
-			return fmt.Errorf("%w: --tpm-timeout %v", errUsage, err)
-		}
 		cfg.TPMTimeout = f.tpmTimeout
 	}
 	runtimeDir := f.runtimeDir

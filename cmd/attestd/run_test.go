@@ -6,6 +6,7 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -114,8 +115,10 @@ func startDaemonNoConfig(t *testing.T, dir string, args ...string) *testDaemon {
 	return d
 }
 
-// runFn is run; a variable so the tests read as the daemon's own entry.
-var runFn = run
+// runFn is run with stdout discarded: the daemon prints nothing there.
+func runFn(ctx context.Context, args []string, stderr io.Writer) error {
+	return run(ctx, args, io.Discard, stderr)
+}
 
 // verifyLines verifies one attestation given as the self-verifying JSON
 // Lines bundle a client writes (the envelope, its inclusion proof if
@@ -230,7 +233,7 @@ func TestDaemonFailures(t *testing.T) {
 		wantMsg  string
 	}{
 		{"no tpm", []string{"--backend=tpm", "--tpm-device=" + filepath.Join(dir, "nope")}, 1, "no attestation device"},
-		{"unknown backend", []string{"--backend=magic"}, 2, "unknown backend"},
+		{"unknown backend", []string{"--backend=magic"}, 2, `invalid value "magic" for --backend: unknown backend; want auto, tpm, snp, tdx or simulator (see 'attestd --help')`},
 		{"bad flag", []string{"--frobnicate"}, 2, "frobnicate"},
 		{"missing config", []string{"--config", filepath.Join(dir, "missing.yaml")}, 1, "read config"},
 	} {
@@ -242,7 +245,7 @@ func TestDaemonFailures(t *testing.T) {
 				os.WriteFile(cfg, nil, 0o644)
 				args = append([]string{"--config", cfg}, args...)
 			}
-			err := run(context.Background(), args, &log)
+			err := runFn(context.Background(), args, &log)
 			if err == nil {
 				t.Fatal("run succeeded")
 			}
@@ -268,7 +271,7 @@ func TestAutoNeverPicksSimulator(t *testing.T) {
 	}
 	cfg := filepath.Join(t.TempDir(), "c.yaml")
 	os.WriteFile(cfg, nil, 0o644)
-	err := run(context.Background(), []string{"--config", cfg, "--backend=auto", "--runtime-dir", t.TempDir()}, &syncBuffer{})
+	err := runFn(context.Background(), []string{"--config", cfg, "--backend=auto", "--runtime-dir", t.TempDir()}, &syncBuffer{})
 	if !errors.Is(err, attest.ErrNoDevice) {
 		t.Fatalf("auto without a TPM: %v, want ErrNoDevice", err)
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -49,19 +48,10 @@ func launchStorage(ctx context.Context, cfg *agent.Config, runtimeDir string, lo
 
 // probeStorage is `attestd probe-storage`: measure the storage layout,
 // check the config's storage.encrypted paths, and write the snapshot the
-// daemon measures. It runs as root before the daemon (ExecStartPre=+).
-func probeStorage(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("attestd probe-storage", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	config := fs.String("config", agent.DefaultConfigPath, "config file (YAML): its storage.encrypted paths are checked")
-	out := fs.String("out", "", "write the snapshot here (default: $RUNTIME_DIRECTORY/"+agent.StorageSnapshotName+"; - for stdout)")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
-	}
-	cfg, err := agent.LoadConfig(*config)
+// daemon measures to out ("" for the runtime dir, "-" for stdout). It runs
+// as root before the daemon (ExecStartPre=+).
+func probeStorage(ctx context.Context, config, out string, stdout io.Writer) error {
+	cfg, err := agent.LoadConfig(config)
 	if err != nil {
 		return err
 	}
@@ -83,12 +73,12 @@ func probeStorage(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	if *out == "-" {
+	if out == "-" {
 		_, err := stdout.Write(b)
 		return err
 	}
-	if *out == "" {
-		*out = filepath.Join(runtimeDirFromEnv(), agent.StorageSnapshotName)
+	if out == "" {
+		out = filepath.Join(runtimeDirFromEnv(), agent.StorageSnapshotName)
 	}
-	return agent.WriteStorageSnapshot(*out, b)
+	return agent.WriteStorageSnapshot(out, b)
 }
