@@ -59,7 +59,7 @@ type svrWire struct {
 
 // MarshalJSON encodes the predicate; policies are resource descriptors in
 // their protojson form.
-func (s *SVR) MarshalJSON() ([]byte, error) {
+func (s SVR) MarshalJSON() ([]byte, error) {
 	policies := make([]json.RawMessage, 0, len(s.Policies))
 	for _, p := range s.Policies {
 		b, err := protojson.Marshal(p)
