@@ -294,39 +294,6 @@ func lastRecordLen(t *testing.T, raw []byte) int {
 	return 0
 }
 
-func TestConfig(t *testing.T) {
-	for _, tc := range []struct {
-		name, yaml, wantErr string
-	}{
-		{"empty", "", ""},
-		{"full", "backend: tpm\ntpm: {device: unix:/x}\nregister: 14\nexecutors: [/bin/sh]\nallow: {readers: {uids: [1], gids: [2]}, executors: {uids: [3]}}\n", ""},
-		{"unknown key", "bakend: tpm\n", "field bakend not found"},
-		{"register 16", "register: 16\n", "resettable"},
-		{"register 23", "register: 23\n", "resettable"},
-		{"register 3", "register: 3\n", "firmware"},
-		{"register 99", "register: 99\n", "0..23"},
-		{"relative executor", "executors: [sh]\n", "absolute"},
-		{"storage", "storage:\n  encrypted: [/var/lib/build-runner, /scratch]\n", ""},
-		{"relative storage path", "storage: {encrypted: [var/lib/build-runner]}\n", "storage.encrypted \"var/lib/build-runner\": path must be absolute"},
-		{"unknown storage key", "storage: {encrypt: [/x]}\n", "field encrypt not found"},
-		{"bad backend", "backend: magic\n", "backend \"magic\": want auto"},
-		{"wrong type", "register: thirteen\n", "cannot unmarshal"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseConfig("config.yaml", []byte(tc.yaml))
-			if tc.wantErr == "" {
-				if err != nil {
-					t.Fatalf("unexpected error: %v", err)
-				}
-				return
-			}
-			if err == nil || !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("got %v, want an ErrConfig containing %q", err, tc.wantErr)
-			}
-		})
-	}
-}
-
 func FuzzParseConfig(f *testing.F) {
 	// The config the build-runner image ships.
 	raw, err := os.ReadFile("../images/rootfs/config.yaml")

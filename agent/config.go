@@ -1,16 +1,18 @@
 package agent
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/attestd/attestd/internal/yamlfile"
 )
 
 // DefaultConfigPath is where the daemon looks for its config file.
@@ -27,10 +29,10 @@ type FileConfig struct {
 		// Timeout bounds each TPM command, e.g. "30s" (the default). A TPM
 		// that does not answer in time is taken as failed: attestd stops
 		// serving and exits so that systemd restarts it.
-		Timeout string `yaml:"timeout"`
+		Timeout time.Duration `yaml:"timeout"`
 	} `yaml:"tpm"`
 	// Register is the PCR the agent extends its events into (default 13).
-	Register *int `yaml:"register"`
+	Register *PCR `yaml:"register"`
 	// ImageMetadata is the image identity file measured at launch.
 	ImageMetadata string `yaml:"image_metadata"`
 	// Executors are binaries measured at launch, in order.
@@ -48,6 +50,23 @@ type FileConfig struct {
 		// an ephemeral key at launch; otherwise attestd refuses to start.
 		Encrypted []string `yaml:"encrypted"`
 	} `yaml:"storage"`
+}
+
+// PCR is the index of a PCR the agent may extend its events into: one of
+// 8 to 22 except the resettable 16 (ValidateRegister).
+type PCR int
+
+// UnmarshalYAML accepts an integer that ValidateRegister accepts.
+func (p *PCR) UnmarshalYAML(n *yaml.Node) error {
+	var i int
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || n.Decode(&i) != nil {
+		return fmt.Errorf("want a PCR index from 8 to 22, got %q", n.Value)
+	}
+	if err := checkPCR(i); err != nil {
+		return err
+	}
+	*p = PCR(i)
+	return nil
 }
 
 // Principals are callers by uid or primary gid.
@@ -96,6 +115,18 @@ func CheckTPMTimeout(d time.Duration) error {
 // ErrConfig marks a config file that cannot be used.
 var ErrConfig = errors.New("invalid config")
 
+// ConfigError is a config file that cannot be used. Err is a
+// *yamlfile.Error (line, key, what is allowed) for a problem in the file's
+// contents. ConfigError is ErrConfig.
+type ConfigError struct {
+	Path string
+	Err  error
+}
+
+func (e *ConfigError) Error() string        { return "config " + e.Path + ": " + e.Err.Error() }
+func (e *ConfigError) Unwrap() error        { return e.Err }
+func (e *ConfigError) Is(target error) bool { return target == ErrConfig }
+
 // maxConfigSize bounds the config file.
 const maxConfigSize = 1 << 20
 
@@ -113,21 +144,20 @@ func LoadConfig(path string) (*Config, error) {
 	return ParseConfig(path, raw)
 }
 
-// ParseConfig validates raw (YAML) and turns it into a Config.
+// ParseConfig validates raw (YAML) and turns it into a Config. Its errors
+// are *ConfigError.
 func ParseConfig(path string, raw []byte) (*Config, error) {
 	var fc FileConfig
-	if len(bytes.TrimSpace(raw)) > 0 {
-		dec := yaml.NewDecoder(bytes.NewReader(raw))
-		dec.KnownFields(true)
-		if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
-		}
+	nodes, err := yamlfile.Decode(raw, &fc)
+	if err != nil {
+		return nil, &ConfigError{Path: path, Err: err}
 	}
 	c := &Config{
 		Path:           path,
 		Raw:            raw,
 		Backend:        fc.Backend,
 		TPMDevice:      fc.TPM.Device,
+		TPMTimeout:     fc.TPM.Timeout,
 		Register:       13,
 		ImageMetadata:  fc.ImageMetadata,
 		Executors:      fc.Executors,
@@ -139,17 +169,10 @@ func ParseConfig(path string, raw []byte) (*Config, error) {
 		c.Backend = "auto"
 	}
 	if fc.Register != nil {
-		c.Register = *fc.Register
+		c.Register = int(*fc.Register)
 	}
-	if fc.TPM.Timeout != "" {
-		d, err := time.ParseDuration(fc.TPM.Timeout)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s: tpm.timeout: %v", ErrConfig, path, err)
-		}
-		c.TPMTimeout = d
-	}
-	if err := c.validate(); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+	if err := c.validate(nodes); err != nil {
+		return nil, &ConfigError{Path: path, Err: err}
 	}
 	return c, nil
 }
@@ -165,41 +188,46 @@ func CheckBackend(name string) error {
 	return nil
 }
 
-func (c *Config) validate() error {
+// validate checks what the file's syntax does not; nodes place the errors.
+func (c *Config) validate(nodes yamlfile.Nodes) error {
 	if CheckBackend(c.Backend) != nil {
-		return fmt.Errorf("backend %q: want auto, tpm, snp, tdx or simulator", c.Backend)
+		return nodes.Errorf("backend", "unknown backend %q (want %s)", c.Backend, strings.Join(Backends, ", "))
 	}
-	if err := ValidateRegister(c.Register); err != nil {
-		return err
+	if CheckTPMTimeout(c.TPMTimeout) != nil {
+		return nodes.Errorf("tpm.timeout", "want at least %v, got %v", MinTPMTimeout, c.TPMTimeout)
 	}
-	if err := CheckTPMTimeout(c.TPMTimeout); err != nil {
-		return fmt.Errorf("tpm.timeout %w", err)
-	}
-	for _, e := range c.Executors {
+	for i, e := range c.Executors {
 		if !filepath.IsAbs(e) {
-			return fmt.Errorf("executor %q: path must be absolute", e)
+			return nodes.Errorf(fmt.Sprintf("executors[%d]", i), "want an absolute path, got %q", e)
 		}
 	}
-	for _, p := range c.EncryptedPaths {
+	for i, p := range c.EncryptedPaths {
 		if !filepath.IsAbs(p) {
-			return fmt.Errorf("storage.encrypted %q: path must be absolute", p)
+			return nodes.Errorf(fmt.Sprintf("storage.encrypted[%d]", i), "want an absolute path, got %q", p)
 		}
 	}
 	if c.ImageMetadata != "" && !filepath.IsAbs(c.ImageMetadata) {
-		return fmt.Errorf("image_metadata %q: path must be absolute", c.ImageMetadata)
+		return nodes.Errorf("image_metadata", "want an absolute path, got %q", c.ImageMetadata)
 	}
 	return nil
 }
 
 // ValidateRegister refuses PCRs that are out of range or resettable.
 func ValidateRegister(pcr int) error {
+	if err := checkPCR(pcr); err != nil {
+		return fmt.Errorf("register %d: %w", pcr, err)
+	}
+	return nil
+}
+
+func checkPCR(pcr int) error {
 	switch {
 	case pcr < 0 || pcr > 23:
-		return fmt.Errorf("register %d: PCR index must be 0..23", pcr)
+		return fmt.Errorf("want a PCR index from 8 to 22, got %d", pcr)
 	case pcr == 16 || pcr == 23:
-		return fmt.Errorf("register %d: PCR 16 and 23 are resettable and cannot hold evidence", pcr)
+		return fmt.Errorf("PCR %d is resettable and cannot hold evidence (want 8 to 22, not 16)", pcr)
 	case pcr < 8:
-		return fmt.Errorf("register %d: PCRs 0-7 belong to the firmware", pcr)
+		return fmt.Errorf("PCR %d belongs to the firmware (want 8 to 22, not 16)", pcr)
 	}
 	return nil
 }

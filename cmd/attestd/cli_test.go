@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -149,5 +151,25 @@ func TestUsageErrors(t *testing.T) {
 				t.Errorf("exit printed %q, want %q", line.String(), want)
 			}
 		})
+	}
+}
+
+// TestConfigErrorsReachTheUser: the daemon and probe-storage report a bad
+// config file as one line with the file, line, key and what is allowed,
+// and exit 1 (the command line was fine).
+func TestConfigErrorsReachTheUser(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(cfg, []byte("backend: tpm\ntpm:\n  device: /dev/tpmrm0\n  registr: 14\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := "config " + cfg + ": line 4: tpm.registr: unknown key (known here: device, timeout)"
+	for _, args := range [][]string{
+		{"--config", cfg, "--runtime-dir", t.TempDir()},
+		{"probe-storage", "--config", cfg, "--out", "-"},
+	} {
+		_, _, err := runOut(t, args...)
+		if err == nil || err.Error() != want || exitCode(err) != 1 {
+			t.Errorf("attestd %s: %v (exit %d), want exit 1 and\n%s", strings.Join(args, " "), err, exitCode(err), want)
+		}
 	}
 }
