@@ -205,7 +205,7 @@ boot() { # variant admission-nonce dispatch-nonce build-id marker [second-build-
 check_restart() { # variant build-id second-build-id: the kill -9 in the middle of the build
 	local v=$1 d=$out/$1/result s logs
 	for s in restart-bound-before-kill restart-same-env-key restart-same-build restart-runner-kept restart-second-build-refused \
-		stop-start stop-start-same-env-key stop-start-same-build; do
+		stop-start stop-start-same-env-key stop-start-same-build journal-warning-priority journal-info-priority; do
 		grep -qx "ok $s" "$d/steps" || { cat "$d/steps" "$d/restart.txt" >&2; die "$v: guest step $s did not pass"; }
 	done
 	# attestctl log in the guest, after the build: the daemon's own log.

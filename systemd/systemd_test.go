@@ -170,6 +170,11 @@ func TestUnitKeepsEnvironmentAcrossRestarts(t *testing.T) {
 			t.Errorf("[%s] %s=%q, want %q", want.section, want.key, got, want.value)
 		}
 	}
+	// Everything kept across restarts is in the runtime directory; a
+	// StateDirectory= would be writable space nothing uses.
+	if v, ok := sections["Service"]["StateDirectory"]; ok {
+		t.Errorf("[Service] StateDirectory=%s: attestd keeps no state outside its runtime directory", v)
+	}
 	for _, k := range []string{"StartLimitBurst", "StartLimitIntervalSec", "StartLimitInterval"} {
 		if v, ok := sections["Service"][k]; ok {
 			t.Errorf("[Service] %s=%s: start limits belong in [Unit]", k, v)

@@ -1,7 +1,8 @@
 // Package journallog is a log/slog handler that writes to the systemd
 // journal: each record becomes one journal entry with its priority, its
 // message, and its attributes as structured fields (docs/operating.md,
-// "Logs").
+// "Logs"). MESSAGE also carries the attributes as key=value text, so that
+// journalctl's default output says as much as a text log line.
 package journallog
 
 import (
@@ -39,10 +40,12 @@ type Handler struct {
 	opts   Options
 	mu     *sync.Mutex // guards writes to opts.Fallback
 	fields []field     // from WithAttrs, already named
-	prefix string      // from WithGroup: "GROUP_SUBGROUP_"
+	prefix string      // from WithGroup: "group.subgroup."
 }
 
-type field struct{ name, value string }
+// field is an attribute: its journal field name, its slog key (groups
+// joined with "."), and its value.
+type field struct{ name, key, value string }
 
 // New returns a Handler with opts.
 func New(opts Options) *Handler {
@@ -70,35 +73,33 @@ func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 		fields = appendAttr(fields, h.prefix, a)
 		return true
 	})
-	if h.opts.Identifier != "" {
-		fields = append(fields, field{"SYSLOG_IDENTIFIER", h.opts.Identifier})
-	}
 	p := Priority(r.Level)
-	vars := make(map[string]string, len(fields))
+	msg := text(r.Message, fields)
+	vars := make(map[string]string, len(fields)+1)
 	for _, f := range fields {
 		vars[f.name] = f.value
 	}
-	if err := h.opts.send(r.Message, p, vars); err == nil {
+	if h.opts.Identifier != "" {
+		vars["SYSLOG_IDENTIFIER"] = h.opts.Identifier
+	}
+	if err := h.opts.send(msg, p, vars); err == nil {
 		return nil
 	}
-	return h.fallback(p, r.Message, fields)
-}
-
-// fallback writes "<N>message NAME=value ..." as one line.
-func (h *Handler) fallback(p journal.Priority, msg string, fields []field) error {
-	var b strings.Builder
-	fmt.Fprintf(&b, "<%d>%s", p, oneLine(msg))
-	for _, f := range fields {
-		if f.name == "SYSLOG_IDENTIFIER" {
-			continue
-		}
-		fmt.Fprintf(&b, " %s=%s", f.name, quoteIfNeeded(f.value))
-	}
-	b.WriteByte('\n')
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	_, err := io.WriteString(h.opts.Fallback, b.String())
+	_, err := fmt.Fprintf(h.opts.Fallback, "<%d>%s\n", p, msg)
 	return err
+}
+
+// text is the record as one line: "message key=value ...", values quoted
+// where they hold spaces, quotes, "=" or line breaks.
+func text(msg string, fields []field) string {
+	var b strings.Builder
+	b.WriteString(oneLine(msg))
+	for _, f := range fields {
+		fmt.Fprintf(&b, " %s=%s", f.key, quoteIfNeeded(f.value))
+	}
+	return b.String()
 }
 
 // WithAttrs returns a handler adding attrs to every record.
@@ -118,7 +119,7 @@ func (h *Handler) WithGroup(name string) slog.Handler {
 		return h
 	}
 	h2 := *h
-	h2.prefix = h.prefix + name + "_"
+	h2.prefix = h.prefix + name + "."
 	return &h2
 }
 
@@ -138,7 +139,8 @@ func Priority(l slog.Level) journal.Priority {
 	}
 }
 
-// appendAttr appends a (groups flattened) to fields, named under prefix.
+// appendAttr appends a (groups flattened) to fields, under the groups in
+// prefix ("tpm.pcr.").
 func appendAttr(fields []field, prefix string, a slog.Attr) []field {
 	v := a.Value.Resolve()
 	if v.Kind() == slog.KindGroup {
@@ -147,7 +149,7 @@ func appendAttr(fields []field, prefix string, a slog.Attr) []field {
 			return fields
 		}
 		if a.Key != "" {
-			prefix += a.Key + "_"
+			prefix += a.Key + "."
 		}
 		for _, ga := range attrs {
 			fields = appendAttr(fields, prefix, ga)
@@ -157,7 +159,8 @@ func appendAttr(fields []field, prefix string, a slog.Attr) []field {
 	if a.Equal(slog.Attr{}) {
 		return fields
 	}
-	return append(fields, field{FieldName(prefix + a.Key), v.String()})
+	key := prefix + a.Key
+	return append(fields, field{name: FieldName(key), key: key, value: v.String()})
 }
 
 // maxFieldName is journald's limit on a field name's length.
@@ -167,8 +170,9 @@ const maxFieldName = 64
 // names are sent as ATTR_<NAME> instead.
 var reserved = map[string]bool{"MESSAGE": true, "PRIORITY": true, "SYSLOG_IDENTIFIER": true}
 
-// FieldName turns an attribute key into a journal field name: upper case,
-// every character outside [A-Z0-9_] replaced by "_", leading underscores
+// FieldName turns an attribute key (groups joined with ".") into a journal
+// field name: upper case, every character outside [A-Z0-9_] replaced by "_"
+// (so groups are joined with "_"), leading underscores
 // (reserved for journald's trusted fields) dropped, at most 64 characters.
 // A name that would be empty, start with a digit, or clash with a field
 // the handler sets itself gets an ATTR_ prefix.

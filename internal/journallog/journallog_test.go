@@ -96,9 +96,9 @@ func TestHandlerFields(t *testing.T) {
 	slog.New(New(opts)).Warn("caller refused", "pid", 42, "_uid", 1000, "message", "x")
 
 	want := []sent{
-		{"probe", 7, map[string]string{"VERSION": "v1", "TPM_DEVICE": "/dev/tpmrm0", "TPM_HANDLES": "3", "TPM_PCR_INDEX": "13", "SYSLOG_IDENTIFIER": "attestd"}},
-		{"TPM unavailable", 3, map[string]string{"VERSION": "v1", "TPM_DEVICE": "/dev/tpmrm0", "TPM_ERR": "EOF\nand more", "TPM_TIMEOUT": "30s", "SYSLOG_IDENTIFIER": "attestd"}},
-		{"caller refused", 4, map[string]string{"PID": "42", "UID": "1000", "ATTR_MESSAGE": "x", "SYSLOG_IDENTIFIER": "attestd"}},
+		{"probe version=v1 tpm.device=/dev/tpmrm0 tpm.handles=3 tpm.pcr.index=13", 7, map[string]string{"VERSION": "v1", "TPM_DEVICE": "/dev/tpmrm0", "TPM_HANDLES": "3", "TPM_PCR_INDEX": "13", "SYSLOG_IDENTIFIER": "attestd"}},
+		{`TPM unavailable version=v1 tpm.device=/dev/tpmrm0 tpm.err="EOF\nand more" tpm.timeout=30s`, 3, map[string]string{"VERSION": "v1", "TPM_DEVICE": "/dev/tpmrm0", "TPM_ERR": "EOF\nand more", "TPM_TIMEOUT": "30s", "SYSLOG_IDENTIFIER": "attestd"}},
+		{"caller refused pid=42 _uid=1000 message=x", 4, map[string]string{"PID": "42", "UID": "1000", "ATTR_MESSAGE": "x", "SYSLOG_IDENTIFIER": "attestd"}},
 	}
 	if diff := cmp.Diff(want, got, cmp.AllowUnexported(sent{})); diff != "" {
 		t.Errorf("sent (-want +got):\n%s", diff)
@@ -127,9 +127,9 @@ func TestFallback(t *testing.T) {
 	log.Warn("device check failed", "err", "read /dev/tpmrm0: timeout", "n", 2)
 	log.Error("two\nlines", "empty", "")
 	log.Info("serving", "socket", "/run/attestd/attestd.sock")
-	want := "<4>device check failed ERR=\"read /dev/tpmrm0: timeout\" N=2\n" +
-		"<3>two\\nlines EMPTY=\"\"\n" +
-		"<6>serving SOCKET=/run/attestd/attestd.sock\n"
+	want := "<4>device check failed err=\"read /dev/tpmrm0: timeout\" n=2\n" +
+		"<3>two\\nlines empty=\"\"\n" +
+		"<6>serving socket=/run/attestd/attestd.sock\n"
 	if buf.String() != want {
 		t.Errorf("fallback wrote\n%s\nwant\n%s", buf.String(), want)
 	}
@@ -183,8 +183,8 @@ func TestSendToSocket(t *testing.T) {
 		got = append(got, m)
 	}
 	want := []map[string]string{
-		{"MESSAGE": "device check failed", "PRIORITY": "4", "ERR": "timeout", "SYSLOG_IDENTIFIER": "journallog-test"},
-		{"MESSAGE": "dispatched", "PRIORITY": "6", "BUILD_ID": "b-1", "NOTE": "two\nlines", "SYSLOG_IDENTIFIER": "journallog-test"},
+		{"MESSAGE": "device check failed err=timeout", "PRIORITY": "4", "ERR": "timeout", "SYSLOG_IDENTIFIER": "journallog-test"},
+		{"MESSAGE": `dispatched build_id=b-1 note="two\nlines"`, "PRIORITY": "6", "BUILD_ID": "b-1", "NOTE": "two\nlines", "SYSLOG_IDENTIFIER": "journallog-test"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("journal entries (-want +got):\n%s", diff)
