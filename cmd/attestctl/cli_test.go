@@ -22,7 +22,6 @@ var update = flag.Bool("update", false, "rewrite docs/cli from the command defin
 func commandPaths(t *testing.T) [][]string {
 	t.Helper()
 	root := (&env{}).rootCmd()
-	root.InitDefaultHelpCmd()
 	var out [][]string
 	var walk func(c *cobra.Command, path []string)
 	walk = func(c *cobra.Command, path []string) {
@@ -103,6 +102,8 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{[]string{"completion"}, "completion needs a shell"},
 		{[]string{"gen-docs"}, "gen-docs needs --man or --markdown"},
 		{[]string{"version", "1"}, `unknown command "1"`},
+		{[]string{"help", "frobnicate"}, `unknown help topic "frobnicate"`},
+		{[]string{"help", "verify", "x"}, `unknown help topic "verify x"`},
 	} {
 		code, out, errs := ctl(t, tc.args...)
 		if code != exitUsage || !strings.Contains(errs, tc.want) {

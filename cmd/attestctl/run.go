@@ -127,6 +127,33 @@ bundle, reference) print a JSON summary of the file with --json, which then need
 		e.verifyCmd(), e.verifyImageCmd(), e.exportAKCmd(), e.referenceCmd(), e.nonceCmd(),
 		e.versionCmd(), e.genDocsCmd(),
 	)
+	// help for a command that does not exist is bad usage.
+	root.SetHelpCommand(&cobra.Command{
+		Use:   "help [command]",
+		Short: "Help about any command",
+		Long:  "Help for any command: attestctl help COMMAND is attestctl COMMAND --help.",
+		ValidArgsFunction: func(c *cobra.Command, args []string, prefix string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			cmd, _, err := c.Root().Find(args)
+			if err != nil {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			var names []cobra.Completion
+			for _, sub := range cmd.Commands() {
+				if sub.IsAvailableCommand() && strings.HasPrefix(sub.Name(), prefix) {
+					names = append(names, cobra.CompletionWithDesc(sub.Name(), sub.Short))
+				}
+			}
+			return names, cobra.ShellCompDirectiveNoFileComp
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			cmd, rest, err := c.Root().Find(args)
+			if err != nil || len(rest) > 0 {
+				return fmt.Errorf("%w: unknown help topic %q: attestctl --help lists the commands", errUsage, strings.Join(args, " "))
+			}
+			return cmd.Help()
+		},
+	})
+	root.InitDefaultHelpCmd()
 	// A shell that completion does not know is bad usage, not a request
 	// for help.
 	root.InitDefaultCompletionCmd()
