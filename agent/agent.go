@@ -94,7 +94,7 @@ func New(opts Options) (*Agent, error) {
 	if opts.startTime == nil {
 		opts.startTime = procStartTime
 	}
-	if reg := opts.Backend.Register(); reg.Kind == attest.PCR && reg.Index != opts.Config.Register {
+	if reg := opts.Backend.Register(); reg.Kind == measure.PCR && reg.Index != opts.Config.Register {
 		return nil, fmt.Errorf("agent: backend extends %s but config says PCR%d", reg, opts.Config.Register)
 	}
 	kd, err := attest.KeyDigest(opts.Backend.Signer().Public())
@@ -199,7 +199,7 @@ func (a *Agent) openLog(ctx context.Context) (rec measure.Recovery, err error) {
 			return rec, err
 		}
 	}
-	cfg := measure.LogConfig{Path: path, Index: reg.Index, Kind: logKind(reg.Kind), RepairTail: !zero}
+	cfg := measure.LogConfig{Path: path, Index: reg.Index, Kind: reg.Kind, RepairTail: !zero}
 	l, err := measure.OpenLog(cfg)
 	if err != nil {
 		if !zero {
@@ -274,7 +274,7 @@ func (a *Agent) catchUp(ctx context.Context, recs []measure.Record, current map[
 	reg := a.backend.Register()
 	ahead := 0
 	for _, h := range a.backend.Banks() {
-		vals, err := measure.ReplayPrefixes(recs, h, string(reg.Kind), reg.Index, []int{len(recs) - 1, len(recs)})
+		vals, err := measure.ReplayPrefixes(recs, h, reg.Kind, reg.Index, []int{len(recs) - 1, len(recs)})
 		if err != nil {
 			return nil, err
 		}
@@ -445,13 +445,6 @@ func (a *Agent) EventLog() ([]byte, []measure.Record) {
 		return nil, nil
 	}
 	return a.events.View(), a.events.Records()
-}
-
-func logKind(k attest.RegisterKind) measure.RegisterKind {
-	if k == attest.RTMR {
-		return measure.RTMR
-	}
-	return measure.PCR
 }
 
 // writeRuntimeFile writes a file of the runtime directory atomically (a

@@ -9,8 +9,11 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/attestd/attestd/measure"
 )
 
 // Sentinel errors callers branch on.
@@ -35,24 +38,6 @@ var (
 
 // MaxNonceSize is the largest caller nonce accepted (bytes).
 const MaxNonceSize = 64
-
-// Register names the measurement register the agent extends its own events
-// into: a TPM PCR or a TDX RTMR.
-type Register struct {
-	Kind  RegisterKind
-	Index int
-}
-
-// RegisterKind is the kind of a measurement register.
-type RegisterKind string
-
-// Register kinds.
-const (
-	PCR  RegisterKind = "PCR"
-	RTMR RegisterKind = "RTMR"
-)
-
-func (r Register) String() string { return fmt.Sprintf("%s%d", r.Kind, r.Index) }
 
 // Part is one piece of evidence in its standard encoding, e.g. a raw
 // TPMS_ATTEST or an SNP report. Name is stable and unique within one
@@ -99,7 +84,7 @@ type Backend interface {
 	// Name is the backend's short name, used as Evidence.Backend.
 	Name() string
 	// Register is the register Extend writes to.
-	Register() Register
+	Register() measure.Register
 	// Banks lists the hash algorithms Extend expects a digest for, in order.
 	Banks() []crypto.Hash
 	// Extend extends the agent register with one digest per bank.
@@ -145,7 +130,9 @@ type VerifyOptions struct {
 	InsecureTrustEmbeddedAK bool
 }
 
-// Check is one named verification step and its outcome.
+// Check is one named verification step and its outcome. A skipped check
+// (Skip) was not run, by an explicit choice the Detail names: it neither
+// passed nor failed, and its OK is false.
 type Check struct {
 	Name   string `json:"check"`
 	OK     bool   `json:"ok"`
@@ -153,12 +140,43 @@ type Check struct {
 	Detail string `json:"detail"`
 }
 
+// Skipped is a check not run, for the reason detail gives.
+func Skipped(name, detail string) Check { return Check{Name: name, Skip: true, Detail: detail} }
+
+// Failed reports whether the check ran and failed.
+func (c Check) Failed() bool { return !c.OK && !c.Skip }
+
+// Result is "passed", "failed" or "skipped".
+func (c Check) Result() string {
+	switch {
+	case c.Skip:
+		return "skipped"
+	case c.OK:
+		return "passed"
+	}
+	return "failed"
+}
+
+// MarshalJSON adds "result" (Result) to the fields.
+func (c Check) MarshalJSON() ([]byte, error) {
+	type plain Check
+	return json.Marshal(struct {
+		plain
+		Result string `json:"result"`
+	}{plain(c), c.Result()})
+}
+
 // Claims are what authentic evidence establishes.
 type Claims struct {
 	// Bank is the hash algorithm of Registers.
 	Bank crypto.Hash
 	// Registers maps register (kind + index) to its quoted value.
-	Registers map[Register][]byte
+	Registers map[measure.Register][]byte
+	// Hardware: the evidence is rooted in hardware the verifier trusts as
+	// such (a TEE without debug whose platform TCB was checked, or a TPM the
+	// verifier declares a hardware TPM), not in a component the host
+	// controls. SLSA BuildEnv L3 needs it (docs/verifying.md).
+	Hardware bool
 }
 
 // Verifier checks evidence of one backend. It never reads policy beyond opts

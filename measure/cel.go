@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/google/go-eventlog/cel"
 )
@@ -26,6 +28,42 @@ const (
 	RTMR RegisterKind = "RTMR"
 )
 
+// Register names a measurement register: a TPM PCR or a TDX RTMR.
+type Register struct {
+	Kind  RegisterKind
+	Index int
+}
+
+func (r Register) String() string { return fmt.Sprintf("%s%d", r.Kind, r.Index) }
+
+// MarshalText writes the register's name ("PCR13").
+func (r Register) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// UnmarshalText parses a register's name (ParseRegister).
+func (r *Register) UnmarshalText(b []byte) error {
+	reg, err := ParseRegister(string(b))
+	if err != nil {
+		return err
+	}
+	*r = reg
+	return nil
+}
+
+// ParseRegister parses a register name such as "PCR13" or "RTMR3" (the
+// index in decimal, without leading zeros).
+func ParseRegister(s string) (Register, error) {
+	for _, k := range []RegisterKind{PCR, RTMR} {
+		digits, ok := strings.CutPrefix(s, string(k))
+		if !ok {
+			continue
+		}
+		if i, err := strconv.Atoi(digits); err == nil && i >= 0 && strconv.Itoa(i) == digits {
+			return Register{Kind: k, Index: i}, nil
+		}
+	}
+	return Register{}, fmt.Errorf("register %q: want e.g. PCR13 or RTMR3", s)
+}
+
 // Errors callers branch on.
 var (
 	// ErrTruncated: the log ends inside a record (e.g. a crash mid-write).
@@ -42,7 +80,7 @@ var (
 type Record struct {
 	Seq         uint64 // CEL recnum
 	Index       int    // register number (PCR 13, RTMR 3)
-	Kind        string // "PCR" or "RTMR"
+	Kind        RegisterKind
 	Digests     map[crypto.Hash][]byte
 	ContentType uint8
 	Type        EventType
@@ -201,16 +239,16 @@ func decodeRecord(b []byte, r *Record) (int, error) {
 	idx := int(f[1].Value[0])
 	switch f[1].Type {
 	case celPCRType:
-		r.Kind, r.Index = string(PCR), idx
+		r.Kind, r.Index = PCR, idx
 	case celCCMRType:
 		if idx < ccmrIndexShift {
 			return 0, fmt.Errorf("CC measurement register index %d (MRTD) cannot be extended", idx)
 		}
-		r.Kind, r.Index = string(RTMR), idx-ccmrIndexShift
+		r.Kind, r.Index = RTMR, idx-ccmrIndexShift
 	default:
 		return 0, fmt.Errorf("unknown register type %d", f[1].Type)
 	}
-	if _, _, err := celIndex(RegisterKind(r.Kind), r.Index); err != nil {
+	if _, _, err := celIndex(r.Kind, r.Index); err != nil {
 		return 0, err
 	}
 	if err := decodeDigests(f[2].Value, r, digests); err != nil {
@@ -282,7 +320,7 @@ func celIndex(kind RegisterKind, index int) (cel.MRType, uint8, error) {
 
 // encodeRecord returns the CEL-TLV encoding of r.
 func encodeRecord(r Record) ([]byte, error) {
-	typ, idx, err := celIndex(RegisterKind(r.Kind), r.Index)
+	typ, idx, err := celIndex(r.Kind, r.Index)
 	if err != nil {
 		return nil, err
 	}

@@ -213,9 +213,9 @@ func checkLibraryAgrees(t *testing.T, b []byte, recs []Record) {
 			t.Fatalf("record %d: go-eventlog refuses what ParseCEL accepted: %v", i, err)
 		}
 		c, r := lib.Records()[0], recs[i]
-		kind, index := string(PCR), int(c.Index)
+		kind, index := PCR, int(c.Index)
 		if c.IndexType == cel.CCMRType {
-			kind, index = string(RTMR), index-ccmrIndexShift
+			kind, index = RTMR, index-ccmrIndexShift
 		}
 		content := r.Data
 		if r.ContentType == ContentType {

@@ -200,7 +200,7 @@ func (l *Log) scan(b []byte) error {
 		}
 		if l.n == 0 {
 			for _, h := range slices.Sorted(maps.Keys(r.Digests)) {
-				p, err := NewReplayer(h, string(l.cfg.Kind), l.cfg.Index)
+				p, err := NewReplayer(h, l.cfg.Kind, l.cfg.Index)
 				if err != nil {
 					return err
 				}

@@ -320,7 +320,7 @@ func TestMaxLogSizeHolds(t *testing.T) {
 				for _, h := range tc.banks {
 					d[h], _ = e.GenerateDigest(h)
 				}
-				b, err := encodeRecord(Record{Seq: 99999, Index: tc.index, Kind: string(tc.kind), Digests: d, ContentType: ContentType, Type: e.Type, Data: e.Data})
+				b, err := encodeRecord(Record{Seq: 99999, Index: tc.index, Kind: tc.kind, Digests: d, ContentType: ContentType, Type: e.Type, Data: e.Data})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -397,7 +397,7 @@ func openBytes(t *testing.T, b []byte, repair bool) (*Log, error) {
 	cfg := LogConfig{Path: path, Kind: PCR, Index: 13, RepairTail: repair}
 	var r Record
 	if _, err := decodeRecord(bytes.Clone(b), &r); err == nil {
-		cfg.Kind, cfg.Index = RegisterKind(r.Kind), r.Index
+		cfg.Kind, cfg.Index = r.Kind, r.Index
 	}
 	return OpenLog(cfg)
 }

@@ -57,7 +57,7 @@ func (l *Log) RecordWithin(ctx context.Context, ext Extender, e Event, limit int
 		digests[h] = d
 	}
 	r := Record{
-		Seq: uint64(l.n), Index: l.cfg.Index, Kind: string(l.cfg.Kind),
+		Seq: uint64(l.n), Index: l.cfg.Index, Kind: l.cfg.Kind,
 		Digests: digests, ContentType: ContentType, Type: e.Type, Data: bytes.Clone(e.Data),
 	}
 	b, err := encodeRecord(r)

@@ -58,7 +58,7 @@ func (e *ReplayMismatchError) Error() string {
 // content, and have a bank digest equal to the digest recomputed from its
 // content. Only then are the records' Type and Data worth trusting, and only
 // if the result is compared with an authenticated register value (CheckReplay).
-func Replay(recs []Record, bank crypto.Hash, kind string, index int) ([]byte, error) {
+func Replay(recs []Record, bank crypto.Hash, kind RegisterKind, index int) ([]byte, error) {
 	p, err := NewReplayer(bank, kind, index)
 	if err != nil {
 		return nil, err
@@ -77,7 +77,7 @@ func Replay(recs []Record, bank crypto.Hash, kind string, index int) ([]byte, er
 // prefixes of one log. Not safe for concurrent use.
 type Replayer struct {
 	bank  crypto.Hash
-	kind  string
+	kind  RegisterKind
 	index int
 	n     int    // records added
 	mr    []byte // the register after them
@@ -87,11 +87,11 @@ type Replayer struct {
 }
 
 // NewReplayer starts a replay of register (kind, index) in bank at zero.
-func NewReplayer(bank crypto.Hash, kind string, index int) (*Replayer, error) {
+func NewReplayer(bank crypto.Hash, kind RegisterKind, index int) (*Replayer, error) {
 	if !bank.Available() {
 		return nil, fmt.Errorf("replay: hash %v not available", bank)
 	}
-	if _, _, err := celIndex(RegisterKind(kind), index); err != nil {
+	if _, _, err := celIndex(kind, index); err != nil {
 		return nil, fmt.Errorf("replay: %w", err)
 	}
 	return &Replayer{bank: bank, kind: kind, index: index, mr: make([]byte, bank.Size()),
@@ -154,7 +154,7 @@ func (p *Replayer) Len() int { return p.n }
 // k attestations that quote prefixes of one log does O(n) work, not O(n·k).
 // Counts may come in any order and repeat; each must be in [0, len(recs)].
 // Records after the largest count are not checked.
-func ReplayPrefixes(recs []Record, bank crypto.Hash, kind string, index int, counts []int) ([][]byte, error) {
+func ReplayPrefixes(recs []Record, bank crypto.Hash, kind RegisterKind, index int, counts []int) ([][]byte, error) {
 	p, err := NewReplayer(bank, kind, index)
 	if err != nil {
 		return nil, err
@@ -182,7 +182,7 @@ func ReplayPrefixes(recs []Record, bank crypto.Hash, kind string, index int, cou
 // CheckReplay replays recs (see Replay) and compares the result with want,
 // the register's value, which the caller must have authenticated (a quote).
 // A difference is a *ReplayMismatchError.
-func CheckReplay(recs []Record, bank crypto.Hash, kind string, index int, want []byte) error {
+func CheckReplay(recs []Record, bank crypto.Hash, kind RegisterKind, index int, want []byte) error {
 	got, err := Replay(recs, bank, kind, index)
 	if err != nil {
 		return err

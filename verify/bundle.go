@@ -45,7 +45,7 @@ func (rep *Report) Failed() []string {
 		out = append(out, r.Failed()...)
 	}
 	for _, c := range rep.Chain {
-		if !c.OK && !c.Skip {
+		if c.Failed() {
 			out = append(out, c.Name)
 		}
 	}

@@ -903,7 +903,7 @@ func failedChecks(ev *verify.Evaluation) []string {
 		out = append(out, b.Failed()...)
 	}
 	for _, c := range ev.Checks {
-		if !c.OK && !c.Skip {
+		if c.Failed() {
 			out = append(out, c.Name)
 		}
 	}

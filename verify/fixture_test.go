@@ -293,10 +293,10 @@ func lifecycle(tmp, name string, b attest.Backend, pcr int, v attest.Verifier, o
 		return nil, errorString("no launch prefix")
 	}
 	bank := crypto.SHA256
-	if b.Register().Kind == attest.RTMR {
+	if b.Register().Kind == measure.RTMR {
 		bank = crypto.SHA384
 	}
-	if _, err := measure.Replay(prefix, bank, string(b.Register().Kind), b.Register().Index); err != nil {
+	if _, err := measure.Replay(prefix, bank, b.Register().Kind, b.Register().Index); err != nil {
 		return nil, err
 	}
 	for _, r := range prefix {
@@ -339,7 +339,7 @@ func logReport(t testing.TB, rep *verify.Report) {
 	t.Helper()
 	for _, r := range rep.Results {
 		for _, c := range r.Checks {
-			if !c.OK && !c.Skip {
+			if c.Failed() {
 				t.Logf("  %s %s: %s", r.Purpose, c.Name, c.Detail)
 			}
 		}

@@ -2,6 +2,7 @@ package verify
 
 import (
 	"crypto"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -21,11 +22,16 @@ type Resolved struct {
 	SNPRoots   []*x509.Certificate
 	SNPVCEK    []byte
 	TDXRoots   *x509.CertPool // nil: the vendor's embedded root
+	// TDXCollateralDir is trust.tdx.collateral_dir as a path (ResolveIn).
+	TDXCollateralDir string
 	// Reference is the opened reference-values statement, or nil with
 	// ReferenceErr saying why it is not usable (reported as a failed
 	// reference-values check, not as a bad policy).
 	Reference    *ReferenceValues
 	ReferenceErr error
+	// ReferenceSHA256 is the SHA-256 of the reference-values file (an
+	// input of the verification, named in VSAs).
+	ReferenceSHA256 [32]byte
 }
 
 // maxPolicyFile bounds a file a policy names.
@@ -42,16 +48,30 @@ func LoadPolicy(path string) (*Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Dir(path)
-	if err := p.Resolve(func(name string) ([]byte, error) {
-		if !filepath.IsAbs(name) {
-			name = filepath.Join(dir, name)
-		}
-		return readBounded(name)
-	}); err != nil {
+	if err := p.ResolveIn(filepath.Dir(path)); err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// ResolveIn is Resolve from the file system, with relative names taken
+// relative to dir (the policy file's directory); trust.tdx.collateral_dir
+// is resolved the same way (Resolved.TDXCollateralDir).
+func (p *Policy) ResolveIn(dir string) error {
+	if err := p.Resolve(func(name string) ([]byte, error) { return readBounded(inDir(dir, name)) }); err != nil {
+		return err
+	}
+	if d := p.Trust.TDX.CollateralDir; d != "" {
+		p.Resolved.TDXCollateralDir = inDir(dir, d)
+	}
+	return nil
+}
+
+func inDir(dir, name string) string {
+	if filepath.IsAbs(name) {
+		return name
+	}
+	return filepath.Join(dir, name)
 }
 
 func readBounded(path string) ([]byte, error) {
@@ -169,12 +189,14 @@ func (p *Policy) Resolve(readFile func(name string) ([]byte, error)) error {
 			return err
 		}
 		r.Reference, r.ReferenceErr = OpenReference(b, keys)
+		r.ReferenceSHA256 = sha256.Sum256(b)
 	}
+	r.TDXCollateralDir = p.Trust.TDX.CollateralDir
 	p.Resolved = r
 	return nil
 }
 
-// Options returns base with the policy's trust anchors, nonces and build
+// Options (kept while cmd/attestctl moves to EvaluatePolicy) returns base with the policy's trust anchors, nonces and build
 // ID added. Values already in base (from the command line) win for nonces
 // and build ID. Backend verifiers are not set here: verify does not import
 // backends; the caller builds them from p.Trust (cmd/attestctl does).
@@ -188,7 +210,7 @@ func (p *Policy) Options(base Options) Options {
 	}
 	o.InsecureTrustEmbeddedAK = o.InsecureTrustEmbeddedAK || p.Trust.TPM.InsecureTrustEmbeddedAK
 	nonces := map[attest.Purpose][]byte{}
-	for k, v := range p.Nonces() {
+	for k, v := range p.Freshness.Nonces {
 		nonces[k] = v
 	}
 	for k, v := range base.Nonces {

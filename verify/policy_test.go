@@ -5,6 +5,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 func TestPolicyExampleParses(t *testing.T) {
@@ -19,30 +22,34 @@ func TestPolicyExampleParses(t *testing.T) {
 	if p.Require.Level != 2 || p.Trust.SNP.MinimumTCB.Microcode != 115 || !p.Build.OneBuild() {
 		t.Errorf("parsed %+v", p)
 	}
-	if p.Storage != (StoragePolicy{RootVerity: RootVerityReference, EncryptedWritable: true}) {
+	if rv := p.Storage.RootVerity; rv == nil || !rv.Reference || !p.Storage.EncryptedWritable {
 		t.Errorf("storage: parsed %+v", p.Storage)
 	}
 }
 
 func TestStoragePolicyParses(t *testing.T) {
 	h := strings.Repeat("5a4e", 16)
+	var hash RootVerity
+	if err := hash.UnmarshalText([]byte(h)); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		yaml string
 		want StoragePolicy
 	}{
 		{"version: 1\n", StoragePolicy{}},
 		{"version: 1\nstorage: {}\n", StoragePolicy{}},
-		{"version: 1\nstorage:\n  root_verity: " + h + "\n", StoragePolicy{RootVerity: h}},
-		{"version: 1\nstorage:\n  root_verity: " + strings.ToUpper(h) + "\n  encrypted_writable: true\n", StoragePolicy{RootVerity: strings.ToUpper(h), EncryptedWritable: true}},
-		{"version: 1\nreference: {file: r.json, keys: [k.pem]}\nstorage: {root_verity: reference, encrypted_writable: false}\n", StoragePolicy{RootVerity: RootVerityReference}},
+		{"version: 1\nstorage:\n  root_verity: " + h + "\n", StoragePolicy{RootVerity: &hash}},
+		{"version: 1\nstorage:\n  root_verity: " + strings.ToUpper(h) + "\n  encrypted_writable: true\n", StoragePolicy{RootVerity: &hash, EncryptedWritable: true}},
+		{"version: 1\nreference: {file: r.json, keys: [k.pem]}\nstorage: {root_verity: reference, encrypted_writable: false}\n", StoragePolicy{RootVerity: &RootVerity{Reference: true}}},
 	} {
 		p, err := ParsePolicy([]byte(tc.yaml))
 		if err != nil {
 			t.Errorf("%q: %v", tc.yaml, err)
 			continue
 		}
-		if p.Storage != tc.want {
-			t.Errorf("%q: storage %+v, want %+v", tc.yaml, p.Storage, tc.want)
+		if diff := cmp.Diff(tc.want, p.Storage); diff != "" {
+			t.Errorf("%q: storage (-want +got):\n%s", tc.yaml, diff)
 		}
 	}
 }
@@ -112,8 +119,18 @@ func FuzzParsePolicy(f *testing.F) {
 		if err := p.validate(); err != nil {
 			t.Fatalf("parsed policy fails validation: %v", err)
 		}
-		_ = p.Nonces()
-		_ = p.SNPMeasurements()
-		_ = p.TDXRTMRs()
+		// What parses renders to YAML that parses to the same policy.
+		out, err := p.Render()
+		if err != nil {
+			t.Fatalf("render: %v", err)
+		}
+		q, err := ParsePolicy(out)
+		if err != nil {
+			t.Fatalf("rendered policy does not parse: %v\n%s", err, out)
+		}
+		q.nodes, q.Digest = p.nodes, p.Digest
+		if diff := cmp.Diff(p, q, cmp.AllowUnexported(Policy{}), cmpopts.EquateEmpty()); diff != "" {
+			t.Fatalf("rendered policy parses differently (-first +second):\n%s", diff)
+		}
 	})
 }

@@ -192,21 +192,8 @@ func (rv *ReferenceValues) validate() error {
 }
 
 func isAgentRegister(s string) bool {
-	_, _, err := parseRegisterName(s)
+	_, err := measure.ParseRegister(s)
 	return err == nil
-}
-
-// parseRegisterName parses "PCR13" or "RTMR3".
-func parseRegisterName(s string) (attest.RegisterKind, int, error) {
-	for _, k := range []attest.RegisterKind{"PCR", "RTMR"} {
-		if len(s) > len(k) && s[:len(k)] == string(k) {
-			i, err := strconv.Atoi(s[len(k):])
-			if err == nil && strconv.Itoa(i) == s[len(k):] {
-				return k, i, nil
-			}
-		}
-	}
-	return "", 0, fmt.Errorf("register %q: want e.g. PCR13 or RTMR3", s)
 }
 
 // Appraise compares one attestation with reference values and returns the
@@ -293,7 +280,7 @@ func (r *Result) Appraise(rv *ReferenceValues) []attest.Check {
 	for _, i := range pcrs {
 		name := CheckRefPCRPrefix + strconv.Itoa(i)
 		want := rv.PCRs[strconv.Itoa(i)]
-		got, ok := regs[attest.Register{Kind: "PCR", Index: i}]
+		got, ok := regs[measure.Register{Kind: "PCR", Index: i}]
 		switch {
 		case !ok:
 			add(name, fmt.Errorf("PCR %d is not quoted", i), "")
@@ -310,12 +297,12 @@ func (r *Result) Appraise(rv *ReferenceValues) []attest.Check {
 // with the reference launch value. On a match it returns the prefix and
 // the records compared.
 func agentLaunch(recs []measure.Record, bank crypto.Hash, rv *ReferenceValues) (launch, predicted []measure.Record, err error) {
-	kind, index, _ := parseRegisterName(rv.Agent.Register)
+	reg, _ := measure.ParseRegister(rv.Agent.Register) // checked by OpenReference
 	prefix, ok := measure.LaunchPrefix(recs)
 	if !ok {
 		return nil, nil, errors.New("the agent's event log has no launch separator")
 	}
-	if _, err := measure.Replay(prefix, bank, string(kind), index); err != nil {
+	if _, err := measure.Replay(prefix, bank, reg.Kind, reg.Index); err != nil {
 		return nil, nil, fmt.Errorf("replay launch events: %w", err)
 	}
 	predicted = withoutStorage(prefix)

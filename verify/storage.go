@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -129,8 +130,9 @@ func storageEncrypted(r *Result) (string, error) {
 // rootVerityWant is the root hash storage.root_verity asks for, and where
 // it came from.
 func (p *Policy) rootVerityWant() (want, what string, err error) {
-	if p.Storage.RootVerity != RootVerityReference {
-		return strings.ToLower(p.Storage.RootVerity), "the policy's", nil
+	rv := p.Storage.RootVerity
+	if !rv.Reference {
+		return hex.EncodeToString(rv.Hash[:]), "the policy's", nil
 	}
 	switch {
 	case p.Resolved == nil || p.Resolved.Reference == nil && p.Resolved.ReferenceErr == nil:
@@ -141,22 +143,6 @@ func (p *Policy) rootVerityWant() (want, what string, err error) {
 		return "", "", errors.New("storage.root_verity is \"reference\", but the reference values name no roothash")
 	}
 	return p.Resolved.Reference.RootHash, "the reference values'", nil
-}
-
-// appraiseStorage adds the storage policy checks.
-func (p *Policy) appraiseStorage(rs []*Result, add func(string, error, string)) {
-	if p.Storage.RootVerity != "" {
-		want, what, err := p.rootVerityWant()
-		detail := ""
-		if err == nil {
-			detail, err = eachResultDetail(rs, func(r *Result) (string, error) { return storageRootVerity(r, want, what) })
-		}
-		add(CheckPolicyStorageRootVerity, err, detail)
-	}
-	if p.Storage.EncryptedWritable {
-		detail, err := eachResultDetail(rs, storageEncrypted)
-		add(CheckPolicyStorageEncrypted, err, detail)
-	}
 }
 
 // eachResultDetail is eachResult for checks whose success detail depends

@@ -28,7 +28,7 @@ func launchResult(storage ...string) *Result {
 		recs = append(recs, measure.Record{ContentType: measure.ContentType, Type: measure.EventStorage, Data: []byte(s)})
 	}
 	recs = append(recs, measure.Record{ContentType: measure.ContentType, Type: measure.EventSeparator, Data: []byte(`{"phase":"launch"}`)})
-	return &Result{Purpose: attest.PurposeLaunch, Events: recs, registers: map[attest.Register][]byte{}, bank: crypto.SHA256}
+	return &Result{Purpose: attest.PurposeLaunch, Events: recs, registers: map[measure.Register][]byte{}, bank: crypto.SHA256}
 }
 
 func TestStorageEventDecoding(t *testing.T) {

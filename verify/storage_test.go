@@ -228,7 +228,7 @@ func TestStorageRootVerityReference(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := refPolicy(t, e, func(rv *verify.ReferenceValues) { rv.RootHash = tc.rootHash })
-			p.Storage.RootVerity = verify.RootVerityReference
+			p.Storage.RootVerity = &verify.RootVerity{Reference: true}
 			tp := withPolicy(e, p)
 			ev := verify.Evaluate(tp.policy, tp.inputs, tp.opts, time.Time{})
 			checkStorage(t, ev, verify.CheckPolicyStorageRootVerity, want{tc.ok, tc.detail})
@@ -311,7 +311,7 @@ func TestReferenceIgnoresStorageEvent(t *testing.T) {
 	// The whole policy path too: the good bundle passes reference values and
 	// the storage policy together.
 	p := refPolicy(t, e, func(rv *verify.ReferenceValues) { rv.RootHash = fixtureRootHash })
-	p.Storage = verify.StoragePolicy{RootVerity: verify.RootVerityReference, EncryptedWritable: true}
+	p.Storage = verify.StoragePolicy{RootVerity: &verify.RootVerity{Reference: true}, EncryptedWritable: true}
 	tp := withPolicy(e, p)
 	if ev := verify.Evaluate(tp.policy, tp.inputs, tp.opts, time.Time{}); !ev.OK {
 		t.Errorf("good storage bundle under reference + storage policy: failed %v", failedChecks(ev))
@@ -327,11 +327,11 @@ func launchOf(t *testing.T, e *env) ([]measure.Record, string) {
 	if !ok {
 		t.Fatal("no launch prefix")
 	}
-	kind, idx := attest.PCR, 0
+	kind, idx := measure.PCR, 0
 	for _, r := range prefix {
 		idx = r.Index
 	}
-	v, err := measure.Replay(prefix, crypto.SHA256, string(kind), idx)
+	v, err := measure.Replay(prefix, crypto.SHA256, kind, idx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +355,7 @@ func forgeCEL(t *testing.T, raw [][]byte, after measure.EventType, ins measure.E
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := measure.OpenLog(measure.LogConfig{Path: filepath.Join(t.TempDir(), "forged.cel"), Kind: measure.RegisterKind(recs[0].Kind), Index: recs[0].Index})
+	l, err := measure.OpenLog(measure.LogConfig{Path: filepath.Join(t.TempDir(), "forged.cel"), Kind: recs[0].Kind, Index: recs[0].Index})
 	if err != nil {
 		t.Fatal(err)
 	}

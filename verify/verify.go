@@ -68,18 +68,19 @@ type Result struct {
 	Events    []measure.Record `json:"-"`
 	OK        bool             `json:"verified"`
 
-	att       *scai.Attestation          // the opened attestation, if it opened
-	registers map[attest.Register][]byte // authenticated registers: set only when every evidence check passed and the log replays
-	bank      crypto.Hash                // the hash of registers
-	backends  []string                   // backends whose evidence passed every check
-	log       []byte                     // the event log prefix the attestation names, once found
+	att       *scai.Attestation           // the opened attestation, if it opened
+	registers map[measure.Register][]byte // authenticated registers: set only when every evidence check passed and the log replays
+	bank      crypto.Hash                 // the hash of registers
+	backends  []string                    // backends whose evidence passed every check
+	hardware  bool                        // one of them claims hardware roots (attest.Claims.Hardware)
+	log       []byte                      // the event log prefix the attestation names, once found
 }
 
 // Failed returns the names of the failed checks.
 func (r *Result) Failed() []string {
 	var out []string
 	for _, c := range r.Checks {
-		if !c.OK && !c.Skip {
+		if c.Failed() {
 			out = append(out, c.Name)
 		}
 	}
@@ -96,7 +97,7 @@ func (r *Result) add(name string, err error, okDetail string) bool {
 }
 
 func (r *Result) skip(name, detail string) {
-	r.Checks = append(r.Checks, attest.Check{Name: name, Skip: true, Detail: detail})
+	r.Checks = append(r.Checks, attest.Skipped(name, detail))
 }
 
 func (r *Result) notChecked(prereq string, names ...string) {
@@ -183,7 +184,7 @@ func opened(env *dsse.Envelope, op *scai.Opened, err error, m *Material, opts Op
 		AKRoots:                 opts.AKRoots,
 		InsecureTrustEmbeddedAK: opts.InsecureTrustEmbeddedAK,
 	}
-	registers := map[attest.Register][]byte{}
+	registers := map[measure.Register][]byte{}
 	var bank crypto.Hash
 	allClaims := true
 	for _, ev := range a.Evidence {
@@ -200,6 +201,7 @@ func opened(env *dsse.Envelope, op *scai.Opened, err error, m *Material, opts Op
 			continue
 		}
 		r.backends = append(r.backends, ev.Backend)
+		r.hardware = r.hardware || claims.Hardware
 		// The first evidence is the backend's, whose register the agent's
 		// log extends; a TEE source beside it may claim another bank.
 		if bank == 0 {
@@ -301,7 +303,7 @@ func (r *Result) checkNonce(a *scai.Attestation, want []byte) {
 
 // checkEventLog replays the agent's CEL against the quoted registers and
 // checks the launch phase is closed by a separator.
-func (r *Result) checkEventLog(a *scai.Attestation, logs [][]byte, bank crypto.Hash, registers map[attest.Register][]byte, haveClaims bool) {
+func (r *Result) checkEventLog(a *scai.Attestation, logs [][]byte, bank crypto.Hash, registers map[measure.Register][]byte, haveClaims bool) {
 	cel, ok := scai.FindLog(logs, a.Log)
 	if !ok {
 		r.add(CheckReplay, fmt.Errorf("%w: no event log in the bundle has a first %d bytes with sha256 %x (the log this attestation names)", attest.ErrMissingPart, a.Log.Size, a.Log.SHA256), "")
@@ -379,13 +381,13 @@ func checkBuildEvents(a *scai.Attestation, recs []measure.Record) error {
 	return nil
 }
 
-func replayAll(recs []measure.Record, bank crypto.Hash, registers map[attest.Register][]byte) error {
+func replayAll(recs []measure.Record, bank crypto.Hash, registers map[measure.Register][]byte) error {
 	if len(recs) == 0 {
 		return fmt.Errorf("the event log is empty")
 	}
-	seen := map[attest.Register]bool{}
+	seen := map[measure.Register]bool{}
 	for _, rec := range recs {
-		reg := attest.Register{Kind: attest.RegisterKind(rec.Kind), Index: rec.Index}
+		reg := measure.Register{Kind: rec.Kind, Index: rec.Index}
 		if seen[reg] {
 			continue
 		}

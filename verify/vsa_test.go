@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/scai"
 	"github.com/attestd/attestd/verify"
 )
@@ -73,7 +74,10 @@ func snpEval(upto int, pin bool, mut func(o *verify.Options)) func(t *testing.T,
 			tp.inputs = one(e, e.bundle[:upto]).inputs
 		}
 		if upto != wholeBundle && upto <= iDispatch {
-			tp.opts.BuildID = "" // no dispatch to expect yet
+			// No dispatch or completion to expect yet.
+			tp.opts.BuildID = ""
+			delete(tp.opts.Nonces, attest.PurposeDispatch)
+			delete(tp.opts.Nonces, attest.PurposeComplete)
 		}
 		if mut != nil {
 			mut(&tp.opts)

@@ -109,7 +109,7 @@ func (s suite) mustVerify(t *testing.T, ev *attest.Evidence, opts attest.VerifyO
 		t.Fatal("Verify returned no checks")
 	}
 	for _, c := range checks {
-		if !c.OK || (c.Skip && !slices.Contains(s.o.MaySkip, c.Name)) {
+		if c.Failed() || (c.Skip && !slices.Contains(s.o.MaySkip, c.Name)) {
 			t.Errorf("check %q: ok=%v skipped=%v: %s", c.Name, c.OK, c.Skip, c.Detail)
 		}
 	}

@@ -65,7 +65,7 @@ func withPart(ev *attest.Evidence, name string, data []byte) *attest.Evidence {
 func failedChecks(checks []attest.Check) []string {
 	var out []string
 	for _, c := range checks {
-		if !c.OK && !c.Skip {
+		if c.Failed() {
 			out = append(out, c.Name)
 		}
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/google/go-sev-guest/client"
 
 	"github.com/attestd/attestd/attest"
+	"github.com/attestd/attestd/measure"
 )
 
 // Name is the Evidence.Backend of SNP evidence.
@@ -64,7 +65,7 @@ type QuoteProvider interface {
 
 // softwareRegister is the register index the Backend role claims: it
 // emulates TDX's RTMR3 (SHA-384) so the agent's CEL is the same on both.
-var softwareRegister = attest.Register{Kind: attest.RTMR, Index: 3}
+var softwareRegister = measure.Register{Kind: measure.RTMR, Index: 3}
 
 // reportData is REPORT_DATA for a binding (attest.ReportData): with the
 // key digest (Source) or with the software register (Backend).
@@ -185,7 +186,7 @@ func (b *Backend) Name() string { return Name }
 
 // Register implements attest.Backend: the software register, named RTMR3
 // because it plays that role (SNP has no RTMRs).
-func (b *Backend) Register() attest.Register { return softwareRegister }
+func (b *Backend) Register() measure.Register { return softwareRegister }
 
 // Banks implements attest.Backend: SHA-384 only.
 func (b *Backend) Banks() []crypto.Hash { return []crypto.Hash{crypto.SHA384} }

@@ -70,7 +70,7 @@ func evidence(t *testing.T, b attest.Backend) (*attest.Evidence, attest.VerifyOp
 // failed returns the name of the first failed check, "" if none.
 func failed(checks []attest.Check) string {
 	for _, c := range checks {
-		if !c.OK && !c.Skip {
+		if c.Failed() {
 			return c.Name
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-sev-guest/verify/trust"
 
 	"github.com/attestd/attestd/attest"
+	"github.com/attestd/attestd/measure"
 )
 
 // Check names, in the order Verify reports them.
@@ -135,7 +136,7 @@ func (v Verifier) Verify(ev *attest.Evidence, opts attest.VerifyOptions) (claims
 			return nil, checks
 		}
 	}
-	claims = &attest.Claims{Registers: map[attest.Register][]byte{}}
+	claims = &attest.Claims{Registers: map[measure.Register][]byte{}, Hardware: !v.Policy.AllowDebugUnsafe}
 	if p.register != nil {
 		claims.Bank = crypto.SHA384
 		claims.Registers[softwareRegister] = slices.Clone(p.register)

@@ -35,7 +35,7 @@ var allFailed = []string{tdx.CheckQuoteSignature, tdx.CheckCollateral, tdx.Check
 func failedChecks(checks []attest.Check) []string {
 	var out []string
 	for _, c := range checks {
-		if !c.OK && !c.Skip {
+		if c.Failed() {
 			out = append(out, c.Name)
 		}
 	}

@@ -29,6 +29,7 @@ import (
 	tdxrtmr "github.com/google/go-tdx-guest/rtmr"
 
 	"github.com/attestd/attestd/attest"
+	"github.com/attestd/attestd/measure"
 )
 
 // Name is the Evidence.Backend of TDX evidence.
@@ -249,8 +250,8 @@ func New(cfg Config) (*Backend, error) {
 func (b *Backend) Name() string { return Name }
 
 // Register implements attest.Backend: RTMR3.
-func (b *Backend) Register() attest.Register {
-	return attest.Register{Kind: attest.RTMR, Index: AgentRTMR}
+func (b *Backend) Register() measure.Register {
+	return measure.Register{Kind: measure.RTMR, Index: AgentRTMR}
 }
 
 // Banks implements attest.Backend: RTMRs are SHA-384.

@@ -71,7 +71,7 @@ func evidence(t *testing.T, b attest.Backend) (*attest.Evidence, attest.VerifyOp
 
 func failed(checks []attest.Check) string {
 	for _, c := range checks {
-		if !c.OK && !c.Skip {
+		if c.Failed() {
 			return c.Name
 		}
 	}

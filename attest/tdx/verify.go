@@ -23,6 +23,7 @@ import (
 	tdxverify "github.com/google/go-tdx-guest/verify"
 
 	"github.com/attestd/attestd/attest"
+	"github.com/attestd/attestd/measure"
 )
 
 // Check names, in the order Verify reports them.
@@ -178,7 +179,11 @@ func (v Verifier) Verify(ev *attest.Evidence, opts attest.VerifyOptions) (claims
 			checks = append(checks, attest.Check{Name: name, Detail: err.Error()})
 			return
 		}
-		checks = append(checks, attest.Check{Name: name, OK: true, Skip: skip, Detail: detail})
+		if skip {
+			checks = append(checks, attest.Skipped(name, detail))
+			return
+		}
+		checks = append(checks, attest.Check{Name: name, OK: true, Detail: detail})
 	}
 	noSkip := func(f func() (string, error)) func() (string, bool, error) {
 		return func() (string, bool, error) { d, err := f(); return d, false, err }
@@ -191,13 +196,15 @@ func (v Verifier) Verify(ev *attest.Evidence, opts attest.VerifyOptions) (claims
 	run(CheckEnvKey, noSkip(func() (string, error) { return envKeyCheck(p.quote, opts) }))
 	run(CheckCCEL, func() (string, bool, error) { return v.ccelCheck(ev, p.quote) })
 	for _, c := range checks {
-		if !c.OK {
+		if c.Failed() {
 			return nil, checks
 		}
 	}
-	claims = &attest.Claims{Bank: crypto.SHA384, Registers: map[attest.Register][]byte{}}
+	// A skipped collateral check leaves the platform's TCB unknown.
+	claims = &attest.Claims{Bank: crypto.SHA384, Registers: map[measure.Register][]byte{},
+		Hardware: !v.Policy.AllowDebugUnsafe && !v.InsecureSkipCollateral}
 	for i, r := range p.quote.GetTdQuoteBody().GetRtmrs() {
-		claims.Registers[attest.Register{Kind: attest.RTMR, Index: i}] = bytes.Clone(r)
+		claims.Registers[measure.Register{Kind: measure.RTMR, Index: i}] = bytes.Clone(r)
 	}
 	return claims, checks
 }

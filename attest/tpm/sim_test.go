@@ -23,6 +23,7 @@ import (
 
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/attest/attesttest"
+	"github.com/attestd/attestd/measure"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/evidence.json from the simulator")
@@ -61,7 +62,7 @@ func TestConformanceSimulatorInsecureEmbeddedAK(t *testing.T) {
 
 func TestSimulatorEvidenceShape(t *testing.T) {
 	b := newSimBackend(t, Config{})
-	if got := b.Register(); got != (attest.Register{Kind: attest.PCR, Index: 13}) {
+	if got := b.Register(); got != (measure.Register{Kind: measure.PCR, Index: 13}) {
 		t.Errorf("Register() = %v, want PCR13", got)
 	}
 	if got := b.Banks(); len(got) == 0 || got[0] != crypto.SHA1 {

@@ -28,6 +28,7 @@ import (
 	"github.com/google/go-tpm/tpmutil"
 
 	"github.com/attestd/attestd/attest"
+	"github.com/attestd/attestd/measure"
 )
 
 // Defaults.
@@ -440,8 +441,8 @@ func (b *Backend) AKPublic() crypto.PublicKey { return b.ak.PublicKey() }
 func (b *Backend) Name() string { return "tpm" }
 
 // Register implements attest.Backend.
-func (b *Backend) Register() attest.Register {
-	return attest.Register{Kind: attest.PCR, Index: b.cfg.PCR}
+func (b *Backend) Register() measure.Register {
+	return measure.Register{Kind: measure.PCR, Index: b.cfg.PCR}
 }
 
 // Banks implements attest.Backend: the allocated banks among SHA-1, SHA-256,

@@ -19,6 +19,7 @@ import (
 
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/attest/internal/vcache"
+	"github.com/attestd/attestd/measure"
 )
 
 // Check names, in the order Verify reports them.
@@ -40,6 +41,10 @@ var firmwarePCRs = []int{0, 1, 2, 3, 4, 5, 6, 7}
 type Verifier struct {
 	// Now is the time AK certificates are checked at; nil means time.Now.
 	Now func() time.Time
+	// Hardware declares that the AKs trusted through opts live in hardware
+	// TPMs, not in a vTPM the host controls: the claims then say Hardware
+	// (never for an AK taken from the evidence itself).
+	Hardware bool
 	// Cache remembers what is the same in every attestation of one TPM
 	// (its AK and env key, the AK's certification of the env key, the AK
 	// certificate's chain, the firmware log's replay), so that each
@@ -107,17 +112,18 @@ func (v Verifier) Verify(ev *attest.Evidence, opts attest.VerifyOptions) (claims
 		skipLog = skip
 		return d, err
 	})
-	if skipLog {
-		checks[len(checks)-1].Skip = true
+	if last := &checks[len(checks)-1]; skipLog && last.OK {
+		*last = attest.Skipped(last.Name, last.Detail)
 	}
 	for _, c := range checks {
-		if !c.OK {
+		if c.Failed() {
 			return nil, checks
 		}
 	}
-	claims = &attest.Claims{Bank: crypto.SHA256, Registers: map[attest.Register][]byte{}}
+	claims = &attest.Claims{Bank: crypto.SHA256, Registers: map[measure.Register][]byte{},
+		Hardware: v.Hardware && !opts.InsecureTrustEmbeddedAK}
 	for _, i := range p.pcrIdx {
-		claims.Registers[attest.Register{Kind: attest.PCR, Index: i}] = bytes.Clone(p.pcrVals[i])
+		claims.Registers[measure.Register{Kind: measure.PCR, Index: i}] = bytes.Clone(p.pcrVals[i])
 	}
 	return claims, checks
 }

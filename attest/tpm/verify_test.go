@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-tpm/legacy/tpm2"
 
 	"github.com/attestd/attestd/attest"
+	"github.com/attestd/attestd/measure"
 )
 
 // loadGolden reads testdata/evidence.json (simulator evidence; refresh
@@ -55,7 +56,7 @@ func TestVerifyGolden(t *testing.T) {
 	if claims == nil {
 		t.Fatalf("no claims: %+v", checks)
 	}
-	if _, ok := claims.Registers[attest.Register{Kind: attest.PCR, Index: 13}]; !ok || len(claims.Registers) != 13 {
+	if _, ok := claims.Registers[measure.Register{Kind: measure.PCR, Index: 13}]; !ok || len(claims.Registers) != 13 {
 		t.Errorf("claims registers: %v", claims.Registers)
 	}
 	if c := checks[len(checks)-1]; !c.Skip || c.Detail != "no firmware event log (machine has none)" {
@@ -169,7 +170,7 @@ func TestVerifyFailures(t *testing.T) {
 					t.Errorf("check %s passed, want failure with %q", c.Name, want)
 				case bad && !strings.Contains(c.Detail, want):
 					t.Errorf("check %s detail %q, want it to contain %q", c.Name, c.Detail, want)
-				case !bad && !c.OK:
+				case !bad && c.Failed():
 					t.Errorf("check %s failed: %s", c.Name, c.Detail)
 				}
 			}

@@ -1,105 +1,182 @@
 package main
 
 import (
-	"bytes"
-	"encoding/hex"
 	"fmt"
-	"time"
-
-	"github.com/google/go-sev-guest/kds"
-	spb "github.com/google/go-sev-guest/proto/sevsnp"
-	"github.com/google/go-sev-guest/verify/trust"
+	"path/filepath"
+	"strings"
 
 	"github.com/attestd/attestd/attest"
-	"github.com/attestd/attestd/attest/snp"
-	"github.com/attestd/attestd/attest/tdx"
-	"github.com/attestd/attestd/attest/tpm"
 	"github.com/attestd/attestd/verify"
+	"github.com/spf13/pflag"
 )
 
-// policyVerifiers applies the policy's trust section to the backend
-// verifiers built from the flags (the policy adds to what flags set). The
-// verify package does not import backends; this is where its policy meets
-// them.
-func policyVerifiers(p *verify.Policy, vs []attest.Verifier, now func() time.Time) ([]attest.Verifier, error) {
-	out := make([]attest.Verifier, 0, len(vs))
-	for _, v := range vs {
-		switch x := v.(type) {
-		case tpm.Verifier:
-			x.Now = now
-			v = x
-		case snp.Verifier:
-			s := p.Trust.SNP
-			x.Now = now
-			x.Policy.AllowDebugUnsafe = x.Policy.AllowDebugUnsafe || s.AllowDebugUnsafe
-			x.Policy.Measurements = append(x.Policy.Measurements, p.SNPMeasurements()...)
-			x.Policy.MinimumTCB = kds.TCBParts{BlSpl: uint8(s.MinimumTCB.Bootloader), TeeSpl: uint8(s.MinimumTCB.TEE),
-				SnpSpl: uint8(s.MinimumTCB.SNP), UcodeSpl: uint8(s.MinimumTCB.Microcode)}
-			if s.HostData != "" {
-				b, _ := hex.DecodeString(s.HostData)
-				hd := [32]byte(b)
-				x.Policy.HostData = &hd
-			}
-			line := s.Product
-			if line == "" {
-				line = "Milan"
-			}
-			if s.Product != "" {
-				x.Product = &spb.SevProduct{Name: map[string]spb.SevProduct_SevProductName{
-					"Milan": spb.SevProduct_SEV_PRODUCT_MILAN, "Genoa": spb.SevProduct_SEV_PRODUCT_GENOA, "Turin": spb.SevProduct_SEV_PRODUCT_TURIN,
-				}[s.Product]}
-			}
-			if p.Resolved != nil && len(p.Resolved.SNPRoots) > 0 {
-				roots, err := snpRoots(line, p)
-				if err != nil {
-					return nil, err
-				}
-				x.Roots = roots
-			}
-			if p.Resolved != nil && p.Resolved.SNPVCEK != nil && x.VCEK == nil {
-				x.VCEK = p.Resolved.SNPVCEK
-			}
-			v = x
-		case tdx.Verifier:
-			t := p.Trust.TDX
-			x.Now = now
-			x.Policy.AllowDebugUnsafe = x.Policy.AllowDebugUnsafe || t.AllowDebugUnsafe
-			x.Policy.MRTDs = append(x.Policy.MRTDs, p.TDXMRTDs()...)
-			if r := p.TDXRTMRs(); r != nil {
-				x.Policy.RTMRs = r
-			}
-			if t.MinimumTEETCBSVN != "" {
-				b, _ := hex.DecodeString(t.MinimumTEETCBSVN)
-				svn := [16]byte(b)
-				x.Policy.MinimumTEETCBSVN = &svn
-			}
-			if t.CollateralDir != "" && x.CollateralDir == "" {
-				x.CollateralDir = t.CollateralDir
-			}
-			x.InsecureSkipCollateral = x.InsecureSkipCollateral || t.InsecureSkipCollateral
-			if p.Resolved != nil && p.Resolved.TDXRoots != nil {
-				x.Roots = p.Resolved.TDXRoots
-			}
-			v = x
+// verify's flags are a shorthand for policy fields: policy builds the policy
+// that verify evaluates, from --policy (if given) and the flags on top of it.
+// With no flags beyond --policy, the file is the policy, digest and all;
+// otherwise the result is sealed anew and its digest is over its rendered
+// form. doc is the document the digest is over (--policy-out writes it).
+func (f *verifyFlags) policy() (p *verify.Policy, doc []byte, err error) {
+	p, dir := verify.NewPolicy(), "."
+	if *f.policyFile != "" {
+		if doc, err = readInput(*f.policyFile); err != nil {
+			return nil, nil, fmt.Errorf("%w: policy: %v", errUsage, err)
 		}
-		out = append(out, v)
+		if p, err = verify.ParsePolicy(doc); err != nil {
+			return nil, nil, fmt.Errorf("%w: policy %s: %v", errUsage, *f.policyFile, err)
+		}
+		dir = filepath.Dir(*f.policyFile)
 	}
-	return out, nil
+	changed, err := f.overlay(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	if changed || *f.policyFile == "" {
+		if err := p.Seal(); err != nil {
+			return nil, nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		if doc, err = p.Render(); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := p.ResolveIn(dir); err != nil {
+		what := "policy"
+		if *f.policyFile != "" {
+			what += " " + *f.policyFile
+		}
+		return nil, nil, fmt.Errorf("%w: %s: %v", errUsage, what, err)
+	}
+	return p, doc, nil
 }
 
-// snpRoots sorts the policy's AMD certificates into ARK (self-signed) and
-// ASK (signed by the ARK).
-func snpRoots(line string, p *verify.Policy) (map[string][]*trust.AMDRootCerts, error) {
-	pc := &trust.ProductCerts{}
-	for _, c := range p.Resolved.SNPRoots {
-		if bytes.Equal(c.RawIssuer, c.RawSubject) {
-			pc.Ark = c
-		} else {
-			pc.Ask = c
+// overlay writes the flags into p and reports whether any was given.
+func (f *verifyFlags) overlay(p *verify.Policy) (bool, error) {
+	changed, seen := false, map[attest.Purpose]bool{}
+	// abs names a file from the command line in the policy: absolute,
+	// since the policy's own names are relative to its directory.
+	abs := func(name string) string {
+		changed = true
+		if a, err := filepath.Abs(name); err == nil {
+			return a
 		}
+		return name
 	}
-	if pc.Ark == nil || pc.Ask == nil {
-		return nil, fmt.Errorf("%w: trust.snp.roots: want the ARK (self-signed) and the ASK", verify.ErrPolicy)
+	for _, n := range f.nonces {
+		purpose, hexs := attest.PurposeAttest, n
+		if pu, h, ok := strings.Cut(n, "="); ok {
+			purpose, hexs = attest.Purpose(pu), h
+		}
+		switch purpose {
+		case attest.PurposeAttest, attest.PurposeDispatch, attest.PurposeComplete:
+		default:
+			return false, fmt.Errorf("%w: --nonce %s: purpose must be attest, dispatch or complete", errUsage, n)
+		}
+		if seen[purpose] {
+			return false, fmt.Errorf("%w: --nonce for %s given twice", errUsage, purpose)
+		}
+		seen[purpose] = true
+		b, err := parseNonce(hexs)
+		if err != nil {
+			return false, err
+		}
+		if p.Freshness.Nonces == nil {
+			p.Freshness.Nonces = map[attest.Purpose]verify.Nonce{}
+		}
+		p.Freshness.Nonces[purpose], changed = b, true
 	}
-	return map[string][]*trust.AMDRootCerts{line: {{ProductLine: line, ProductCerts: pc}}}, nil
+	if id := *f.buildID; id != "" {
+		if p.Build.ID != "" && p.Build.ID != id {
+			return false, fmt.Errorf("%w: --build-id %q: the policy's build.id is %q", errUsage, id, p.Build.ID)
+		}
+		p.Build.ID, changed = id, true
+	}
+	for _, k := range f.trustAK {
+		p.Trust.TPM.PinnedAKs = append(p.Trust.TPM.PinnedAKs, abs(k))
+	}
+	for _, r := range f.akRoots {
+		p.Trust.TPM.AKRoots = append(p.Trust.TPM.AKRoots, abs(r))
+	}
+	if *f.insecure {
+		p.Trust.TPM.InsecureTrustEmbeddedAK, changed = true, true
+	}
+	if err := f.refs.overlay(p, abs); err != nil {
+		return false, err
+	}
+	teeChanged, err := f.tee.overlay(p, abs)
+	return changed || teeChanged, err
+}
+
+// referenceFlags are verify's --reference and --reference-key.
+type referenceFlags struct {
+	files, keys multiFlag
+}
+
+func newReferenceFlags(fs *pflag.FlagSet) *referenceFlags {
+	rf := &referenceFlags{}
+	fs.Var(&rf.files, "reference", "`FILE` of signed reference values of the image (attestctl reference); needs --reference-key")
+	fs.Var(&rf.keys, "reference-key", "`PEM` public key of the image baker that signed --reference (repeatable)")
+	return rf
+}
+
+func (rf *referenceFlags) overlay(p *verify.Policy, abs func(string) string) error {
+	switch {
+	case len(rf.files) == 0 && len(rf.keys) > 0:
+		return fmt.Errorf("%w: --reference-key without --reference", errUsage)
+	case len(rf.files) == 0:
+		return nil
+	case len(rf.files) > 1:
+		return fmt.Errorf("%w: --reference given more than once", errUsage)
+	case len(rf.keys) == 0:
+		return fmt.Errorf("%w: --reference needs --reference-key", errUsage)
+	case p.Reference.File != "":
+		return fmt.Errorf("%w: --reference: the policy names reference.file already", errUsage)
+	}
+	p.Reference.File = abs(rf.files[0])
+	for _, k := range rf.keys {
+		p.Reference.Keys = append(p.Reference.Keys, abs(k))
+	}
+	return nil
+}
+
+func (o *teeOptions) overlay(p *verify.Policy, abs func(string) string) (changed bool, err error) {
+	if *o.snpVCEK != "" {
+		if p.Trust.SNP.VCEK != "" {
+			return false, fmt.Errorf("%w: --snp-vcek: the policy names trust.snp.vcek already", errUsage)
+		}
+		p.Trust.SNP.VCEK, changed = abs(*o.snpVCEK), true
+	}
+	for _, m := range o.snpMeasurements {
+		h, err := hex48("--snp-measurement", m)
+		if err != nil {
+			return false, err
+		}
+		p.Trust.SNP.Measurements = append(p.Trust.SNP.Measurements, h)
+		changed = true
+	}
+	if *o.tdxCollateral != "" {
+		if p.Trust.TDX.CollateralDir != "" {
+			return false, fmt.Errorf("%w: --tdx-collateral: the policy names trust.tdx.collateral_dir already", errUsage)
+		}
+		p.Trust.TDX.CollateralDir, changed = abs(*o.tdxCollateral), true
+	}
+	if *o.tdxSkipColl {
+		p.Trust.TDX.InsecureSkipCollateral = true
+		changed = true
+	}
+	for _, m := range o.tdxMRTDs {
+		h, err := hex48("--tdx-mrtd", m)
+		if err != nil {
+			return false, err
+		}
+		p.Trust.TDX.MRTDs = append(p.Trust.TDX.MRTDs, h)
+		changed = true
+	}
+	return changed, nil
+}
+
+func hex48(flagName, v string) (verify.Hex48, error) {
+	var h verify.Hex48
+	if err := h.UnmarshalText([]byte(v)); err != nil {
+		return h, fmt.Errorf("%w: %s: %v", errUsage, flagName, err)
+	}
+	return h, nil
 }

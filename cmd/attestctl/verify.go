@@ -17,6 +17,7 @@ import (
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/attest/tpm"
 	"github.com/attestd/attestd/scai"
+	"github.com/attestd/attestd/verifier"
 	"github.com/attestd/attestd/verify"
 )
 
@@ -36,7 +37,8 @@ type verifyFlags struct {
 	buildID                  *string
 	insecure, asJSON         *bool
 	policyFile               *string
-	vsaKey, vsaOut           *string
+	resultKey, resultOut     *string
+	policyOut, policyURIFlag *string
 	tee                      *teeOptions
 	refs                     *referenceFlags
 }
@@ -55,10 +57,20 @@ named in a table; the failed ones on stderr. Reads only local files; never uses 
 Exit codes: 0 verified, 1 not verified, 2 bad input (including a malformed policy, reported
 with its line and key).
 
---nonce takes HEX (the admission's nonce) or PURPOSE=HEX with PURPOSE attest, dispatch or
-complete; --build-id is the build ID dispatch and completion must carry. --reference and
---reference-key appraise attestd's attestations against an image's signed reference values
-(attestctl reference). --vsa-key and --vsa-out write one DSSE-signed SLSA VSA per bundle.
+The flags are a shorthand for policy fields, added to --policy when both are given: the
+same input gets the same verdict either way, and an expectation about an attestation the
+bundle lacks fails. --nonce takes HEX (the admission's nonce) or PURPOSE=HEX with PURPOSE
+attest, dispatch or complete (freshness.nonces: the bundle must hold that attestation);
+--build-id is the build ID dispatch and completion must carry (build.id: the bundle must
+hold the dispatch); --trust-ak and --ak-roots are trust.tpm.pinned_aks and ak_roots;
+--reference and --reference-key are reference.file and keys (attestctl reference); the
+--snp-* and --tdx-* flags are the trust.snp and trust.tdx fields. --policy-out writes the
+policy evaluated.
+
+--result-key and --result-out write one DSSE-signed verification result per bundle: a
+SLSA VSA v1 for a bundle holding a completion (subjects: the build's outputs), an in-toto
+SVR v0.2 for an admission or dispatch (subject: the environment key). They name the policy
+by --policy-uri and its digest (docs/verifying.md).
 
 --json prints {"policySha256", "bundles": [{"name", "sha256", "report", "policy",
 "buildEnvLevel", "verified"}], "acrossBundles", "verified"} (docs/verifying.md) and no
@@ -66,7 +78,8 @@ VERIFIED line.`,
 		Example: `  attestctl verify --nonce "$nonce" --trust-ak ak.pem attestation.intoto.jsonl
   attestctl verify --nonce attest=$ADMISSION_NONCE --nonce dispatch=$DISPATCH_NONCE \
       --build-id build-0001 --trust-ak ak.pem build.intoto.jsonl
-  attestctl verify --policy policy.yaml --vsa-key vsa-key.pem --vsa-out vsa.intoto.jsonl bundle.intoto.jsonl`,
+  attestctl verify --policy policy.yaml --policy-uri https://ci.example/policy.yaml \
+      --result-key result-key.pem --result-out results.intoto.jsonl bundle.intoto.jsonl`,
 		Args: minArgs(1, "FILEs"),
 		RunE: func(_ *cobra.Command, files []string) error {
 			return e.verify(f, files)
@@ -80,140 +93,96 @@ VERIFIED line.`,
 	f.insecure = fs.Bool("insecure-trust-embedded-ak", false, "UNSAFE: trust the AK shipped inside the evidence (demos only)")
 	f.asJSON = fs.Bool("json", false, "print results as JSON")
 	f.policyFile = fs.String("policy", "", "appraisal policy `FILE` (YAML; docs/policy.example.yaml)")
-	f.vsaKey = fs.String("vsa-key", "", "`PEM` private key (ECDSA P-256) signing the SLSA VSA; needs --vsa-out")
-	f.vsaOut = fs.String("vsa-out", "", "write a DSSE-signed SLSA VSA v1 per bundle to `FILE` (JSON lines)")
+	f.resultKey = fs.String("result-key", "", "`PEM` private key (ECDSA P-256) signing the verification results; needs --result-out")
+	f.resultOut = fs.String("result-out", "", "write one DSSE-signed result per bundle to `FILE` (JSON lines): a SLSA VSA v1 for a completed build, an in-toto SVR v0.2 for an admission or dispatch")
+	f.policyOut = fs.String("policy-out", "", "write the policy evaluated (--policy with the flags on top) to `FILE`: the document the results' policy digest names")
+	f.policyURIFlag = fs.String("policy-uri", "", "`URI` where consumers of the results find the policy (default: a data: URI holding it, up to 8 KiB)")
+	// The names before SVRs joined VSAs.
+	fs.StringVar(f.resultKey, "vsa-key", "", "")
+	fs.StringVar(f.resultOut, "vsa-out", "", "")
+	fs.MarkDeprecated("vsa-key", "use --result-key")
+	fs.MarkDeprecated("vsa-out", "use --result-out")
 	f.tee = teeFlags(fs)
 	f.refs = newReferenceFlags(fs)
-	for _, n := range []string{"trust-ak", "ak-roots", "vsa-key", "reference", "reference-key"} {
+	for _, n := range []string{"trust-ak", "ak-roots", "result-key", "reference", "reference-key"} {
 		cmd.MarkFlagFilename(n, "pem")
 	}
 	cmd.MarkFlagFilename("policy", "yaml", "yml")
-	cmd.MarkFlagFilename("vsa-out")
+	cmd.MarkFlagFilename("result-out")
+	cmd.MarkFlagFilename("policy-out", "yaml")
 	cmd.MarkFlagFilename("snp-vcek")
 	cmd.MarkFlagDirname("tdx-collateral")
 	return cmd
 }
 
-// verify turns verify's flags into verify.Options and a policy, evaluates
-// the files and prints the result.
+// verify builds the policy from --policy and the flags, evaluates the
+// files with the verifier library, writes the results and prints them.
 func (e *env) verify(f *verifyFlags, files []string) error {
-	nonces, trustAK, akRoots := f.nonces, f.trustAK, f.akRoots
-	buildID, insecure, asJSON, policyFile, vsaKey, vsaOut := f.buildID, f.insecure, f.asJSON, f.policyFile, f.vsaKey, f.vsaOut
-	tee, refs := f.tee, f.refs
-	if (*vsaKey == "") != (*vsaOut == "") {
-		return fmt.Errorf("%w: --vsa-key and --vsa-out go together", errUsage)
+	if (*f.resultKey == "") != (*f.resultOut == "") {
+		return fmt.Errorf("%w: --result-key and --result-out go together", errUsage)
 	}
-	opts := verify.Options{
-		InsecureTrustEmbeddedAK: *insecure,
-		Verifiers:               []attest.Verifier{tpm.Verifier{}},
-	}
-	teeVerifiers, err := tee.verifiers()
+	pol, doc, err := f.policy()
 	if err != nil {
 		return err
 	}
-	opts.Verifiers = append(opts.Verifiers, teeVerifiers...)
-	opts.BuildID = *buildID
-	opts.Nonces = map[attest.Purpose][]byte{}
-	for _, n := range nonces {
-		purpose, hexs := attest.PurposeAttest, n
-		if p, h, ok := strings.Cut(n, "="); ok {
-			purpose, hexs = attest.Purpose(p), h
-		}
-		switch purpose {
-		case attest.PurposeAttest, attest.PurposeDispatch, attest.PurposeComplete:
-		default:
-			return fmt.Errorf("%w: --nonce %s: purpose must be attest, dispatch or complete", errUsage, n)
-		}
-		if _, dup := opts.Nonces[purpose]; dup {
-			return fmt.Errorf("%w: --nonce for %s given twice", errUsage, purpose)
-		}
-		b, err := parseNonce(hexs)
-		if err != nil {
-			return err
-		}
-		opts.Nonces[purpose] = b
-	}
-	for _, f := range trustAK {
-		k, err := readPublicKey(f)
-		if err != nil {
-			return fmt.Errorf("%w: --trust-ak: %v", errUsage, err)
-		}
-		opts.TrustedAKs = append(opts.TrustedAKs, k)
-	}
-	if len(akRoots) > 0 {
-		opts.AKRoots = x509.NewCertPool()
-		for _, f := range akRoots {
-			b, err := readInput(f)
-			if err != nil {
-				return fmt.Errorf("%w: --ak-roots: %v", errUsage, err)
-			}
-			if !opts.AKRoots.AppendCertsFromPEM(b) {
-				return fmt.Errorf("%w: --ak-roots %s: no PEM certificates", errUsage, f)
-			}
-		}
-	}
 	now := e.clock()
-	var pol *verify.Policy
-	if *policyFile != "" {
-		if pol, err = verify.LoadPolicy(*policyFile); err != nil {
-			return fmt.Errorf("%w: policy %s: %v", errUsage, *policyFile, err)
-		}
-		opts = pol.Options(opts)
-		if opts.Verifiers, err = policyVerifiers(pol, opts.Verifiers, func() time.Time { return now }); err != nil {
-			return fmt.Errorf("%w: policy %s: %v", errUsage, *policyFile, err)
-		}
+	v, err := verifier.New(pol, verifier.Config{Now: func() time.Time { return now }})
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	var signer crypto.Signer
-	if *vsaKey != "" {
-		if signer, err = readPrivateKey(*vsaKey); err != nil {
-			return fmt.Errorf("%w: --vsa-key: %v", errUsage, err)
+	if *f.resultKey != "" {
+		if signer, err = readPrivateKey(*f.resultKey); err != nil {
+			return fmt.Errorf("%w: --result-key: %v", errUsage, err)
 		}
 	}
-	if opts.InsecureTrustEmbeddedAK && !*asJSON {
-		fmt.Fprintln(e.stderr, "WARNING: --insecure-trust-embedded-ak: the attestation key is taken from the evidence itself; this proves nothing about the machine. Demo use only.")
+	if *f.policyOut != "" {
+		if err := os.WriteFile(*f.policyOut, doc, 0o644); err != nil {
+			return fmt.Errorf("%w: --policy-out: %v", errUsage, err)
+		}
+	}
+	if pol.Trust.TPM.InsecureTrustEmbeddedAK && !*f.asJSON {
+		fmt.Fprintln(e.stderr, "WARNING: insecure_trust_embedded_ak: the attestation key is taken from the evidence itself; this proves nothing about the machine. Demo use only.")
 	}
 	var inputs []verify.Input
-	for _, f := range files {
-		raw, err := readInput(f)
+	for _, name := range files {
+		raw, err := readInput(name)
 		if err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
-		inputs = append(inputs, verify.Input{Name: f, Raw: raw})
+		inputs = append(inputs, verify.Input{Name: name, Raw: raw})
 	}
-	ev := verify.Evaluate(pol, inputs, opts, now)
-	for _, b := range ev.Bundles {
-		if err := refs.apply(b.Report); err != nil {
+	ev := v.Evaluate(inputs)
+	if *f.resultOut != "" {
+		uri, err := f.policyURI(doc)
+		if err != nil {
 			return err
 		}
-		b.OK = b.OK && b.Report.OK
-		ev.OK = ev.OK && b.OK
-	}
-	if *vsaOut != "" {
-		if err := e.writeVSAs(ev, signer, *vsaOut, *policyFile, now); err != nil {
+		if err := e.writeResults(ev, pol.Resolved, signer, *f.resultOut, uri, now); err != nil {
 			return err
 		}
 	}
-	if *asJSON {
+	if *f.asJSON {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(ev); err != nil {
 			return err
 		}
 	} else {
-		e.printEvaluation(ev, pol != nil)
+		e.printEvaluation(ev)
 	}
 	if !ev.OK {
 		return fmt.Errorf("%w: failed checks: %s", errFailed, strings.Join(ev.Failed(), ", "))
 	}
-	if !*asJSON {
+	if !*f.asJSON {
 		fmt.Fprintln(e.stdout, "VERIFIED")
 	}
 	return nil
 }
 
-func (e *env) printEvaluation(ev *verify.Evaluation, withPolicy bool) {
+func (e *env) printEvaluation(ev *verify.Evaluation) {
 	for _, b := range ev.Bundles {
-		if len(ev.Bundles) > 1 || withPolicy {
+		if len(ev.Bundles) > 1 || len(b.Policy) > 0 {
 			fmt.Fprintf(e.stdout, "== %s (sha256 %s)\n", b.Name, b.SHA256[:16])
 		}
 		e.printReport(b.Report)
@@ -221,9 +190,7 @@ func (e *env) printEvaluation(ev *verify.Evaluation, withPolicy bool) {
 			fmt.Fprintln(e.stdout, "policy")
 			e.printChecks(b.Policy)
 		}
-		if withPolicy {
-			fmt.Fprintf(e.stdout, "SLSA BuildEnv level supported by this bundle: %d\n\n", b.Level)
-		}
+		fmt.Fprintf(e.stdout, "SLSA BuildEnv level supported by this bundle: %d\n\n", b.Level)
 	}
 	if len(ev.Bundles) > 1 && len(ev.Checks) > 0 {
 		fmt.Fprintln(e.stdout, "across bundles")

@@ -7,6 +7,7 @@
 package yamlfile
 
 import (
+	"encoding"
 	"errors"
 	"fmt"
 	"math"
@@ -66,7 +67,7 @@ func (ns Nodes) Has(key string) bool { _, ok := ns[key]; return ok }
 // Decode decodes raw into v, a pointer to a struct whose fields carry yaml
 // tags. Unknown keys, keys given twice, aliases, values of the wrong kind
 // and values a field's own UnmarshalYAML refuses are *Error values. An empty
-// document leaves v as it is.
+// document leaves v as it is, and so does null or "" for a pointer field.
 func Decode(raw []byte, v any) (Nodes, error) {
 	rv := reflect.ValueOf(v)
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
@@ -101,8 +102,9 @@ func syntaxError(err error) error {
 }
 
 var (
-	unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
-	durationType    = reflect.TypeFor[time.Duration]()
+	unmarshalerType     = reflect.TypeFor[yaml.Unmarshaler]()
+	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
+	durationType        = reflect.TypeFor[time.Duration]()
 )
 
 func decode(n *yaml.Node, v reflect.Value, path string, nodes Nodes) error {
@@ -117,6 +119,10 @@ func decode(n *yaml.Node, v reflect.Value, path string, nodes Nodes) error {
 		return nil
 	}
 	if v.Kind() == reflect.Pointer {
+		// An optional value given as "" is not given (`host_data: ""`).
+		if n.Kind == yaml.ScalarNode && n.Value == "" && n.Tag == "!!str" {
+			return nil
+		}
 		if v.IsNil() {
 			v.Set(reflect.New(v.Type().Elem()))
 		}
@@ -128,6 +134,15 @@ func decode(n *yaml.Node, v reflect.Value, path string, nodes Nodes) error {
 			if errors.As(err, &ye) {
 				return ye
 			}
+			return at("%v", err)
+		}
+		return nil
+	}
+	if reflect.PointerTo(v.Type()).Implements(textUnmarshalerType) {
+		if n.Kind != yaml.ScalarNode {
+			return at("want a string")
+		}
+		if err := v.Addr().Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(n.Value)); err != nil {
 			return at("%v", err)
 		}
 		return nil
@@ -158,7 +173,9 @@ func decode(n *yaml.Node, v reflect.Value, path string, nodes Nodes) error {
 		if n.Kind != yaml.MappingNode {
 			return at("want a mapping")
 		}
-		if v.Type().Key().Kind() != reflect.String {
+		kt := v.Type().Key()
+		textKey := reflect.PointerTo(kt).Implements(textUnmarshalerType)
+		if kt.Kind() != reflect.String && !textKey {
 			return fmt.Errorf("yamlfile: map keys of %s must be strings", v.Type())
 		}
 		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
@@ -167,7 +184,16 @@ func decode(n *yaml.Node, v reflect.Value, path string, nodes Nodes) error {
 			if k.Kind != yaml.ScalarNode {
 				return &Error{Line: k.Line, Key: path, Msg: "keys must be strings"}
 			}
-			key := reflect.ValueOf(k.Value).Convert(v.Type().Key())
+			var key reflect.Value
+			if textKey {
+				key = reflect.New(kt)
+				if err := key.Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(k.Value)); err != nil {
+					return &Error{Line: k.Line, Key: join(path, k.Value), Msg: err.Error()}
+				}
+				key = key.Elem()
+			} else {
+				key = reflect.ValueOf(k.Value).Convert(kt)
+			}
 			if m.MapIndex(key).IsValid() {
 				return &Error{Line: k.Line, Key: join(path, k.Value), Msg: "key given twice"}
 			}

@@ -7,16 +7,18 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/attestd/attestd/verify"
+	ita "github.com/in-toto/attestation/go/v1"
 )
 
-// verifierID names attestctl in the VSAs it signs.
+// verifierID names attestctl in the verification results it signs.
 const verifierID = "https://attestd.dev/attestctl"
 
 // version is attestctl's version, set at link time (-X main.version=…).
@@ -29,18 +31,23 @@ func (e *env) clock() time.Time {
 	return time.Now()
 }
 
-// writeVSAs signs one SLSA VSA per bundle and writes them, one DSSE
-// envelope per line, to out. A VSA is written for failed bundles too
-// (verificationResult FAILED).
-func (e *env) writeVSAs(ev *verify.Evaluation, key crypto.Signer, out, policyFile string, now time.Time) error {
+// writeResults signs one verification result per bundle (verify.
+// ResultStatement: a VSA or an SVR) and writes them, one DSSE envelope per
+// line, to out. Failed bundles get one too (a FAILED VSA, an SVR without
+// properties).
+func (e *env) writeResults(ev *verify.Evaluation, res *verify.Resolved, key crypto.Signer, out, policyURI string, now time.Time) error {
+	o := verify.ResultOptions{VerifierID: verifierID, Version: version, PolicyURI: policyURI, Time: now}
+	if res != nil && res.Reference != nil {
+		o.Inputs = append(o.Inputs, &ita.ResourceDescriptor{Digest: map[string]string{"sha256": hex.EncodeToString(res.ReferenceSHA256[:])}})
+	}
 	var buf bytes.Buffer
 	for _, b := range ev.Bundles {
-		st, err := verify.NewVSA(ev, b, verify.VSAOptions{VerifierID: verifierID, Version: version, PolicyURI: filepath.Base(policyFile), Time: now})
+		_, st, err := verify.ResultStatement(ev, b, o)
 		if err != nil {
-			fmt.Fprintf(e.stderr, "attestctl: no VSA for %s: %v\n", b.Name, err)
+			fmt.Fprintf(e.stderr, "attestctl: no verification result for %s: %v\n", b.Name, err)
 			continue
 		}
-		env, err := verify.SignVSA(context.Background(), key, st)
+		env, err := verify.SignResult(context.Background(), key, st)
 		if err != nil {
 			return err
 		}
@@ -48,9 +55,24 @@ func (e *env) writeVSAs(ev *verify.Evaluation, key crypto.Signer, out, policyFil
 		buf.WriteByte('\n')
 	}
 	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
-		return fmt.Errorf("%w: --vsa-out: %v", errUsage, err)
+		return fmt.Errorf("%w: --result-out: %v", errUsage, err)
 	}
 	return nil
+}
+
+// maxDataPolicy bounds the policy a default --policy-uri carries.
+const maxDataPolicy = 8 << 10
+
+// policyURI is --policy-uri, or a data: URI holding the policy evaluated
+// (doc) when it is small enough to travel inside the results.
+func (f *verifyFlags) policyURI(doc []byte) (string, error) {
+	if *f.policyURIFlag != "" {
+		return *f.policyURIFlag, nil
+	}
+	if len(doc) > maxDataPolicy {
+		return "", fmt.Errorf("%w: the policy is %d bytes, too large to travel in the results as a data: URI: give --policy-uri", errUsage, len(doc))
+	}
+	return "data:application/yaml;base64," + base64.StdEncoding.EncodeToString(doc), nil
 }
 
 // readPrivateKey reads an ECDSA P-256 private key (PEM "EC PRIVATE KEY" or
