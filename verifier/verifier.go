@@ -78,9 +78,9 @@ func (v *Verifier) Options() verify.Options {
 	return verify.PolicyOptions(v.policy, v.verifiers)
 }
 
-// Evaluate verifies and appraises the bundles (see verify.EvaluatePolicy).
+// Evaluate verifies and appraises the bundles (see verify.Evaluate).
 func (v *Verifier) Evaluate(inputs []verify.Input) *verify.Evaluation {
-	return verify.EvaluatePolicy(v.policy, inputs, verify.Config{Verifiers: v.verifiers, Now: v.now()})
+	return verify.Evaluate(v.policy, inputs, verify.Config{Verifiers: v.verifiers, Now: v.now()})
 }
 
 var snpProducts = map[string]spb.SevProduct_SevProductName{

@@ -43,7 +43,7 @@ func FuzzBundleReport(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		// Evaluate runs BundleReport on raw and then the checks across
 		// bundles: one verification per input, not two.
-		ev := verify.Evaluate(nil, []verify.Input{{Name: "f", Raw: raw}}, opts, now)
+		ev := evaluate(nil, []verify.Input{{Name: "f", Raw: raw}}, opts, now)
 		if len(ev.Bundles) != 1 || ev.Bundles[0].Report == nil {
 			t.Fatalf("evaluation of one input has %d bundles", len(ev.Bundles))
 		}

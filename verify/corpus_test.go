@@ -319,7 +319,7 @@ func parsePolicy(t *testing.T, y string) *verify.Policy {
 func withPolicy(e *env, p *verify.Policy) tampered {
 	tp := one(e, e.bundle)
 	tp.policy = p
-	tp.opts = p.Options(e.opts)
+	tp.opts = e.opts
 	return tp
 }
 
@@ -558,7 +558,7 @@ func tamperCases() []tamperCase {
 	add("policy-build-id-no-dispatch", fixed(verify.CheckPolicyBuild), nil, func(t *testing.T, _ *fixtures, e *env) tampered {
 		tp := one(e, e.bundle[:2])
 		tp.policy = parsePolicy(t, "version: 1\nbuild: {id: "+e.buildID+"}\n")
-		tp.opts = tp.policy.Options(e.opts)
+		tp.opts = e.opts
 		return tp
 	})
 	add("policy-build-request-mismatch", fixed(verify.CheckPolicyRequest), nil, func(t *testing.T, _ *fixtures, e *env) tampered {
@@ -922,7 +922,7 @@ func TestTamperCorpus(t *testing.T) {
 			n++
 			t.Run(e.backend+"/"+tc.name, func(t *testing.T) {
 				tp := tc.mutate(t, f, e)
-				ev := verify.Evaluate(tp.policy, tp.inputs, tp.opts, tp.now)
+				ev := evaluate(tp.policy, tp.inputs, tp.opts, tp.now)
 				want := tc.want(e.backend)
 				failed := failedChecks(ev)
 				if ev.OK {
@@ -974,7 +974,7 @@ build:
 			p2.Resolved, p2.Reference = p.Resolved, p.Reference
 		}
 		tp := withPolicy(e, p2)
-		ev := verify.Evaluate(tp.policy, tp.inputs, tp.opts, time.Time{})
+		ev := evaluate(tp.policy, tp.inputs, tp.opts, time.Time{})
 		if !ev.OK {
 			for _, b := range ev.Bundles {
 				logReport(t, b.Report)

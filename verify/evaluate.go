@@ -4,8 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"maps"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -76,11 +74,11 @@ type Config struct {
 	Now time.Time
 }
 
-// EvaluatePolicy verifies each bundle, appraises it against the policy (every
+// Evaluate verifies each bundle, appraises it against the policy (every
 // check of policyChecks that applies), and checks the bundles together. The
 // policy must be resolved (Resolve, LoadPolicy) if it names files. Evaluate
 // does no I/O and never panics on malformed input.
-func EvaluatePolicy(p *Policy, inputs []Input, cfg Config) *Evaluation {
+func Evaluate(p *Policy, inputs []Input, cfg Config) *Evaluation {
 	if cfg.Now.IsZero() {
 		cfg.Now = time.Now()
 	}
@@ -297,38 +295,4 @@ func oneBuildPerEnvironment(bs []*BundleEvaluation) attest.Check {
 		}
 	}
 	return c
-}
-
-// Evaluate is the command line's old entry point, kept while cmd/attestctl
-// moves to EvaluatePolicy: opts' nonces, build ID and trust join the policy
-// (nil: an empty one), as flags do.
-func Evaluate(p *Policy, inputs []Input, opts Options, now time.Time) *Evaluation {
-	if p == nil {
-		p = NewPolicy()
-	}
-	q := *p
-	q.Freshness.Nonces = maps.Clone(p.Freshness.Nonces)
-	if q.Freshness.Nonces == nil {
-		q.Freshness.Nonces = map[attest.Purpose]Nonce{}
-	}
-	for pu, n := range opts.Nonces {
-		q.Freshness.Nonces[pu] = n
-	}
-	if opts.Nonce != nil {
-		q.Freshness.Nonces[attest.PurposeAttest] = opts.Nonce
-	}
-	if opts.BuildID != "" {
-		q.Build.ID = opts.BuildID
-	}
-	q.Trust.TPM.InsecureTrustEmbeddedAK = q.Trust.TPM.InsecureTrustEmbeddedAK || opts.InsecureTrustEmbeddedAK
-	res := &Resolved{}
-	if p.Resolved != nil {
-		*res = *p.Resolved
-	}
-	res.TrustedAKs = append(slices.Clone(res.TrustedAKs), opts.TrustedAKs...)
-	if opts.AKRoots != nil {
-		res.AKRoots = opts.AKRoots
-	}
-	q.Resolved = res
-	return EvaluatePolicy(&q, inputs, Config{Verifiers: opts.Verifiers, Now: now})
 }

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-
-	"github.com/attestd/attestd/attest"
 )
 
 // Resolved is what the files named by a policy hold. Reading them checks
@@ -194,33 +192,6 @@ func (p *Policy) Resolve(readFile func(name string) ([]byte, error)) error {
 	r.TDXCollateralDir = p.Trust.TDX.CollateralDir
 	p.Resolved = r
 	return nil
-}
-
-// Options (kept while cmd/attestctl moves to EvaluatePolicy) returns base with the policy's trust anchors, nonces and build
-// ID added. Values already in base (from the command line) win for nonces
-// and build ID. Backend verifiers are not set here: verify does not import
-// backends; the caller builds them from p.Trust (cmd/attestctl does).
-func (p *Policy) Options(base Options) Options {
-	o := base
-	if p.Resolved != nil {
-		o.TrustedAKs = append(append([]crypto.PublicKey(nil), base.TrustedAKs...), p.Resolved.TrustedAKs...)
-		if o.AKRoots == nil {
-			o.AKRoots = p.Resolved.AKRoots
-		}
-	}
-	o.InsecureTrustEmbeddedAK = o.InsecureTrustEmbeddedAK || p.Trust.TPM.InsecureTrustEmbeddedAK
-	nonces := map[attest.Purpose][]byte{}
-	for k, v := range p.Freshness.Nonces {
-		nonces[k] = v
-	}
-	for k, v := range base.Nonces {
-		nonces[k] = v
-	}
-	o.Nonces = nonces
-	if o.BuildID == "" {
-		o.BuildID = p.Build.ID
-	}
-	return o
 }
 
 // ParsePEMCertificates returns every CERTIFICATE block of a PEM file (other

@@ -152,7 +152,7 @@ func TestStoragePolicyChecks(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tp := withPolicy(tc.env, storagePolicyFor(t, tc.rootHash))
-			ev := verify.Evaluate(tp.policy, tp.inputs, tp.opts, time.Time{})
+			ev := evaluate(tp.policy, tp.inputs, tp.opts, time.Time{})
 			checkStorage(t, ev, verify.CheckPolicyStorageRootVerity, tc.root)
 			checkStorage(t, ev, verify.CheckPolicyStorageEncrypted, tc.enc)
 			// Nothing else fails: the storage checks are the reason.
@@ -203,7 +203,7 @@ func TestStorageChecksNeedAuthenticatedLog(t *testing.T) {
 	inserted.policy = storagePolicyFor(t, fixtureRootHash)
 	for name, tp := range map[string]tampered{"AK not trusted": untrusted, "storage event inserted": inserted} {
 		t.Run(name, func(t *testing.T) {
-			ev := verify.Evaluate(tp.policy, tp.inputs, tp.opts, time.Time{})
+			ev := evaluate(tp.policy, tp.inputs, tp.opts, time.Time{})
 			for _, check := range []string{verify.CheckPolicyStorageRootVerity, verify.CheckPolicyStorageEncrypted} {
 				checkStorage(t, ev, check, want{false, "launch attestation: no authenticated event log"})
 			}
@@ -230,7 +230,7 @@ func TestStorageRootVerityReference(t *testing.T) {
 			p := refPolicy(t, e, func(rv *verify.ReferenceValues) { rv.RootHash = tc.rootHash })
 			p.Storage.RootVerity = &verify.RootVerity{Reference: true}
 			tp := withPolicy(e, p)
-			ev := verify.Evaluate(tp.policy, tp.inputs, tp.opts, time.Time{})
+			ev := evaluate(tp.policy, tp.inputs, tp.opts, time.Time{})
 			checkStorage(t, ev, verify.CheckPolicyStorageRootVerity, want{tc.ok, tc.detail})
 			wantFailed := tc.refFailed
 			if !tc.ok {
@@ -313,7 +313,7 @@ func TestReferenceIgnoresStorageEvent(t *testing.T) {
 	p := refPolicy(t, e, func(rv *verify.ReferenceValues) { rv.RootHash = fixtureRootHash })
 	p.Storage = verify.StoragePolicy{RootVerity: &verify.RootVerity{Reference: true}, EncryptedWritable: true}
 	tp := withPolicy(e, p)
-	if ev := verify.Evaluate(tp.policy, tp.inputs, tp.opts, time.Time{}); !ev.OK {
+	if ev := evaluate(tp.policy, tp.inputs, tp.opts, time.Time{}); !ev.OK {
 		t.Errorf("good storage bundle under reference + storage policy: failed %v", failedChecks(ev))
 	}
 }

@@ -82,7 +82,7 @@ func snpEval(upto int, pin bool, mut func(o *verify.Options)) func(t *testing.T,
 		if mut != nil {
 			mut(&tp.opts)
 		}
-		ev := verify.Evaluate(tp.policy, tp.inputs, tp.opts, teeNow)
+		ev := evaluate(tp.policy, tp.inputs, tp.opts, teeNow)
 		return ev, ev.Bundles[0]
 	}
 }

@@ -46,6 +46,7 @@ func TestImportDirection(t *testing.T) {
 		{"scai", []string{module + "/agent", module + "/verify", module + "/cmd", module + "/attest/tpm", module + "/attest/snp", module + "/attest/tdx"}},
 		{"agent", []string{module + "/attest/tpm", module + "/attest/snp", module + "/attest/tdx", module + "/verify", module + "/cmd", "github.com/google/go-tpm-tools/simulator"}},
 		{"verify", []string{module + "/agent", module + "/cmd", module + "/attest/tpm", module + "/attest/snp", module + "/attest/tdx"}},
+		{"verifier", []string{module + "/agent", module + "/cmd", "github.com/google/go-tpm-tools/simulator"}},
 		{"agent/api/v1", []string{module + "/"}},
 	} {
 		t.Run(tc.pkg, func(t *testing.T) {
