@@ -92,11 +92,6 @@ type ResultOptions struct {
 	Time time.Time
 }
 
-// VSAOptions is the former name of ResultOptions.
-//
-// Deprecated: use ResultOptions.
-type VSAOptions = ResultOptions
-
 // ResultStatement returns the statement (in-toto Statement v1, JSON) that
 // records the verification of bundle b of ev: a VSA when b holds a
 // completion, else an SVR for the admission or dispatch decision. Sign it
@@ -118,13 +113,6 @@ func ResultStatement(ev *Evaluation, b *BundleEvaluation, o ResultOptions) (pred
 // type application/vnd.in-toto+json.
 func SignResult(ctx context.Context, key crypto.Signer, statement []byte) ([]byte, error) {
 	return scai.SignPayload(ctx, key, statement)
-}
-
-// SignVSA is the former name of SignResult.
-//
-// Deprecated: use SignResult.
-func SignVSA(ctx context.Context, key crypto.Signer, statement []byte) ([]byte, error) {
-	return SignResult(ctx, key, statement)
 }
 
 // NewVSA returns a SLSA VSA v1 statement (JSON) for bundle b of ev, which

@@ -26,7 +26,7 @@ func TestVerifyBadPolicyExit2(t *testing.T) {
 			}
 		})
 	}
-	if code, _, _ := ctl(t, "verify", "--vsa-key", "k.pem", filepath.Join(dir, "b")); code != exitUsage {
-		t.Errorf("--vsa-key without --vsa-out: exit %d", code)
+	if code, _, _ := ctl(t, "verify", "--result-key", "k.pem", filepath.Join(dir, "b")); code != exitUsage {
+		t.Errorf("--result-key without --result-out: exit %d", code)
 	}
 }

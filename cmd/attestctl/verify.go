@@ -97,11 +97,6 @@ VERIFIED line.`,
 	f.resultOut = fs.String("result-out", "", "write one DSSE-signed result per bundle to `FILE` (JSON lines): a SLSA VSA v1 for a completed build, an in-toto SVR v0.2 for an admission or dispatch")
 	f.policyOut = fs.String("policy-out", "", "write the policy evaluated (--policy with the flags on top) to `FILE`: the document the results' policy digest names")
 	f.policyURIFlag = fs.String("policy-uri", "", "`URI` where consumers of the results find the policy (default: a data: URI holding it, up to 8 KiB)")
-	// The names before SVRs joined VSAs.
-	fs.StringVar(f.resultKey, "vsa-key", "", "")
-	fs.StringVar(f.resultOut, "vsa-out", "", "")
-	fs.MarkDeprecated("vsa-key", "use --result-key")
-	fs.MarkDeprecated("vsa-out", "use --result-out")
 	f.tee = teeFlags(fs)
 	f.refs = newReferenceFlags(fs)
 	for _, n := range []string{"trust-ak", "ak-roots", "result-key", "reference", "reference-key"} {
