@@ -4,13 +4,17 @@ GO ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build demo test deps lint check-generated generate static fuzz bench clean
+.PHONY: all build demo test deps lint check-generated generate static fuzz bench clean man
 .PHONY: image e2e
 
 all: build
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/attestd ./cmd/attestctl
+
+# attestctl's man pages (section 1, one per command) into man/; docs/cli/ has the same as markdown.
+man: build
+	bin/attestctl gen-docs --man man
 
 # The daemon on the in-process TPM simulator, a full lifecycle, and its verification.
 demo: build

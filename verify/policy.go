@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -244,11 +245,16 @@ func (p *Policy) Seal() error {
 // Render writes the policy as YAML that ParsePolicy reads back to the same
 // policy (file names as given).
 func (p *Policy) Render() ([]byte, error) {
-	out, err := yaml.Marshal(p)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(p); err != nil {
 		return nil, fmt.Errorf("render policy: %w", err)
 	}
-	return out, nil
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("render policy: %w", err)
+	}
+	return buf.Bytes(), nil
 }
 
 // policyError makes a yamlfile error a *PolicyError.
