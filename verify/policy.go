@@ -25,27 +25,13 @@ const maxPolicySize = 1 << 20
 // ErrPolicy marks a policy file that cannot be used (attestctl: exit 2).
 var ErrPolicy = errors.New("invalid policy")
 
-// PolicyError is a policy problem at a place in the file.
-type PolicyError struct {
-	Line int    // 1-based; 0 when unknown
-	Key  string // dotted path, e.g. "trust.snp.measurements[0]"
-	Msg  string
-}
+// PolicyError is a policy problem at a place in the file (its Line, Key
+// and Msg); every one is an ErrPolicy.
+type PolicyError = yamlfile.Error
 
-func (e *PolicyError) Error() string {
-	var b strings.Builder
-	if e.Line > 0 {
-		fmt.Fprintf(&b, "line %d: ", e.Line)
-	}
-	if e.Key != "" {
-		b.WriteString(e.Key + ": ")
-	}
-	b.WriteString(e.Msg)
-	return b.String()
+func policyErr(line int, key, msg string) *PolicyError {
+	return &PolicyError{Line: line, Key: key, Msg: msg, Kind: ErrPolicy}
 }
-
-// Unwrap makes every PolicyError an ErrPolicy.
-func (e *PolicyError) Unwrap() error { return ErrPolicy }
 
 // Policy is an appraisal policy (docs/verifying.md, docs/policy.example.yaml):
 // what to trust, what must be attested, and what the verifier expects.
@@ -207,7 +193,7 @@ func (b BuildPolicy) OneBuild() bool {
 // no files (see Resolve).
 func ParsePolicy(raw []byte) (*Policy, error) {
 	if len(raw) > maxPolicySize {
-		return nil, &PolicyError{Msg: fmt.Sprintf("larger than %d bytes", maxPolicySize)}
+		return nil, policyErr(0, "", fmt.Sprintf("larger than %d bytes", maxPolicySize))
 	}
 	p := &Policy{}
 	nodes, err := yamlfile.Decode(raw, p)
@@ -215,7 +201,7 @@ func ParsePolicy(raw []byte) (*Policy, error) {
 		return nil, policyError(err)
 	}
 	if len(nodes) == 0 {
-		return nil, &PolicyError{Msg: "empty policy (want at least \"version: 1\")"}
+		return nil, policyErr(0, "", "empty policy (want at least \"version: 1\")")
 	}
 	p.nodes, p.Digest = nodes, sha256.Sum256(raw)
 	if err := p.validate(); err != nil {
@@ -261,9 +247,9 @@ func (p *Policy) Render() ([]byte, error) {
 func policyError(err error) error {
 	var ye *yamlfile.Error
 	if errors.As(err, &ye) {
-		return &PolicyError{Line: ye.Line, Key: ye.Key, Msg: ye.Msg}
+		return policyErr(ye.Line, ye.Key, ye.Msg)
 	}
-	return &PolicyError{Msg: err.Error()}
+	return policyErr(0, "", err.Error())
 }
 
 // errAt is a PolicyError at the place of key in the file the policy was

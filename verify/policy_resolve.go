@@ -40,7 +40,7 @@ const maxPolicyFile = 16 << 20
 func LoadPolicy(path string) (*Policy, error) {
 	raw, err := readBounded(path)
 	if err != nil {
-		return nil, &PolicyError{Msg: err.Error()}
+		return nil, policyErr(0, "", err.Error())
 	}
 	p, err := ParsePolicy(raw)
 	if err != nil {

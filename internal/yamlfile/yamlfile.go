@@ -25,7 +25,13 @@ type Error struct {
 	Line int    // 1-based; 0 when unknown
 	Key  string // dotted path, e.g. "trust.snp.measurements[0]"
 	Msg  string
+	// Kind is a sentinel the error wraps (what the file is: a policy, a
+	// config), for errors.Is; nil for none.
+	Kind error
 }
+
+// Unwrap returns Kind.
+func (e *Error) Unwrap() error { return e.Kind }
 
 func (e *Error) Error() string {
 	var b strings.Builder
