@@ -120,6 +120,9 @@ func sessionTimeout(t *testing.T) time.Duration {
 	return d
 }
 
+// maxShown is how many of a failed block's last output lines a failure shows.
+const maxShown = 40
+
 const (
 	blockMark = "@@doccmd-block"
 	failMark  = "@@doccmd-failed"
@@ -195,9 +198,12 @@ func explain(blocks []block, lines []int, out string, err, ctxErr error) string 
 	if ctxErr != nil {
 		what = fmt.Sprintf("still running after the session's time (%v): %s", ctxErr, what)
 	}
-	shown = failMarkRe.ReplaceAllString(exitMarkRe.ReplaceAllString(shown, ""), "")
+	shown = strings.TrimSpace(failMarkRe.ReplaceAllString(exitMarkRe.ReplaceAllString(shown, ""), ""))
+	if l := strings.Split(shown, "\n"); len(l) > maxShown {
+		shown = fmt.Sprintf("[%d lines before]\n%s", len(l)-maxShown, strings.Join(l[len(l)-maxShown:], "\n"))
+	}
 	return fmt.Sprintf("%s:%d: %s\nthe block (%s:%d):\n%s\nits output:\n%s", b.file, where, what, b.file, b.line,
-		indent(b.text), indent(strings.TrimSpace(shown)))
+		indent(b.text), indent(shown))
 }
 
 func indent(s string) string {

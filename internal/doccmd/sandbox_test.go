@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -144,7 +145,7 @@ func startSession(t *testing.T, template, bin string) *session {
 // --runtime-dir DIR, and waits until it wrote its launch attestation and its
 // socket answers.
 func startDaemon(t *testing.T, bin string, s *session) {
-	var log bytes.Buffer
+	var log syncBuffer
 	cmd := exec.Command(filepath.Join(bin, "attestd"), "--backend=simulator", "--runtime-dir", s.runtime)
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
@@ -184,6 +185,25 @@ func startDaemon(t *testing.T, bin string, s *session) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// syncBuffer is a bytes.Buffer the daemon's output goroutine and the test
+// can share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // runScript runs a session's script with bash, the built binaries first on
