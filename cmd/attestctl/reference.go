@@ -122,7 +122,7 @@ func (e *env) reference(f *bakeFlags) error {
 	}
 	var summary referenceJSON
 	if *prov.out != "" {
-		pst, err := prov.statement(*uki, e.clock())
+		pst, err := prov.statement(*uki, rv.Boot.Cmdline, e.clock())
 		if err != nil {
 			return err
 		}

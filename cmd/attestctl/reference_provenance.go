@@ -53,8 +53,10 @@ func newProvenanceFlags(fs *pflag.FlagSet) *provenanceFlags {
 }
 
 // statement builds the provenance statement (JSON) for the bake; finished is
-// when the bake finished. ukiPath is the default subject.
-func (pf *provenanceFlags) statement(ukiPath string, finished time.Time) ([]byte, error) {
+// when the bake finished. ukiPath is the default subject; cmdline, the UKI's
+// embedded kernel command line, is the "cmdline" parameter unless --param
+// gives one (SLSA provenance needs at least one external parameter).
+func (pf *provenanceFlags) statement(ukiPath, cmdline string, finished time.Time) ([]byte, error) {
 	subjects := pf.subjects
 	if len(subjects) == 0 {
 		subjects = multiFlag{ukiPath}
@@ -74,6 +76,9 @@ func (pf *provenanceFlags) statement(ukiPath string, finished time.Time) ([]byte
 			return nil, fmt.Errorf("%w: --param %q: want KEY=VALUE", errUsage, p)
 		}
 		params[k] = v
+	}
+	if _, ok := params["cmdline"]; !ok && cmdline != "" {
+		params["cmdline"] = cmdline
 	}
 	ext, err := structpb.NewStruct(params)
 	if err != nil {

@@ -35,7 +35,7 @@ func TestImageProvenance(t *testing.T) {
 		t.Fatal(err)
 	}
 	finished := time.Date(2026, 11, 24, 11, 5, 0, 0, time.UTC)
-	b, err := pf.statement(uki, finished)
+	b, err := pf.statement(uki, "", finished)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestImageProvenance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := pf.statement(uki, finished); !errors.Is(err, errUsage) {
+		if _, err := pf.statement(uki, "", finished); !errors.Is(err, errUsage) {
 			t.Errorf("%s: err %v, want a usage error", name, err)
 		}
 	}

@@ -46,7 +46,7 @@ func bakeImage(t *testing.T) bakedImage {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	st, err := pf.statement(b.uki, time.Date(2026, 11, 24, 11, 5, 0, 0, time.UTC))
+	st, err := pf.statement(b.uki, "", time.Date(2026, 11, 24, 11, 5, 0, 0, time.UTC))
 	if err != nil {
 		t.Fatal(err)
 	}

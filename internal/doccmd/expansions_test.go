@@ -56,11 +56,11 @@ var expansions = map[string]expansion{
 		skip: "a make target (builds and runs scripts/demo.sh); not run by make test"},
 	"make e2e": {
 		skip: "needs root, QEMU, OVMF and swtpm, 3-5 minutes; make test runs it as root (images/e2e.sh)"},
-	// Without --provenance-out: with it but no --param, attestctl refuses
-	// ("buildDefinition.externalParameters required"), a fault of the code,
-	// not the doc; the docs/operating.md entry below writes the provenance.
+	// Without --param: the UKI's command line is the provenance's one
+	// external parameter. Its own file: verify-image below checks the
+	// provenance that names disk.img too.
 	"attestctl reference --root DIR --uki FILE --key PEM [--provenance-out FILE]": {
-		run: "attestctl reference --root rootfs --uki uki.efi --key bake-key.pem"},
+		run: "attestctl reference --root rootfs --uki uki.efi --key bake-key.pem --provenance-out tour-provenance.intoto.json"},
 	"attestctl verify-image --key PEM --provenance FILE disk.img uki.efi": {
 		run: "attestctl verify-image --key bake-key.pub.pem --provenance provenance.intoto.json disk.img uki.efi"},
 	"attestctl --help":           {run: "attestctl --help"},
