@@ -42,6 +42,11 @@ const (
 	EventSeparator EventType = 5 // launch measurements frozen after this: Separator
 	EventRestart   EventType = 6 // the daemon restarted in the same boot: Restart
 	EventStorage   EventType = 7 // the system's mounts and what backs them: StorageMeasurement (launch)
+	// EventPreboot is an event another component (systemd-stub) extended
+	// into the register before attestd started, copied from the firmware's
+	// event log: Preboot. Its digests are the firmware log's, not its
+	// content's, so it is accepted only at the start of the log.
+	EventPreboot EventType = 8
 
 	// 16..31 are reserved for the build lifecycle; their data formats are
 	// defined by the agent and documented in docs/measure-events.md.
@@ -67,6 +72,8 @@ func (t EventType) String() string {
 		return "restart"
 	case EventStorage:
 		return "storage"
+	case EventPreboot:
+		return "preboot"
 	case EventBuildID:
 		return "build-id"
 	case EventRuntime:

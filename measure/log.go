@@ -75,6 +75,8 @@ type Log struct {
 	buf     []byte
 	sum     hash.Hash // SHA-256 of buf, kept up as records are appended; nil until Ref first asks
 	n       int       // records in buf
+	preboot int       // preboot records at the start of buf
+	own     bool      // buf holds a record of attestd's own (not preboot): no preboot record may follow
 	frozen  bool
 	build   buildTracker
 	broken  error // set when log and file or register may disagree
@@ -217,6 +219,11 @@ func (l *Log) scan(b []byte) error {
 		}
 		l.frozen = l.frozen || r.Type == EventSeparator
 		l.build.add(r.Seq, r.Type, r.Data)
+		if r.Type == EventPreboot {
+			l.preboot++ // Replayer.Add refused one after an own record
+		} else {
+			l.own = true
+		}
 		l.n++
 		off += size
 	}

@@ -38,6 +38,8 @@ func (l *Log) RecordWithin(ctx context.Context, ext Extender, e Event, limit int
 		return Record{}, fmt.Errorf("record %s event: %w", e.Type, l.broken)
 	case e.Type == 0:
 		return Record{}, errors.New("record event: event type 0 is invalid")
+	case e.Type == EventPreboot:
+		return Record{}, errors.New("record preboot event: the register already holds it: use RecordPreboot, which does not extend")
 	case l.frozen && (e.Type.launch() || e.Type == EventSeparator):
 		return Record{}, fmt.Errorf("record %s event: %w", e.Type, ErrFrozen)
 	}
@@ -72,6 +74,7 @@ func (l *Log) RecordWithin(ctx context.Context, ext Extender, e Event, limit int
 	}
 	l.keep(b)
 	l.n++
+	l.own = true
 	l.frozen = l.frozen || e.Type == EventSeparator
 	l.build.add(r.Seq, r.Type, r.Data)
 	// The Extender gets its own copy of the digests: r is returned.
@@ -162,6 +165,7 @@ func (l *Log) Reset() error {
 		return fmt.Errorf("reset event log: %w", err)
 	}
 	l.f, l.id, l.buf, l.n, l.frozen, l.build, l.broken, l.sum = f, id, nil, 0, false, buildTracker{}, nil, nil
+	l.preboot, l.own = 0, false
 	return nil
 }
 

@@ -15,11 +15,14 @@ type ReplayError struct {
 	Record int    // position in the log, from 0
 	Seq    uint64 // the record's CEL recnum
 	Reason string
+	Err    error // a sentinel the reason stands for (ErrPrebootPosition), or nil
 }
 
 func (e *ReplayError) Error() string {
 	return fmt.Sprintf("replay record %d (seq %d): %s", e.Record, e.Seq, e.Reason)
 }
+
+func (e *ReplayError) Unwrap() error { return e.Err }
 
 // DigestError says a record's logged digest is not the digest of its content:
 // the event body was changed after it was measured.
@@ -56,7 +59,10 @@ func (e *ReplayMismatchError) Error() string {
 // It is strict, because an attestd log belongs to one register: every record
 // must be for (kind, index), carry Seq equal to its position, be attestd
 // content, and have a bank digest equal to the digest recomputed from its
-// content. Only then are the records' Type and Data worth trusting, and only
+// content. The one exception are preboot records (EventPreboot), whose
+// digest is the firmware log's: they are accepted only before every other
+// record (ErrPrebootPosition otherwise), and only their digests, not their
+// content, are proven by the register. Only then are the records' Type and Data worth trusting, and only
 // if the result is compared with an authenticated register value (CheckReplay).
 func Replay(recs []Record, bank crypto.Hash, kind RegisterKind, index int) ([]byte, error) {
 	p, err := NewReplayer(bank, kind, index)
@@ -83,6 +89,7 @@ type Replayer struct {
 	mr    []byte // the register after them
 	h     hash.Hash
 	sum   []byte // scratch for the computed digest
+	own   bool   // a record other than a preboot one was added
 	err   error  // the first Add error; the Replayer is spent after it
 }
 
@@ -127,6 +134,16 @@ func (p *Replayer) add(r Record) error {
 	if !ok {
 		return fail("no %v digest", p.bank)
 	}
+	if r.Type == EventPreboot {
+		// Its digest is the firmware log's, which nothing here can check
+		// against its content: only what the register held before attestd
+		// started may be such a record.
+		if p.own {
+			return &ReplayError{Record: i, Seq: r.Seq, Reason: ErrPrebootPosition.Error(), Err: ErrPrebootPosition}
+		}
+		p.extend(logged)
+		return nil
+	}
 	computed, err := Event{Type: r.Type, Data: r.Data}.appendDigest(p.sum[:0], p.h)
 	if err != nil {
 		return fail("%v", err)
@@ -135,12 +152,18 @@ func (p *Replayer) add(r Record) error {
 		return &DigestError{Record: i, Seq: r.Seq, Type: r.Type, Bank: p.bank,
 			Logged: bytes.Clone(logged), Computed: bytes.Clone(computed)}
 	}
+	p.own = true
+	p.extend(logged)
+	return nil
+}
+
+// extend extends the value with the digest d of the next record.
+func (p *Replayer) extend(d []byte) {
 	p.h.Reset()
 	p.h.Write(p.mr)
-	p.h.Write(logged)
+	p.h.Write(d)
 	p.mr = p.h.Sum(p.mr[:0])
 	p.n++
-	return nil
 }
 
 // Value returns the register's value after the records added so far.
