@@ -177,6 +177,10 @@ type Claims struct {
 	// verifier declares a hardware TPM), not in a component the host
 	// controls. SLSA BuildEnv L3 needs it (docs/verifying.md).
 	Hardware bool
+	// FirmwareLog is the platform firmware's TCG event log when it replayed
+	// to the quoted registers (nil: none was given, or the backend has
+	// none): the events of those registers are authenticated.
+	FirmwareLog []byte
 }
 
 // Verifier checks evidence of one backend. It never reads policy beyond opts

@@ -3,9 +3,11 @@ package measure
 import (
 	"bytes"
 	"crypto"
+	"encoding/hex"
 	"os"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-eventlog/register"
 	"github.com/google/go-eventlog/tcg"
 )
@@ -69,4 +71,71 @@ func TestPredictionsMatchOVMFLog(t *testing.T) {
 			t.Errorf("UKISections[%d] = %s, the stub measured %s", i, n, names[i])
 		}
 	}
+}
+
+// testdata/ovmf-e2e-firmware.log is the firmware event log inside
+// verify/testdata/e2e's bundle (the same boot as its reference values):
+// e2eCmdline is that image's .cmdline.
+const e2eCmdline = "console=ttyS0 roothash=7e40ea405550193adf3d0d0d83eeeb60ab3903c643423aa236a2d170fe9188e7 ro panic=-1 no_timer_check systemd.show_status=error"
+
+// TestBootPredictionsMatchOVMFLogs: PCR 7 (Secure Boot off, no keys), PCR 9
+// (the kernel's load options and initrd) and PCR 12 (nothing) as predicted,
+// in both real logs.
+func TestBootPredictionsMatchOVMFLogs(t *testing.T) {
+	for _, name := range []string{"ovmf-uki-firmware.log", "ovmf-e2e-firmware.log"} {
+		t.Run(name, func(t *testing.T) {
+			raw, err := os.ReadFile("testdata/" + name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			evs, err := ParseFirmwareLog(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			byPCR := map[int][]FirmwareEvent{}
+			for _, e := range evs {
+				byPCR[e.PCR] = append(byPCR[e.PCR], e)
+			}
+			if diff := cmp.Diff(SecureBootOffEvents(crypto.SHA256), byPCR[7]); diff != "" {
+				t.Errorf("PCR 7 (-predicted +log):\n%s", diff)
+			}
+			pcr9 := byPCR[9]
+			if len(pcr9) != 2 || pcr9[0].What != LinuxLoadOptions || pcr9[1].What != LinuxInitrd || pcr9[0].Type != "EV_EVENT_TAG" {
+				t.Fatalf("PCR 9 events: %+v", pcr9)
+			}
+			if len(byPCR[12]) != 0 {
+				t.Errorf("PCR 12 has events: %+v", byPCR[12])
+			}
+			if name != "ovmf-e2e-firmware.log" {
+				return
+			}
+			want := KernelEvents(crypto.SHA256, e2eCmdline, nil)
+			if !bytes.Equal(want[0].Digest, pcr9[0].Digest) {
+				t.Errorf("load options digest %x, log %x", want[0].Digest, pcr9[0].Digest)
+			}
+			// The quoted PCR 9 of that boot (the bundle's tpm/pcrs).
+			if got := PCRValue(crypto.SHA256, pcr9); hex.EncodeToString(got) != "04bb0a6e1541c3eb8830cfd0629f8707d15edddae8f80c5497e693ce88a98a16" {
+				t.Errorf("PCR 9 replays to %x", got)
+			}
+		})
+	}
+}
+
+func FuzzParseFirmwareLog(f *testing.F) {
+	for _, name := range []string{"ovmf-uki-firmware.log", "ovmf-e2e-firmware.log"} {
+		if raw, err := os.ReadFile("testdata/" + name); err == nil {
+			f.Add(raw)
+		}
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		evs, err := ParseFirmwareLog(raw)
+		if err != nil {
+			return
+		}
+		for _, e := range evs {
+			if len(e.Digest) != crypto.SHA256.Size() || len(e.What) > 4*81 {
+				t.Fatalf("event %+v", e)
+			}
+		}
+	})
 }

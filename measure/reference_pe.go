@@ -209,32 +209,53 @@ func UKIStubEvents(img []byte, h crypto.Hash) ([]StubEvent, error) {
 // PCR 4 before it starts a boot option.
 const EFICallingBootOption = "Calling EFI Application from Boot Option"
 
-// PredictPCR4 returns PCR 4 after UEFI firmware (EDK2/OVMF) booted the EFI
-// applications with the given Authenticode digests from a boot option, in
-// that order: the "Calling EFI Application from Boot Option" action, the
-// separator, then one EV_EFI_BOOT_SERVICES_APPLICATION per application.
-func PredictPCR4(h crypto.Hash, appDigests [][]byte) []byte {
-	digests := [][]byte{digestOf(h, []byte(EFICallingBootOption)), digestOf(h, make([]byte, 4))}
-	digests = append(digests, appDigests...)
-	return ExtendAll(h, make([]byte, h.Size()), digests)
+// PCR4Events are what UEFI firmware (EDK2/OVMF) measures into PCR 4 when it
+// boots the EFI applications with the given Authenticode digests from a
+// boot option, in that order: the "Calling EFI Application from Boot
+// Option" action, the separator, then one EV_EFI_BOOT_SERVICES_APPLICATION
+// per application.
+func PCR4Events(h crypto.Hash, appDigests [][]byte) []FirmwareEvent {
+	out := []FirmwareEvent{
+		{PCR: 4, Type: "EV_EFI_ACTION", What: EFICallingBootOption, Digest: digestOf(h, []byte(EFICallingBootOption))},
+		{PCR: 4, Type: "EV_SEPARATOR", Digest: digestOf(h, make([]byte, 4))},
+	}
+	for _, d := range appDigests {
+		out = append(out, FirmwareEvent{PCR: 4, Type: "EV_EFI_BOOT_SERVICES_APPLICATION", Digest: d})
+	}
+	return out
 }
 
-// PredictPCR11 returns PCR 11 after systemd-stub measured img, followed by
+// PredictPCR4 returns PCR 4 after PCR4Events.
+func PredictPCR4(h crypto.Hash, appDigests [][]byte) []byte {
+	return PCRValue(h, PCR4Events(h, appDigests))
+}
+
+// PCR11Events are what systemd-stub (252) measures into PCR 11 for img
+// (UKIStubEvents, as EV_IPL events named by their section), followed by
 // the systemd-pcrphase phase strings in phases (none if the image does not
 // run systemd-pcrphase).
-func PredictPCR11(h crypto.Hash, img []byte, phases []string) ([]byte, error) {
+func PCR11Events(h crypto.Hash, img []byte, phases []string) ([]FirmwareEvent, error) {
 	evs, err := UKIStubEvents(img, h)
 	if err != nil {
 		return nil, err
 	}
-	var digests [][]byte
+	out := make([]FirmwareEvent, 0, len(evs)+len(phases))
 	for _, e := range evs {
-		digests = append(digests, e.Digest)
+		out = append(out, FirmwareEvent{PCR: 11, Type: "EV_IPL", What: e.Description, Digest: e.Digest})
 	}
 	for _, p := range phases {
-		digests = append(digests, digestOf(h, []byte(p)))
+		out = append(out, FirmwareEvent{PCR: 11, Type: "EV_IPL", What: p, Digest: digestOf(h, []byte(p))})
 	}
-	return ExtendAll(h, make([]byte, h.Size()), digests), nil
+	return out, nil
+}
+
+// PredictPCR11 returns PCR 11 after PCR11Events.
+func PredictPCR11(h crypto.Hash, img []byte, phases []string) ([]byte, error) {
+	evs, err := PCR11Events(h, img, phases)
+	if err != nil {
+		return nil, err
+	}
+	return PCRValue(h, evs), nil
 }
 
 func digestOf(h crypto.Hash, b []byte) []byte {

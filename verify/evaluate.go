@@ -149,6 +149,8 @@ var policyChecks = []policyCheck{
 	{CheckPolicyAttributes, func(p *Policy) bool { return len(p.Require.Attributes) > 0 }, (*appraisal).attributes},
 	{CheckPolicyBackends, func(p *Policy) bool { return len(p.Require.Backends) > 0 }, (*appraisal).backends},
 	{CheckPolicyPurposes, func(p *Policy) bool { return len(p.Require.Purposes) > 0 }, (*appraisal).purposes},
+	{CheckPolicyFirmwareLog, func(p *Policy) bool { return p.Require.FirmwareLog }, (*appraisal).firmwareLog},
+	{CheckPolicySecureBoot, func(p *Policy) bool { return p.Require.SecureBoot }, (*appraisal).secureBoot},
 	{CheckPolicyNonces, func(p *Policy) bool { return len(p.Freshness.Nonces) > 0 }, (*appraisal).nonces},
 	{CheckPolicyFreshness, func(p *Policy) bool { return p.Freshness.MaxAge > 0 }, (*appraisal).maxAge},
 	{CheckPolicyBuild, func(p *Policy) bool { return p.Build.ID != "" }, (*appraisal).build},
@@ -166,6 +168,8 @@ const (
 	CheckPolicyAttributes     = "policy-attributes"
 	CheckPolicyBackends       = "policy-backends"
 	CheckPolicyPurposes       = "policy-purposes"
+	CheckPolicyFirmwareLog    = "policy-firmware-log"
+	CheckPolicySecureBoot     = "policy-secure-boot"
 	CheckPolicyNonces         = "policy-nonces"
 	CheckPolicyFreshness      = "policy-max-age"
 	CheckPolicyBuild          = "policy-build"

@@ -137,6 +137,13 @@ type RequirePolicy struct {
 	Backends []string `yaml:"backends,omitempty"`
 	// Purposes must each appear in every bundle ("launch", "dispatch", …).
 	Purposes []attest.Purpose `yaml:"purposes,omitempty"`
+	// SecureBoot requires Secure Boot on: the authenticated firmware event
+	// log's PCR 7 records SecureBoot = 1 (policy-secure-boot).
+	SecureBoot bool `yaml:"secure_boot,omitempty"`
+	// FirmwareLog requires every attestation to carry TPM evidence with a
+	// firmware event log that replays to its quoted PCRs; without it a
+	// missing log is a skipped check (policy-firmware-log).
+	FirmwareLog bool `yaml:"firmware_log,omitempty"`
 }
 
 // FreshnessPolicy says how new the evidence must be.

@@ -2,6 +2,7 @@ package verify
 
 import (
 	"bytes"
+	"crypto"
 	"errors"
 	"fmt"
 	"maps"
@@ -271,4 +272,37 @@ func (a *appraisal) teeMeasurementsPinned() bool {
 		}
 	}
 	return len(a.rs) > 0
+}
+
+// firmwareLog: every attestation's TPM evidence carried a firmware event
+// log that replayed to its quoted PCRs (attest.Claims.FirmwareLog).
+func (a *appraisal) firmwareLog() (string, error) {
+	return "every attestation carries a firmware event log that replays to its quoted PCRs", eachResult(a.rs, func(r *Result) error {
+		if r.firmware == nil {
+			return fmt.Errorf("%s attestation: no firmware event log that replays to authenticated TPM evidence", r.Purpose)
+		}
+		return nil
+	})
+}
+
+// secureBoot: the authenticated firmware log's PCR 7 says Secure Boot was
+// on.
+func (a *appraisal) secureBoot() (string, error) {
+	return "Secure Boot was on (the firmware log's PCR 7, replayed to the quote)", eachResult(a.rs, func(r *Result) error {
+		if r.firmware == nil {
+			return fmt.Errorf("%s attestation: no authenticated firmware event log: the Secure Boot state is unknown", r.Purpose)
+		}
+		evs, err := measure.ParseFirmwareLog(r.firmware)
+		if err != nil {
+			return err
+		}
+		on, err := measure.SecureBootState(crypto.SHA256, evs)
+		if err != nil {
+			return fmt.Errorf("%s attestation: %v", r.Purpose, err)
+		}
+		if !on {
+			return fmt.Errorf("%s attestation: Secure Boot was off (PCR 7's SecureBoot variable is 0)", r.Purpose)
+		}
+		return nil
+	})
 }

@@ -49,8 +49,9 @@ type ReferenceValues struct {
 	// RootHash is the dm-verity root hash of the image's root file system
 	// (lower-case hex), as on the kernel command line.
 	RootHash string `json:"roothash,omitempty"`
-	// PCRs maps a PCR index ("4", "11") to its expected value (hex) at the
-	// time attestd quotes: only the PCRs predicted from the image.
+	// PCRs maps a PCR index ("4", "7", "9", "11", "12") to its expected
+	// value (hex) at the time attestd quotes: only the PCRs predicted from
+	// the image.
 	PCRs map[string]string `json:"pcrs,omitempty"`
 	// Boot describes how the PCR values were predicted (informational).
 	Boot *BootReference `json:"boot,omitempty"`
@@ -86,6 +87,29 @@ type BootReference struct {
 	KernelAuthenticodeSHA256 string   `json:"kernelAuthenticodeSha256,omitempty"`
 	Cmdline                  string   `json:"cmdline,omitempty"`
 	PCR11Phases              []string `json:"pcr11Phases"`
+	// SecureBoot is the Secure Boot state PCR 7 was predicted for: "off"
+	// (no keys enrolled); "" when PCR 7 is not predicted (the platform
+	// policy pins it).
+	SecureBoot string `json:"secureBoot,omitempty"`
+	// Events are the predicted firmware-log events of each predicted PCR,
+	// in order: they let the verifier name the event that differs.
+	Events map[string][]BootEvent `json:"events,omitempty"`
+}
+
+// BootEvent is one predicted firmware-log event.
+type BootEvent struct {
+	Type   string `json:"type"`
+	What   string `json:"what,omitempty"`
+	SHA256 string `json:"sha256"`
+}
+
+// BootEvents converts predicted firmware events for the statement.
+func BootEvents(evs []measure.FirmwareEvent) []BootEvent {
+	out := make([]BootEvent, len(evs))
+	for i, e := range evs {
+		out[i] = BootEvent{Type: e.Type, What: e.What, SHA256: hex.EncodeToString(e.Digest)}
+	}
+	return out
 }
 
 // ReferenceSubject names what the reference values are for.
@@ -180,15 +204,38 @@ func (rv *ReferenceValues) validate() error {
 		}
 	}
 	for k, v := range rv.PCRs {
-		i, err := strconv.Atoi(k)
-		if err != nil || i < 0 || i > 23 || strconv.Itoa(i) != k {
+		if !isPCRIndex(k) {
 			return bad("PCR index %q", k)
 		}
 		if !isHex(v) {
 			return bad("PCR %s value %q is not 64 lower-case hex digits", k, v)
 		}
 	}
+	if b := rv.Boot; b != nil {
+		if b.SecureBoot != "" && b.SecureBoot != SecureBootOff {
+			return bad("boot.secureBoot %q: want %q or nothing", b.SecureBoot, SecureBootOff)
+		}
+		for k, evs := range b.Events {
+			if !isPCRIndex(k) {
+				return bad("boot.events: PCR index %q", k)
+			}
+			for j, e := range evs {
+				if !isHex(e.SHA256) || e.Type == "" {
+					return bad("boot.events[%s][%d]: want a type and 64 lower-case hex digits", k, j)
+				}
+			}
+		}
+	}
 	return nil
+}
+
+// SecureBootOff is boot.secureBoot for PCR 7 predicted with Secure Boot off
+// and no keys enrolled.
+const SecureBootOff = "off"
+
+func isPCRIndex(k string) bool {
+	i, err := strconv.Atoi(k)
+	return err == nil && i >= 0 && i <= 23 && strconv.Itoa(i) == k
 }
 
 func isAgentRegister(s string) bool {
@@ -285,7 +332,7 @@ func (r *Result) Appraise(rv *ReferenceValues) []attest.Check {
 		case !ok:
 			add(name, fmt.Errorf("PCR %d is not quoted", i), "")
 		case hex.EncodeToString(got) != want:
-			add(name, fmt.Errorf("PCR %d is %x, reference %s", i, got, want), "")
+			add(name, fmt.Errorf("PCR %d is %x, reference %s%s", i, got, want, r.explainPCR(i, got, rv)), "")
 		default:
 			add(name, nil, fmt.Sprintf("PCR %d is the reference %s", i, short(want)))
 		}
@@ -407,4 +454,49 @@ func openSigned(raw []byte, max int, keys []crypto.PublicKey) ([]byte, error) {
 		return nil, fmt.Errorf("%w: payload: %v", scai.ErrEnvelope, err)
 	}
 	return payload, nil
+}
+
+// explainPCR says which firmware-log event makes PCR i differ from the
+// reference: the authenticated firmware log's events for i (when they
+// replay to its quoted value got) against the predicted ones. "" when
+// there is no log to explain it.
+func (r *Result) explainPCR(i int, got []byte, rv *ReferenceValues) string {
+	if r.firmware == nil {
+		return " (no firmware event log to explain it)"
+	}
+	all, err := measure.ParseFirmwareLog(r.firmware)
+	if err != nil {
+		return fmt.Sprintf(" (the firmware event log does not parse: %v)", err)
+	}
+	var evs []measure.FirmwareEvent
+	for _, e := range all {
+		if e.PCR == i {
+			evs = append(evs, e)
+		}
+	}
+	if !bytes.Equal(measure.PCRValue(crypto.SHA256, evs), got) {
+		return fmt.Sprintf(" (the firmware event log's %d event(s) for PCR %d do not replay to it: it was extended without a log entry)", len(evs), i)
+	}
+	var want []BootEvent
+	if rv.Boot != nil {
+		want = rv.Boot.Events[strconv.Itoa(i)]
+	}
+	describe := func(e measure.FirmwareEvent) string {
+		s := e.Type
+		if e.What != "" {
+			s += fmt.Sprintf(" %q", e.What)
+		}
+		return s + " " + short(hex.EncodeToString(e.Digest))
+	}
+	for k := 0; k < len(evs) || k < len(want); k++ {
+		switch {
+		case k >= len(evs):
+			return fmt.Sprintf(": the firmware log ends after %d event(s); the reference has %s %q next", len(evs), want[k].Type, want[k].What)
+		case k >= len(want):
+			return fmt.Sprintf(": the firmware log has %d event(s) more than the reference, from event %d: %s", len(evs)-len(want), k, describe(evs[k]))
+		case want[k].SHA256 != hex.EncodeToString(evs[k].Digest):
+			return fmt.Sprintf(": first difference at firmware-log event %d of PCR %d: %s, the reference has %s %q %s", k, i, describe(evs[k]), want[k].Type, want[k].What, short(want[k].SHA256))
+		}
+	}
+	return ""
 }

@@ -3,16 +3,19 @@ package verify
 import (
 	"crypto"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/attest/tpm"
+	"github.com/attestd/attestd/measure"
 	"github.com/attestd/attestd/scai"
 )
 
@@ -127,5 +130,109 @@ func TestAppraiseRealBoot(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// e2eInitrdSHA256 is the SHA-256 of the .initrd section of the e2e image's
+// UKI (the same initrd in every bake of it).
+const e2eInitrdSHA256 = "c99f8acfa75ab8028ea9a02a113e1d93e4bc180bdbd70fc2ddaf115d74070280"
+
+// TestAppraiseBootPCRs: the boot PCRs (7: Secure Boot off; 9: the UKI's
+// command line and initrd; 12: nothing) predicted as attestctl reference
+// predicts them match the real boot, and a difference is explained by the
+// firmware event log's event.
+func TestAppraiseBootPCRs(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("testdata", "e2e", "bundle.intoto.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := scai.DecodeBundle(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := os.ReadFile(filepath.Join("testdata", "e2e", "reference.intoto.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{TrustedAKs: []crypto.PublicKey{readPublicKeyFile(t, "ak.pem")},
+		Verifiers: []attest.Verifier{tpm.Verifier{Now: func() time.Time { return time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC) }}}}
+	initrd, _ := hex.DecodeString(e2eInitrdSHA256)
+	predict := func(t *testing.T, cmdline string, pcr12 []measure.FirmwareEvent) *ReferenceValues {
+		rv, err := OpenReference(ref, []crypto.PublicKey{readPublicKeyFile(t, "bake-key.pub.pem")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pcr9 := measure.KernelEvents(crypto.SHA256, cmdline, nil)
+		pcr9 = append(pcr9, measure.FirmwareEvent{PCR: 9, Type: "EV_EVENT_TAG", What: measure.LinuxInitrd, Digest: initrd})
+		rv.Boot.Events = map[string][]BootEvent{}
+		for i, evs := range map[int][]measure.FirmwareEvent{7: measure.SecureBootOffEvents(crypto.SHA256), 9: pcr9, 12: pcr12} {
+			rv.PCRs[strconv.Itoa(i)] = hex.EncodeToString(measure.PCRValue(crypto.SHA256, evs))
+			rv.Boot.Events[strconv.Itoa(i)] = BootEvents(evs)
+		}
+		return rv
+	}
+	other := measure.FirmwareEvent{PCR: 12, Type: "EV_IPL", What: "a credential", Digest: make([]byte, 32)}
+	for _, tc := range []struct {
+		name    string
+		rv      func(t *testing.T) *ReferenceValues
+		failing string
+		detail  string
+	}{
+		{"as booted", func(t *testing.T) *ReferenceValues { return predict(t, e2eCmdlineOf(t, ref), nil) }, "", ""},
+		{"another command line", func(t *testing.T) *ReferenceValues { return predict(t, e2eCmdlineOf(t, ref)+" x=1", nil) },
+			CheckRefPCRPrefix + "9", `first difference at firmware-log event 0 of PCR 9: EV_EVENT_TAG "LOADED_IMAGE::LoadOptions" 9c47e439db256e52…`},
+		{"a credential expected", func(t *testing.T) *ReferenceValues {
+			return predict(t, e2eCmdlineOf(t, ref), []measure.FirmwareEvent{other})
+		}, CheckRefPCRPrefix + "12", `the firmware log ends after 0 event(s); the reference has EV_IPL "a credential" next`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rv := tc.rv(t)
+			r := Envelope(b.Envelopes[0], MaterialOf(b), opts)
+			for _, c := range r.Appraise(rv) {
+				if !strings.HasPrefix(c.Name, CheckRefPCRPrefix) {
+					continue
+				}
+				if c.OK == (c.Name == tc.failing) {
+					t.Errorf("%s ok=%v: %s", c.Name, c.OK, c.Detail)
+				}
+				if c.Name == tc.failing && !strings.Contains(c.Detail, tc.detail) {
+					t.Errorf("%s detail %q, want it to contain %q", c.Name, c.Detail, tc.detail)
+				}
+			}
+		})
+	}
+}
+
+func e2eCmdlineOf(t *testing.T, ref []byte) string {
+	t.Helper()
+	rv, err := OpenReference(ref, []crypto.PublicKey{readPublicKeyFile(t, "bake-key.pub.pem")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rv.Boot.Cmdline
+}
+
+// TestPolicyBootRequirements: require.firmware_log passes on the real boot
+// (its log replays), require.secure_boot fails (Secure Boot was off).
+func TestPolicyBootRequirements(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("testdata", "e2e", "bundle.intoto.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ParsePolicy([]byte("version: 1\nrequire: {firmware_log: true, secure_boot: true}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Resolved = &Resolved{TrustedAKs: []crypto.PublicKey{readPublicKeyFile(t, "ak.pem")}}
+	ev := Evaluate(p, []Input{{Name: "e2e", Raw: raw}}, Config{Verifiers: []attest.Verifier{tpm.Verifier{}}})
+	got := map[string]attest.Check{}
+	for _, c := range ev.Bundles[0].Policy {
+		got[c.Name] = c
+	}
+	if c := got[CheckPolicyFirmwareLog]; !c.OK {
+		t.Errorf("%s: %s", c.Name, c.Detail)
+	}
+	if c := got[CheckPolicySecureBoot]; c.OK || !strings.Contains(c.Detail, "Secure Boot was off") {
+		t.Errorf("%s ok=%v: %s", c.Name, c.OK, c.Detail)
 	}
 }

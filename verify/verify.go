@@ -73,6 +73,7 @@ type Result struct {
 	bank      crypto.Hash                 // the hash of registers
 	backends  []string                    // backends whose evidence passed every check
 	hardware  bool                        // one of them claims hardware roots (attest.Claims.Hardware)
+	firmware  []byte                      // the firmware event log that replayed to the quoted PCRs (attest.Claims.FirmwareLog)
 	log       []byte                      // the event log prefix the attestation names, once found
 }
 
@@ -202,6 +203,9 @@ func opened(env *dsse.Envelope, op *scai.Opened, err error, m *Material, opts Op
 		}
 		r.backends = append(r.backends, ev.Backend)
 		r.hardware = r.hardware || claims.Hardware
+		if claims.FirmwareLog != nil {
+			r.firmware = claims.FirmwareLog
+		}
 		// The first evidence is the backend's, whose register the agent's
 		// log extends; a TEE source beside it may claim another bank.
 		if bank == 0 {

@@ -122,6 +122,9 @@ func (v Verifier) Verify(ev *attest.Evidence, opts attest.VerifyOptions) (claims
 	}
 	claims = &attest.Claims{Bank: crypto.SHA256, Registers: map[measure.Register][]byte{},
 		Hardware: v.Hardware && !opts.InsecureTrustEmbeddedAK}
+	if log, ok := ev.Part(PartEventLog); ok && !skipLog {
+		claims.FirmwareLog = log.Data
+	}
 	for _, i := range p.pcrIdx {
 		claims.Registers[measure.Register{Kind: measure.PCR, Index: i}] = bytes.Clone(p.pcrVals[i])
 	}

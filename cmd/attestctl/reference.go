@@ -17,6 +17,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -37,6 +38,7 @@ type referenceJSON struct {
 // bakeFlags are reference's flags.
 type bakeFlags struct {
 	root, uki, binary, config, keyFile, pubOut, outFile *string
+	secureBoot                                          *string
 	newKey, asJSON                                      *bool
 	prov                                                *provenanceFlags
 }
@@ -48,8 +50,8 @@ func (e *env) referenceCmd() *cobra.Command {
 		GroupID: groupOffline,
 		Short:   "Compute and sign the reference values of a baked image",
 		Long: `Compute the reference values of a baked image from its artifacts (attestd's launch
-events and register value from the files under --root at their in-image paths, PCR 4 and 11
-from the UKI) and write them as an in-toto statement signed with the bake key
+events and register value from the files under --root at their in-image paths; PCR 4, 9, 11
+and 12 from the UKI; PCR 7 for Secure Boot off unless --secure-boot pinned) and write them as an in-toto statement signed with the bake key
 (docs/reference-values.md). Without --out the signed statement goes to stdout; with --out,
 the reference values are printed as JSON. --provenance-out also writes the image's signed
 SLSA provenance v1 statement (subjects: --subject files, default the --uki).
@@ -72,6 +74,7 @@ SLSA provenance v1 statement (subjects: --subject files, default the --uki).
 	f.pubOut = fs.String("pub-out", "", "also write the bake key's public key (PEM) to `FILE`")
 	f.outFile = fs.String("out", "", "write the signed statement to `FILE` (default stdout)")
 	f.asJSON = fs.Bool("json", false, "print a JSON summary of the files written (needs --out)")
+	f.secureBoot = fs.String("secure-boot", verify.SecureBootOff, "the Secure Boot state PCR 7 is predicted for: `off` (no keys enrolled, as the image's firmware variables are), or pinned: PCR 7 is not predicted and the platform policy pins it (reference.registers.PCR7)")
 	f.prov = newProvenanceFlags(fs)
 	for _, n := range []string{"root", "uki", "key"} {
 		cmd.MarkFlagRequired(n)
@@ -94,7 +97,14 @@ func (e *env) reference(f *bakeFlags) error {
 	if err := jsonNeedsOut(*f.asJSON, *outFile); err != nil {
 		return err
 	}
+	if *f.secureBoot != verify.SecureBootOff && *f.secureBoot != "pinned" {
+		return fmt.Errorf("%w: --secure-boot %q: want off or pinned", errUsage, *f.secureBoot)
+	}
 	rv, img, err := computeReference(*root, *uki, *binary, *config)
+	if err != nil {
+		return err
+	}
+	err = predictBoot(rv, img, *f.secureBoot == verify.SecureBootOff)
 	if err != nil {
 		return err
 	}
@@ -155,7 +165,8 @@ func (e *env) reference(f *bakeFlags) error {
 }
 
 // computeReference predicts attestd's launch events from the files in root
-// at their in-image paths, and PCR 4 and 11 from the UKI.
+// at their in-image paths, and PCR 4 and 11 from the UKI (predictBoot adds
+// the other boot PCRs).
 func computeReference(root, ukiPath, binaryPath, configPath string) (*verify.ReferenceValues, []byte, error) {
 	img, err := os.ReadFile(ukiPath)
 	if err != nil {
@@ -253,15 +264,42 @@ func computeReference(root, ukiPath, binaryPath, configPath string) (*verify.Ref
 	if err != nil {
 		return nil, nil, fmt.Errorf("the UKI's kernel: %w", err)
 	}
-	rv.PCRs["4"] = hex.EncodeToString(measure.PredictPCR4(crypto.SHA256, [][]byte{auth, kauth}))
+	rv.Boot = &verify.BootReference{UKIAuthenticodeSHA256: hex.EncodeToString(auth), KernelAuthenticodeSHA256: hex.EncodeToString(kauth), Cmdline: cmdline, PCR11Phases: []string{},
+		Events: map[string][]verify.BootEvent{}}
+	setPCR(rv, 4, measure.PCR4Events(crypto.SHA256, [][]byte{auth, kauth}))
 	// The image masks systemd-pcrphase: no phase strings (docs/reference-values.md).
-	pcr11, err := measure.PredictPCR11(crypto.SHA256, img, nil)
+	pcr11, err := measure.PCR11Events(crypto.SHA256, img, nil)
 	if err != nil {
 		return nil, nil, err
 	}
-	rv.PCRs["11"] = hex.EncodeToString(pcr11)
-	rv.Boot = &verify.BootReference{UKIAuthenticodeSHA256: hex.EncodeToString(auth), KernelAuthenticodeSHA256: hex.EncodeToString(kauth), Cmdline: cmdline, PCR11Phases: []string{}}
+	setPCR(rv, 11, pcr11)
 	return rv, img, nil
+}
+
+// setPCR predicts PCR i as the value of evs, and keeps the events to
+// explain a difference.
+func setPCR(rv *verify.ReferenceValues, i int, evs []measure.FirmwareEvent) {
+	k := strconv.Itoa(i)
+	rv.PCRs[k] = hex.EncodeToString(measure.PCRValue(crypto.SHA256, evs))
+	rv.Boot.Events[k] = verify.BootEvents(evs)
+}
+
+// predictBoot adds the PCRs that show how the image was booted: PCR 9 (the
+// kernel's load options and initrd: the UKI's own), PCR 12 (nothing: no
+// command line from the boot entry, no credentials or add-ons on the ESP)
+// and, with secureBootOff, PCR 7 (Secure Boot off, no keys enrolled).
+func predictBoot(rv *verify.ReferenceValues, img []byte, secureBootOff bool) error {
+	pcr9, err := measure.UKIKernelEvents(crypto.SHA256, img)
+	if err != nil {
+		return err
+	}
+	setPCR(rv, 9, pcr9)
+	setPCR(rv, 12, nil)
+	if secureBootOff {
+		setPCR(rv, 7, measure.SecureBootOffEvents(crypto.SHA256))
+		rv.Boot.SecureBoot = verify.SecureBootOff
+	}
+	return nil
 }
 
 // readInImage reads the file at the absolute in-image path p under root,
