@@ -81,6 +81,8 @@ func TestPolicyErrors(t *testing.T) {
 		{"storage reference without reference.file", "version: 1\nstorage:\n  encrypted_writable: true\n  root_verity: reference\n", 4, "storage.root_verity"},
 		{"storage unknown key", "version: 1\nstorage:\n  encrypted: true\n", 3, "storage.encrypted"},
 		{"storage not a bool", "version: 1\nstorage: {encrypted_writable: always}\n", 2, "storage.encrypted_writable"},
+		{"secure_boot not a bool", "version: 1\nrequire:\n  secure_boot: on please\n", 3, "require.secure_boot"},
+		{"firmware_log not a bool", "version: 1\nrequire: {firmware_log: 1}\n", 2, "require.firmware_log"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParsePolicy([]byte(tc.yaml))
