@@ -48,8 +48,12 @@ type Options struct {
 	// Storage is the storage layout measured at launch (StorageProbe); nil
 	// records no storage event.
 	Storage *measure.StorageMeasurement
-	Version string
-	Logger  *slog.Logger
+	// FirmwareLogPath is the firmware's TCG event log, read at start when
+	// the register is not zero (DefaultFirmwareLogPath if empty): events on
+	// the register that it explains are recorded as preboot events.
+	FirmwareLogPath string
+	Version         string
+	Logger          *slog.Logger
 
 	now       func() time.Time
 	startTime func(pid int32) (uint64, error) // process start time, for the PID-reuse guard
@@ -147,7 +151,7 @@ func (a *Agent) Launch(ctx context.Context) error {
 		if err := a.recordRestart(ctx, rec); err != nil {
 			return err
 		}
-	case a.events.Len() > 0:
+	case a.events.Len() > a.events.Preboot():
 		// The daemon died during an earlier launch: say so, then measure
 		// the launch again, whole (verifiers fail such a launch).
 		rec.InterruptedLaunch = true
@@ -179,11 +183,13 @@ func (a *Agent) Launch(ctx context.Context) error {
 }
 
 // openLog opens the event log and brings it in step with the register: the
-// same boot (replay matches: continue), a new boot (register still zero:
-// the old log is stale and set aside), a crash between writing a record and
-// extending it (the log is one record ahead: extend it now and report it in
-// rec), or neither (refuse: the register holds events nobody can account
-// for).
+// same boot (replay matches: continue), a fresh start in a new boot (the
+// register holds nothing of attestd's: it is zero, or exactly what the
+// firmware log says was measured into it before attestd ran, which becomes
+// the first, preboot, records; an old log is stale and set aside), a crash
+// between writing a record and extending it (the log is one record ahead:
+// extend it now and report it in rec), or none of these (refuse: the
+// register holds events nobody can account for).
 func (a *Agent) openLog(ctx context.Context) (rec measure.Recovery, err error) {
 	reg := a.backend.Register()
 	path := filepath.Join(a.opts.RuntimeDir, EventLogName)
@@ -192,17 +198,25 @@ func (a *Agent) openLog(ctx context.Context) (rec measure.Recovery, err error) {
 		return rec, err
 	}
 	bank := a.backend.Banks()[0]
-	zero := bytes.Equal(current[bank], make([]byte, bank.Size()))
-	if zero {
+	fresh := bytes.Equal(current[bank], make([]byte, bank.Size()))
+	var (
+		pre    []measure.PrebootMeasurement
+		preErr error
+	)
+	if !fresh {
+		pre, preErr = a.prebootEvents(current)
+		fresh = preErr == nil
+	}
+	if fresh {
 		// A new boot: whatever build state a runtime dir kept is stale.
 		if err := setAsideState(a.opts.RuntimeDir); err != nil {
 			return rec, err
 		}
 	}
-	cfg := measure.LogConfig{Path: path, Index: reg.Index, Kind: reg.Kind, RepairTail: !zero}
+	cfg := measure.LogConfig{Path: path, Index: reg.Index, Kind: reg.Kind, RepairTail: !fresh}
 	l, err := measure.OpenLog(cfg)
 	if err != nil {
-		if !zero {
+		if !fresh {
 			return rec, fmt.Errorf("open event log: %w", err)
 		}
 		a.log.Warn("unreadable event log from an earlier boot set aside", "path", path, "err", err)
@@ -217,11 +231,11 @@ func (a *Agent) openLog(ctx context.Context) (rec measure.Recovery, err error) {
 	}
 	n := l.Len()
 	switch {
-	case n == 0 && zero:
+	case n == 0 && fresh:
 	case n == 0:
 		l.Close()
-		return rec, fmt.Errorf("%s is %x but the event log %s is empty: the register holds events nobody can account for; reboot the environment", reg, current[bank], path)
-	case zero:
+		return rec, a.unexplainedRegister(current[bank], path, preErr)
+	case fresh:
 		a.log.Warn("event log from an earlier boot set aside", "path", path, "records", n)
 		if err := l.Reset(); err != nil {
 			l.Close()
@@ -233,6 +247,12 @@ func (a *Agent) openLog(ctx context.Context) (rec measure.Recovery, err error) {
 			return rec, fmt.Errorf("event log %s does not explain %s (%w); reboot the environment", path, reg, err)
 		}
 		a.log.Info("restart in the same boot: event log matches register", "records", n)
+	}
+	if fresh {
+		if err := a.recordPreboot(l, pre); err != nil {
+			l.Close()
+			return rec, err
+		}
 	}
 	a.events = l
 	return rec, nil
@@ -295,6 +315,10 @@ func (a *Agent) catchUp(ctx context.Context, recs []measure.Record, current map[
 		return nil, fmt.Errorf("the register's banks disagree: %d of %d lack the last record", ahead, len(a.backend.Banks()))
 	}
 	last := recs[len(recs)-1]
+	if last.Type == measure.EventPreboot {
+		// attestd never extends those: the register must hold them already.
+		return nil, fmt.Errorf("the register lacks preboot record %d, which it held before attestd started", last.Seq)
+	}
 	if err := a.backend.Extend(ctx, last.Digests); err != nil {
 		return nil, fmt.Errorf("extend record %d that the register lacks: %w", last.Seq, err)
 	}
