@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"unicode/utf16"
 
@@ -117,6 +119,7 @@ func TestSysextOnTheRegister(t *testing.T) {
 			t.Fatalf("preboot %v digest %x, want the firmware log's %x", h, r.Events[0].Digests[h], d)
 		}
 	}
+	checkSysextReference(t, r, m)
 	env, err := a.Attest(ctx, []byte("nonce"))
 	if err != nil {
 		t.Fatal(err)
@@ -136,6 +139,49 @@ func TestSysextOnTheRegister(t *testing.T) {
 		t.Fatalf("after restart: first %v, last %v, %d preboot", recs[0].Type, recs[len(recs)-1].Type, a2.events.Preboot())
 	}
 	mustVerify(t, a2.launchAttestation().Encode(), verify.Options{TrustedAKs: []crypto.PublicKey{b2.AKPublic()}})
+}
+
+// checkSysextReference appraises r against reference values that predict
+// the sysext m (as attestctl reference --sysext does) and against ones
+// that predict none (an image that ships no system extension).
+func checkSysextReference(t *testing.T, r *verify.Result, m measure.PrebootMeasurement) {
+	t.Helper()
+	prefix, ok := measure.LaunchPrefix(r.Events)
+	if !ok {
+		t.Fatal("no launch prefix")
+	}
+	var evs []measure.Event
+	var refEvents []verify.ReferenceEvent
+	for _, rec := range prefix[1:] {
+		evs = append(evs, measure.Event{Type: rec.Type, Data: rec.Data})
+		refEvents = append(refEvents, verify.ReferenceEvent{Type: rec.Type.String(), Data: rec.Data})
+	}
+	pre := verify.ReferenceEvent{Type: "preboot", Data: m.Event.Data, SHA256: hex.EncodeToString(m.Digests[crypto.SHA256]), What: "system extensions: tools.raw"}
+	withSysext, err := measure.PredictWithPreboot(crypto.SHA256, []measure.PrebootMeasurement{m}, evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	without, err := measure.PredictRegister(crypto.SHA256, evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		agent  verify.AgentReference
+		ok     bool
+		detail string
+	}{
+		{"the image ships the sysext", verify.AgentReference{Register: "PCR13", Launch: hex.EncodeToString(withSysext), Events: append([]verify.ReferenceEvent{pre}, refEvents...)}, true, "preboot: system extensions: tools.raw"},
+		{"the image ships none", verify.AgentReference{Register: "PCR13", Launch: hex.EncodeToString(without), Events: refEvents}, false, "first difference at event 0: preboot"},
+	} {
+		checks := r.Appraise(&verify.ReferenceValues{Bank: "sha256", Agent: tc.agent})
+		if len(checks) != 1 || checks[0].Name != verify.CheckRefAgentRegister {
+			t.Fatalf("%s: checks %+v", tc.name, checks)
+		}
+		if c := checks[0]; c.OK != tc.ok || !strings.Contains(c.Detail, tc.detail) {
+			t.Errorf("%s: %s ok=%v %q, want ok=%v naming %q", tc.name, c.Name, c.OK, c.Detail, tc.ok, tc.detail)
+		}
+	}
 }
 
 // swtpmBackend opens the TPM backend on sw, with its env key file in the

@@ -273,3 +273,28 @@ func (l *Log) Preboot() int {
 	defer l.mu.Unlock()
 	return l.preboot
 }
+
+// PredictWithPreboot is PredictRegister for a log that starts with the
+// preboot events pre: their digests in bank h (the firmware log's, as
+// SysextPreboot predicts them), then the digests of events.
+func PredictWithPreboot(h crypto.Hash, pre []PrebootMeasurement, events []Event) ([]byte, error) {
+	if !h.Available() {
+		return nil, fmt.Errorf("predict register: hash %v not available", h)
+	}
+	digests := make([][]byte, 0, len(pre)+len(events))
+	for i, m := range pre {
+		d, ok := m.Digests[h]
+		if !ok || len(d) != h.Size() {
+			return nil, fmt.Errorf("predict register: preboot event %d has no %v digest", i, h)
+		}
+		digests = append(digests, d)
+	}
+	for _, e := range events {
+		d, err := e.GenerateDigest(h)
+		if err != nil {
+			return nil, fmt.Errorf("predict register: %w", err)
+		}
+		digests = append(digests, d)
+	}
+	return ExtendAll(h, make([]byte, h.Size()), digests), nil
+}

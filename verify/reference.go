@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 
 	ita "github.com/in-toto/attestation/go/v1"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
@@ -77,6 +78,12 @@ type AgentReference struct {
 type ReferenceEvent struct {
 	Type string          `json:"type"`
 	Data json.RawMessage `json:"data"`
+	// SHA256 is the digest the register is extended with, for an event
+	// whose digest is not its data's: a preboot event (systemd-stub's
+	// measurement of the image's system extensions, attestctl reference
+	// --sysext). It is compared, and What names what it measures.
+	SHA256 string `json:"sha256,omitempty"`
+	What   string `json:"what,omitempty"`
 }
 
 // BootReference records the inputs of the PCR predictions.
@@ -198,6 +205,11 @@ func (rv *ReferenceValues) validate() error {
 	if !isHex(rv.Agent.Launch) {
 		return bad("agent launch value %q is not 64 lower-case hex digits", rv.Agent.Launch)
 	}
+	for i, e := range rv.Agent.Events {
+		if (e.Type == measure.EventPreboot.String()) != (e.SHA256 != "") || e.SHA256 != "" && !isHex(e.SHA256) {
+			return bad("agent.events[%d]: a preboot event needs its sha256 (64 lower-case hex digits), no other event has one", i)
+		}
+	}
 	if rv.RootHash != "" {
 		if b, err := hex.DecodeString(rv.RootHash); err != nil || len(b) == 0 || hex.EncodeToString(b) != rv.RootHash {
 			return bad("roothash %q is not lower-case hex", rv.RootHash)
@@ -310,6 +322,7 @@ func (r *Result) Appraise(rv *ReferenceValues) []attest.Check {
 	if n := len(launch) - len(predicted); n > 0 {
 		detail = fmt.Sprintf("%s launch events match the reference (%d events, and %d storage event(s), which reference values do not predict: see the storage policy checks)", rv.Agent.Register, len(predicted), n)
 	}
+	detail += prebootDetail(rv.Agent.Events)
 	add(CheckRefAgentRegister, agentErr, detail)
 
 	if rv.RootHash != "" {
@@ -362,7 +375,7 @@ func agentLaunch(recs []measure.Record, bank crypto.Hash, rv *ReferenceValues) (
 		if len(predicted) < len(prefix) {
 			what = " without storage events"
 		}
-		return nil, nil, fmt.Errorf("%s after launch%s is %s, reference %s%s", rv.Agent.Register, what, got, rv.Agent.Launch, diffEvents(predicted, rv.Agent.Events))
+		return nil, nil, fmt.Errorf("%s after launch%s is %s, reference %s%s", rv.Agent.Register, what, got, rv.Agent.Launch, diffEvents(predicted, rv.Agent.Events, bank))
 	}
 	return prefix, predicted, nil
 }
@@ -387,17 +400,38 @@ func withoutStorage(recs []measure.Record) []measure.Record {
 }
 
 // launchValue is the register value (from zero) after the events of recs,
-// which the caller has replayed (their digests are their contents').
+// which the caller has replayed (their digests are their contents', but for
+// the preboot events at the start, whose digests are the firmware log's).
 func launchValue(bank crypto.Hash, recs []measure.Record) ([]byte, error) {
-	evs := make([]measure.Event, len(recs))
-	for i, r := range recs {
-		evs[i] = measure.Event{Type: r.Type, Data: r.Data}
+	var pre []measure.PrebootMeasurement
+	evs := make([]measure.Event, 0, len(recs))
+	for _, r := range recs {
+		if r.Type == measure.EventPreboot {
+			pre = append(pre, measure.PrebootMeasurement{Event: measure.Event{Type: r.Type, Data: r.Data}, Digests: r.Digests})
+			continue
+		}
+		evs = append(evs, measure.Event{Type: r.Type, Data: r.Data})
 	}
-	v, err := measure.PredictRegister(bank, evs)
+	v, err := measure.PredictWithPreboot(bank, pre, evs)
 	if err != nil {
 		return nil, fmt.Errorf("launch events: %w", err)
 	}
 	return v, nil
+}
+
+// prebootDetail names the preboot events the reference predicts (the
+// image's system extensions), for the check's detail.
+func prebootDetail(want []ReferenceEvent) string {
+	var names []string
+	for _, e := range want {
+		if e.SHA256 != "" {
+			names = append(names, e.What)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return "; preboot: " + strings.Join(names, "; ")
 }
 
 func short(h string) string {
@@ -409,10 +443,13 @@ func short(h string) string {
 
 // diffEvents names the first launch event that differs from the reference;
 // got are the launch records without storage events (withoutStorage).
-func diffEvents(got []measure.Record, want []ReferenceEvent) string {
+func diffEvents(got []measure.Record, want []ReferenceEvent, bank crypto.Hash) string {
 	for i, r := range got {
 		if i >= len(want) {
 			return fmt.Sprintf("; extra event %d (%s)", i, r.Type)
+		}
+		if r.Type == measure.EventPreboot && want[i].SHA256 != "" && hex.EncodeToString(r.Digests[bank]) != want[i].SHA256 {
+			return fmt.Sprintf("; first difference at event %d: preboot %s with %v digest %x, reference %s (%s)", i, r.Data, bank, r.Digests[bank], want[i].SHA256, want[i].What)
 		}
 		if r.Type.String() != want[i].Type || !bytes.Equal(r.Data, want[i].Data) {
 			return fmt.Sprintf("; first difference at event %d: %s %s, reference %s %s", i, r.Type, r.Data, want[i].Type, want[i].Data)

@@ -13,10 +13,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -39,6 +42,7 @@ type referenceJSON struct {
 type bakeFlags struct {
 	root, uki, binary, config, keyFile, pubOut, outFile *string
 	secureBoot                                          *string
+	sysexts                                             *[]string
 	newKey, asJSON                                      *bool
 	prov                                                *provenanceFlags
 }
@@ -75,6 +79,7 @@ SLSA provenance v1 statement (subjects: --subject files, default the --uki).
 	f.outFile = fs.String("out", "", "write the signed statement to `FILE` (default stdout)")
 	f.asJSON = fs.Bool("json", false, "print a JSON summary of the files written (needs --out)")
 	f.secureBoot = fs.String("secure-boot", verify.SecureBootOff, "the Secure Boot state PCR 7 is predicted for: `off` (no keys enrolled, as the image's firmware variables are), or pinned: PCR 7 is not predicted and the platform policy pins it (reference.registers.PCR7)")
+	f.sysexts = fs.StringArray("sysext", nil, "a system extension image `FILE` the image ships in <uki>.extra.d/ on the ESP (repeat for each): systemd-stub measures them into PCR 13 before attestd starts, which attestd records as a preboot event (docs/reference-values.md)")
 	f.prov = newProvenanceFlags(fs)
 	for _, n := range []string{"root", "uki", "key"} {
 		cmd.MarkFlagRequired(n)
@@ -100,7 +105,7 @@ func (e *env) reference(f *bakeFlags) error {
 	if *f.secureBoot != verify.SecureBootOff && *f.secureBoot != "pinned" {
 		return fmt.Errorf("%w: --secure-boot %q: want off or pinned", errUsage, *f.secureBoot)
 	}
-	rv, img, err := computeReference(*root, *uki, *binary, *config)
+	rv, img, err := computeReference(*root, *uki, *binary, *config, *f.sysexts)
 	if err != nil {
 		return err
 	}
@@ -167,7 +172,7 @@ func (e *env) reference(f *bakeFlags) error {
 // computeReference predicts attestd's launch events from the files in root
 // at their in-image paths, and PCR 4 and 11 from the UKI (predictBoot adds
 // the other boot PCRs).
-func computeReference(root, ukiPath, binaryPath, configPath string) (*verify.ReferenceValues, []byte, error) {
+func computeReference(root, ukiPath, binaryPath, configPath string, sysexts []string) (*verify.ReferenceValues, []byte, error) {
 	img, err := os.ReadFile(ukiPath)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: --uki: %v", errUsage, err)
@@ -234,7 +239,15 @@ func computeReference(root, ukiPath, binaryPath, configPath string) (*verify.Ref
 		}
 	}
 	events = append(events, measure.SeparatorEvent())
-	launch, err := measure.PredictRegister(crypto.SHA256, events)
+	pre, err := sysextReference(sysexts, cfg.Register)
+	if err != nil {
+		return nil, nil, err
+	}
+	var preboot []measure.PrebootMeasurement
+	if pre != nil {
+		preboot = []measure.PrebootMeasurement{pre.m}
+	}
+	launch, err := measure.PredictWithPreboot(crypto.SHA256, preboot, events)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -243,6 +256,10 @@ func computeReference(root, ukiPath, binaryPath, configPath string) (*verify.Ref
 		Agent:    verify.AgentReference{Register: fmt.Sprintf("PCR%d", cfg.Register), Launch: hex.EncodeToString(launch)},
 		RootHash: measure.ParseCmdline(cmdline)["roothash"],
 		PCRs:     map[string]string{},
+	}
+	if pre != nil {
+		rv.Agent.Events = append(rv.Agent.Events, verify.ReferenceEvent{Type: pre.m.Event.Type.String(), Data: json.RawMessage(pre.m.Event.Data),
+			SHA256: hex.EncodeToString(pre.m.Digests[crypto.SHA256]), What: pre.what})
 	}
 	for _, ev := range events {
 		rv.Agent.Events = append(rv.Agent.Events, verify.ReferenceEvent{Type: ev.Type.String(), Data: json.RawMessage(ev.Data)})
@@ -369,4 +386,52 @@ func loadBakeKey(file string, create bool) (crypto.Signer, error) {
 		return nil, fmt.Errorf("%w: --key %s: %v", errUsage, file, err)
 	}
 	return k, nil
+}
+
+// sysextPrediction is the preboot event systemd-stub's measurement of the
+// image's system extensions gives, and what it covers, for the statement.
+type sysextPrediction struct {
+	m    measure.PrebootMeasurement
+	what string
+}
+
+// sysextReference predicts the preboot event for the system extension
+// images paths (all the *.raw files the image ships in <uki>.extra.d/):
+// systemd-stub 252 measures them as one cpio archive into PCR 13, before
+// attestd starts. nil if there are none.
+func sysextReference(paths []string, register int) (*sysextPrediction, error) {
+	if len(paths) == 0 {
+		return nil, nil
+	}
+	if register != 13 {
+		return nil, fmt.Errorf("%w: --sysext: systemd-stub measures system extensions into PCR 13, and attestd's register is PCR %d: nothing to predict there", errUsage, register)
+	}
+	var (
+		files []measure.SysextFile
+		sums  = make([]hash.Hash, len(paths))
+		names = make([]string, len(paths))
+	)
+	for i, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --sysext: %v", errUsage, err)
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return nil, err
+		}
+		sums[i], names[i] = sha256.New(), filepath.Base(p)
+		files = append(files, measure.SysextFile{Name: names[i], Size: fi.Size(), Content: io.TeeReader(f, sums[i])})
+	}
+	m, err := measure.SysextPreboot(files, []crypto.Hash{crypto.SHA256})
+	if err != nil {
+		return nil, err
+	}
+	what := make([]string, len(paths))
+	for i := range paths {
+		what[i] = fmt.Sprintf("%s sha256:%x", names[i], sums[i].Sum(nil))
+	}
+	sort.Strings(what)
+	return &sysextPrediction{m: m, what: "system extensions (systemd-stub's archive of <uki>.extra.d/*.raw): " + strings.Join(what, ", ")}, nil
 }
