@@ -36,26 +36,13 @@ type SysextFile struct {
 // archive systemd-stub builds. Names must be ones the stub takes: ending in
 // ".raw" (any case), ASCII, not starting with ".", at most 255 characters.
 func SysextPreboot(files []SysextFile, banks []crypto.Hash) (PrebootMeasurement, error) {
-	if len(files) == 0 {
-		return PrebootMeasurement{}, fmt.Errorf("sysext: no images (the stub measures nothing then)")
-	}
 	if len(banks) == 0 {
 		return PrebootMeasurement{}, fmt.Errorf("sysext: no banks")
 	}
-	files = slices.Clone(files)
-	for i, f := range files {
-		if err := checkSysextName(f.Name); err != nil {
-			return PrebootMeasurement{}, err
-		}
-		if f.Size < 0 || f.Size > 0xFFFFFFFF {
-			return PrebootMeasurement{}, fmt.Errorf("sysext %s: size %d does not fit a cpio header", f.Name, f.Size)
-		}
-		if i > 0 && slices.ContainsFunc(files[:i], func(g SysextFile) bool { return g.Name == f.Name }) {
-			return PrebootMeasurement{}, fmt.Errorf("sysext %s: given twice", f.Name)
-		}
+	files, err := sortedSysexts(files)
+	if err != nil {
+		return PrebootMeasurement{}, err
 	}
-	// The stub sorts with strcmp16: on ASCII names, byte order.
-	slices.SortFunc(files, func(a, b SysextFile) int { return strings.Compare(a.Name, b.Name) })
 	hs := make([]hash.Hash, len(banks))
 	ws := make([]io.Writer, len(banks))
 	for i, h := range banks {
@@ -77,6 +64,40 @@ func SysextPreboot(files []SysextFile, banks []crypto.Hash) (PrebootMeasurement,
 		m.Digests[h] = hs[i].Sum(nil)
 	}
 	return m, nil
+}
+
+// WriteSysextArchive writes the cpio archive systemd-stub builds of files
+// (checked and sorted as SysextPreboot does): what it measures into PCR 13,
+// and what it appends to the initrd the kernel measures into PCR 9.
+func WriteSysextArchive(w io.Writer, files []SysextFile) error {
+	files, err := sortedSysexts(files)
+	if err != nil {
+		return err
+	}
+	return writeSysextCPIO(w, files)
+}
+
+// sortedSysexts checks files' names and sizes and returns them in the
+// order the stub packs them.
+func sortedSysexts(files []SysextFile) ([]SysextFile, error) {
+	if len(files) == 0 {
+		return nil, fmt.Errorf("sysext: no images (the stub measures nothing then)")
+	}
+	files = slices.Clone(files)
+	for i, f := range files {
+		if err := checkSysextName(f.Name); err != nil {
+			return nil, err
+		}
+		if f.Size < 0 || f.Size > 0xFFFFFFFF {
+			return nil, fmt.Errorf("sysext %s: size %d does not fit a cpio header", f.Name, f.Size)
+		}
+		if slices.ContainsFunc(files[:i], func(g SysextFile) bool { return g.Name == f.Name }) {
+			return nil, fmt.Errorf("sysext %s: given twice", f.Name)
+		}
+	}
+	// The stub sorts with strcmp16: on ASCII names, byte order.
+	slices.SortFunc(files, func(a, b SysextFile) int { return strings.Compare(a.Name, b.Name) })
+	return files, nil
 }
 
 func checkSysextName(name string) error {
