@@ -10,6 +10,14 @@
 # variant, whose work directory is plain ext4 and which must fail the
 # storage-encrypted check. In crypt-fails the scratch disk is read-only, the
 # encrypted setup fails, and attestd and the runner must not start.
+# The attack variants boot the good image unchanged, changed only in what the
+# host controls (issue 16; docs/reference-values.md, "Attacks the e2e shows"):
+# cmdline-override starts the UKI from a firmware boot entry whose load options
+# carry a kernel command line (images/bootentry.sh writes it into the VM's
+# UEFI variables), esp-credential drops a credential file on the ESP. Each must
+# show inside the guest that it took effect, must pass every check the
+# verifier had before issue 16 (that was the hole), and must be refused on
+# reference-pcr12.
 # In the good image's boot attestd is also killed with SIGKILL between
 # dispatch and completion: the guest's systemd must restart it with the same
 # environment key and build, a second build ID must be refused, and the bundle
@@ -20,14 +28,14 @@
 # boot, default 900: software emulation on a loaded host; a boot takes 1-2
 # minutes, the guest's own device and start timeouts are 5 minutes),
 # E2E_VARIANTS (default "good bad-binary bad-cmdline plain-storage
-# crypt-fails").
+# crypt-fails cmdline-override esp-credential").
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 out=$(realpath -m "${E2E_OUT:-$here/e2e-out}")
 boot_timeout=${E2E_BOOT_TIMEOUT:-900}
-variants=${E2E_VARIANTS:-good bad-binary bad-cmdline plain-storage crypt-fails}
+variants=${E2E_VARIANTS:-good bad-binary bad-cmdline plain-storage crypt-fails cmdline-override esp-credential}
 ovmf_code=/usr/share/OVMF/OVMF_CODE_4M.fd
 ovmf_vars=/usr/share/OVMF/OVMF_VARS_4M.fd
 
@@ -118,10 +126,70 @@ bake() { # variant
 		mkdir -p "$out/$v"
 		cp --reflink=auto "$out/good/disk.img" "$out/$v/disk.img"
 		;;
+	cmdline-override | esp-credential) attack "$v" ;;
 	*) die "unknown variant $v" ;;
 	esac
 	log "baked $v in $(($(date +%s) - s)) s"
 }
+
+# --- attacks on the good image (issue 16) ---------------------------------------
+# The injected kernel parameters and credential: harmless, and easy to find.
+attack_params="attestd.injected=1 systemd.debug_shell"
+attack_cred=attestd-e2e.injected
+attack() { # variant: the good image's disk, and what the host changes
+	local v=$1 d=$out/$1 start
+	mkdir -p "$d"
+	cp --reflink=auto "$out/good/disk.img" "$d/disk.img"
+	case $v in
+	cmdline-override)
+		# A firmware boot entry: the same UKI from the same disk, with the
+		# good command line plus attack_params as its load options.
+		cp "$ovmf_vars" "$d/OVMF_VARS.attack.fd"
+		printf '%s %s\n' "$(cat "$out/good/cmdline")" "$attack_params" >"$d/attack-cmdline"
+		OVMF_CODE=$ovmf_code "$here/bootentry.sh" "$d/OVMF_VARS.attack.fd" "$d/disk.img" "$(cat "$d/attack-cmdline")" "$d/bootentry.log"
+		;;
+	esp-credential)
+		# A credential in \loader\credentials\ on the ESP (partition 1):
+		# systemd-stub packs it into an extra initrd and measures it into PCR 12.
+		printf 'injected by the e2e test (issue 16)\n' >"$d/$attack_cred.cred"
+		start=$(partx -g -o START -n 1 "$d/disk.img")
+		mmd -i "$d/disk.img@@$((start * 512))" ::/loader ::/loader/credentials
+		mcopy -i "$d/disk.img@@$((start * 512))" "$d/$attack_cred.cred" "::/loader/credentials/$attack_cred.cred"
+		;;
+	esac
+}
+
+# check_attack variant: proof from inside the guest that the attack took effect.
+check_attack() {
+	local v=$1 r=$out/$1/result sum line
+	case $v in
+	cmdline-override)
+		# The kernel runs with the injected parameters; systemd acted on one.
+		grep -qw 'attestd\.injected=1' "$r/cmdline" ||
+			{ cat "$r/cmdline" >&2; die "$v: the guest's /proc/cmdline lacks attestd.injected=1: the boot entry's load options did not reach the kernel"; }
+		grep -qx 'ActiveState=active' "$r/debug-shell.state" ||
+			{ cat "$r/debug-shell.state" >&2; die "$v: systemd.debug_shell is on the command line, but debug-shell.service is not active"; }
+		if [[ -f $out/good/result/cmdline ]] && grep -qw 'attestd\.injected=1' "$out/good/result/cmdline"; then
+			die "good: /proc/cmdline has attestd.injected=1 too: the proof proves nothing"
+		fi
+		log "$v: guest /proc/cmdline: $(cat "$r/cmdline"); debug-shell.service active"
+		;;
+	esp-credential)
+		# The image's initrd logs what the loader added: the credential, by digest.
+		sum=$(sha256sum "$out/$v/$attack_cred.cred" | cut -d' ' -f1)
+		line=$(grep -m1 -o "initrd: the boot loader added [^ ]*/$attack_cred.cred (sha256 [0-9a-f]*)" "$r/journal.txt") ||
+			{ grep -i 'initrd:' "$r/journal.txt" >&2; die "$v: the guest's journal does not show the credential in the initrd"; }
+		[[ $line == *"(sha256 $sum)" ]] || die "$v: the credential in the guest's initrd is not the one on the ESP: $line (want sha256 $sum)"
+		if grep -qw 'attestd\.injected=1' "$r/cmdline"; then die "$v: an injected command line too: not the variant meant"; fi
+		log "$v: in the guest's journal: $line"
+		;;
+	esac
+}
+
+# The checks of `attestctl verify --reference` that issue 16 adds: an attack
+# on the good image may fail these, and only these.
+new_boot_checks='^(reference-pcr7|reference-pcr9|reference-pcr12)$'
+fail_later=()
 
 # --- boot ----------------------------------------------------------------------
 boot() { # variant admission-nonce dispatch-nonce build-id marker [second-build-id: kill -9 attestd mid-build]
@@ -143,7 +211,10 @@ boot() { # variant admission-nonce dispatch-nonce build-id marker [second-build-
 	plain-storage) mkfs.ext4 -q -F -L attestd-scratch "$d/scratch.img" ;;
 	crypt-fails) scratch_ro=on ;;
 	esac
-	cp "$ovmf_vars" "$d/OVMF_VARS.fd"
+	# The firmware's variables: fresh, or those an attack wrote.
+	local vars=$ovmf_vars
+	[[ $v == cmdline-override ]] && vars=$d/OVMF_VARS.attack.fd
+	cp "$vars" "$d/OVMF_VARS.fd"
 	local ctrl=$tmp/tpm/$v.ctrl
 	swtpm socket --tpm2 --ctrl "type=unixio,path=$ctrl" --tpmstate "dir=$tpmdir/state" \
 		--flags startup-clear --terminate >"$d/swtpm.log" 2>&1 &
@@ -396,6 +467,34 @@ for v in $variants; do
 		fi
 		log "$v: not verified, as expected: $(grep -hE 'FAILED' "$out/$v/verify.txt" | awk '{print $1}' | sort -u | tr '\n' ' ')"
 		;;
+	cmdline-override | esp-credential)
+		want=reference-pcr12
+		check_attack "$v"
+		# The hole: the same image booted, so every check the verifier had
+		# before issue 16 passes (PCR 4 and 11, the agent register, the root).
+		for c in reference-agent-register reference-roothash reference-pcr4 reference-pcr11 firmware-log storage-root-verity storage-encrypted; do
+			passed "$v" "$c" || { cat "$out/$v/verify.txt" >&2; die "$v: $c should pass (the good image, booted unchanged)"; }
+		done
+		others=$(grep -E '^[a-z0-9-]+ +FAILED' "$out/$v/verify.txt" | awk '{print $1}' | sort -u | grep -v -E "$new_boot_checks" || true)
+		[[ -z $others ]] || { cat "$out/$v/verify.txt" >&2; die "$v: failed checks other than issue 16's boot checks: $others"; }
+		log "$v: passes every check the verifier had before issue 16 (the hole)"
+		if [[ $result == verified ]]; then
+			echo "ACCEPTED by attestctl verify at $version: the attack took effect and no check refuses it" >"$out/$v/verdict"
+			log "$v: ACCEPTED by the verifier ($out/$v/verify.txt); want refusal on $want"
+			fail_later+=("$v: ACCEPTED by the verifier although the attack took effect; want refusal on $want (issue 16)")
+			continue
+		fi
+		if ! failed_on "$v" "$want"; then
+			cat "$out/$v/verify.txt" >&2
+			die "$v: not verified, but not on check $want"
+		fi
+		echo "REFUSED by attestctl verify at $version on: $(grep -hE 'FAILED' "$out/$v/verify.txt" | awk '{print $1}' | sort -u | tr '\n' ' ')" >"$out/$v/verdict"
+		log "$v: not verified, as expected: $(grep -hE 'FAILED' "$out/$v/verify.txt" | awk '{print $1}' | sort -u | tr '\n' ' ')"
+		;;
 	esac
 done
+if ((${#fail_later[@]} > 0)); then
+	printf 'e2e: %s\n' "${fail_later[@]}" >&2
+	die "${#fail_later[@]} variant(s) accepted by the verifier"
+fi
 log "all variants passed in $(($(date +%s) - t0)) s"
