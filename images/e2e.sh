@@ -16,7 +16,8 @@
 # carry a kernel command line (images/bootentry.sh writes it into the VM's
 # UEFI variables), esp-credential drops a credential file on the ESP. Each must
 # show inside the guest that it took effect, must pass every check the
-# verifier had before issue 16 (that was the hole), and must be refused on
+# verifier had before issue 16 (that was the hole), must be accepted by the
+# verifier of E2E_HOLE_COMMIT (the hole, shown), and must be refused on
 # reference-pcr12.
 # In the good image's boot attestd is also killed with SIGKILL between
 # dispatch and completion: the guest's systemd must restart it with the same
@@ -28,7 +29,10 @@
 # boot, default 900: software emulation on a loaded host; a boot takes 1-2
 # minutes, the guest's own device and start timeouts are 5 minutes),
 # E2E_VARIANTS (default "good bad-binary bad-cmdline plain-storage
-# crypt-fails cmdline-override esp-credential").
+# crypt-fails cmdline-override esp-credential"), E2E_HOLE_COMMIT (default
+# e1eae0b, the last commit before issue 16: its attestctl, with the reference
+# values it computes for the good image, must accept the attacks' bundles;
+# empty, or a clone without that commit, skips this).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -190,6 +194,54 @@ check_attack() {
 # on the good image may fail these, and only these.
 new_boot_checks='^(reference-pcr7|reference-pcr9|reference-pcr12)$'
 fail_later=()
+
+# The hole, shown: attestctl as it was at E2E_HOLE_COMMIT, before issue 16,
+# with reference values in its own format computed from the good image (the
+# root file system read back from the disk's squashfs partition, the UKI,
+# signed with the same bake key), must accept an attack's bundle.
+hole_commit=${E2E_HOLE_COMMIT-e1eae0b}
+hole_state=
+hole_setup() { # -> sets hole_state: ready or skip
+	local s=$(date +%s) start size
+	[[ -n $hole_state ]] && return 0
+	hole_state=skip
+	if [[ -z $hole_commit ]]; then
+		log "E2E_HOLE_COMMIT is empty: the verifier before issue 16 is not run"
+		return 0
+	fi
+	if ! git -C "$repo" cat-file -e "$hole_commit^{commit}" 2>/dev/null; then
+		log "commit $hole_commit (E2E_HOLE_COMMIT) is not in this clone: the verifier before issue 16 is not run"
+		return 0
+	fi
+	command -v unsquashfs >/dev/null || die "unsquashfs missing; run scripts/install-deps.sh"
+	mkdir -p "$tmp/hole/src"
+	git -C "$repo" archive "$hole_commit" | tar -x -C "$tmp/hole/src"
+	(cd "$tmp/hole/src" && go build -o "$tmp/hole/attestctl" ./cmd/attestctl)
+	start=$(partx -g -o START -n 2 "$out/good/disk.img") size=$(partx -g -o SECTORS -n 2 "$out/good/disk.img")
+	dd if="$out/good/disk.img" of="$tmp/hole/root.img" bs=512 skip=$((start)) count=$((size)) status=none
+	unsquashfs -q -d "$tmp/hole/root" "$tmp/hole/root.img" >/dev/null
+	"$tmp/hole/attestctl" reference --root "$tmp/hole/root" --uki "$out/good/uki.efi" --key "$out/bake-key.pem" \
+		--out "$out/good/reference-$hole_commit.intoto.json" >/dev/null
+	rm -rf "$tmp/hole/root" "$tmp/hole/root.img"
+	hole_state=ready
+	log "attestctl of $hole_commit (before issue 16) built, its reference values for the good image computed, in $(($(date +%s) - s)) s"
+}
+
+hole_verify() { # variant admission-nonce dispatch-nonce build-id: must be accepted
+	local v=$1 d=$out/$1 rc=0
+	hole_setup
+	[[ $hole_state == ready ]] || return 0
+	"$tmp/hole/attestctl" verify --policy "$d/policy.yaml" --trust-ak "$out/ak.pem" \
+		--reference "$out/good/reference-$hole_commit.intoto.json" --reference-key "$out/good/bake-key.pub.pem" \
+		--nonce "attest=$2" --nonce "dispatch=$3" --build-id "$4" \
+		"$d/result/bundle.intoto.jsonl" >"$d/verify-$hole_commit.txt" 2>&1 || rc=$?
+	((rc == 0)) || { cat "$d/verify-$hole_commit.txt" >&2; die "$v: the verifier of $hole_commit (before issue 16) does not accept the bundle (exit $rc): the attack does not show the hole"; }
+	for c in reference-pcr4 reference-pcr11 reference-agent-register; do
+		grep -Eq "^$c +ok" "$d/verify-$hole_commit.txt" || { cat "$d/verify-$hole_commit.txt" >&2; die "$v: the verifier of $hole_commit did not run $c"; }
+	done
+	echo "ACCEPTED by attestctl verify at $hole_commit (before issue 16): verify-$hole_commit.txt" >"$d/verdict-$hole_commit"
+	log "$v: ACCEPTED by the verifier of $hole_commit, before issue 16: the hole ($d/verify-$hole_commit.txt)"
+}
 
 # --- boot ----------------------------------------------------------------------
 boot() { # variant admission-nonce dispatch-nonce build-id marker [second-build-id: kill -9 attestd mid-build]
@@ -478,6 +530,7 @@ for v in $variants; do
 		others=$(grep -E '^[a-z0-9-]+ +FAILED' "$out/$v/verify.txt" | awk '{print $1}' | sort -u | grep -v -E "$new_boot_checks" || true)
 		[[ -z $others ]] || { cat "$out/$v/verify.txt" >&2; die "$v: failed checks other than issue 16's boot checks: $others"; }
 		log "$v: passes every check the verifier had before issue 16 (the hole)"
+		hole_verify "$v" "$admission" "$dispatch" "$build_id"
 		if [[ $result == verified ]]; then
 			echo "ACCEPTED by attestctl verify at $version: the attack took effect and no check refuses it" >"$out/$v/verdict"
 			log "$v: ACCEPTED by the verifier ($out/$v/verify.txt); want refusal on $want"
