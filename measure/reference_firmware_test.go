@@ -122,7 +122,7 @@ func TestBootPredictionsMatchOVMFLogs(t *testing.T) {
 }
 
 func FuzzParseFirmwareLog(f *testing.F) {
-	for _, name := range []string{"ovmf-uki-firmware.log", "ovmf-e2e-firmware.log"} {
+	for _, name := range []string{"ovmf-uki-firmware.log", "ovmf-e2e-firmware.log", "ovmf-cmdline-override-firmware.log", "ovmf-esp-credential-firmware.log"} {
 		if raw, err := os.ReadFile("testdata/" + name); err == nil {
 			f.Add(raw)
 		}
@@ -138,4 +138,44 @@ func FuzzParseFirmwareLog(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The firmware logs of two attacks on the e2e image that took effect in the
+// guest (images/e2e.sh): a boot entry with load options, and a credential
+// on the ESP. With Secure Boot off, systemd-stub measures the overriding
+// command line into PCR 12 and hands it to the kernel, which measures it
+// into PCR 9 as load options; a credential goes into PCR 12 and is
+// appended to the initrd PCR 9 measures.
+func TestOVMFLogsOfBootAttacks(t *testing.T) {
+	const injected = "console=ttyS0 roothash=63b873ad9a4c131ac64ff382d288a1b21cb1ea47125448764529a5f4811014cf ro panic=-1 no_timer_check systemd.show_status=error attestd.injected=1 systemd.debug_shell"
+	read := func(name string) map[int][]FirmwareEvent {
+		raw, err := os.ReadFile("testdata/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := ParseFirmwareLog(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byPCR := map[int][]FirmwareEvent{}
+		for _, e := range evs {
+			byPCR[e.PCR] = append(byPCR[e.PCR], e)
+		}
+		if diff := cmp.Diff(SecureBootOffEvents(crypto.SHA256), byPCR[7]); diff != "" {
+			t.Errorf("%s: PCR 7 (-predicted +log):\n%s", name, diff)
+		}
+		return byPCR
+	}
+	override := read("ovmf-cmdline-override-firmware.log")
+	want := KernelEvents(crypto.SHA256, injected, nil)[0]
+	if p12 := override[12]; len(p12) != 1 || p12[0].Type != "EV_IPL" || !bytes.Equal(p12[0].Digest, want.Digest) {
+		t.Errorf("override: PCR 12 %+v, want one EV_IPL of the injected command line", p12)
+	}
+	if p9 := override[9]; len(p9) != 2 || !bytes.Equal(p9[0].Digest, want.Digest) {
+		t.Errorf("override: PCR 9 %+v, want the injected command line as load options", p9)
+	}
+	cred := read("ovmf-esp-credential-firmware.log")
+	if p12 := cred[12]; len(p12) != 1 || p12[0].Type != "EV_IPL" || p12[0].What != "Global credentials initrd" {
+		t.Errorf("credential: PCR 12 %+v, want one EV_IPL \"Global credentials initrd\"", p12)
+	}
 }

@@ -529,6 +529,8 @@ func (r *Result) explainPCR(i int, got []byte, rv *ReferenceValues) string {
 		switch {
 		case k >= len(evs):
 			return fmt.Sprintf(": the firmware log ends after %d event(s); the reference has %s %q next", len(evs), want[k].Type, want[k].What)
+		case len(want) == 0:
+			return fmt.Sprintf(": the reference predicts no event; the firmware log has %d, the first: %s", len(evs), describe(evs[0]))
 		case k >= len(want):
 			return fmt.Sprintf(": the firmware log has %d event(s) more than the reference, from event %d: %s", len(evs)-len(want), k, describe(evs[k]))
 		case want[k].SHA256 != hex.EncodeToString(evs[k].Digest):

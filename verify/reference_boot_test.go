@@ -236,3 +236,72 @@ func TestPolicyBootRequirements(t *testing.T) {
 		t.Errorf("%s ok=%v: %s", c.Name, c.OK, c.Detail)
 	}
 }
+
+// testdata/e2e-attack holds one e2e run (images/e2e.sh) of the good image
+// and of two attacks on it that took effect in the guest (docs/reference-
+// values.md, "Attacks the e2e shows"): a boot entry whose load options
+// override the UKI's command line, and a credential dropped on the ESP.
+// Verifiers before PCR 9 and 12 were predicted accepted both.
+func TestAppraiseBootAttacks(t *testing.T) {
+	dir := filepath.Join("testdata", "e2e-attack")
+	key := func(name string) crypto.PublicKey {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		blk, _ := pem.Decode(b)
+		k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	ref, err := os.ReadFile(filepath.Join(dir, "reference.intoto.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv, err := OpenReference(ref, []crypto.PublicKey{key("bake-key.pub.pem")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rv.Boot.SecureBoot != SecureBootOff || rv.PCRs["7"] == "" || rv.PCRs["9"] == "" || rv.PCRs["12"] != strings.Repeat("0", 64) {
+		t.Fatalf("reference values without the boot PCRs: %v", rv.PCRs)
+	}
+	opts := Options{TrustedAKs: []crypto.PublicKey{key("ak.pem")}, Verifiers: []attest.Verifier{tpm.Verifier{}}}
+	for _, tc := range []struct {
+		bundle string
+		want   map[string]string // failing check → part of its detail
+	}{
+		{"good", nil},
+		{"cmdline-override", map[string]string{
+			CheckRefPCRPrefix + "12": `the reference predicts no event; the firmware log has 1, the first: EV_IPL "console=ttyS0 roothash=`,
+			CheckRefPCRPrefix + "9":  `first difference at firmware-log event 0 of PCR 9: EV_EVENT_TAG "LOADED_IMAGE::LoadOptions"`,
+		}},
+		{"esp-credential", map[string]string{
+			CheckRefPCRPrefix + "12": `the first: EV_IPL "Global credentials initrd"`,
+			CheckRefPCRPrefix + "9":  `first difference at firmware-log event 1 of PCR 9: EV_EVENT_TAG "Linux initrd"`,
+		}},
+	} {
+		t.Run(tc.bundle, func(t *testing.T) {
+			raw, err := os.ReadFile(filepath.Join(dir, tc.bundle+".intoto.jsonl"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := scai.DecodeBundle(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, env := range b.Envelopes {
+				// The build's provenance (no measurements) gets no checks.
+				for _, c := range Appraise(env, MaterialOf(b), opts, rv) {
+					detail, failing := tc.want[c.Name]
+					if c.OK == failing {
+						t.Errorf("envelope %d: %s ok=%v: %s", i, c.Name, c.OK, c.Detail)
+					} else if failing && !strings.Contains(c.Detail, detail) {
+						t.Errorf("envelope %d: %s detail %q, want it to contain %q", i, c.Name, c.Detail, detail)
+					}
+				}
+			}
+		})
+	}
+}
