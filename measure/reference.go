@@ -56,18 +56,7 @@ func ImageEventFromDigest(metadataPath string, metadataSHA256 *[32]byte, cmdline
 // extended with the digest (bank h) of each event in order — what replaying
 // a CEL holding exactly these events gives.
 func PredictRegister(h crypto.Hash, events []Event) ([]byte, error) {
-	if !h.Available() {
-		return nil, fmt.Errorf("predict register: hash %v not available", h)
-	}
-	digests := make([][]byte, 0, len(events))
-	for _, e := range events {
-		d, err := e.GenerateDigest(h)
-		if err != nil {
-			return nil, fmt.Errorf("predict register: %w", err)
-		}
-		digests = append(digests, d)
-	}
-	return ExtendAll(h, make([]byte, h.Size()), digests), nil
+	return PredictWithPreboot(h, nil, events)
 }
 
 // ExtendAll returns start extended with each digest in turn:

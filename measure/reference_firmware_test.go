@@ -84,21 +84,7 @@ const e2eCmdline = "console=ttyS0 roothash=7e40ea405550193adf3d0d0d83eeeb60ab390
 func TestBootPredictionsMatchOVMFLogs(t *testing.T) {
 	for _, name := range []string{"ovmf-uki-firmware.log", "ovmf-e2e-firmware.log"} {
 		t.Run(name, func(t *testing.T) {
-			raw, err := os.ReadFile("testdata/" + name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			evs, err := ParseFirmwareLog(raw)
-			if err != nil {
-				t.Fatal(err)
-			}
-			byPCR := map[int][]FirmwareEvent{}
-			for _, e := range evs {
-				byPCR[e.PCR] = append(byPCR[e.PCR], e)
-			}
-			if diff := cmp.Diff(SecureBootOffEvents(crypto.SHA256), byPCR[7]); diff != "" {
-				t.Errorf("PCR 7 (-predicted +log):\n%s", diff)
-			}
+			byPCR := firmwareLogByPCR(t, name)
 			pcr9 := byPCR[9]
 			if len(pcr9) != 2 || pcr9[0].What != LinuxLoadOptions || pcr9[1].What != LinuxInitrd || pcr9[0].Type != "EV_EVENT_TAG" {
 				t.Fatalf("PCR 9 events: %+v", pcr9)
@@ -148,25 +134,7 @@ func FuzzParseFirmwareLog(f *testing.F) {
 // appended to the initrd PCR 9 measures.
 func TestOVMFLogsOfBootAttacks(t *testing.T) {
 	const injected = "console=ttyS0 roothash=63b873ad9a4c131ac64ff382d288a1b21cb1ea47125448764529a5f4811014cf ro panic=-1 no_timer_check systemd.show_status=error attestd.injected=1 systemd.debug_shell"
-	read := func(name string) map[int][]FirmwareEvent {
-		raw, err := os.ReadFile("testdata/" + name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		evs, err := ParseFirmwareLog(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		byPCR := map[int][]FirmwareEvent{}
-		for _, e := range evs {
-			byPCR[e.PCR] = append(byPCR[e.PCR], e)
-		}
-		if diff := cmp.Diff(SecureBootOffEvents(crypto.SHA256), byPCR[7]); diff != "" {
-			t.Errorf("%s: PCR 7 (-predicted +log):\n%s", name, diff)
-		}
-		return byPCR
-	}
-	override := read("ovmf-cmdline-override-firmware.log")
+	override := firmwareLogByPCR(t, "ovmf-cmdline-override-firmware.log")
 	want := KernelEvents(crypto.SHA256, injected, nil)[0]
 	if p12 := override[12]; len(p12) != 1 || p12[0].Type != "EV_IPL" || !bytes.Equal(p12[0].Digest, want.Digest) {
 		t.Errorf("override: PCR 12 %+v, want one EV_IPL of the injected command line", p12)
@@ -174,8 +142,30 @@ func TestOVMFLogsOfBootAttacks(t *testing.T) {
 	if p9 := override[9]; len(p9) != 2 || !bytes.Equal(p9[0].Digest, want.Digest) {
 		t.Errorf("override: PCR 9 %+v, want the injected command line as load options", p9)
 	}
-	cred := read("ovmf-esp-credential-firmware.log")
+	cred := firmwareLogByPCR(t, "ovmf-esp-credential-firmware.log")
 	if p12 := cred[12]; len(p12) != 1 || p12[0].Type != "EV_IPL" || p12[0].What != "Global credentials initrd" {
 		t.Errorf("credential: PCR 12 %+v, want one EV_IPL \"Global credentials initrd\"", p12)
 	}
+}
+
+// firmwareLogByPCR reads testdata/name, a firmware log of an e2e boot with
+// Secure Boot off (checked here), by PCR.
+func firmwareLogByPCR(t *testing.T, name string) map[int][]FirmwareEvent {
+	t.Helper()
+	raw, err := os.ReadFile("testdata/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := ParseFirmwareLog(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byPCR := map[int][]FirmwareEvent{}
+	for _, e := range evs {
+		byPCR[e.PCR] = append(byPCR[e.PCR], e)
+	}
+	if diff := cmp.Diff(SecureBootOffEvents(crypto.SHA256), byPCR[7]); diff != "" {
+		t.Errorf("%s: PCR 7 (-predicted +log):\n%s", name, diff)
+	}
+	return byPCR
 }
