@@ -5,9 +5,10 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/spf13/pflag"
+
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/verify"
-	"github.com/spf13/pflag"
 )
 
 // verify's flags are a shorthand for policy fields: policy builds the policy

@@ -14,8 +14,9 @@ import (
 	"os"
 	"time"
 
-	"github.com/attestd/attestd/verify"
 	ita "github.com/in-toto/attestation/go/v1"
+
+	"github.com/attestd/attestd/verify"
 )
 
 // verifierID names attestctl in the verification results it signs.
