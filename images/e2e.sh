@@ -18,7 +18,13 @@
 # show inside the guest that it took effect, must pass every check the
 # verifier had before issue 16 (that was the hole), must be accepted by the
 # verifier of E2E_HOLE_COMMIT (the hole, shown), and must be refused on
-# reference-pcr12.
+# reference-pcr12. The sysext variant puts a system extension image
+# in the UKI's .extra.d on the ESP, which systemd-stub measures into PCR 13,
+# attestd's register: attestd must start with it recorded as a preboot event,
+# the good image's reference values must refuse it (reference-agent-register,
+# with it reference-roothash, and reference-pcr9), and reference values
+# computed with --sysext for the same file must predict the stub's
+# measurement (reference-agent-register passes, the bundle verifies).
 # In the good image's boot attestd is also killed with SIGKILL between
 # dispatch and completion: the guest's systemd must restart it with the same
 # environment key and build, a second build ID must be refused, and the bundle
@@ -29,7 +35,7 @@
 # boot, default 900: software emulation on a loaded host; a boot takes 1-2
 # minutes, the guest's own device and start timeouts are 5 minutes),
 # E2E_VARIANTS (default "good bad-binary bad-cmdline plain-storage
-# crypt-fails cmdline-override esp-credential"), E2E_HOLE_COMMIT (default
+# crypt-fails cmdline-override esp-credential sysext"), E2E_HOLE_COMMIT (default
 # empty: not run; e1eae0b, the last commit before issue 16, shows the hole:
 # its attestctl, with the reference values it computes for the good image,
 # must accept the attacks' bundles; a clone without that commit skips it).
@@ -39,7 +45,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 out=$(realpath -m "${E2E_OUT:-$here/e2e-out}")
 boot_timeout=${E2E_BOOT_TIMEOUT:-900}
-variants=${E2E_VARIANTS:-good bad-binary bad-cmdline plain-storage crypt-fails cmdline-override esp-credential}
+variants=${E2E_VARIANTS:-good bad-binary bad-cmdline plain-storage crypt-fails cmdline-override esp-credential sysext}
 ovmf_code=/usr/share/OVMF/OVMF_CODE_4M.fd
 ovmf_vars=/usr/share/OVMF/OVMF_VARS_4M.fd
 
@@ -130,7 +136,7 @@ bake() { # variant
 		mkdir -p "$out/$v"
 		cp --reflink=auto "$out/good/disk.img" "$out/$v/disk.img"
 		;;
-	cmdline-override | esp-credential) attack "$v" ;;
+	cmdline-override | esp-credential | sysext) attack "$v" ;;
 	*) die "unknown variant $v" ;;
 	esac
 	log "baked $v in $(($(date +%s) - s)) s"
@@ -140,6 +146,7 @@ bake() { # variant
 # The injected kernel parameters and credential: harmless, and easy to find.
 attack_params="attestd.injected=1 systemd.debug_shell"
 attack_cred=attestd-e2e.injected
+attack_sysext=attestd-e2e.raw
 attack() { # variant: the good image's disk, and what the host changes
 	local v=$1 d=$out/$1 start
 	mkdir -p "$d"
@@ -159,6 +166,19 @@ attack() { # variant: the good image's disk, and what the host changes
 		start=$(partx -g -o START -n 1 "$d/disk.img")
 		mmd -i "$d/disk.img@@$((start * 512))" ::/loader ::/loader/credentials
 		mcopy -i "$d/disk.img@@$((start * 512))" "$d/$attack_cred.cred" "::/loader/credentials/$attack_cred.cred"
+		;;
+	sysext)
+		# A system extension image next to the UKI, \EFI\BOOT\BOOTX64.EFI.extra.d\:
+		# systemd-stub packs it into a cpio archive under /.extra/sysext,
+		# measures the archive into PCR 13 and appends it to the initrd. A real
+		# (tiny, reproducible) sysext: squashfs with an extension-release file.
+		rm -rf "$d/sysext-tree"
+		mkdir -p "$d/sysext-tree/usr/lib/extension-release.d"
+		printf 'ID=_any\n' >"$d/sysext-tree/usr/lib/extension-release.d/extension-release.${attack_sysext%.raw}"
+		mksquashfs "$d/sysext-tree" "$d/$attack_sysext" -noappend -quiet -no-progress -all-root -mkfs-time 0 -all-time 0 >/dev/null
+		start=$(partx -g -o START -n 1 "$d/disk.img")
+		mmd -i "$d/disk.img@@$((start * 512))" ::/EFI/BOOT/BOOTX64.EFI.extra.d
+		mcopy -i "$d/disk.img@@$((start * 512))" "$d/$attack_sysext" "::/EFI/BOOT/BOOTX64.EFI.extra.d/$attack_sysext"
 		;;
 	esac
 }
@@ -187,6 +207,21 @@ check_attack() {
 		if grep -qw 'attestd\.injected=1' "$r/cmdline"; then die "$v: an injected command line too: not the variant meant"; fi
 		log "$v: in the guest's journal: $line"
 		;;
+	sysext)
+		# The stub passed the image on (the initrd logs it by digest), and
+		# PCR 13 was not zero when attestd started: it recorded the stub's
+		# measurement from the firmware event log as a preboot event.
+		sum=$(sha256sum "$out/$v/$attack_sysext" | cut -d' ' -f1)
+		line=$(grep -m1 -o "initrd: the boot loader added [^ ]*/sysext/$attack_sysext (sha256 [0-9a-f]*)" "$r/journal.txt") ||
+			{ grep -i 'initrd:' "$r/journal.txt" >&2; die "$v: the guest's journal does not show the system extension in the initrd"; }
+		[[ $line == *"(sha256 $sum)" ]] || die "$v: the system extension in the guest's initrd is not the one on the ESP: $line (want sha256 $sum)"
+		log "$v: in the guest's journal: $line"
+		line=$(grep -m1 'register held an event from before attestd' "$r/journal.txt") ||
+			{ grep -E 'attestd(\[[0-9]+\])?:' "$r/journal.txt" | head -20 >&2; die "$v: attestd did not record a preboot event: PCR 13 was zero when it started, or it did not say so"; }
+		[[ $line == *"System extension initrd"* ]] || die "$v: attestd's preboot event is not systemd-stub's system extension archive: $line"
+		if grep -qw 'attestd\.injected=1' "$r/cmdline"; then die "$v: an injected command line too: not the variant meant"; fi
+		log "$v: attestd's journal: ${line#*attestd}"
+		;;
 	esac
 }
 
@@ -201,8 +236,18 @@ fail_later=()
 # signed with the same bake key), must accept an attack's bundle.
 hole_commit=${E2E_HOLE_COMMIT-}
 hole_state=
+# good_root DIR: the good image's root file system, read back from the disk's
+# squashfs partition (what the bake gave attestctl reference, less /boot).
+good_root() {
+	local start size
+	command -v unsquashfs >/dev/null || die "unsquashfs missing; run scripts/install-deps.sh"
+	start=$(partx -g -o START -n 2 "$out/good/disk.img") size=$(partx -g -o SECTORS -n 2 "$out/good/disk.img")
+	dd if="$out/good/disk.img" of="$1.img" bs=512 skip=$((start)) count=$((size)) status=none
+	unsquashfs -q -d "$1" "$1.img" >/dev/null
+	rm -f "$1.img"
+}
 hole_setup() { # -> sets hole_state: ready or skip
-	local s=$(date +%s) start size
+	local s=$(date +%s)
 	[[ -n $hole_state ]] && return 0
 	hole_state=skip
 	if [[ -z $hole_commit ]]; then
@@ -213,16 +258,13 @@ hole_setup() { # -> sets hole_state: ready or skip
 		log "commit $hole_commit (E2E_HOLE_COMMIT) is not in this clone: the verifier before issue 16 is not run"
 		return 0
 	fi
-	command -v unsquashfs >/dev/null || die "unsquashfs missing; run scripts/install-deps.sh"
 	mkdir -p "$tmp/hole/src"
 	git -C "$repo" archive "$hole_commit" | tar -x -C "$tmp/hole/src"
 	(cd "$tmp/hole/src" && go build -o "$tmp/hole/attestctl" ./cmd/attestctl)
-	start=$(partx -g -o START -n 2 "$out/good/disk.img") size=$(partx -g -o SECTORS -n 2 "$out/good/disk.img")
-	dd if="$out/good/disk.img" of="$tmp/hole/root.img" bs=512 skip=$((start)) count=$((size)) status=none
-	unsquashfs -q -d "$tmp/hole/root" "$tmp/hole/root.img" >/dev/null
+	good_root "$tmp/hole/root"
 	"$tmp/hole/attestctl" reference --root "$tmp/hole/root" --uki "$out/good/uki.efi" --key "$out/bake-key.pem" \
 		--out "$out/good/reference-$hole_commit.intoto.json" >/dev/null
-	rm -rf "$tmp/hole/root" "$tmp/hole/root.img"
+	rm -rf "$tmp/hole/root"
 	hole_state=ready
 	log "attestctl of $hole_commit (before issue 16) built, its reference values for the good image computed, in $(($(date +%s) - s)) s"
 }
@@ -241,6 +283,31 @@ hole_verify() { # variant admission-nonce dispatch-nonce build-id: must be accep
 	done
 	echo "ACCEPTED by attestctl verify at $hole_commit (before issue 16): verify-$hole_commit.txt" >"$d/verdict-$hole_commit"
 	log "$v: ACCEPTED by the verifier of $hole_commit, before issue 16: the hole ($d/verify-$hole_commit.txt)"
+}
+
+# The system extension, predicted: reference values for the good image
+# computed as the bake does (its root read back from the disk, the same UKI
+# and bake key) plus --sysext with the file on the ESP. reference-agent-register
+# must pass: attestctl's archive digest is the stub's in the real boot.
+sysext_verify() { # variant admission-nonce dispatch-nonce build-id
+	local v=$1 d=$out/$1 s=$(date +%s) rc=0 c
+	rm -rf "$tmp/sysext-root"
+	good_root "$tmp/sysext-root"
+	"$attestctl" reference --root "$tmp/sysext-root" --uki "$out/good/uki.efi" --key "$out/bake-key.pem" \
+		--sysext "$d/$attack_sysext" --out "$d/reference-sysext.intoto.json" >"$d/reference-sysext.json"
+	rm -rf "$tmp/sysext-root"
+	"$attestctl" verify --policy "$d/policy.yaml" --trust-ak "$out/ak.pem" \
+		--reference "$d/reference-sysext.intoto.json" --reference-key "$out/good/bake-key.pub.pem" \
+		--nonce "attest=$2" --nonce "dispatch=$3" --build-id "$4" \
+		"$d/result/bundle.intoto.jsonl" >"$d/verify-sysext.txt" 2>&1 || rc=$?
+	grep -m1 -E '^reference-agent-register ' "$d/verify-sysext.txt" | sed "s/^/e2e: $v: with --sysext: /" >&2 || true
+	for c in reference-agent-register reference-roothash reference-pcr4 reference-pcr11 reference-pcr12; do
+		grep -Eq "^$c +ok" "$d/verify-sysext.txt" && ! grep -Eq "^$c +FAILED" "$d/verify-sysext.txt" ||
+			{ cat "$d/verify-sysext.txt" >&2; die "$v: against reference values with --sysext $attack_sysext, $c does not pass: the prediction of systemd-stub's measurement is wrong"; }
+	done
+	((rc == 0)) || { cat "$d/verify-sysext.txt" >&2; die "$v: not verified against reference values with --sysext $attack_sysext (exit $rc)"; }
+	if grep -Eq '^reference-pcr9 ' "$d/verify-sysext.txt"; then die "$v: PCR 9 is checked with --sysext (attestctl reference leaves it out)"; fi
+	log "$v: VERIFIED against reference values computed with --sysext $attack_sysext ($d/verify-sysext.txt), in $(($(date +%s) - s)) s"
 }
 
 # --- boot ----------------------------------------------------------------------
@@ -543,6 +610,35 @@ for v in $variants; do
 		fi
 		echo "REFUSED by attestctl verify at $version on: $(grep -hE 'FAILED' "$out/$v/verify.txt" | awk '{print $1}' | sort -u | tr '\n' ' ')" >"$out/$v/verdict"
 		log "$v: not verified, as expected: $(grep -hE 'FAILED' "$out/$v/verify.txt" | awk '{print $1}' | sort -u | tr '\n' ' ')"
+		;;
+	sysext)
+		check_attack "$v"
+		# Against the good image's reference values (no system extension):
+		# the preboot event is not predicted, and the stub appended the
+		# archive to the initrd the kernel measured into PCR 9. The root
+		# hash is in the launch events the agent register no longer
+		# authenticates: reference-roothash fails with it, and says so.
+		if [[ $result == verified ]]; then
+			cat "$out/$v/verify.txt" >&2
+			die "$v: verified against the good image's reference values, which predict no system extension"
+		fi
+		for c in reference-agent-register reference-pcr9; do
+			failed_on "$v" "$c" || { cat "$out/$v/verify.txt" >&2; die "$v: not verified, but not on check $c"; }
+		done
+		grep -E '^reference-agent-register +FAILED' "$out/$v/verify.txt" | grep -q 'preboot' ||
+			{ cat "$out/$v/verify.txt" >&2; die "$v: reference-agent-register fails without naming the preboot event"; }
+		for c in reference-pcr4 reference-pcr11 reference-pcr12 firmware-log storage-root-verity storage-encrypted; do
+			passed "$v" "$c" || { cat "$out/$v/verify.txt" >&2; die "$v: $c should pass (the good image, booted unchanged)"; }
+		done
+		if grep -E '^reference-roothash +FAILED' "$out/$v/verify.txt" | grep -qv 'see reference-agent-register'; then
+			cat "$out/$v/verify.txt" >&2
+			die "$v: reference-roothash fails on its own, not for want of authenticated launch events"
+		fi
+		others=$(grep -E '^[a-z0-9-]+ +FAILED' "$out/$v/verify.txt" | awk '{print $1}' | sort -u | grep -v -E '^(reference-agent-register|reference-pcr9|reference-roothash)$' || true)
+		[[ -z $others ]] || { cat "$out/$v/verify.txt" >&2; die "$v: failed checks other than reference-agent-register and reference-pcr9: $others"; }
+		echo "REFUSED by attestctl verify at $version against the good image's reference values on: $(grep -hE 'FAILED' "$out/$v/verify.txt" | awk '{print $1}' | sort -u | tr '\n' ' ')" >"$out/$v/verdict"
+		log "$v: not verified against the good image's reference values, as expected: $(grep -m1 -E '^reference-agent-register +FAILED' "$out/$v/verify.txt")"
+		sysext_verify "$v" "$admission" "$dispatch" "$build_id"
 		;;
 	esac
 done
