@@ -113,6 +113,37 @@ func UKIKernelEvents(h crypto.Hash, img []byte) ([]FirmwareEvent, error) {
 	return KernelEvents(h, string(cmdline), initrd), nil
 }
 
+// UKIKernelEventsWithSysexts is UKIKernelEvents when systemd-stub also
+// serves the system extension images files: it appends their archive
+// (WriteSysextArchive) to the .initrd section, the section padded to 4
+// bytes first as the stub's combine_initrd does, and the kernel measures
+// the whole as its initrd. Checked in a real boot of the e2e image with one
+// sysext (its .initrd was already 4-byte aligned: the padding is from the
+// stub's source, not seen).
+func UKIKernelEventsWithSysexts(h crypto.Hash, img []byte, files []SysextFile) ([]FirmwareEvent, error) {
+	evs, err := UKIKernelEvents(h, img)
+	if err != nil || len(files) == 0 {
+		return evs, err
+	}
+	initrd, _, err := UKISection(img, ".initrd")
+	if err != nil {
+		return nil, err
+	}
+	w := h.New()
+	w.Write(initrd)
+	w.Write(make([]byte, (4-len(initrd)%4)%4))
+	if err := WriteSysextArchive(w, files); err != nil {
+		return nil, err
+	}
+	d := FirmwareEvent{PCR: 9, Type: "EV_EVENT_TAG", What: LinuxInitrd, Digest: w.Sum(nil)}
+	if len(evs) == 2 {
+		evs[1] = d
+	} else {
+		evs = append(evs, d)
+	}
+	return evs, nil
+}
+
 // KernelEvents are the Linux EFI stub's PCR 9 events for a kernel started
 // with load options cmdline (passed as UTF-16 with a NUL) and the initrd
 // (none when empty).

@@ -109,7 +109,7 @@ func (e *env) reference(f *bakeFlags) error {
 	if err != nil {
 		return err
 	}
-	err = predictBoot(rv, img, *f.secureBoot == verify.SecureBootOff, len(*f.sysexts) > 0)
+	err = predictBoot(rv, img, *f.secureBoot == verify.SecureBootOff, *f.sysexts)
 	if err != nil {
 		return err
 	}
@@ -304,18 +304,28 @@ func setPCR(rv *verify.ReferenceValues, i int, evs []measure.FirmwareEvent) {
 // predictBoot adds the PCRs that show how the image was booted: PCR 9 (the
 // kernel's load options and initrd: the UKI's own), PCR 12 (nothing: no
 // command line from the boot entry, no credentials or add-ons on the ESP)
-// and, with secureBootOff, PCR 7 (Secure Boot off, no keys enrolled). With
-// system extensions the stub appends their archive to the initrd the
-// kernel measures; that combination has not been checked against a real
-// boot, so PCR 9 is then left out (PCR 13's preboot event covers them).
-func predictBoot(rv *verify.ReferenceValues, img []byte, secureBootOff, sysexts bool) error {
-	if !sysexts {
-		pcr9, err := measure.UKIKernelEvents(crypto.SHA256, img)
+// and, with secureBootOff, PCR 7 (Secure Boot off, no keys enrolled). The
+// system extension images sysexts are appended to the kernel's initrd by
+// the stub, as one archive.
+func predictBoot(rv *verify.ReferenceValues, img []byte, secureBootOff bool, sysexts []string) error {
+	var files []measure.SysextFile
+	for _, p := range sysexts {
+		f, err := os.Open(p)
+		if err != nil {
+			return fmt.Errorf("%w: --sysext: %v", errUsage, err)
+		}
+		defer f.Close()
+		fi, err := f.Stat()
 		if err != nil {
 			return err
 		}
-		setPCR(rv, 9, pcr9)
+		files = append(files, measure.SysextFile{Name: filepath.Base(p), Size: fi.Size(), Content: f})
 	}
+	pcr9, err := measure.UKIKernelEventsWithSysexts(crypto.SHA256, img, files)
+	if err != nil {
+		return err
+	}
+	setPCR(rv, 9, pcr9)
 	setPCR(rv, 12, nil)
 	if secureBootOff {
 		setPCR(rv, 7, measure.SecureBootOffEvents(crypto.SHA256))
