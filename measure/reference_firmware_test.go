@@ -5,8 +5,11 @@ import (
 	"crypto"
 	"encoding/hex"
 	"os"
+	"slices"
+	"strings"
 	"testing"
 
+	"github.com/attestd/attestd/internal/petest"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-eventlog/register"
 	"github.com/google/go-eventlog/tcg"
@@ -168,4 +171,30 @@ func firmwareLogByPCR(t *testing.T, name string) map[int][]FirmwareEvent {
 		t.Errorf("%s: PCR 7 (-predicted +log):\n%s", name, diff)
 	}
 	return byPCR
+}
+
+// TestUKIKernelEventsWithSysexts: the initrd the kernel measures is the
+// .initrd section padded to 4 bytes, then the sysext archive.
+func TestUKIKernelEventsWithSysexts(t *testing.T) {
+	initrd := []byte("12345") // 5 bytes: 3 of padding
+	img := petest.UKI("ro", initrd)
+	files := func() []SysextFile {
+		return []SysextFile{{Name: "a.raw", Size: 3, Content: strings.NewReader("abc")}}
+	}
+	evs, err := UKIKernelEventsWithSysexts(crypto.SHA256, img, files())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var archive bytes.Buffer
+	if err := WriteSysextArchive(&archive, files()); err != nil {
+		t.Fatal(err)
+	}
+	want := digestOf(crypto.SHA256, append(append(slices.Clone(initrd), 0, 0, 0), archive.Bytes()...))
+	if len(evs) != 2 || evs[1].What != LinuxInitrd || !bytes.Equal(evs[1].Digest, want) {
+		t.Errorf("events %+v, want the initrd event %x", evs, want)
+	}
+	plain, err := UKIKernelEventsWithSysexts(crypto.SHA256, img, nil)
+	if err != nil || !bytes.Equal(plain[1].Digest, digestOf(crypto.SHA256, initrd)) {
+		t.Errorf("without sysexts: %+v, %v", plain, err)
+	}
 }

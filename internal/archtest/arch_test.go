@@ -29,6 +29,7 @@ var testOnly = []string{
 	module + "/internal/swtpmtest",
 	module + "/internal/tpmfault",
 	module + "/internal/bench",
+	module + "/internal/petest",
 	module + "/attest/snp/snptest",
 	module + "/attest/tdx/tdxtest",
 	"github.com/google/go-sev-guest/testing",

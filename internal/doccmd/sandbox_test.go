@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
@@ -20,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/attestd/attestd/internal/petest"
 )
 
 // socketWait bounds the wait for attestd's socket: the daemon starts in well
@@ -84,7 +85,7 @@ func newTemplate(t *testing.T, root, bin string) string {
 	write("rootfs/usr/bin/build-runner", []byte("build-runner\n"))
 	write("rootfs/usr/lib/attestd/image.json", []byte(`{"name": "doccmd-runner", "version": "1"}`+"\n"))
 	roothash := hex.EncodeToString(sum[:])
-	write("uki.efi", fakeUKI("console=ttyS0 roothash="+roothash+" ro"))
+	write("uki.efi", petest.UKI("console=ttyS0 roothash="+roothash+" ro", nil))
 	write("disk.img", []byte("disk image\n"))
 	run(t, dir, bin, "attestctl", "reference", "--root", "rootfs", "--uki", "uki.efi", "--key", "bake-key.pem", "--new-key",
 		"--pub-out", "bake-key.pub.pem", "--out", "reference.intoto.json",
@@ -219,62 +220,4 @@ func (s *session) runScript(ctx context.Context, bin, script string) ([]byte, er
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	return out.Bytes(), err
-}
-
-// fakeUKI is a PE32+ image with the sections attestctl reference reads: a
-// .linux section that is itself a PE image, and .osrel and .cmdline.
-func fakeUKI(cmdline string) []byte {
-	kernel := fakePE([]peSection{{".text", bytes.Repeat([]byte("kernel"), 100)}})
-	return fakePE([]peSection{{".osrel", []byte("ID=debian\n")}, {".cmdline", []byte(cmdline)}, {".linux", kernel}})
-}
-
-type peSection struct {
-	name string
-	data []byte
-}
-
-// fakePE lays out a minimal PE32+ image (x86-64) holding sections.
-func fakePE(sections []peSection) []byte {
-	const (
-		fileAlign = 0x200
-		memAlign  = 0x1000
-		opt       = 0x58      // optional header, after "PE\0\0" at 0x40 and the COFF header
-		secTable  = opt + 240 // section headers
-	)
-	up := func(n, a int) int { return (n + a - 1) / a * a }
-	headers := up(secTable+40*len(sections), fileAlign)
-	size := headers
-	for _, s := range sections {
-		size += up(len(s.data), fileAlign)
-	}
-	img := make([]byte, size)
-	le16 := func(off, v int) { binary.LittleEndian.PutUint16(img[off:], uint16(v)) }
-	le32 := func(off, v int) { binary.LittleEndian.PutUint32(img[off:], uint32(v)) }
-	copy(img, "MZ")
-	le32(0x3c, 0x40)
-	copy(img[0x40:], "PE\x00\x00")
-	le16(0x44, 0x8664)
-	le16(0x46, len(sections))
-	le16(0x54, 240)
-	le16(0x56, 0x22)
-	le16(opt, 0x20b)
-	le32(opt+32, memAlign)
-	le32(opt+36, fileAlign)
-	le32(opt+60, headers)
-	le32(opt+108, 16)
-	off, va := headers, memAlign
-	for i, s := range sections {
-		h := secTable + 40*i
-		copy(img[h:h+8], s.name)
-		le32(h+8, len(s.data))
-		le32(h+12, va)
-		le32(h+16, up(len(s.data), fileAlign))
-		le32(h+20, off)
-		le32(h+36, 0x40000040) // initialized data, readable
-		copy(img[off:], s.data)
-		off += up(len(s.data), fileAlign)
-		va += up(len(s.data), memAlign)
-	}
-	le32(opt+56, va) // SizeOfImage
-	return img
 }
