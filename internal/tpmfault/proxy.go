@@ -66,7 +66,7 @@ type Proxy struct {
 type Stats struct {
 	Conns     int // client connections accepted
 	Commands  int // commands forwarded to the TPM
-	Responses int // responses passed on to clients (faulted or not)
+	Responses int // responses sent on to clients (faulted or not), counted as the write starts
 }
 
 // New listens on cfg.Socket and forwards to cfg.Upstream. Close stops it.
@@ -334,10 +334,12 @@ func (p *Proxy) serve(l *link) {
 		case closeConn:
 			return
 		}
+		// Counted before the write, so that a client holding the response
+		// sees it counted (Stats right after a read is exact).
+		p.count(func(s *Stats) { s.Responses++ })
 		if _, err := l.down.Write(resp); err != nil {
 			return
 		}
-		p.count(func(s *Stats) { s.Responses++ })
 	}
 }
 
