@@ -136,3 +136,16 @@ func FuzzParsePolicy(f *testing.F) {
 		}
 	})
 }
+
+// TestPolicyChecksDocumented: docs/verifying.md names every policy check.
+func TestPolicyChecksDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/verifying.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range append(PolicyChecks(), CheckOneBuildPerEnv) {
+		if !strings.Contains(string(doc), "`"+name+"`") {
+			t.Errorf("docs/verifying.md does not name the policy check %s", name)
+		}
+	}
+}
