@@ -1,11 +1,16 @@
 package verify_test
 
 import (
+	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/verify"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
 )
 
 func svrCases() []resultCase {
@@ -58,4 +63,42 @@ func TestSVRDecode(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzDecodeSVR: an SVR predicate either fails as ErrInvalidSVR or decodes
+// to one that encodes and decodes back to itself.
+func FuzzDecodeSVR(f *testing.F) {
+	for _, name := range []string{"svr-admission.json", "svr-dispatch.json", "svr-admission-failed.json"} {
+		raw, err := os.ReadFile(filepath.Join("testdata", "results", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		var st struct {
+			Predicate json.RawMessage `json:"predicate"`
+		}
+		if err := json.Unmarshal(raw, &st); err != nil {
+			f.Fatal(err)
+		}
+		f.Add([]byte(st.Predicate))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		s, err := verify.DecodeSVR(raw)
+		if err != nil {
+			if !errors.Is(err, verify.ErrInvalidSVR) {
+				t.Fatalf("error %v is not ErrInvalidSVR", err)
+			}
+			return
+		}
+		out, err := s.MarshalJSON()
+		if err != nil {
+			t.Fatalf("a decoded SVR does not encode: %v", err)
+		}
+		again, err := verify.DecodeSVR(out)
+		if err != nil {
+			t.Fatalf("re-encoded SVR does not decode: %v\n%s", err, out)
+		}
+		if diff := cmp.Diff(s, again, protocmp.Transform()); diff != "" {
+			t.Fatalf("round trip (-first +second):\n%s", diff)
+		}
+	})
 }
