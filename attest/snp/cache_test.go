@@ -4,9 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
-	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 	"github.com/google/go-sev-guest/verify/trust"
 
 	"github.com/attestd/attestd/attest"
+	"github.com/attestd/attestd/attest/attesttest"
 	"github.com/attestd/attestd/attest/snp"
 	"github.com/attestd/attestd/attest/snp/snptest"
 )
@@ -220,13 +219,7 @@ func TestCacheBounded(t *testing.T) {
 // good and bad evidence of several chains (run with -race).
 func TestCacheConcurrent(t *testing.T) {
 	other := untrustedChain(t)
-	type job struct {
-		v    snp.Verifier
-		ev   *attest.Evidence
-		opts attest.VerifyOptions
-		ok   bool
-	}
-	var jobs []job
+	var jobs []attesttest.Job
 	cache := snp.NewCache(2)
 	for i := range 2 {
 		d, err := snptest.New(created.Add(time.Duration(i) * time.Hour))
@@ -240,27 +233,10 @@ func TestCacheConcurrent(t *testing.T) {
 		late.Now = func() time.Time { return created.AddDate(8, 0, 0) } // VCEK expired
 		bad := clone(ev)
 		bad.Parts[0].Data[0x90] ^= 1
-		jobs = append(jobs, job{v, ev, o, true}, job{late, ev, o, false}, job{v, bad, o, false},
-			job{v, withPart(ev, snp.PartVCEK, other.Vcek.Raw), o, false})
+		jobs = append(jobs, attesttest.Job{V: v, Ev: ev, Opts: o, OK: true}, attesttest.Job{V: late, Ev: ev, Opts: o},
+			attesttest.Job{V: v, Ev: bad, Opts: o}, attesttest.Job{V: v, Ev: withPart(ev, snp.PartVCEK, other.Vcek.Raw), Opts: o})
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	for g := range 8 {
-		wg.Go(func() {
-			for i := range 3 * len(jobs) {
-				j := jobs[(g+i)%len(jobs)]
-				if claims, _ := j.v.Verify(j.ev, j.opts); (claims != nil) != j.ok {
-					errs <- fmt.Errorf("goroutine %d, job %d: verified %v, want %v", g, (g+i)%len(jobs), claims != nil, j.ok)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	attesttest.VerifyConcurrently(t, jobs, 3)
 }
 
 // BenchmarkVerify: "single" is one report on a verifier that caches
@@ -281,40 +257,19 @@ func BenchmarkVerify(b *testing.B) {
 		}
 		evs, opts = append(evs, ev), append(opts, attest.VerifyOptions{Binding: binding, EnvKey: be.Signer().Public()})
 	}
-	run := func(b *testing.B, v func() snp.Verifier) {
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			if claims, checks := v().Verify(evs[i%5], opts[i%5]); claims == nil {
-				b.Fatal(checks)
-			}
-			i++
-		}
-	}
 	b.Run("single/no-cache", func(b *testing.B) {
 		v := benchVerifier(d, snp.NewCache(0))
-		run(b, func() snp.Verifier { return v })
+		attesttest.BenchVerify(b, func() attest.Verifier { return v }, evs, opts)
 	})
 	b.Run("single/first-of-chain", func(b *testing.B) {
-		run(b, func() snp.Verifier { return benchVerifier(d, snp.NewCache(1)) })
+		attesttest.BenchVerify(b, func() attest.Verifier { return benchVerifier(d, snp.NewCache(1)) }, evs, opts)
 	})
 	b.Run("bundle/cache", func(b *testing.B) {
 		v := benchVerifier(d, snp.NewCache(snp.DefaultCacheSize))
-		run(b, func() snp.Verifier { return v })
+		attesttest.BenchVerify(b, func() attest.Verifier { return v }, evs, opts)
 	})
 	b.Run("parallel/cache", func(b *testing.B) {
-		v := benchVerifier(d, snp.NewCache(snp.DefaultCacheSize))
-		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			i := 0
-			for pb.Next() {
-				if claims, checks := v.Verify(evs[i%5], opts[i%5]); claims == nil {
-					b.Error(checks)
-					return
-				}
-				i++
-			}
-		})
+		attesttest.BenchVerifyParallel(b, benchVerifier(d, snp.NewCache(snp.DefaultCacheSize)), evs, opts)
 	})
 }
 

@@ -9,11 +9,9 @@ import (
 	"crypto/sha512"
 	"crypto/x509"
 	"encoding/pem"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +22,7 @@ import (
 	"github.com/google/go-tdx-guest/testing/testdata"
 
 	"github.com/attestd/attestd/attest"
+	"github.com/attestd/attestd/attest/attesttest"
 	"github.com/attestd/attestd/attest/tdx"
 	"github.com/attestd/attestd/attest/tdx/tdxtest"
 )
@@ -382,13 +381,7 @@ func TestCacheBounded(t *testing.T) {
 // TestCacheConcurrent shares one small cache between goroutines verifying
 // good and bad evidence of several chains (run with -race).
 func TestCacheConcurrent(t *testing.T) {
-	type job struct {
-		v    tdx.Verifier
-		ev   *attest.Evidence
-		opts attest.VerifyOptions
-		ok   bool
-	}
-	var jobs []job
+	var jobs []attesttest.Job
 	cache := tdx.NewCache(2)
 	var firstRoots *x509.CertPool
 	for i := range 2 {
@@ -405,26 +398,10 @@ func TestCacheConcurrent(t *testing.T) {
 			untrusted.Roots = firstRoots
 		}
 		bad := withQuote(t, ev, func(q *pb.QuoteV4) { q.TdQuoteBody.MrTd[0] ^= 1 })
-		jobs = append(jobs, job{v, ev, o, true}, job{late, ev, o, false}, job{v, bad, o, false}, job{untrusted, ev, o, i == 0})
+		jobs = append(jobs, attesttest.Job{V: v, Ev: ev, Opts: o, OK: true}, attesttest.Job{V: late, Ev: ev, Opts: o},
+			attesttest.Job{V: v, Ev: bad, Opts: o}, attesttest.Job{V: untrusted, Ev: ev, Opts: o, OK: i == 0})
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	for g := range 8 {
-		wg.Go(func() {
-			for i := range 3 * len(jobs) {
-				j := jobs[(g+i)%len(jobs)]
-				if claims, _ := j.v.Verify(j.ev, j.opts); (claims != nil) != j.ok {
-					errs <- fmt.Errorf("goroutine %d, job %d: verified %v, want %v", g, (g+i)%len(jobs), claims != nil, j.ok)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	attesttest.VerifyConcurrently(t, jobs, 3)
 }
 
 // TestIntelRoot: the root the verifier trusts by default is the root of
@@ -467,40 +444,19 @@ func BenchmarkVerify(b *testing.B) {
 		}
 		evs, opts = append(evs, ev), append(opts, attest.VerifyOptions{Binding: binding, EnvKey: be.Signer().Public()})
 	}
-	run := func(b *testing.B, v func() tdx.Verifier) {
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			if claims, checks := v().Verify(evs[i%5], opts[i%5]); claims == nil {
-				b.Fatal(checks)
-			}
-			i++
-		}
-	}
 	b.Run("single/no-cache", func(b *testing.B) {
 		v := benchVerifier(d, tdx.NewCache(0))
-		run(b, func() tdx.Verifier { return v })
+		attesttest.BenchVerify(b, func() attest.Verifier { return v }, evs, opts)
 	})
 	b.Run("single/first-of-chain", func(b *testing.B) {
-		run(b, func() tdx.Verifier { return benchVerifier(d, tdx.NewCache(1)) })
+		attesttest.BenchVerify(b, func() attest.Verifier { return benchVerifier(d, tdx.NewCache(1)) }, evs, opts)
 	})
 	b.Run("bundle/cache", func(b *testing.B) {
 		v := benchVerifier(d, tdx.NewCache(tdx.DefaultCacheSize))
-		run(b, func() tdx.Verifier { return v })
+		attesttest.BenchVerify(b, func() attest.Verifier { return v }, evs, opts)
 	})
 	b.Run("parallel/cache", func(b *testing.B) {
-		v := benchVerifier(d, tdx.NewCache(tdx.DefaultCacheSize))
-		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			i := 0
-			for pb.Next() {
-				if claims, checks := v.Verify(evs[i%5], opts[i%5]); claims == nil {
-					b.Error(checks)
-					return
-				}
-				i++
-			}
-		})
+		attesttest.BenchVerifyParallel(b, benchVerifier(d, tdx.NewCache(tdx.DefaultCacheSize)), evs, opts)
 	})
 }
 

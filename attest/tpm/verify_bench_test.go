@@ -13,6 +13,7 @@ import (
 	eventlogdata "github.com/google/go-eventlog/testdata"
 
 	"github.com/attestd/attestd/attest"
+	"github.com/attestd/attestd/attest/attesttest"
 )
 
 // bundleFixture is what a control plane verifies for one environment: n
@@ -52,17 +53,6 @@ func newBundleFixture(tb testing.TB, n int, noReplay bool) *bundleFixture {
 	return f
 }
 
-func benchVerify(b *testing.B, v func() Verifier, evs []*attest.Evidence, opts []attest.VerifyOptions) {
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		if claims, checks := v().Verify(evs[i%len(evs)], opts[i%len(opts)]); claims == nil {
-			b.Fatalf("not verified: %+v", checks)
-		}
-		i++
-	}
-}
-
 // BenchmarkVerify: one attestation at a time. "golden" is the pinned-AK
 // simulator evidence (no firmware log, no AK certificate); "bundle" five
 // attestations of one TPM with an AK certificate and a firmware log,
@@ -73,37 +63,26 @@ func BenchmarkVerify(b *testing.B) {
 	ev, opts := loadGolden(b)
 	f := newBundleFixture(b, 5, false)
 	now := func() time.Time { return certNow }
-	same := func(v Verifier) func() Verifier { return func() Verifier { return v } }
+	same := func(v Verifier) func() attest.Verifier { return func() attest.Verifier { return v } }
 	golden := []*attest.Evidence{ev}
 	goldenOpts := []attest.VerifyOptions{opts}
 	b.Run("golden/no-cache", func(b *testing.B) {
-		benchVerify(b, same(benchVerifier(now, NewCache(0))), golden, goldenOpts)
+		attesttest.BenchVerify(b, same(benchVerifier(now, NewCache(0))), golden, goldenOpts)
 	})
 	b.Run("golden/cache", func(b *testing.B) {
-		benchVerify(b, same(benchVerifier(now, NewCache(DefaultCacheSize))), golden, goldenOpts)
+		attesttest.BenchVerify(b, same(benchVerifier(now, NewCache(DefaultCacheSize))), golden, goldenOpts)
 	})
 	b.Run("bundle/no-cache", func(b *testing.B) {
-		benchVerify(b, same(benchVerifier(now, NewCache(0))), f.evs, f.opts)
+		attesttest.BenchVerify(b, same(benchVerifier(now, NewCache(0))), f.evs, f.opts)
 	})
 	b.Run("bundle/first-of-env", func(b *testing.B) {
-		benchVerify(b, func() Verifier { return benchVerifier(now, NewCache(DefaultCacheSize)) }, f.evs, f.opts)
+		attesttest.BenchVerify(b, func() attest.Verifier { return benchVerifier(now, NewCache(DefaultCacheSize)) }, f.evs, f.opts)
 	})
 	b.Run("bundle/cache", func(b *testing.B) {
-		benchVerify(b, same(benchVerifier(now, NewCache(DefaultCacheSize))), f.evs, f.opts)
+		attesttest.BenchVerify(b, same(benchVerifier(now, NewCache(DefaultCacheSize))), f.evs, f.opts)
 	})
 	b.Run("parallel/cache", func(b *testing.B) {
-		v := benchVerifier(now, NewCache(DefaultCacheSize))
-		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			i := 0
-			for pb.Next() {
-				if claims, checks := v.Verify(f.evs[i%5], f.opts[i%5]); claims == nil {
-					b.Error(checks)
-					return
-				}
-				i++
-			}
-		})
+		attesttest.BenchVerifyParallel(b, benchVerifier(now, NewCache(DefaultCacheSize)), f.evs, f.opts)
 	})
 }
 

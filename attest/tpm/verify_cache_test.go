@@ -7,16 +7,15 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"fmt"
 	"math/big"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-tpm/legacy/tpm2"
 
 	"github.com/attestd/attestd/attest"
+	"github.com/attestd/attestd/attest/attesttest"
 )
 
 // certNow is when the test AK certificates are checked.
@@ -267,38 +266,15 @@ func TestCacheConcurrent(t *testing.T) {
 	good := withAKCert(golden, ca.issue(t, ak, certNow.AddDate(0, -1, 0), certNow.AddDate(1, 0, 0)))
 	opts := pinned
 	opts.TrustedAKs, opts.AKRoots = nil, ca.pool()
-	type job struct {
-		ev   *attest.Evidence
-		opts attest.VerifyOptions
-		at   time.Time
-		ok   bool
-	}
-	jobs := []job{
-		{good, opts, certNow, true},
-		{good, opts, certNow.AddDate(2, 0, 0), false},
-		{flipped(t, good, PartQuoteInfo, 20), opts, certNow, false},
-		{flipped(t, good, PartCertifySignature, 40), opts, certNow, false},
-		{withAKCert(golden, otherCA.issue(t, ak, certNow.AddDate(0, -1, 0), certNow.AddDate(1, 0, 0))), opts, certNow, false},
-		{golden, pinned, certNow, true},
-	}
 	cache := NewCache(2)
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	for g := range 8 {
-		wg.Go(func() {
-			for i := range 5 * len(jobs) {
-				j := jobs[(g+i)%len(jobs)]
-				v := Verifier{Cache: cache, Now: func() time.Time { return j.at }}
-				if claims, _ := v.Verify(j.ev, j.opts); (claims != nil) != j.ok {
-					errs <- fmt.Errorf("goroutine %d, job %d: verified %v, want %v", g, (g+i)%len(jobs), claims != nil, j.ok)
-					return
-				}
-			}
-		})
+	at := func(when time.Time) Verifier { return Verifier{Cache: cache, Now: func() time.Time { return when }} }
+	jobs := []attesttest.Job{
+		{V: at(certNow), Ev: good, Opts: opts, OK: true},
+		{V: at(certNow.AddDate(2, 0, 0)), Ev: good, Opts: opts},
+		{V: at(certNow), Ev: flipped(t, good, PartQuoteInfo, 20), Opts: opts},
+		{V: at(certNow), Ev: flipped(t, good, PartCertifySignature, 40), Opts: opts},
+		{V: at(certNow), Ev: withAKCert(golden, otherCA.issue(t, ak, certNow.AddDate(0, -1, 0), certNow.AddDate(1, 0, 0))), Opts: opts},
+		{V: at(certNow), Ev: golden, Opts: pinned, OK: true},
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	attesttest.VerifyConcurrently(t, jobs, 5)
 }
