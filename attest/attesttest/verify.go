@@ -71,3 +71,48 @@ func BenchVerifyParallel(b *testing.B, v attest.Verifier, evs []*attest.Evidence
 		}
 	})
 }
+
+// Evidences returns n pieces of evidence from be, each bound to its own
+// admission nonce, with the options that verify them (Binding and EnvKey;
+// the caller adds trust anchors where its verifier needs them).
+func Evidences(tb testing.TB, be attest.Backend, n int) ([]*attest.Evidence, []attest.VerifyOptions) {
+	tb.Helper()
+	kd, err := attest.KeyDigest(be.Signer().Public())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var evs []*attest.Evidence
+	var opts []attest.VerifyOptions
+	for i := range n {
+		binding := attest.Bind(attest.PurposeAttest, kd, []byte{byte(i)})
+		ev, err := be.Evidence(tb.Context(), binding)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		evs, opts = append(evs, ev), append(opts, attest.VerifyOptions{Binding: binding, EnvKey: be.Signer().Public()})
+	}
+	return evs, opts
+}
+
+// BenchmarkCachedVerifier runs the benchmarks of a verifier with a cache
+// over evs, one machine's evidence verified in turn: "single/no-cache" a
+// verifier that caches nothing (newV(0)); "single/first-of-chain" a fresh
+// cache per verification (newV(1): the cost of a miss); "bundle/cache" one
+// verifier with the default cache, as a control plane keeps it;
+// "parallel/cache" that verifier from every core.
+func BenchmarkCachedVerifier(b *testing.B, evs []*attest.Evidence, opts []attest.VerifyOptions, newV func(cacheSize int) attest.Verifier, defaultSize int) {
+	b.Run("single/no-cache", func(b *testing.B) {
+		v := newV(0)
+		BenchVerify(b, func() attest.Verifier { return v }, evs, opts)
+	})
+	b.Run("single/first-of-chain", func(b *testing.B) {
+		BenchVerify(b, func() attest.Verifier { return newV(1) }, evs, opts)
+	})
+	b.Run("bundle/cache", func(b *testing.B) {
+		v := newV(defaultSize)
+		BenchVerify(b, func() attest.Verifier { return v }, evs, opts)
+	})
+	b.Run("parallel/cache", func(b *testing.B) {
+		BenchVerifyParallel(b, newV(defaultSize), evs, opts)
+	})
+}

@@ -245,36 +245,10 @@ func TestCacheConcurrent(t *testing.T) {
 // "bundle" a bundle's five reports of one machine on one verifier, in turn.
 func BenchmarkVerify(b *testing.B) {
 	d := newDevice(b)
-	be := newBackend(b, d)
-	kd, _ := attest.KeyDigest(be.Signer().Public())
-	var evs []*attest.Evidence
-	var opts []attest.VerifyOptions
-	for i := range 5 {
-		binding := attest.Bind(attest.PurposeAttest, kd, []byte{byte(i)})
-		ev, err := be.Evidence(b.Context(), binding)
-		if err != nil {
-			b.Fatal(err)
-		}
-		evs, opts = append(evs, ev), append(opts, attest.VerifyOptions{Binding: binding, EnvKey: be.Signer().Public()})
-	}
-	b.Run("single/no-cache", func(b *testing.B) {
-		v := benchVerifier(d, snp.NewCache(0))
-		attesttest.BenchVerify(b, func() attest.Verifier { return v }, evs, opts)
-	})
-	b.Run("single/first-of-chain", func(b *testing.B) {
-		attesttest.BenchVerify(b, func() attest.Verifier { return benchVerifier(d, snp.NewCache(1)) }, evs, opts)
-	})
-	b.Run("bundle/cache", func(b *testing.B) {
-		v := benchVerifier(d, snp.NewCache(snp.DefaultCacheSize))
-		attesttest.BenchVerify(b, func() attest.Verifier { return v }, evs, opts)
-	})
-	b.Run("parallel/cache", func(b *testing.B) {
-		attesttest.BenchVerifyParallel(b, benchVerifier(d, snp.NewCache(snp.DefaultCacheSize)), evs, opts)
-	})
-}
-
-func benchVerifier(d *snptest.Device, c *snp.Cache) snp.Verifier {
-	v := d.Verifier(now)
-	v.Cache = c
-	return v
+	evs, opts := attesttest.Evidences(b, newBackend(b, d), 5)
+	attesttest.BenchmarkCachedVerifier(b, evs, opts, func(size int) attest.Verifier {
+		v := d.Verifier(now)
+		v.Cache = snp.NewCache(size)
+		return v
+	}, snp.DefaultCacheSize)
 }
