@@ -65,19 +65,6 @@ func New(p *verify.Policy, cfg Config) (*Verifier, error) {
 	return v, nil
 }
 
-// Policy is the policy the Verifier appraises against.
-func (v *Verifier) Policy() *verify.Policy { return v.policy }
-
-// Verifiers are the backend verifiers set up from the policy, for callers
-// of verify's lower-level functions (verify.Envelope, verify.BundleReport).
-func (v *Verifier) Verifiers() []attest.Verifier { return v.verifiers }
-
-// Options are the per-attestation options the policy implies, for verify's
-// lower-level functions.
-func (v *Verifier) Options() verify.Options {
-	return verify.PolicyOptions(v.policy, v.verifiers)
-}
-
 // Evaluate verifies and appraises the bundles (see verify.Evaluate).
 func (v *Verifier) Evaluate(inputs []verify.Input) *verify.Evaluation {
 	return verify.Evaluate(v.policy, inputs, verify.Config{Verifiers: v.verifiers, Now: v.now()})

@@ -99,10 +99,6 @@ func Evaluate(p *Policy, inputs []Input, cfg Config) *Evaluation {
 	return ev
 }
 
-// PolicyOptions are the per-attestation options (Envelope, BundleReport)
-// that p implies, with the given backend verifiers.
-func PolicyOptions(p *Policy, verifiers []attest.Verifier) Options { return p.options(verifiers) }
-
 // options are the per-attestation options the policy implies.
 func (p *Policy) options(verifiers []attest.Verifier) Options {
 	o := Options{
