@@ -1,0 +1,431 @@
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/attestd/attestd/fleet"
+)
+
+func testChallenge(t *testing.T, s fleet.Store) {
+	ctx := t.Context()
+	c := put(t, s, challenge(fleet.StepRegister, "", ""))
+	again := c
+	again.Data = []byte("other")
+	wantErr(t, "PutChallenge of a stored nonce", s.PutChallenge(ctx, again), fleet.ErrNonceExists)
+
+	_, err := s.ConsumeChallenge(ctx, fleet.StepRegister, nonce(), t0)
+	wantErr(t, "ConsumeChallenge of an unknown nonce", err, fleet.ErrNonceUnknown)
+	_, err = s.ConsumeChallenge(ctx, fleet.StepAdmit, c.Nonce, t0)
+	wantErr(t, "ConsumeChallenge for another step", err, fleet.ErrNonceForeign)
+	_, err = s.ConsumeChallenge(ctx, fleet.StepRegister, c.Nonce, c.Expires)
+	wantErr(t, "ConsumeChallenge at Expires", err, fleet.ErrNonceExpired)
+
+	got, err := s.ConsumeChallenge(ctx, fleet.StepRegister, c.Nonce, c.Expires.Add(-time.Microsecond))
+	if err != nil {
+		t.Fatalf("ConsumeChallenge a microsecond before Expires: %v", err)
+	}
+	want := c
+	want.Used = true
+	wantEqual(t, "consumed challenge", got, &want)
+
+	_, err = s.ConsumeChallenge(ctx, fleet.StepRegister, c.Nonce, t0)
+	wantErr(t, "ConsumeChallenge twice", err, fleet.ErrNonceUsed)
+	_, err = s.ConsumeChallenge(ctx, fleet.StepAdmit, c.Nonce, t0)
+	wantErr(t, "ConsumeChallenge used, for another step", err, fleet.ErrNonceForeign)
+	wantErr(t, "PutChallenge of a used nonce", s.PutChallenge(ctx, c), fleet.ErrNonceExists)
+}
+
+func testAdmit(t *testing.T, s fleet.Store) {
+	ctx := t.Context()
+	_, err := s.Environment(ctx, digest("nobody"))
+	wantErr(t, "Environment of an unknown key", err, fleet.ErrNotFound)
+
+	env := admit(t, s, "env")
+	got, err := s.Environment(ctx, env.KeyDigest)
+	if err != nil {
+		t.Fatalf("Environment: %v", err)
+	}
+	wantEqual(t, "admitted environment", got, &env)
+
+	// Admitted again (same key, same boot): refused, the nonce untouched.
+	c := put(t, s, challenge(fleet.StepAdmit, "", ""))
+	again := env
+	again.Image = "other"
+	wantErr(t, "Admit twice", s.Admit(ctx, c.Nonce, t0, again), fleet.ErrAdmitted)
+	wantUnused(t, s, c)
+	if got, err := s.Environment(ctx, env.KeyDigest); err != nil || got.Image != env.Image {
+		t.Errorf("Environment after a refused Admit: %+v, %v; want the first record", got, err)
+	}
+
+	// A new key in a boot already admitted: refused, nothing recorded.
+	c = put(t, s, challenge(fleet.StepAdmit, "", ""))
+	reset := environment(digest("reset"))
+	reset.BootID = env.BootID
+	wantErr(t, "Admit of a reused boot", s.Admit(ctx, c.Nonce, t0, reset), fleet.ErrBootReused)
+	wantUnused(t, s, c)
+	_, err = s.Environment(ctx, reset.KeyDigest)
+	wantErr(t, "Environment refused for its boot", err, fleet.ErrNotFound)
+
+	// Environments without a boot ID never collide on it.
+	for _, name := range []string{"noboot1", "noboot2"} {
+		e := environment(digest(name))
+		e.BootID, e.AKDigest, e.Backends, e.Image, e.Admission = "", "", nil, "", nil
+		c := put(t, s, challenge(fleet.StepAdmit, "", ""))
+		wantErr(t, "Admit without a boot ID", s.Admit(ctx, c.Nonce, t0, e), nil)
+		got, err := s.Environment(ctx, e.KeyDigest)
+		if err != nil {
+			t.Fatalf("Environment: %v", err)
+		}
+		wantEqual(t, "environment without boot ID", got, &e)
+	}
+}
+
+func testAdmitBadNonce(t *testing.T, s fleet.Store) {
+	ctx := t.Context()
+	used := put(t, s, challenge(fleet.StepAdmit, "", ""))
+	if _, err := s.ConsumeChallenge(ctx, fleet.StepAdmit, used.Nonce, t0); err != nil {
+		t.Fatal(err)
+	}
+	foreign := put(t, s, challenge(fleet.StepRegister, "", ""))
+	expired := put(t, s, challenge(fleet.StepAdmit, "", ""))
+	for _, tc := range []struct {
+		name  string
+		nonce []byte
+		now   time.Time
+		want  error
+	}{
+		{"unknown", nonce(), t0, fleet.ErrNonceUnknown},
+		{"foreign", foreign.Nonce, t0, fleet.ErrNonceForeign},
+		{"used", used.Nonce, t0, fleet.ErrNonceUsed},
+		{"expired", expired.Nonce, expired.Expires, fleet.ErrNonceExpired},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := environment(digest(tc.name))
+			wantErr(t, "Admit", s.Admit(ctx, tc.nonce, tc.now, env), tc.want)
+			_, err := s.Environment(ctx, env.KeyDigest)
+			wantErr(t, "Environment after Admit with a bad nonce", err, fleet.ErrNotFound)
+		})
+	}
+	wantUnused(t, s, foreign)
+}
+
+func testReserve(t *testing.T, s fleet.Store) {
+	ctx := t.Context()
+	env, other := admit(t, s, "env"), admit(t, s, "other")
+	stranger := environment(digest("stranger"))
+
+	// Refusals record neither the build nor its dispatch challenge.
+	c := challenge(fleet.StepDispatch, stranger.KeyDigest, "b0")
+	wantErr(t, "Reserve on an environment not admitted",
+		s.Reserve(ctx, fleet.Build{BuildID: "b0", EnvKey: stranger.KeyDigest, ReservedAt: t0}, c), fleet.ErrNotFound)
+	wantUnknown(t, s, c)
+	_, err := s.Build(ctx, "b0")
+	wantErr(t, "Build refused for its environment", err, fleet.ErrNotFound)
+
+	disp := reserve(t, s, env, "b1")
+	got, err := s.Build(ctx, "b1")
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	wantEqual(t, "reserved build", got, &fleet.Build{BuildID: "b1", EnvKey: env.KeyDigest, State: fleet.BuildReserved, ReservedAt: t0})
+	_, err = s.Build(ctx, "nothing")
+	wantErr(t, "Build of an unknown ID", err, fleet.ErrNotFound)
+
+	for _, tc := range []struct {
+		name  string
+		env   fleet.Environment
+		build string
+		want  error
+	}{
+		{"environment taken", env, "b2", fleet.ErrEnvironmentTaken},
+		{"build taken", other, "b1", fleet.ErrBuildTaken},
+		{"both taken", env, "b1", fleet.ErrBuildTaken},
+	} {
+		c := challenge(fleet.StepDispatch, tc.env.KeyDigest, tc.build)
+		wantErr(t, "Reserve, "+tc.name, s.Reserve(ctx, fleet.Build{BuildID: tc.build, EnvKey: tc.env.KeyDigest, ReservedAt: t0}, c), tc.want)
+		wantUnknown(t, s, c)
+	}
+	_, err = s.Build(ctx, "b2")
+	wantErr(t, "Build refused for a taken environment", err, fleet.ErrNotFound)
+	if got, err := s.Build(ctx, "b1"); err != nil || got.EnvKey != env.KeyDigest {
+		t.Errorf("Build b1 after refused Reserves: %+v, %v; want it on %s", got, err, env.KeyDigest)
+	}
+
+	// A dispatch nonce already issued: the whole reservation is refused.
+	c = challenge(fleet.StepDispatch, other.KeyDigest, "b3")
+	c.Nonce = disp.Nonce
+	wantErr(t, "Reserve with an issued nonce", s.Reserve(ctx, fleet.Build{BuildID: "b3", EnvKey: other.KeyDigest, ReservedAt: t0}, c), fleet.ErrNonceExists)
+	_, err = s.Build(ctx, "b3")
+	wantErr(t, "Build refused for its nonce", err, fleet.ErrNotFound)
+
+	// A challenge that is not this reservation's is the caller's mistake.
+	c = challenge(fleet.StepDispatch, other.KeyDigest, "b-mismatch")
+	if err := s.Reserve(ctx, fleet.Build{BuildID: "b4", EnvKey: other.KeyDigest, ReservedAt: t0}, c); err == nil {
+		t.Error("Reserve with a challenge for another build: no error")
+	}
+	_, err = s.Build(ctx, "b4")
+	wantErr(t, "Build refused for its challenge", err, fleet.ErrNotFound)
+
+	// The other environment is still free.
+	reserve(t, s, other, "b3")
+}
+
+func testDispatched(t *testing.T, s fleet.Store) {
+	ctx := t.Context()
+	env, other := admit(t, s, "env"), admit(t, s, "other")
+	disp, otherDisp := reserve(t, s, env, "b1"), reserve(t, s, other, "b2")
+	admitNonce := put(t, s, challenge(fleet.StepAdmit, "", ""))
+	later := t0.Add(time.Second)
+
+	for _, tc := range []struct {
+		name  string
+		build string
+		nonce []byte
+		now   time.Time
+		want  error
+	}{
+		{"unknown build", "nothing", disp.Nonce, later, fleet.ErrNotFound},
+		{"unknown nonce", "b1", nonce(), later, fleet.ErrNonceUnknown},
+		{"another build's nonce", "b1", otherDisp.Nonce, later, fleet.ErrNonceForeign},
+		{"admission nonce", "b1", admitNonce.Nonce, later, fleet.ErrNonceForeign},
+		{"expired nonce", "b1", disp.Nonce, disp.Expires, fleet.ErrNonceExpired},
+	} {
+		wantErr(t, "Dispatched, "+tc.name, s.Dispatched(ctx, tc.build, tc.nonce, tc.now, []byte("x")), tc.want)
+	}
+	wantErr(t, "Completed before Dispatched", s.Completed(ctx, "b1", nil, later, []byte("x")), fleet.ErrState)
+	if got, err := s.Build(ctx, "b1"); err != nil || got.State != fleet.BuildReserved {
+		t.Fatalf("Build after refused calls: %+v, %v; want it reserved", got, err)
+	}
+	wantUnused(t, s, otherDisp)
+	wantUnused(t, s, admitNonce)
+
+	wantErr(t, "Dispatched", s.Dispatched(ctx, "b1", disp.Nonce, later, []byte("svr")), nil)
+	got, err := s.Build(ctx, "b1")
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	wantEqual(t, "dispatched build", got, &fleet.Build{
+		BuildID: "b1", EnvKey: env.KeyDigest, State: fleet.BuildDispatched,
+		ReservedAt: t0, DispatchedAt: later, Dispatch: []byte("svr"),
+	})
+	wantErr(t, "Dispatched replayed", s.Dispatched(ctx, "b1", disp.Nonce, later, []byte("y")), fleet.ErrNonceUsed)
+
+	// A valid dispatch nonce in the wrong state is refused and kept.
+	fresh := put(t, s, challenge(fleet.StepDispatch, env.KeyDigest, "b1"))
+	wantErr(t, "Dispatched twice", s.Dispatched(ctx, "b1", fresh.Nonce, later, []byte("y")), fleet.ErrState)
+	wantUnused(t, s, fresh)
+	if got, err := s.Build(ctx, "b1"); err != nil || string(got.Dispatch) != "svr" {
+		t.Errorf("Build after a refused Dispatched: %+v, %v; want the first result", got, err)
+	}
+}
+
+func testCompleted(t *testing.T, s fleet.Store) {
+	ctx := t.Context()
+	env, other := admit(t, s, "env"), admit(t, s, "other")
+	later, done := t0.Add(time.Second), t0.Add(time.Minute)
+	for _, b := range []struct {
+		env   fleet.Environment
+		build string
+	}{{env, "b1"}, {other, "b2"}} {
+		d := reserve(t, s, b.env, b.build)
+		if err := s.Dispatched(ctx, b.build, d.Nonce, later, []byte("svr")); err != nil {
+			t.Fatalf("Dispatched %s: %v", b.build, err)
+		}
+	}
+
+	comp := put(t, s, challenge(fleet.StepComplete, env.KeyDigest, "b1"))
+	otherComp := put(t, s, challenge(fleet.StepComplete, other.KeyDigest, "b2"))
+	dispNonce := put(t, s, challenge(fleet.StepDispatch, env.KeyDigest, "b1"))
+	for _, tc := range []struct {
+		name  string
+		build string
+		nonce []byte
+		now   time.Time
+		want  error
+	}{
+		{"unknown build", "nothing", nil, done, fleet.ErrNotFound},
+		{"unknown nonce", "b1", nonce(), done, fleet.ErrNonceUnknown},
+		{"another build's nonce", "b1", otherComp.Nonce, done, fleet.ErrNonceForeign},
+		{"dispatch nonce", "b1", dispNonce.Nonce, done, fleet.ErrNonceForeign},
+		{"expired nonce", "b1", comp.Nonce, comp.Expires, fleet.ErrNonceExpired},
+	} {
+		wantErr(t, "Completed, "+tc.name, s.Completed(ctx, tc.build, tc.nonce, tc.now, []byte("x")), tc.want)
+	}
+	wantUnused(t, s, otherComp)
+
+	wantErr(t, "Completed with a nonce", s.Completed(ctx, "b1", comp.Nonce, done, []byte("vsa")), nil)
+	got, err := s.Build(ctx, "b1")
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	wantEqual(t, "completed build", got, &fleet.Build{
+		BuildID: "b1", EnvKey: env.KeyDigest, State: fleet.BuildCompleted,
+		ReservedAt: t0, DispatchedAt: later, CompletedAt: done, Dispatch: []byte("svr"), Completion: []byte("vsa"),
+	})
+	wantErr(t, "Completed replayed", s.Completed(ctx, "b1", comp.Nonce, done, []byte("y")), fleet.ErrNonceUsed)
+	wantErr(t, "Completed twice", s.Completed(ctx, "b1", nil, done, []byte("y")), fleet.ErrState)
+	d := put(t, s, challenge(fleet.StepDispatch, env.KeyDigest, "b1"))
+	wantErr(t, "Dispatched after Completed", s.Dispatched(ctx, "b1", d.Nonce, done, []byte("y")), fleet.ErrState)
+
+	wantErr(t, "Completed without a nonce", s.Completed(ctx, "b2", nil, done, []byte("vsa2")), nil)
+	if got, err := s.Build(ctx, "b2"); err != nil || got.State != fleet.BuildCompleted || string(got.Completion) != "vsa2" {
+		t.Errorf("Build b2: %+v, %v; want completed with vsa2", got, err)
+	}
+}
+
+func testAK(t *testing.T, s fleet.Store) {
+	ctx := t.Context()
+	ak := fleet.AK{Digest: digest("ak"), PublicKey: []byte("pkix"), EKCertDigest: digest("ek"), RegisteredAt: t0}
+	_, err := s.AK(ctx, ak.Digest)
+	wantErr(t, "AK before PutAK", err, fleet.ErrNotFound)
+	wantErr(t, "PutAK", s.PutAK(ctx, ak), nil)
+	wantErr(t, "PutAK again", s.PutAK(ctx, ak), nil)
+	got, err := s.AK(ctx, ak.Digest)
+	if err != nil {
+		t.Fatalf("AK: %v", err)
+	}
+	wantEqual(t, "AK", got, &ak)
+}
+
+func testPrune(t *testing.T, s fleet.Store) {
+	ctx := t.Context()
+	var gone, kept []fleet.Challenge
+	for _, exp := range []time.Duration{-time.Hour, -time.Microsecond} {
+		c := challenge(fleet.StepAdmit, "", "")
+		c.Expires = t0.Add(exp)
+		gone = append(gone, put(t, s, c))
+	}
+	used := put(t, s, challenge(fleet.StepAdmit, "", ""))
+	if _, err := s.ConsumeChallenge(ctx, fleet.StepAdmit, used.Nonce, t0); err != nil {
+		t.Fatal(err)
+	}
+	kept = append(kept, put(t, s, challenge(fleet.StepAdmit, "", "")))
+	env := admit(t, s, "env")
+	reserve(t, s, env, "b1")
+
+	n, err := s.Prune(ctx, t0)
+	if err != nil || n != 2 {
+		t.Errorf("Prune: %d, %v; want 2", n, err)
+	}
+	for _, c := range gone {
+		wantUnknown(t, s, c)
+	}
+	for _, c := range kept {
+		wantUnused(t, s, c)
+	}
+	_, err = s.ConsumeChallenge(ctx, fleet.StepAdmit, used.Nonce, t0)
+	wantErr(t, "a used challenge not yet expired", err, fleet.ErrNonceUsed)
+	if n, err := s.Prune(ctx, t0); err != nil || n != 0 {
+		t.Errorf("Prune again: %d, %v; want 0", n, err)
+	}
+	if _, err := s.Environment(ctx, env.KeyDigest); err != nil {
+		t.Errorf("Environment after Prune: %v", err)
+	}
+	if _, err := s.Build(ctx, "b1"); err != nil {
+		t.Errorf("Build after Prune: %v", err)
+	}
+	if n, err := s.Prune(ctx, t0.Add(time.Hour)); err != nil || n != 4 {
+		t.Errorf("Prune an hour later: %d, %v; want 4 (3 admission, 1 dispatch)", n, err)
+	}
+}
+
+func testPing(t *testing.T, s fleet.Store) {
+	wantErr(t, "Ping", s.Ping(t.Context()), nil)
+}
+
+func testReopen(t *testing.T, open Open) {
+	ctx := t.Context()
+	db := newDB()
+	s := open(t, db)
+	env := admit(t, s, "env")
+	reserve(t, s, env, "b1")
+	c := put(t, s, challenge(fleet.StepRegister, "", ""))
+	ak := fleet.AK{Digest: digest("ak"), PublicKey: []byte("pkix"), EKCertDigest: digest("ek"), RegisteredAt: t0}
+	wantErr(t, "PutAK", s.PutAK(ctx, ak), nil)
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+
+	s = openStore(t, open, db)
+	if got, err := s.Environment(ctx, env.KeyDigest); err != nil {
+		t.Errorf("Environment after reopen: %v", err)
+	} else {
+		wantEqual(t, "environment after reopen", got, &env)
+	}
+	if got, err := s.Build(ctx, "b1"); err != nil || got.State != fleet.BuildReserved {
+		t.Errorf("Build after reopen: %+v, %v", got, err)
+	}
+	if got, err := s.AK(ctx, ak.Digest); err != nil {
+		t.Errorf("AK after reopen: %v", err)
+	} else {
+		wantEqual(t, "AK after reopen", got, &ak)
+	}
+	wantUnused(t, s, c)
+	_, err := s.ConsumeChallenge(ctx, c.Step, c.Nonce, t0)
+	wantErr(t, "ConsumeChallenge after reopen, twice", err, fleet.ErrNonceUsed)
+	wantErr(t, "Admit after reopen, twice", s.Admit(ctx, put(t, s, challenge(fleet.StepAdmit, "", "")).Nonce, t0, env), fleet.ErrAdmitted)
+}
+
+func testRaceConsume(t *testing.T, s fleet.Store) {
+	c := put(t, s, challenge(fleet.StepAdmit, "", ""))
+	race(t, func(ctx context.Context, _ int) error {
+		_, err := s.ConsumeChallenge(ctx, fleet.StepAdmit, c.Nonce, t0)
+		return err
+	}, fleet.ErrNonceUsed)
+}
+
+// testRaceAdmit admits one environment under Racers different nonces: one
+// is admitted, the others refused with their nonces left unused.
+func testRaceAdmit(t *testing.T, s fleet.Store) {
+	env := environment(digest("env"))
+	cs := make([]fleet.Challenge, Racers)
+	for i := range cs {
+		cs[i] = put(t, s, challenge(fleet.StepAdmit, "", ""))
+	}
+	winner := race(t, func(ctx context.Context, i int) error {
+		return s.Admit(ctx, cs[i].Nonce, t0, env)
+	}, fleet.ErrAdmitted)
+	for i, c := range cs {
+		if i != winner {
+			wantUnused(t, s, c)
+		}
+	}
+}
+
+func testRaceReserveEnvironment(t *testing.T, s fleet.Store) {
+	env := admit(t, s, "env")
+	winner := race(t, func(ctx context.Context, i int) error {
+		build := fmt.Sprintf("b%d", i)
+		return s.Reserve(ctx, fleet.Build{BuildID: build, EnvKey: env.KeyDigest, ReservedAt: t0},
+			challenge(fleet.StepDispatch, env.KeyDigest, build))
+	}, fleet.ErrEnvironmentTaken)
+	for i := range Racers {
+		_, err := s.Build(t.Context(), fmt.Sprintf("b%d", i))
+		if i == winner {
+			wantErr(t, "Build of the winner", err, nil)
+		} else {
+			wantErr(t, "Build of a loser", err, fleet.ErrNotFound)
+		}
+	}
+}
+
+func testRaceReserveBuild(t *testing.T, s fleet.Store) {
+	envs := make([]fleet.Environment, Racers)
+	for i := range envs {
+		envs[i] = admit(t, s, fmt.Sprintf("env%d", i))
+	}
+	winner := race(t, func(ctx context.Context, i int) error {
+		return s.Reserve(ctx, fleet.Build{BuildID: "b", EnvKey: envs[i].KeyDigest, ReservedAt: t0},
+			challenge(fleet.StepDispatch, envs[i].KeyDigest, "b"))
+	}, fleet.ErrBuildTaken)
+	got, err := s.Build(t.Context(), "b")
+	if err != nil || got.EnvKey != envs[winner].KeyDigest {
+		t.Errorf("Build b: %+v, %v; want it on the winner's environment %s", got, err, envs[winner].KeyDigest)
+	}
+	// The losers' environments are still free.
+	loser := (winner + 1) % Racers
+	reserve(t, s, envs[loser], "b-loser")
+}

@@ -1,0 +1,245 @@
+// Package storetest is the conformance suite every fleet.Store passes
+// (fleet/sqlite, fleet/postgres): each method and sentinel of the contract,
+// that a refused call changes nothing, that data survives a reopen, and
+// that racing calls for one nonce, environment or build have exactly one
+// winner. Races start together at a gate and count outcomes: nothing in the
+// suite depends on timing.
+//
+// Times in the suite are whole microseconds, the precision both stores keep.
+//
+// Test-only: it imports "testing".
+package storetest
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/attestd/attestd/fleet"
+)
+
+// Open opens the store under test on the database named db (lower-case
+// letters, digits and '_'), creating it empty the first time. Opening the
+// same name again after Close must give the same data. Names are unique
+// within one Run. The suite closes every store it opens.
+type Open func(t *testing.T, db string) fleet.Store
+
+// Racers is how many goroutines each race test starts.
+const Racers = 64
+
+// t0 is the suite's "now".
+var t0 = time.Date(2026, 11, 30, 12, 0, 0, 123456000, time.UTC)
+
+// ttl is how long the suite's challenges live.
+const ttl = 5 * time.Minute
+
+var dbSeq atomic.Int64
+
+// Run runs the suite against the stores open returns.
+func Run(t *testing.T, open Open) {
+	tests := []struct {
+		name string
+		run  func(*testing.T, fleet.Store)
+	}{
+		{"Challenge", testChallenge},
+		{"Admit", testAdmit},
+		{"AdmitBadNonce", testAdmitBadNonce},
+		{"Reserve", testReserve},
+		{"Dispatched", testDispatched},
+		{"Completed", testCompleted},
+		{"AK", testAK},
+		{"Prune", testPrune},
+		{"Ping", testPing},
+		{"RaceConsume", testRaceConsume},
+		{"RaceAdmit", testRaceAdmit},
+		{"RaceReserveEnvironment", testRaceReserveEnvironment},
+		{"RaceReserveBuild", testRaceReserveBuild},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.run(t, openStore(t, open, newDB())) })
+	}
+	t.Run("Reopen", func(t *testing.T) { testReopen(t, open) })
+}
+
+func newDB() string { return fmt.Sprintf("storetest_%d", dbSeq.Add(1)) }
+
+func openStore(t *testing.T, open Open, db string) fleet.Store {
+	t.Helper()
+	s := open(t, db)
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("close store: %v", err)
+		}
+	})
+	return s
+}
+
+// Bench runs the per-build sequence — PutChallenge, Admit, Reserve,
+// Dispatched, Completed — b.N times on s, each time for a new environment
+// and build.
+func Bench(b *testing.B, s fleet.Store) {
+	ctx := b.Context()
+	run := fmt.Sprintf("bench-%x", nonce()[:4])
+	b.ResetTimer()
+	for i := range b.N {
+		key := digest(fmt.Sprintf("%s-env-%d", run, i))
+		build := fmt.Sprintf("%s-build-%d", run, i)
+		admit := challenge(fleet.StepAdmit, "", "")
+		disp := challenge(fleet.StepDispatch, key, build)
+		if err := s.PutChallenge(ctx, admit); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Admit(ctx, admit.Nonce, t0, environment(key)); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Reserve(ctx, fleet.Build{BuildID: build, EnvKey: key, ReservedAt: t0}, disp); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Dispatched(ctx, build, disp.Nonce, t0, []byte("dispatch")); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Completed(ctx, build, nil, t0, []byte("vsa")); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// nonce returns 32 fresh random bytes.
+func nonce() []byte {
+	n := make([]byte, 32)
+	rand.Read(n)
+	return n
+}
+
+// digest is the hex SHA-256 of s, the form of the store's keys.
+func digest(s string) string {
+	d := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(d[:])
+}
+
+// challenge is a fresh challenge created at t0, expiring ttl later.
+func challenge(step fleet.Step, env, build string) fleet.Challenge {
+	return fleet.Challenge{
+		Nonce: nonce(), Step: step, EnvKey: env, BuildID: build,
+		Data: []byte("data:" + string(step)), Created: t0, Expires: t0.Add(ttl),
+	}
+}
+
+// environment is a full record for the environment key key, booted in a
+// boot of its own.
+func environment(key string) fleet.Environment {
+	return fleet.Environment{
+		KeyDigest: key, BootID: "boot-" + key, AKDigest: digest("ak-" + key),
+		Backends: []string{"tpm", "snp"}, Image: "sha256:" + digest("image"), Level: 2,
+		AdmittedAt: t0, Admission: []byte("svr-" + key),
+	}
+}
+
+// put stores a challenge, failing the test on error.
+func put(t *testing.T, s fleet.Store, c fleet.Challenge) fleet.Challenge {
+	t.Helper()
+	if err := s.PutChallenge(t.Context(), c); err != nil {
+		t.Fatalf("PutChallenge(%s): %v", c.Step, err)
+	}
+	return c
+}
+
+// admit admits a new environment named name and returns its record.
+func admit(t *testing.T, s fleet.Store, name string) fleet.Environment {
+	t.Helper()
+	env := environment(digest(name))
+	c := put(t, s, challenge(fleet.StepAdmit, "", ""))
+	if err := s.Admit(t.Context(), c.Nonce, t0, env); err != nil {
+		t.Fatalf("Admit(%s): %v", name, err)
+	}
+	return env
+}
+
+// reserve binds build to env and returns the dispatch challenge.
+func reserve(t *testing.T, s fleet.Store, env fleet.Environment, build string) fleet.Challenge {
+	t.Helper()
+	c := challenge(fleet.StepDispatch, env.KeyDigest, build)
+	if err := s.Reserve(t.Context(), fleet.Build{BuildID: build, EnvKey: env.KeyDigest, ReservedAt: t0}, c); err != nil {
+		t.Fatalf("Reserve(%s): %v", build, err)
+	}
+	return c
+}
+
+// wantErr fails the test unless err is (wraps) want; want nil means no
+// error.
+func wantErr(t *testing.T, what string, err, want error) {
+	t.Helper()
+	switch {
+	case want == nil && err != nil:
+		t.Errorf("%s: %v, want no error", what, err)
+	case want != nil && !errors.Is(err, want):
+		t.Errorf("%s: %v, want %v", what, err, want)
+	}
+}
+
+// wantUnused fails the test unless c can still be consumed for its step.
+func wantUnused(t *testing.T, s fleet.Store, c fleet.Challenge) {
+	t.Helper()
+	_, err := s.ConsumeChallenge(t.Context(), c.Step, c.Nonce, t0)
+	wantErr(t, fmt.Sprintf("nonce of a refused call: ConsumeChallenge(%s)", c.Step), err, nil)
+}
+
+// wantUnknown fails the test unless c's nonce was never stored.
+func wantUnknown(t *testing.T, s fleet.Store, c fleet.Challenge) {
+	t.Helper()
+	_, err := s.ConsumeChallenge(t.Context(), c.Step, c.Nonce, t0)
+	wantErr(t, fmt.Sprintf("nonce of a refused call: ConsumeChallenge(%s)", c.Step), err, fleet.ErrNonceUnknown)
+}
+
+// wantEqual fails the test if got differs from want (empty and nil slices
+// are equal; times compare with Equal).
+func wantEqual(t *testing.T, what string, got, want any) {
+	t.Helper()
+	if d := cmp.Diff(want, got, cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("%s (-want +got):\n%s", what, d)
+	}
+}
+
+// race calls fn(i) for i in [0, Racers) from Racers goroutines released
+// together, and checks that exactly one returns nil and every other one an
+// error wrapping lose. It returns the winner's index.
+func race(t *testing.T, fn func(ctx context.Context, i int) error, lose error) int {
+	t.Helper()
+	ctx := t.Context()
+	gate := make(chan struct{})
+	errs := make([]error, Racers)
+	done := make(chan int)
+	for i := range Racers {
+		go func() {
+			<-gate
+			errs[i] = fn(ctx, i)
+			done <- i
+		}()
+	}
+	close(gate)
+	for range Racers {
+		<-done
+	}
+	winner, wins := -1, 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			winner, wins = i, wins+1
+		case !errors.Is(err, lose):
+			t.Errorf("racer %d: %v, want %v", i, err, lose)
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("%d of %d racers won, want exactly 1", wins, Racers)
+	}
+	return winner
+}
