@@ -52,14 +52,17 @@ func (s *Server) Admit(ctx context.Context, req *fleetv1.AdmitRequest) (*fleetv1
 	if err := s.checkBundle("bundle", req.GetBundle()); err != nil {
 		return nil, err
 	}
-	f, err := inspect(req.GetBundle())
+	// Only the admission answering this nonce is verified (a retried
+	// admission leaves earlier ones in the bundle).
+	bundle := verifier.KeepAdmission(req.GetBundle(), req.GetNonce())
+	f, err := inspect(bundle)
 	if err != nil {
 		return nil, err
 	}
 	if err := stepAdmit.check(f); err != nil {
 		return nil, err
 	}
-	ev, err := s.verified(ctx, stepAdmit, req.GetBundle(), f, verifier.Expect{Nonces: map[attest.Purpose][]byte{attest.PurposeAttest: req.GetNonce()}})
+	ev, err := s.verified(ctx, stepAdmit, bundle, f, verifier.Expect{Nonces: map[attest.Purpose][]byte{attest.PurposeAttest: req.GetNonce()}})
 	if err != nil {
 		return nil, err
 	}

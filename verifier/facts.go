@@ -1,6 +1,7 @@
 package verifier
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -180,4 +181,50 @@ func imageOf(logs [][]byte, ref scai.LogRef) string {
 		}
 	}
 	return ""
+}
+
+// KeepAdmission returns the bundle without the admission attestations bound
+// to a nonce other than nonce, if one is bound to nonce: an environment
+// asked to attest more than once (a retried admission) holds each admission
+// in its bundle, and only the one answering this challenge is to be
+// verified against it. Every other line is kept as it was. A bundle with no
+// admission bound to nonce, or that is one envelope, is returned as is (its
+// verification names the nonce that does not match). Batched admissions
+// (bound through an inclusion proof) are kept.
+func KeepAdmission(raw, nonce []byte) []byte {
+	lines := bytes.Split(raw, []byte("\n"))
+	out := make([][]byte, 0, len(lines))
+	found := false
+	for _, l := range lines {
+		if len(bytes.TrimSpace(l)) == 0 {
+			continue
+		}
+		if !json.Valid(l) {
+			return raw // not JSON Lines
+		}
+		n, ok := admissionNonce(l)
+		if ok && n != nil && !bytes.Equal(n, nonce) {
+			continue
+		}
+		found = found || ok && n != nil
+		out = append(out, l)
+	}
+	if !found {
+		return raw
+	}
+	return scai.EncodeBundle(out...)
+}
+
+// admissionNonce is the nonce of line if it is an admission attestation (nil
+// for a batched one).
+func admissionNonce(line []byte) ([]byte, bool) {
+	env, err := scai.ParseEnvelope(line)
+	if err != nil || env.PayloadType != scai.PayloadType {
+		return nil, false
+	}
+	op, err := scai.Open(env)
+	if err != nil || op.Attestation.Purpose != attest.PurposeAttest {
+		return nil, false
+	}
+	return op.Attestation.Nonce, true
 }
