@@ -1,0 +1,116 @@
+package postgres
+
+import (
+	"context"
+	"net"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/attestd/attestd/fleet"
+	"github.com/attestd/attestd/fleet/storetest"
+	"github.com/attestd/attestd/internal/pgtest"
+)
+
+// TestConformance runs the suite with a pool big enough that the racers
+// really meet in the database, not in the pool's queue.
+func TestConformance(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsns := map[string]string{}
+	storetest.Run(t, func(t *testing.T, db string) fleet.Store {
+		if dsns[db] == "" {
+			dsns[db] = srv.CreateDB(t, db) + " pool_max_conns=32"
+		}
+		s, err := Open(t.Context(), dsns[db])
+		if err != nil {
+			t.Fatalf("open: %v", err)
+		}
+		return s
+	})
+}
+
+// TestMigrateConcurrently opens one empty database from several stores at
+// once, as replicas starting together do: the advisory lock lets exactly
+// one migrate, and every Open succeeds.
+func TestMigrateConcurrently(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsn := srv.CreateDB(t, "migrate")
+	const replicas = 8
+	errs := make(chan error, replicas)
+	gate := make(chan struct{})
+	for range replicas {
+		go func() {
+			<-gate
+			s, err := Open(t.Context(), dsn)
+			if err == nil {
+				err = s.Ping(t.Context())
+				s.Close()
+			}
+			errs <- err
+		}()
+	}
+	close(gate)
+	for range replicas {
+		if err := <-errs; err != nil {
+			t.Errorf("Open: %v", err)
+		}
+	}
+	s, err := Open(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var n int
+	if err := s.pool.QueryRow(t.Context(), `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("schema_migrations rows: %d, %v; want 1", n, err)
+	}
+}
+
+// BenchmarkBuild runs the per-build sequence (storetest.Bench) on a
+// private cluster and reports the round trips to the database it took
+// (rt/op): a write to the connection after a read from it starts one.
+func BenchmarkBuild(b *testing.B) {
+	srv := pgtest.Start(b)
+	cfg, err := pgxpool.ParseConfig(srv.CreateDB(b, "bench"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var trips atomic.Int64
+	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := new(net.Dialer).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		cc := &countingConn{Conn: c, trips: &trips}
+		cc.read.Store(true)
+		return cc, nil
+	}
+	s, err := open(b.Context(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	start := trips.Load()
+	storetest.Bench(b, s)
+	b.ReportMetric(float64(trips.Load()-start)/float64(b.N), "rt/op")
+}
+
+// countingConn counts round trips: writes that follow a read.
+type countingConn struct {
+	net.Conn
+	trips *atomic.Int64
+	read  atomic.Bool // the last operation was a read
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	c.read.Store(true)
+	return c.Conn.Read(p)
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	if c.read.Swap(false) {
+		c.trips.Add(1)
+	}
+	return c.Conn.Write(p)
+}
