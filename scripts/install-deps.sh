@@ -19,6 +19,11 @@ pkgs+=(swtpm swtpm-tools tpm2-tools)
 pkgs+=(systemd debootstrap qemu-system-x86 ovmf systemd-boot-efi cryptsetup-bin dosfstools mtools fdisk binutils e2fsprogs squashfs-tools cpio zstd)
 # attestd probe-storage reads device-mapper tables with dmsetup (issue 7).
 pkgs+=(dmsetup)
+# PostgreSQL for the fleet store's tests (issue 14): internal/pgtest runs
+# initdb and postgres from /usr/lib/postgresql/N/bin (off PATH on Debian) in
+# a temp dir, as the postgres user the package creates when run as root. The
+# system cluster the package's postinst may start is not used.
+pkgs+=(postgresql)
 
 # What the build and the tests use, and the package that provides it. Checked
 # after installing, whatever dpkg says.
@@ -58,6 +63,12 @@ done
 for f in "${files[@]}"; do
 	[[ -f ${f%%:*} ]] || problems+=("file ${f%%:*} (package ${f#*:})")
 done
+pg_bin=
+for d in /usr/lib/postgresql/*/bin; do
+	[[ -x $d/initdb && -x $d/postgres ]] && pg_bin=$d
+done
+[[ -n $pg_bin ]] || problems+=("files /usr/lib/postgresql/*/bin/initdb and postgres (package postgresql)")
+getent passwd postgres >/dev/null || problems+=("user postgres, which runs the tests' PostgreSQL when they run as root (package postgresql)")
 # What make generate does, without the Go plugins: protoc must resolve every
 # import of the API's .proto from its own include path.
 if command -v protoc >/dev/null; then
