@@ -90,6 +90,12 @@ func newEnv(t *testing.T, sameBootPCR int) *env {
 	if err != nil {
 		t.Fatalf("TPM backend: %v", err)
 	}
+	return launch(t, b, pcr)
+}
+
+// launch starts an agent on backend b, extending pcr, and launches it.
+func launch(t *testing.T, b *tpm.Backend, pcr int) *env {
+	t.Helper()
 	dir := t.TempDir()
 	bin, exe, img := filepath.Join(dir, "attestd"), filepath.Join(dir, "runner"), filepath.Join(dir, "image.json")
 	for p, c := range map[string]string{bin: "daemon bytes", exe: "runner bytes", img: `{"name":"test"}`} {
