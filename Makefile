@@ -10,6 +10,7 @@ LDFLAGS := -X main.version=$(VERSION)
 all: build
 
 build:
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/attestfleet
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/attestd ./cmd/attestctl
 
 # attestctl's man pages (section 1, one per command) into man/; docs/cli/ has the same as markdown.
@@ -40,12 +41,13 @@ lint:
 static:
 	CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/attestd
 	CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/attestctl
+	CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/attestfleet
 
 generate:
 	scripts/generate.sh
 
 check-generated: generate
-	@git diff --exit-code -- agent/api || { echo "generated code is stale: run make generate and commit"; exit 1; }
+	@git diff --exit-code -- agent/api fleet/api || { echo "generated code is stale: run make generate and commit"; exit 1; }
 
 # Short fuzzing of every target (the seed corpora also run in make test).
 fuzz:

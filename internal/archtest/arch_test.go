@@ -49,10 +49,15 @@ func TestImportDirection(t *testing.T) {
 		{"verify", []string{module + "/agent", module + "/cmd", module + "/attest/tpm", module + "/attest/snp", module + "/attest/tdx"}},
 		{"verifier", []string{module + "/agent", module + "/cmd", "github.com/google/go-tpm-tools/simulator"}},
 		{"agent/api/v1", []string{module + "/"}},
+		// The fleet service: verifier, verify and below, its store
+		// interface, grpc, prometheus; never its stores (they import it) and
+		// the backends only through verifier (TestFleetImports).
+		{"fleet", []string{module + "/agent", module + "/cmd", module + "/fleet/sqlite", module + "/fleet/postgres", "github.com/google/go-tpm-tools/simulator"}},
+		{"fleet/api/v1", []string{module + "/"}},
 	} {
 		t.Run(tc.pkg, func(t *testing.T) {
 			for _, d := range deps(t, tc.pkg) {
-				if d == module+"/"+tc.pkg || strings.HasPrefix(d, module+"/"+tc.pkg+"/") && tc.pkg == "agent/api/v1" {
+				if d == module+"/"+tc.pkg || strings.HasPrefix(d, module+"/"+tc.pkg+"/") && strings.HasSuffix(tc.pkg, "/api/v1") {
 					continue
 				}
 				for _, f := range tc.forbidden {
@@ -62,6 +67,20 @@ func TestImportDirection(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFleetImports: the fleet service reaches the evidence backends only
+// through package verifier, never by importing one itself.
+func TestFleetImports(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{join .Imports "\n"}}`, module+"/fleet").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, d := range strings.Fields(string(out)) {
+		if strings.HasPrefix(d, module+"/attest/") || strings.HasPrefix(d, "github.com/google/go-tpm") {
+			t.Errorf("fleet imports %s; the backends are verifier's to use", d)
+		}
 	}
 }
 
@@ -81,7 +100,7 @@ func TestMeasureIsPure(t *testing.T) {
 }
 
 func TestBinariesLinkNoTestCode(t *testing.T) {
-	for _, bin := range []string{"cmd/attestd", "cmd/attestctl"} {
+	for _, bin := range []string{"cmd/attestd", "cmd/attestctl", "cmd/attestfleet"} {
 		t.Run(bin, func(t *testing.T) {
 			for _, d := range deps(t, bin) {
 				for _, f := range testOnly {
