@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	fleetv1 "github.com/attestd/attestd/fleet/api/v1"
+	"github.com/attestd/attestd/internal/pgtest"
 	"github.com/attestd/attestd/internal/yamlfile"
 )
 
@@ -54,6 +56,24 @@ func write(t *testing.T, path, content string) {
 // metrics answer; cancelling stops it cleanly.
 func TestServe(t *testing.T) {
 	dir, config := setup(t, "metrics: 127.0.0.1:0\n")
+	serveAndCheck(t, dir, config)
+}
+
+// TestServePostgres is TestServe on a private PostgreSQL cluster (Debian's
+// server binaries, scripts/install-deps.sh).
+func TestServePostgres(t *testing.T) {
+	dsn := pgtest.Start(t).CreateDB(t, "fleet")
+	dir, config := setup(t, "metrics: 127.0.0.1:0\n")
+	raw, err := os.ReadFile(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, config, strings.Replace(string(raw), "  sqlite: fleet.db\n", "  postgres: "+strconv.Quote(dsn)+"\n", 1))
+	serveAndCheck(t, dir, config)
+}
+
+func serveAndCheck(t *testing.T, dir, config string) {
+	t.Helper()
 	metrics := make(chan string, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &cli{stdout: io.Discard, stderr: io.Discard, ready: func(_, m string) { metrics <- m }}

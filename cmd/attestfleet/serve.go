@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/attestd/attestd/fleet"
+	"github.com/attestd/attestd/fleet/postgres"
 	"github.com/attestd/attestd/fleet/sqlite"
 	"github.com/attestd/attestd/verifier"
 )
@@ -83,7 +84,7 @@ func serve(ctx context.Context, path string, log *slog.Logger, ready func(api, m
 // openStore opens the configured store.
 func openStore(ctx context.Context, cfg *config) (fleet.Store, error) {
 	if cfg.postgres != "" {
-		return nil, fmt.Errorf("config %s: store.postgres: this build has no PostgreSQL store", cfg.path)
+		return postgres.Open(ctx, cfg.postgres)
 	}
 	return sqlite.Open(ctx, cfg.sqlite)
 }

@@ -30,6 +30,8 @@ var testOnly = []string{
 	module + "/internal/tpmfault",
 	module + "/internal/bench",
 	module + "/internal/petest",
+	module + "/internal/pgtest",
+	module + "/fleet/storetest",
 	module + "/attest/snp/snptest",
 	module + "/attest/tdx/tdxtest",
 	"github.com/google/go-sev-guest/testing",
