@@ -369,23 +369,54 @@ func testReopen(t *testing.T, open Open) {
 	wantErr(t, "Admit after reopen, twice", s.Admit(ctx, put(t, s, challenge(fleet.StepAdmit, "", "")).Nonce, t0, env), fleet.ErrAdmitted)
 }
 
-func testRaceConsume(t *testing.T, s fleet.Store) {
+func testRaceConsume(t *testing.T, s fleet.Store, _ string) {
 	c := put(t, s, challenge(fleet.StepAdmit, "", ""))
-	race(t, func(ctx context.Context, _ int) error {
+	race(t, s, func(ctx context.Context, _ int) error {
 		_, err := s.ConsumeChallenge(ctx, fleet.StepAdmit, c.Nonce, t0)
 		return err
 	}, fleet.ErrNonceUsed)
 }
 
+// testRaceAdmitNonce admits Racers environments under one nonce: one is
+// admitted, the others are not recorded.
+func testRaceAdmitNonce(t *testing.T, s fleet.Store, round string) {
+	c := put(t, s, challenge(fleet.StepAdmit, "", ""))
+	envs := make([]fleet.Environment, Racers)
+	for i := range envs {
+		envs[i] = environment(digest(fmt.Sprintf("%senv%d", round, i)))
+	}
+	winner := race(t, s, func(ctx context.Context, i int) error {
+		return s.Admit(ctx, c.Nonce, t0, envs[i])
+	}, fleet.ErrNonceUsed)
+	for i, e := range envs {
+		if _, err := s.Environment(t.Context(), e.KeyDigest); i != winner {
+			wantErr(t, "Environment of a loser", err, fleet.ErrNotFound)
+		}
+	}
+}
+
+// testRaceDispatched reports one dispatch Racers times at once: one moves
+// the build, the others find its nonce used.
+func testRaceDispatched(t *testing.T, s fleet.Store, round string) {
+	build := round + "b"
+	d := reserve(t, s, admit(t, s, round+"env"), build)
+	winner := race(t, s, func(ctx context.Context, i int) error {
+		return s.Dispatched(ctx, build, d.Nonce, t0, []byte(fmt.Sprint(i)))
+	}, fleet.ErrNonceUsed)
+	if got, err := s.Build(t.Context(), build); err != nil || string(got.Dispatch) != fmt.Sprint(winner) {
+		t.Errorf("Build %s: %+v, %v; want the result of racer %d", build, got, err, winner)
+	}
+}
+
 // testRaceAdmit admits one environment under Racers different nonces: one
 // is admitted, the others refused with their nonces left unused.
-func testRaceAdmit(t *testing.T, s fleet.Store) {
-	env := environment(digest("env"))
+func testRaceAdmit(t *testing.T, s fleet.Store, round string) {
+	env := environment(digest(round + "env"))
 	cs := make([]fleet.Challenge, Racers)
 	for i := range cs {
 		cs[i] = put(t, s, challenge(fleet.StepAdmit, "", ""))
 	}
-	winner := race(t, func(ctx context.Context, i int) error {
+	winner := race(t, s, func(ctx context.Context, i int) error {
 		return s.Admit(ctx, cs[i].Nonce, t0, env)
 	}, fleet.ErrAdmitted)
 	for i, c := range cs {
@@ -395,15 +426,15 @@ func testRaceAdmit(t *testing.T, s fleet.Store) {
 	}
 }
 
-func testRaceReserveEnvironment(t *testing.T, s fleet.Store) {
-	env := admit(t, s, "env")
-	winner := race(t, func(ctx context.Context, i int) error {
-		build := fmt.Sprintf("b%d", i)
-		return s.Reserve(ctx, fleet.Build{BuildID: build, EnvKey: env.KeyDigest, ReservedAt: t0},
-			challenge(fleet.StepDispatch, env.KeyDigest, build))
+func testRaceReserveEnvironment(t *testing.T, s fleet.Store, round string) {
+	env := admit(t, s, round+"env")
+	build := func(i int) string { return fmt.Sprintf("%sb%d", round, i) }
+	winner := race(t, s, func(ctx context.Context, i int) error {
+		return s.Reserve(ctx, fleet.Build{BuildID: build(i), EnvKey: env.KeyDigest, ReservedAt: t0},
+			challenge(fleet.StepDispatch, env.KeyDigest, build(i)))
 	}, fleet.ErrEnvironmentTaken)
 	for i := range Racers {
-		_, err := s.Build(t.Context(), fmt.Sprintf("b%d", i))
+		_, err := s.Build(t.Context(), build(i))
 		if i == winner {
 			wantErr(t, "Build of the winner", err, nil)
 		} else {
@@ -412,20 +443,21 @@ func testRaceReserveEnvironment(t *testing.T, s fleet.Store) {
 	}
 }
 
-func testRaceReserveBuild(t *testing.T, s fleet.Store) {
+func testRaceReserveBuild(t *testing.T, s fleet.Store, round string) {
 	envs := make([]fleet.Environment, Racers)
 	for i := range envs {
-		envs[i] = admit(t, s, fmt.Sprintf("env%d", i))
+		envs[i] = admit(t, s, fmt.Sprintf("%senv%d", round, i))
 	}
-	winner := race(t, func(ctx context.Context, i int) error {
-		return s.Reserve(ctx, fleet.Build{BuildID: "b", EnvKey: envs[i].KeyDigest, ReservedAt: t0},
-			challenge(fleet.StepDispatch, envs[i].KeyDigest, "b"))
+	build := round + "b"
+	winner := race(t, s, func(ctx context.Context, i int) error {
+		return s.Reserve(ctx, fleet.Build{BuildID: build, EnvKey: envs[i].KeyDigest, ReservedAt: t0},
+			challenge(fleet.StepDispatch, envs[i].KeyDigest, build))
 	}, fleet.ErrBuildTaken)
-	got, err := s.Build(t.Context(), "b")
+	got, err := s.Build(t.Context(), build)
 	if err != nil || got.EnvKey != envs[winner].KeyDigest {
-		t.Errorf("Build b: %+v, %v; want it on the winner's environment %s", got, err, envs[winner].KeyDigest)
+		t.Errorf("Build %s: %+v, %v; want it on the winner's environment %s", build, got, err, envs[winner].KeyDigest)
 	}
 	// The losers' environments are still free.
 	loser := (winner + 1) % Racers
-	reserve(t, s, envs[loser], "b-loser")
+	reserve(t, s, envs[loser], build+"-loser")
 }

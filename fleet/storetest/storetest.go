@@ -2,7 +2,10 @@
 // (fleet/sqlite, fleet/postgres): each method and sentinel of the contract,
 // that a refused call changes nothing, that data survives a reopen, and
 // that racing calls for one nonce, environment or build have exactly one
-// winner. Races start together at a gate and count outcomes: nothing in the
+// winner: Racers goroutines consuming one nonce, admitting one environment
+// (under as many nonces) and as many environments under one nonce,
+// reporting one dispatch, and reserving one environment for as many build
+// IDs and one build ID on as many environments. Races start together at a gate and count outcomes: nothing in the
 // suite depends on timing.
 //
 // Times in the suite are whole microseconds, the precision both stores keep.
@@ -33,8 +36,13 @@ import (
 // within one Run. The suite closes every store it opens.
 type Open func(t *testing.T, db string) fleet.Store
 
-// Racers is how many goroutines each race test starts.
-const Racers = 64
+// Racers is how many goroutines each race test starts; RaceRounds is how
+// many times it races on one store (the first round also warms a pooled
+// store's prepared statements, so later rounds meet in the database).
+const (
+	Racers     = 64
+	RaceRounds = 3
+)
 
 // t0 is the suite's "now".
 var t0 = time.Date(2026, 11, 30, 12, 0, 0, 123456000, time.UTC)
@@ -59,15 +67,27 @@ func Run(t *testing.T, open Open) {
 		{"AK", testAK},
 		{"Prune", testPrune},
 		{"Ping", testPing},
-		{"RaceConsume", testRaceConsume},
-		{"RaceAdmit", testRaceAdmit},
-		{"RaceReserveEnvironment", testRaceReserveEnvironment},
-		{"RaceReserveBuild", testRaceReserveBuild},
+		{"RaceConsume", rounds(testRaceConsume)},
+		{"RaceAdmit", rounds(testRaceAdmit)},
+		{"RaceAdmitNonce", rounds(testRaceAdmitNonce)},
+		{"RaceDispatched", rounds(testRaceDispatched)},
+		{"RaceReserveEnvironment", rounds(testRaceReserveEnvironment)},
+		{"RaceReserveBuild", rounds(testRaceReserveBuild)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, openStore(t, open, newDB())) })
 	}
 	t.Run("Reopen", func(t *testing.T) { testReopen(t, open) })
+}
+
+// rounds runs a race test RaceRounds times on one store, each round with
+// names of its own.
+func rounds(race func(t *testing.T, s fleet.Store, round string)) func(*testing.T, fleet.Store) {
+	return func(t *testing.T, s fleet.Store) {
+		for r := range RaceRounds {
+			race(t, s, fmt.Sprintf("r%d-", r))
+		}
+	}
 }
 
 func newDB() string { return fmt.Sprintf("storetest_%d", dbSeq.Add(1)) }
@@ -212,18 +232,27 @@ func wantEqual(t *testing.T, what string, got, want any) {
 // race calls fn(i) for i in [0, Racers) from Racers goroutines released
 // together, and checks that exactly one returns nil and every other one an
 // error wrapping lose. It returns the winner's index.
-func race(t *testing.T, fn func(ctx context.Context, i int) error, lose error) int {
+func race(t *testing.T, s fleet.Store, fn func(ctx context.Context, i int) error, lose error) int {
 	t.Helper()
 	ctx := t.Context()
 	gate := make(chan struct{})
 	errs := make([]error, Racers)
-	done := make(chan int)
+	ready, done := make(chan error), make(chan int)
 	for i := range Racers {
 		go func() {
+			// A ping each first, all at once, so a pooled store has its
+			// connections open when the gate opens and the racers meet in
+			// the database, not in the pool's queue.
+			ready <- s.Ping(ctx)
 			<-gate
 			errs[i] = fn(ctx, i)
 			done <- i
 		}()
+	}
+	for range Racers {
+		if err := <-ready; err != nil {
+			t.Errorf("Ping before the race: %v", err)
+		}
 	}
 	close(gate)
 	for range Racers {
