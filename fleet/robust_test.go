@@ -15,7 +15,9 @@ import (
 
 	"github.com/attestd/attestd/fleet"
 	fleetv1 "github.com/attestd/attestd/fleet/api/v1"
+	"github.com/attestd/attestd/fleet/postgres"
 	"github.com/attestd/attestd/fleet/sqlite"
+	"github.com/attestd/attestd/internal/pgtest"
 )
 
 // TestOversized: a bundle over limits.max_bundle is TOO_LARGE; one over the
@@ -139,22 +141,37 @@ func waitHealth(t *testing.T, f *testFleet, want healthpb.HealthCheckResponse_Se
 	}
 }
 
-// TestReplicas: three replicas on one store; any replica takes any step,
-// and racing dispatches of one environment to different builds (and of
-// one build to different environments) through different replicas grant
-// exactly one.
+// TestReplicas: three replicas on one SQLite store (see replicas).
 func TestReplicas(t *testing.T) {
-	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "fleet.db"))
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "fleet.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	replicas := []*testFleet{startFleet(t, st), startFleet(t, st), startFleet(t, st)}
+	replicas(t, st)
+}
 
+// TestReplicasPostgres: three replicas on one PostgreSQL (a private
+// cluster, scripts/install-deps.sh).
+func TestReplicasPostgres(t *testing.T) {
+	st, err := postgres.Open(context.Background(), pgtest.Start(t).CreateDB(t, "fleet"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	replicas(t, st)
+}
+
+// replicas runs three replicas on st: 64 racing dispatches of one
+// environment to different builds, spread over the replicas, grant exactly
+// one; the dispatch is confirmed on a second replica and completed on a
+// third.
+func replicas(t *testing.T, st fleet.Store) {
+	ctx := context.Background()
+	replicas := []*testFleet{startFleet(t, st), startFleet(t, st), startFleet(t, st)}
 	e := newEnv(t, 0)
 	key := replicas[0].admit(t, e).GetKeyDigest()
-	const racers = 12
+	const racers = 64
 	var wg sync.WaitGroup
 	errs := make([]error, racers)
 	nonces := make([][]byte, racers)
