@@ -143,7 +143,8 @@ const grpcOverhead = 64 << 10
 // Serve serves the API, gRPC health and reflection on ln until ctx is
 // done, then stops gracefully: new calls are refused, calls in progress
 // get cfg.Drain to finish. It also keeps the health status and prunes
-// expired challenges. It returns nil after a stop ctx asked for.
+// expired challenges. It returns nil after a stop ctx asked for. Serve
+// runs once per Server.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(s.cfg.MaxBundle + grpcOverhead),
@@ -163,29 +164,30 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	g.Go(func() error { return s.prune(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
-		s.health.Shutdown()
-		stopped := make(chan struct{})
-		go func() { gs.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-time.After(s.cfg.Drain):
-			s.log.Warn("calls still in progress after the drain time; stopping them", "drain", s.cfg.Drain)
-			gs.Stop()
-		}
+		s.stop(gs)
 		return nil
 	})
 	g.Go(func() error {
-		err := gs.Serve(ln)
-		if gctx.Err() == nil {
+		if err := gs.Serve(ln); gctx.Err() == nil {
 			return fmt.Errorf("serve: %w", err)
 		}
 		return nil
 	})
-	err := g.Wait()
-	if ctx.Err() != nil && err == nil {
-		return nil
+	return g.Wait()
+}
+
+// stop stops gs gracefully, cutting the calls still in progress after
+// cfg.Drain.
+func (s *Server) stop(gs *grpc.Server) {
+	s.health.Shutdown()
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(s.cfg.Drain):
+		s.log.Warn("calls still in progress after the drain time; stopping them", "drain", s.cfg.Drain)
+		gs.Stop()
 	}
-	return err
 }
 
 // setServing sets the health of the server and of the Fleet service.
