@@ -178,6 +178,23 @@ func TestAdmissionRefusals(t *testing.T) {
 			t.Errorf("failed checks %q do not name %s", checks, verify.CheckNonce)
 		}
 	})
+	t.Run("another environment's admission", func(t *testing.T) {
+		f := newFleet(t)
+		nonce := f.challenge(t)
+		a := newEnv(t, 0)
+		f.trustAK(t, a)
+		launchA := a.Bundle().Envelopes[0]
+		a.close()
+		b := newEnv(t, 0)
+		f.trustAK(t, b)
+		if _, err := b.Attest(ctx, nonce); err != nil {
+			t.Fatal(err)
+		}
+		mixed := b.Bundle()
+		mixed.Envelopes[0] = launchA // A's launch, B's admission
+		_, err := f.Admit(ctx, &fleetv1.AdmitRequest{Nonce: nonce, Bundle: mixed.Encode()})
+		wantRefusal(t, err, codes.PermissionDenied, fleet.ReasonAttestationForeign)
+	})
 	t.Run("AK not trusted", func(t *testing.T) {
 		f := newFleet(t)
 		e := newEnv(t, 0)

@@ -59,6 +59,9 @@ func (s *Server) Admit(ctx context.Context, req *fleetv1.AdmitRequest) (*fleetv1
 	if err != nil {
 		return nil, err
 	}
+	if f.Keys != 1 {
+		return nil, refuse(ReasonAttestationForeign, "the bundle holds attestations of %d env keys: another environment's attestation is in it", f.Keys)
+	}
 	if err := stepAdmit.check(f); err != nil {
 		return nil, err
 	}
