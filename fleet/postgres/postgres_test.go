@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/attestd/attestd/fleet"
+	"github.com/attestd/attestd/fleet/internal/sqlstore"
 	"github.com/attestd/attestd/fleet/storetest"
 	"github.com/attestd/attestd/internal/pgtest"
 )
@@ -64,6 +66,18 @@ func TestMigrateConcurrently(t *testing.T) {
 	var n int
 	if err := s.pool.QueryRow(t.Context(), `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 1 {
 		t.Errorf("schema_migrations rows: %d, %v; want 1", n, err)
+	}
+
+	// A database a newer binary migrated is refused.
+	if _, err := s.pool.Exec(t.Context(), `INSERT INTO schema_migrations (version, name) VALUES (2, 'future')`); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(t.Context(), dsn)
+	if err == nil {
+		s2.Close()
+	}
+	if !errors.Is(err, sqlstore.ErrSchema) {
+		t.Errorf("open a database of a newer schema: %v, want %v", err, sqlstore.ErrSchema)
 	}
 }
 

@@ -1,10 +1,13 @@
 package sqlite_test
 
 import (
+	"database/sql"
+	"errors"
 	"path/filepath"
 	"testing"
 
 	"github.com/attestd/attestd/fleet"
+	"github.com/attestd/attestd/fleet/internal/sqlstore"
 	"github.com/attestd/attestd/fleet/sqlite"
 	"github.com/attestd/attestd/fleet/storetest"
 )
@@ -27,4 +30,45 @@ func BenchmarkBuild(b *testing.B) {
 	}
 	defer s.Close()
 	storetest.Bench(b, s)
+}
+
+// TestSchemaNewer refuses a database a newer binary migrated, and records
+// each applied version once.
+func TestSchemaNewer(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fleet.db")
+	for range 2 {
+		s, err := sqlite.Open(t.Context(), path)
+		if err != nil {
+			t.Fatalf("open: %v", err)
+		}
+		s.Close()
+	}
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("schema_migrations rows after two opens: %d, %v; want 1", n, err)
+	}
+	if _, err := db.Exec(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (2, 'future', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	s, err := sqlite.Open(t.Context(), path)
+	if err == nil {
+		s.Close()
+	}
+	if !errors.Is(err, sqlstore.ErrSchema) {
+		t.Fatalf("open a database of a newer schema: %v, want %v", err, sqlstore.ErrSchema)
+	}
+}
+
+func TestOpenBadPath(t *testing.T) {
+	for _, path := range []string{"", ":memory:", "file:x.db", "x.db?mode=ro", filepath.Join(t.TempDir(), "missing", "x.db")} {
+		if s, err := sqlite.Open(t.Context(), path); err == nil {
+			s.Close()
+			t.Errorf("Open(%q): no error", path)
+		}
+	}
 }

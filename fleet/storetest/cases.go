@@ -461,3 +461,54 @@ func testRaceReserveBuild(t *testing.T, s fleet.Store, round string) {
 	loser := (winner + 1) % Racers
 	reserve(t, s, envs[loser], build+"-loser")
 }
+
+// testCanceled calls every method with a canceled context: each fails
+// with ErrUnavailable (the database did not answer) and writes nothing.
+func testCanceled(t *testing.T, s fleet.Store) {
+	env := admit(t, s, "env")
+	d := reserve(t, s, env, "b1")
+	c := challenge(fleet.StepAdmit, "", "")
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	calls := map[string]func() error{
+		"PutChallenge": func() error { return s.PutChallenge(ctx, c) },
+		"ConsumeChallenge": func() error {
+			_, err := s.ConsumeChallenge(ctx, d.Step, d.Nonce, t0)
+			return err
+		},
+		"Admit": func() error { return s.Admit(ctx, c.Nonce, t0, environment(digest("other"))) },
+		"Environment": func() error {
+			_, err := s.Environment(ctx, env.KeyDigest)
+			return err
+		},
+		"Reserve": func() error {
+			return s.Reserve(ctx, fleet.Build{BuildID: "b2", EnvKey: env.KeyDigest}, challenge(fleet.StepDispatch, env.KeyDigest, "b2"))
+		},
+		"Dispatched": func() error { return s.Dispatched(ctx, "b1", d.Nonce, t0, nil) },
+		"Completed":  func() error { return s.Completed(ctx, "b1", nil, t0, nil) },
+		"Build": func() error {
+			_, err := s.Build(ctx, "b1")
+			return err
+		},
+		"PutAK": func() error { return s.PutAK(ctx, fleet.AK{Digest: digest("ak")}) },
+		"AK": func() error {
+			_, err := s.AK(ctx, digest("ak"))
+			return err
+		},
+		"Prune": func() error {
+			_, err := s.Prune(ctx, t0.Add(time.Hour))
+			return err
+		},
+		"Ping": func() error { return s.Ping(ctx) },
+	}
+	for name, call := range calls {
+		wantErr(t, name+" with a canceled context", call(), fleet.ErrUnavailable)
+	}
+	wantUnknown(t, s, c)
+	if got, err := s.Build(t.Context(), "b1"); err != nil || got.State != fleet.BuildReserved {
+		t.Errorf("Build after canceled calls: %+v, %v; want it reserved", got, err)
+	}
+	_, err := s.AK(t.Context(), digest("ak"))
+	wantErr(t, "AK after a canceled PutAK", err, fleet.ErrNotFound)
+	wantUnused(t, s, d)
+}

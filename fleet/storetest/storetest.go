@@ -67,6 +67,7 @@ func Run(t *testing.T, open Open) {
 		{"AK", testAK},
 		{"Prune", testPrune},
 		{"Ping", testPing},
+		{"Canceled", testCanceled},
 		{"RaceConsume", rounds(testRaceConsume)},
 		{"RaceAdmit", rounds(testRaceAdmit)},
 		{"RaceAdmitNonce", rounds(testRaceAdmitNonce)},

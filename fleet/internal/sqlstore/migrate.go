@@ -1,12 +1,18 @@
 package sqlstore
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
 	"strconv"
 	"strings"
 )
+
+// ErrSchema is a database schema this binary cannot migrate (a newer one,
+// or one migrated by hand); Wrap passes it through rather than calling it
+// ErrUnavailable.
+var ErrSchema = errors.New("database schema")
 
 // Migration is one versioned schema change, read from a file named
 // VERSION_NAME.sql (e.g. 0001_init.sql). Versions start at 1 and have no
@@ -78,11 +84,11 @@ func Migrations(fsys fs.FS, dir string) ([]Migration, error) {
 func Pending(all []Migration, applied []int) ([]Migration, error) {
 	for i, v := range applied {
 		if v != i+1 {
-			return nil, fmt.Errorf("database schema has versions %v, want 1…%d in order", applied, len(applied))
+			return nil, fmt.Errorf("%w: versions %v applied, want 1…%d in order", ErrSchema, applied, len(applied))
 		}
 	}
 	if len(applied) > len(all) {
-		return nil, fmt.Errorf("database schema version %d is newer than this binary's %d", len(applied), len(all))
+		return nil, fmt.Errorf("%w: version %d is newer than this binary's %d", ErrSchema, len(applied), len(all))
 	}
 	return all[len(applied):], nil
 }

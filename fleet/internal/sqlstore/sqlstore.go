@@ -44,10 +44,12 @@ var sentinels = []error{
 	fleet.ErrNotFound, fleet.ErrNonceExists, fleet.ErrNonceUnknown, fleet.ErrNonceForeign,
 	fleet.ErrNonceUsed, fleet.ErrNonceExpired, fleet.ErrAdmitted, fleet.ErrBootReused,
 	fleet.ErrEnvironmentTaken, fleet.ErrBuildTaken, fleet.ErrState, fleet.ErrUnavailable,
+	ErrSchema,
 }
 
 // Wrap prefixes err with what was being done. An error that is none of
-// fleet's sentinels came from the database and also wraps ErrUnavailable.
+// fleet's sentinels (nor ErrSchema) came from the database and also wraps
+// ErrUnavailable.
 func Wrap(what string, err error) error {
 	if err == nil {
 		return nil
