@@ -371,7 +371,7 @@ func testReopen(t *testing.T, open Open) {
 
 func testRaceConsume(t *testing.T, s fleet.Store, _ string) {
 	c := put(t, s, challenge(fleet.StepAdmit, "", ""))
-	race(t, s, func(ctx context.Context, _ int) error {
+	race(t, []fleet.Store{s}, func(ctx context.Context, _ int) error {
 		_, err := s.ConsumeChallenge(ctx, fleet.StepAdmit, c.Nonce, t0)
 		return err
 	}, fleet.ErrNonceUsed)
@@ -385,7 +385,7 @@ func testRaceAdmitNonce(t *testing.T, s fleet.Store, round string) {
 	for i := range envs {
 		envs[i] = environment(digest(fmt.Sprintf("%senv%d", round, i)))
 	}
-	winner := race(t, s, func(ctx context.Context, i int) error {
+	winner := race(t, []fleet.Store{s}, func(ctx context.Context, i int) error {
 		return s.Admit(ctx, c.Nonce, t0, envs[i])
 	}, fleet.ErrNonceUsed)
 	for i, e := range envs {
@@ -400,7 +400,7 @@ func testRaceAdmitNonce(t *testing.T, s fleet.Store, round string) {
 func testRaceDispatched(t *testing.T, s fleet.Store, round string) {
 	build := round + "b"
 	d := reserve(t, s, admit(t, s, round+"env"), build)
-	winner := race(t, s, func(ctx context.Context, i int) error {
+	winner := race(t, []fleet.Store{s}, func(ctx context.Context, i int) error {
 		return s.Dispatched(ctx, build, d.Nonce, t0, []byte(fmt.Sprint(i)))
 	}, fleet.ErrNonceUsed)
 	if got, err := s.Build(t.Context(), build); err != nil || string(got.Dispatch) != fmt.Sprint(winner) {
@@ -416,7 +416,7 @@ func testRaceAdmit(t *testing.T, s fleet.Store, round string) {
 	for i := range cs {
 		cs[i] = put(t, s, challenge(fleet.StepAdmit, "", ""))
 	}
-	winner := race(t, s, func(ctx context.Context, i int) error {
+	winner := race(t, []fleet.Store{s}, func(ctx context.Context, i int) error {
 		return s.Admit(ctx, cs[i].Nonce, t0, env)
 	}, fleet.ErrAdmitted)
 	for i, c := range cs {
@@ -429,7 +429,7 @@ func testRaceAdmit(t *testing.T, s fleet.Store, round string) {
 func testRaceReserveEnvironment(t *testing.T, s fleet.Store, round string) {
 	env := admit(t, s, round+"env")
 	build := func(i int) string { return fmt.Sprintf("%sb%d", round, i) }
-	winner := race(t, s, func(ctx context.Context, i int) error {
+	winner := race(t, []fleet.Store{s}, func(ctx context.Context, i int) error {
 		return s.Reserve(ctx, fleet.Build{BuildID: build(i), EnvKey: env.KeyDigest, ReservedAt: t0},
 			challenge(fleet.StepDispatch, env.KeyDigest, build(i)))
 	}, fleet.ErrEnvironmentTaken)
@@ -449,7 +449,7 @@ func testRaceReserveBuild(t *testing.T, s fleet.Store, round string) {
 		envs[i] = admit(t, s, fmt.Sprintf("%senv%d", round, i))
 	}
 	build := round + "b"
-	winner := race(t, s, func(ctx context.Context, i int) error {
+	winner := race(t, []fleet.Store{s}, func(ctx context.Context, i int) error {
 		return s.Reserve(ctx, fleet.Build{BuildID: build, EnvKey: envs[i].KeyDigest, ReservedAt: t0},
 			challenge(fleet.StepDispatch, envs[i].KeyDigest, build))
 	}, fleet.ErrBuildTaken)
@@ -511,4 +511,27 @@ func testCanceled(t *testing.T, s fleet.Store) {
 	_, err := s.AK(t.Context(), digest("ak"))
 	wantErr(t, "AK after a canceled PutAK", err, fleet.ErrNotFound)
 	wantUnused(t, s, d)
+}
+
+// testRaceReplicas reserves one environment for Racers build IDs through
+// Replicas stores open on one database, as replicas of the service do.
+func testRaceReplicas(t *testing.T, open Open) {
+	db := newDB()
+	ss := make([]fleet.Store, Replicas)
+	for i := range ss {
+		ss[i] = openStore(t, open, db)
+	}
+	for r := range RaceRounds {
+		env := admit(t, ss[r%Replicas], fmt.Sprintf("r%d-env", r))
+		build := func(i int) string { return fmt.Sprintf("r%d-b%d", r, i) }
+		winner := race(t, ss, func(ctx context.Context, i int) error {
+			return ss[i%Replicas].Reserve(ctx, fleet.Build{BuildID: build(i), EnvKey: env.KeyDigest, ReservedAt: t0},
+				challenge(fleet.StepDispatch, env.KeyDigest, build(i)))
+		}, fleet.ErrEnvironmentTaken)
+		for i, s := range ss {
+			if got, err := s.Build(t.Context(), build(winner)); err != nil || got.EnvKey != env.KeyDigest {
+				t.Errorf("replica %d: Build %s: %+v, %v", i, build(winner), got, err)
+			}
+		}
+	}
 }

@@ -5,7 +5,8 @@
 // winner: Racers goroutines consuming one nonce, admitting one environment
 // (under as many nonces) and as many environments under one nonce,
 // reporting one dispatch, and reserving one environment for as many build
-// IDs and one build ID on as many environments. Races start together at a gate and count outcomes: nothing in the
+// IDs (also through Replicas stores open on one database) and one build ID
+// on as many environments. Races start together at a gate and count outcomes: nothing in the
 // suite depends on timing.
 //
 // Times in the suite are whole microseconds, the precision both stores keep.
@@ -42,6 +43,7 @@ type Open func(t *testing.T, db string) fleet.Store
 const (
 	Racers     = 64
 	RaceRounds = 3
+	Replicas   = 3
 )
 
 // t0 is the suite's "now".
@@ -79,6 +81,7 @@ func Run(t *testing.T, open Open) {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, openStore(t, open, newDB())) })
 	}
 	t.Run("Reopen", func(t *testing.T) { testReopen(t, open) })
+	t.Run("RaceReplicas", func(t *testing.T) { testRaceReplicas(t, open) })
 }
 
 // rounds runs a race test RaceRounds times on one store, each round with
@@ -231,9 +234,9 @@ func wantEqual(t *testing.T, what string, got, want any) {
 }
 
 // race calls fn(i) for i in [0, Racers) from Racers goroutines released
-// together, and checks that exactly one returns nil and every other one an
+// together (racer i pings ss[i%len(ss)] first), and checks that exactly one returns nil and every other one an
 // error wrapping lose. It returns the winner's index.
-func race(t *testing.T, s fleet.Store, fn func(ctx context.Context, i int) error, lose error) int {
+func race(t *testing.T, ss []fleet.Store, fn func(ctx context.Context, i int) error, lose error) int {
 	t.Helper()
 	ctx := t.Context()
 	gate := make(chan struct{})
@@ -244,7 +247,7 @@ func race(t *testing.T, s fleet.Store, fn func(ctx context.Context, i int) error
 			// A ping each first, all at once, so a pooled store has its
 			// connections open when the gate opens and the racers meet in
 			// the database, not in the pool's queue.
-			ready <- s.Ping(ctx)
+			ready <- ss[i%len(ss)].Ping(ctx)
 			<-gate
 			errs[i] = fn(ctx, i)
 			done <- i
