@@ -72,5 +72,14 @@ bench:
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./attest/tpm/ ./agent/
 
+# The fleet verifier under load (internal/fleetload): 3 replicas on a private PostgreSQL, agents on the fake
+# SEV-SNP/TDX guests and swtpm; figures and the 10 M builds/day extrapolation into docs/fleet-scale.md
+# (between its markers), plots into docs/perf/fleet-*.png. Needs postgresql and swtpm (make deps).
+# FLEET_BENCH_QUICK=1 runs a short load.
+.PHONY: fleet-bench
+fleet-bench:
+	$(GO) test -count=1 -timeout 60m -run '^TestFleetBench$$' ./internal/fleetload/ \
+		-args -fleetload.docs $(CURDIR)/docs/fleet-scale.md -fleetload.out $(CURDIR)/docs/perf
+
 clean:
 	rm -rf bin .demo
