@@ -3,14 +3,18 @@
 // (primary keys, UNIQUE constraints, single-use nonces consumed by a
 // conditional UPDATE), so replicas need no coordination of their own.
 //
-// Every method is one SQL statement, so one implicit transaction and one
-// round trip to the database once pgx has prepared the statement on a
-// connection (the first use on each connection adds one). Refusals that
-// need a second look to be named add one more: Admit refused for a boot
-// (was the key admitted too?) and Reserve refused for an environment (was
-// the build ID taken too?). The per-build sequence PutChallenge, Admit,
-// Reserve, Dispatched, Completed is 5 round trips; BenchmarkBuild measures
-// it.
+// Every method is one SQL statement, so one implicit transaction, and one
+// round trip to the database:
+//
+//	PutChallenge, ConsumeChallenge, Admit, Environment, Reserve,
+//	Dispatched, Completed, Build, PutAK, AK, Prune, Ping   1 each
+//	Admit refused for a boot (was the key admitted too?)    +1
+//	Reserve refused for an environment (build ID taken?)    +1
+//	first use of a statement on a pool connection (prepare) +1
+//	a connection idle for over a second (pgxpool's ping)    +1
+//
+// The per-build sequence PutChallenge, Admit, Reserve, Dispatched,
+// Completed is 5 round trips; BenchmarkBuild counts them on the wire.
 //
 // Connection failures, a server that stops, and context deadlines are
 // errors wrapping fleet.ErrUnavailable; a statement either commits whole or
