@@ -120,3 +120,15 @@ func FuzzInspect(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkInspect: what a control plane pays to read a bundle's facts
+// before verifying it (the real e2e bundle), beside BenchmarkEvaluateE2E.
+func BenchmarkInspect(b *testing.B) {
+	raw := e2eBundle(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := verifier.Inspect(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
