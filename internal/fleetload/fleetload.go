@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/attestd/attestd/fleet"
 	fleetv1 "github.com/attestd/attestd/fleet/api/v1"
@@ -125,6 +126,9 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 		r.replicas = append(r.replicas, rep)
 	}
 	res = newResult(cfg)
+	if res.WarmUp, err = r.warmUp(ctx); err != nil {
+		return nil, err
+	}
 	for _, l := range cfg.Loads {
 		phases, err := r.load(ctx, l)
 		res.Phases = append(res.Phases, phases...)
@@ -212,6 +216,27 @@ func (r *run) close() error {
 		errs = append(errs, r.setup.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// warmUp opens the replicas' connections before anything is measured:
+// Workers concurrent admission challenges per replica, a few times. It
+// returns how many challenges it issued.
+func (r *run) warmUp(ctx context.Context) (int, error) {
+	const rounds = 4
+	g, gctx := errgroup.WithContext(ctx)
+	for _, rep := range r.replicas {
+		for range r.cfg.Workers {
+			g.Go(func() error {
+				for range rounds {
+					if _, err := rep.Challenge(gctx, &fleetv1.ChallengeRequest{Step: fleetv1.Step_STEP_ADMIT}); err != nil {
+						return fmt.Errorf("warm-up challenge: %w", err)
+					}
+				}
+				return nil
+			})
+		}
+	}
+	return len(r.replicas) * r.cfg.Workers * rounds, g.Wait()
 }
 
 // scratch is a new directory for one environment's files.

@@ -20,8 +20,11 @@ type Result struct {
 	LoadStart, LoadEnd string
 	Replicas, Workers  int
 	PoolSize           int
-	Duration           time.Duration
-	Phases             []Phase
+	// WarmUp is the number of admission challenges issued to open the
+	// replicas' connections before anything was measured.
+	WarmUp   int
+	Duration time.Duration
+	Phases   []Phase
 }
 
 // Phase is one call type replayed for every build of one backend.
