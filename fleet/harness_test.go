@@ -2,13 +2,8 @@ package fleet_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -26,9 +21,9 @@ import (
 	"github.com/attestd/attestd/attest/tpm"
 	"github.com/attestd/attestd/fleet"
 	fleetv1 "github.com/attestd/attestd/fleet/api/v1"
+	"github.com/attestd/attestd/fleet/fleettest"
 	"github.com/attestd/attestd/fleet/sqlite"
 	"github.com/attestd/attestd/verifier"
-	"github.com/attestd/attestd/verify"
 )
 
 // The tests drive the service through its gRPC API, on a real SQLite
@@ -151,15 +146,11 @@ func (c *clock) advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// testFleet is one replica on a SQLite store in a temp dir, and a client.
+// testFleet is one replica and a client, with the clock it runs by.
 type testFleet struct {
-	*fleetv1.Client
+	*fleettest.Replica
 	store fleet.Store
 	clock *clock
-	cfg   fleet.Config
-	// stop stops the replica (Serve's context is done) and returns what
-	// Serve returned.
-	stop func() error
 }
 
 // option changes the service's config before it starts.
@@ -167,8 +158,7 @@ type option func(*fleet.Config)
 
 func newFleet(t *testing.T, opts ...option) *testFleet {
 	t.Helper()
-	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "fleet.db"))
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "fleet.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,53 +169,13 @@ func newFleet(t *testing.T, opts ...option) *testFleet {
 // startFleet starts a replica on st (several may share one store).
 func startFleet(t *testing.T, st fleet.Store, opts ...option) *testFleet {
 	t.Helper()
-	p := verify.NewPolicy()
-	if err := p.Seal(); err != nil {
-		t.Fatal(err)
-	}
-	v, err := verifier.New(p, verifier.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ck := &clock{now: time.Now()}
-	cfg := fleet.Config{
-		Store: st, Verifier: v, Signer: key,
-		Results:     verify.ResultOptions{VerifierID: "https://ci.example/fleet", PolicyURI: "https://ci.example/policy.yaml"},
-		HealthEvery: 20 * time.Millisecond,
-		Logger:      slog.New(slog.DiscardHandler),
-		Now:         ck.Now,
-	}
+	cfg := fleettest.Config(t, st)
+	cfg.Now = ck.Now
 	for _, o := range opts {
 		o(&cfg)
 	}
-	srv, err := fleet.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sctx, ln) }()
-	c, err := fleetv1.Dial(ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &testFleet{Client: c, store: st, clock: ck, cfg: cfg}
-	f.stop = sync.OnceValue(func() error { stop(); return <-done })
-	t.Cleanup(func() {
-		if err := f.stop(); err != nil {
-			t.Errorf("serve: %v", err)
-		}
-		c.Close()
-	})
-	return f
+	return &testFleet{Replica: fleettest.Start(t, cfg), store: st, clock: ck}
 }
 
 // trustAK registers the environment's AK directly in the store, as
@@ -318,5 +268,3 @@ func wantRefusal(t *testing.T, err error, code codes.Code, reason fleet.Reason) 
 		t.Fatalf("reason %s has code %v, the test wants %v", reason, reason.Code(), code)
 	}
 }
-
-var errStoreDown = errors.New("test: store down")

@@ -238,7 +238,7 @@ func TestDrain(t *testing.T) {
 	}()
 	<-g.entered
 	stopped := make(chan error, 1)
-	go func() { stopped <- f.stop() }()
+	go func() { stopped <- f.Stop() }()
 	// Wait until the replica takes no new call.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		_, err := f.Challenge(ctx, &fleetv1.ChallengeRequest{Step: fleetv1.Step_STEP_ADMIT})

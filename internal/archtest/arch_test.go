@@ -32,6 +32,7 @@ var testOnly = []string{
 	module + "/internal/petest",
 	module + "/internal/pgtest",
 	module + "/fleet/storetest",
+	module + "/fleet/fleettest",
 	module + "/attest/snp/snptest",
 	module + "/attest/tdx/tdxtest",
 	"github.com/google/go-sev-guest/testing",
