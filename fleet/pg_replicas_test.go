@@ -89,7 +89,8 @@ func oneWinner(t *testing.T, what string, errs []error, code codes.Code, reasons
 // concurrent dispatches of one environment to 64 build IDs, and 64 of one
 // build ID to 64 admitted environments, spread over the replicas: exactly
 // one wins every round, the others are ENVIRONMENT_TAKEN / BUILD_TAKEN, and
-// only the winner's build is recorded.
+// only the winner's build is recorded. The losers' environments stay free:
+// the next round races them again, where only BUILD_TAKEN may refuse them.
 func TestPGRacingDispatches(t *testing.T) {
 	_, replicas := pgFleet(t, pgReplicas)
 	ctx := context.Background()

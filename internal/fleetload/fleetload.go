@@ -27,7 +27,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -237,9 +236,4 @@ func (r *run) warmUp(ctx context.Context) (int, error) {
 		}
 	}
 	return len(r.replicas) * r.cfg.Workers * rounds, g.Wait()
-}
-
-// scratch is a new directory for one environment's files.
-func (r *run) scratch(name string) (string, error) {
-	return os.MkdirTemp(r.cfg.Dir, filepath.Base(name))
 }

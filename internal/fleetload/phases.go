@@ -3,6 +3,7 @@ package fleetload
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -44,7 +45,7 @@ func (r *run) load(ctx context.Context, l Load) ([]Phase, error) {
 	}
 	challengeTrips := r.proxy.Trips() - trips0
 	var phases []Phase
-	measure := func(call string, f func(*replica, *build) (int, error)) error {
+	measure := func(call string, f func(context.Context, *replica, *build) (int, error)) error {
 		p, err := r.phase(ctx, name, call, builds, f)
 		phases = append(phases, p)
 		return err
@@ -87,7 +88,7 @@ func (r *run) prepare(ctx context.Context, l Load) ([]*build, error) {
 	var builds []*build
 	for i := range l.Builds {
 		b := &build{id: fmt.Sprintf("%s-build-%d", l.Source.Name(), i)}
-		dir, err := r.scratch(b.id)
+		dir, err := os.MkdirTemp(r.cfg.Dir, b.id)
 		if err != nil {
 			return builds, err
 		}
@@ -133,33 +134,33 @@ func (r *run) registerAK(ctx context.Context, bundle []byte) error {
 
 // The calls of the phases; each returns the bytes of bundle it sent.
 
-func (r *run) admit(rep *replica, b *build) (int, error) {
-	resp, err := rep.Admit(context.Background(), &fleetv1.AdmitRequest{Nonce: b.admitNonce, Bundle: b.admitBundle})
+func (r *run) admit(ctx context.Context, rep *replica, b *build) (int, error) {
+	resp, err := rep.Admit(ctx, &fleetv1.AdmitRequest{Nonce: b.admitNonce, Bundle: b.admitBundle})
 	b.envKey = resp.GetEnvironment().GetKeyDigest()
 	return len(b.admitBundle), err
 }
 
-func (r *run) dispatch(rep *replica, b *build) (int, error) {
-	resp, err := rep.Dispatch(context.Background(), &fleetv1.DispatchRequest{EnvKey: b.envKey, BuildId: b.id})
+func (r *run) dispatch(ctx context.Context, rep *replica, b *build) (int, error) {
+	resp, err := rep.Dispatch(ctx, &fleetv1.DispatchRequest{EnvKey: b.envKey, BuildId: b.id})
 	b.dispatchNonce = resp.GetNonce()
 	return 0, err
 }
 
-func (r *run) confirm(rep *replica, b *build) (int, error) {
-	_, err := rep.ConfirmDispatch(context.Background(), &fleetv1.ConfirmDispatchRequest{BuildId: b.id, Bundle: b.dispatchBundle})
+func (r *run) confirm(ctx context.Context, rep *replica, b *build) (int, error) {
+	_, err := rep.ConfirmDispatch(ctx, &fleetv1.ConfirmDispatchRequest{BuildId: b.id, Bundle: b.dispatchBundle})
 	return len(b.dispatchBundle), err
 }
 
-func (r *run) complete(rep *replica, b *build) (int, error) {
-	_, err := rep.Complete(context.Background(), &fleetv1.CompleteRequest{BuildId: b.id, Bundle: b.doneBundle})
+func (r *run) complete(ctx context.Context, rep *replica, b *build) (int, error) {
+	_, err := rep.Complete(ctx, &fleetv1.CompleteRequest{BuildId: b.id, Bundle: b.doneBundle})
 	return len(b.doneBundle), err
 }
 
 // phase runs call for every build, cfg.Workers at a time, build i on
 // replica i mod Replicas, and measures it. A call that fails is counted
 // and its error kept; the phase goes on.
-func (r *run) phase(ctx context.Context, source, call string, builds []*build, f func(*replica, *build) (int, error)) (Phase, error) {
-	p := Phase{Backend: source, Call: call, Calls: len(builds), Verifies: call != CallDispatch}
+func (r *run) phase(ctx context.Context, source, call string, builds []*build, f func(context.Context, *replica, *build) (int, error)) (Phase, error) {
+	p := Phase{Backend: source, Call: call, Calls: len(builds)}
 	lat := make([]time.Duration, len(builds))
 	bytes := make([]int, len(builds))
 	errs := make([]error, len(builds))
@@ -170,7 +171,7 @@ func (r *run) phase(ctx context.Context, source, call string, builds []*build, f
 		wg.Go(func() {
 			for i := range next {
 				start := time.Now()
-				bytes[i], errs[i] = f(r.replicas[i%len(r.replicas)], builds[i])
+				bytes[i], errs[i] = f(ctx, r.replicas[i%len(r.replicas)], builds[i])
 				lat[i] = time.Since(start)
 			}
 		})

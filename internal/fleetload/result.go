@@ -32,7 +32,6 @@ type Phase struct {
 	Backend, Call string
 	Calls, Failed int
 	FirstError    string `json:",omitempty"`
-	Verifies      bool   // each call verifies a bundle
 	// Wall is the phase's duration; CPU this process's CPU time in it (the
 	// replicas, the callers and the proxy); DBCPU PostgreSQL's (0 when it
 	// is not on this machine).
