@@ -57,18 +57,20 @@ func inspect(bundle []byte) (*verifier.Facts, error) {
 }
 
 // step is one verification of the flow: its name (metrics), the purposes
-// its bundle must hold and those it must not hold yet.
+// its bundle must hold, those it must not hold yet, and whether it needs a
+// statement the environment signed (the provenance).
 type step struct {
 	name    string
 	need    []attest.Purpose
 	notYet  []attest.Purpose
+	signed  bool
 	mustFor string // what the bundle is for, in refusals
 }
 
 var (
-	stepAdmit    = step{"admit", []attest.Purpose{attest.PurposeLaunch, attest.PurposeAttest}, []attest.Purpose{attest.PurposeDispatch, attest.PurposeComplete}, "an admission"}
-	stepDispatch = step{"dispatch", []attest.Purpose{attest.PurposeLaunch, attest.PurposeDispatch}, []attest.Purpose{attest.PurposeComplete}, "a dispatch"}
-	stepComplete = step{"complete", []attest.Purpose{attest.PurposeLaunch, attest.PurposeDispatch, attest.PurposeComplete}, nil, "a completion"}
+	stepAdmit    = step{"admit", []attest.Purpose{attest.PurposeLaunch, attest.PurposeAttest}, []attest.Purpose{attest.PurposeDispatch, attest.PurposeComplete}, false, "an admission"}
+	stepDispatch = step{"dispatch", []attest.Purpose{attest.PurposeLaunch, attest.PurposeDispatch}, []attest.Purpose{attest.PurposeComplete}, false, "a dispatch"}
+	stepComplete = step{"complete", []attest.Purpose{attest.PurposeLaunch, attest.PurposeDispatch, attest.PurposeComplete}, nil, true, "a completion"}
 )
 
 // check refuses a bundle of another step than st: one that lacks the
@@ -83,6 +85,9 @@ func (st step) check(f *verifier.Facts) error {
 		if f.Has(p) {
 			return refuse(ReasonWrongStep, "the bundle holds a %s attestation: it is past %s", p, st.mustFor)
 		}
+	}
+	if st.signed && f.Signed == 0 {
+		return refuse(ReasonWrongStep, "the bundle holds no statement the environment signed for the build (SignStatement: the provenance)")
 	}
 	return nil
 }

@@ -115,6 +115,18 @@ func TestDispatchRefusals(t *testing.T) {
 		_, err := f.Complete(ctx, &fleetv1.CompleteRequest{BuildId: "build-1", Bundle: bundle})
 		wantRefusal(t, err, codes.FailedPrecondition, fleet.ReasonWrongStep)
 	})
+	t.Run("completion without the signed provenance", func(t *testing.T) {
+		f := newFleet(t)
+		e := newEnv(t, 0)
+		if err := confirm(f, "build-1", bind(t, e, "build-1", f.dispatch(t, f.admit(t, e).GetKeyDigest(), "build-1"))); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.Complete(ctx, "build-1", testInputs, testOutputs, nil); err != nil {
+			t.Fatal(err)
+		}
+		_, err := f.Complete(ctx, &fleetv1.CompleteRequest{BuildId: "build-1", Bundle: e.bundle()})
+		wantRefusal(t, err, codes.FailedPrecondition, fleet.ReasonWrongStep)
+	})
 	t.Run("completion with another build's completion nonce", func(t *testing.T) {
 		f := newFleet(t)
 		b := newEnv(t, 0)

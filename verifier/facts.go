@@ -39,6 +39,9 @@ type Facts struct {
 	Nonces map[attest.Purpose][]byte
 	// BuildID is the build ID of the dispatch, else of the completion.
 	BuildID string
+	// Signed counts the statements of other predicates the environment
+	// signed for the build (e.g. SLSA provenance).
+	Signed int
 	// Backends are the evidence backends of the launch (or first)
 	// attestation, in order.
 	Backends []string
@@ -73,6 +76,7 @@ func Inspect(raw []byte) (*Facts, error) {
 	for _, env := range b.Envelopes {
 		op, err := scai.Open(env)
 		if errors.Is(err, scai.ErrPredicateType) {
+			f.Signed++
 			continue
 		}
 		if err != nil {
