@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
@@ -34,6 +35,12 @@ const defaultVerifierID = "https://attestd.dev/attestfleet"
 type fileConfig struct {
 	// Listen is "unix:/path" or "host:port".
 	Listen string `yaml:"listen"`
+	// TLS serves the API over TLS; with client_ca, mutual TLS.
+	TLS struct {
+		Cert     string `yaml:"cert"`
+		Key      string `yaml:"key"`
+		ClientCA string `yaml:"client_ca"`
+	} `yaml:"tls"`
 	Store  struct {
 		SQLite   string `yaml:"sqlite"`
 		Postgres string `yaml:"postgres"`
@@ -147,6 +154,9 @@ func (fc *fileConfig) check(nodes yamlfile.Nodes, dir string) (*config, error) {
 	if err := fc.registration(c, nodes, dir); err != nil {
 		return nil, err
 	}
+	if err := fc.tls(c, nodes, dir); err != nil {
+		return nil, err
+	}
 	return c, fc.limits(c, nodes)
 }
 
@@ -203,6 +213,36 @@ func (fc *fileConfig) registration(c *config, nodes yamlfile.Nodes, dir string) 
 		}
 		c.service.EKIntermediates = append(c.service.EKIntermediates, certs...)
 	}
+	return nil
+}
+
+// tls reads the server certificate and key, and the client CAs of mutual
+// TLS.
+func (fc *fileConfig) tls(c *config, nodes yamlfile.Nodes, dir string) error {
+	t := fc.TLS
+	if t.Cert == "" && t.Key == "" && t.ClientCA == "" {
+		return nil
+	}
+	if t.Cert == "" || t.Key == "" {
+		return nodes.Errorf("tls", "cert and key go together")
+	}
+	cert, err := tls.LoadX509KeyPair(inDir(dir, t.Cert), inDir(dir, t.Key))
+	if err != nil {
+		return nodes.Errorf("tls", "%v", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+	if t.ClientCA != "" {
+		certs, err := readCerts(inDir(dir, t.ClientCA))
+		if err != nil {
+			return nodes.Errorf("tls.client_ca", "%v", err)
+		}
+		cfg.ClientCAs = x509.NewCertPool()
+		for _, ca := range certs {
+			cfg.ClientCAs.AddCert(ca)
+		}
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	c.service.TLS = cfg
 	return nil
 }
 
