@@ -1,15 +1,16 @@
 // Package storetest is the conformance suite every fleet.Store passes
 // (fleet/sqlite, fleet/postgres): each method and sentinel of the contract,
-// that a refused call changes nothing, that data survives a reopen, and
-// that racing calls for one nonce, environment or build have exactly one
-// winner: Racers goroutines consuming one nonce, admitting one environment
-// (under as many nonces) and as many environments under one nonce,
-// reporting one dispatch, and reserving one environment for as many build
-// IDs (also through Replicas stores open on one database) and one build ID
-// on as many environments. Races start together at a gate and count outcomes: nothing in the
+// that a refused or canceled call changes nothing, that data survives a
+// reopen, and that racing calls have exactly one winner. Races start
+// Racers goroutines together at a gate and count outcomes; nothing in the
 // suite depends on timing.
 //
-// Times in the suite are whole microseconds, the precision both stores keep.
+// Where the contract leaves it open, the suite fixes which error wins when
+// several apply: a nonce's own errors come in the order unknown, foreign,
+// used, expired; Admit and Reserve check the nonce or build ID before the
+// environment; Dispatched and Completed check the build exists, then the
+// nonce, then the build's state. Times are whole microseconds, the
+// precision both stores keep.
 //
 // Test-only: it imports "testing".
 package storetest
@@ -37,9 +38,10 @@ import (
 // within one Run. The suite closes every store it opens.
 type Open func(t *testing.T, db string) fleet.Store
 
-// Racers is how many goroutines each race test starts; RaceRounds is how
-// many times it races on one store (the first round also warms a pooled
-// store's prepared statements, so later rounds meet in the database).
+// Racers is how many goroutines each race starts; RaceRounds how many
+// times a race runs on one store (the first round also warms a pooled
+// store's prepared statements, so later rounds meet in the database);
+// Replicas how many stores on one database RaceReplicas races through.
 const (
 	Racers     = 64
 	RaceRounds = 3
