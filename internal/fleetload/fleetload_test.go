@@ -35,7 +35,7 @@ func sources(t testing.TB, snp, tdx, tpm int) []fleetload.Load {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x, err := fleetload.TDX(created, tdx)
+	x, err := fleetload.TDX(created)
 	if err != nil {
 		t.Fatal(err)
 	}

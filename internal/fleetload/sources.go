@@ -1,6 +1,7 @@
 package fleetload
 
 import (
+	"bytes"
 	"context"
 	"encoding/pem"
 	"fmt"
@@ -58,46 +59,86 @@ func (s snpSource) Trust(p *verify.Policy, files map[string][]byte) {
 	p.Trust.SNP.Roots, p.Trust.SNP.Product = "snp-roots.pem", snptest.ProductLine
 }
 
-// TDX is a source of n environments, each on its own fake TDX guest (its
-// own RTMRs, and its own test-only Intel chain, all of whose roots the
-// policy trusts), created at created.
-func TDX(created time.Time, n int) (Source, error) {
-	s := &tdxSource{}
-	for range n {
-		dev, err := tdxtest.New(created)
-		if err != nil {
-			return nil, fmt.Errorf("fake TDX device: %w", err)
-		}
-		s.devs = append(s.devs, dev)
+// TDX is a source of environments on fake TDX guests of one machine (one
+// test-only Intel chain, created at created): each environment has RTMRs of
+// its own.
+func TDX(created time.Time) (Source, error) {
+	dev, err := tdxtest.New(created)
+	if err != nil {
+		return nil, fmt.Errorf("fake TDX device: %w", err)
 	}
-	return s, nil
+	return &tdxSource{dev: dev}, nil
 }
 
 type tdxSource struct {
-	mu   sync.Mutex
-	devs []*tdxtest.Device
-	next int
+	mu  sync.Mutex // held while the device holds one guest's RTMRs
+	dev *tdxtest.Device
 }
 
 func (*tdxSource) Name() string { return tdx.Name }
 
 func (s *tdxSource) Backend(context.Context) (attest.Backend, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.next == len(s.devs) {
-		return nil, fmt.Errorf("all %d fake TDX devices are in use", len(s.devs))
-	}
-	dev := s.devs[s.next]
-	s.next++
-	return tdx.New(tdx.Config{Provider: dev, RTMRs: dev})
+	g := &tdxGuest{src: s}
+	return tdx.New(tdx.Config{Provider: g, RTMRs: g})
 }
 
 func (s *tdxSource) Trust(p *verify.Policy, files map[string][]byte) {
-	var roots []byte
-	for _, d := range s.devs {
-		roots = append(roots, d.RootPEM()...)
-	}
-	files["tdx-roots.pem"] = roots
+	files["tdx-roots.pem"] = s.dev.RootPEM()
 	// Intel's collateral cannot be faked (docs/tee.md).
 	p.Trust.TDX.Roots, p.Trust.TDX.InsecureSkipCollateral = "tdx-roots.pem", true
+}
+
+// tdxGuest is one environment's TD on the shared fake device: it keeps its
+// own RTMR extends and puts them into the device (from zero) for each
+// quote or read, so guests never see each other's measurements.
+type tdxGuest struct {
+	src     *tdxSource
+	extends []rtmrExtend
+}
+
+type rtmrExtend struct {
+	index  int
+	digest []byte
+}
+
+// load makes the device's RTMRs this guest's; the caller holds src.mu.
+func (g *tdxGuest) load() error {
+	g.src.dev.ZeroRTMRs()
+	for _, e := range g.extends {
+		if err := g.src.dev.ExtendRTMR(e.index, e.digest); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (g *tdxGuest) GetRawQuote(reportData [64]byte) ([]byte, error) {
+	g.src.mu.Lock()
+	defer g.src.mu.Unlock()
+	if err := g.load(); err != nil {
+		return nil, err
+	}
+	return g.src.dev.GetRawQuote(reportData)
+}
+
+func (g *tdxGuest) ExtendRTMR(index int, digest []byte) error {
+	g.src.mu.Lock()
+	defer g.src.mu.Unlock()
+	if err := g.load(); err != nil {
+		return err
+	}
+	if err := g.src.dev.ExtendRTMR(index, digest); err != nil {
+		return err
+	}
+	g.extends = append(g.extends, rtmrExtend{index, bytes.Clone(digest)})
+	return nil
+}
+
+func (g *tdxGuest) ReadRTMR(index int) ([]byte, error) {
+	g.src.mu.Lock()
+	defer g.src.mu.Unlock()
+	if err := g.load(); err != nil {
+		return nil, err
+	}
+	return g.src.dev.ReadRTMR(index)
 }
