@@ -144,7 +144,7 @@ func TestConfigErrors(t *testing.T) {
 		{"huge bundles", "limits:\n  max_bundle: 1000000000\n", 8, "limits.max_bundle"},
 		{"relative verifier ID", "", 0, "results.verifier_id"},
 		{"missing EK roots file", "registration:\n  ek_roots: [nowhere.pem]\n", 8, "registration.ek_roots[0]"},
-		{"TLS certificate without its key", "tls:\n  cert: server.pem\n", 7, "tls"},
+		{"TLS certificate without its key", "tls:\n  cert: server.pem\n", 8, "tls"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, config := setup(t, tc.extra)
