@@ -15,6 +15,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/attestd/attestd/fleet"
 	fleetv1 "github.com/attestd/attestd/fleet/api/v1"
@@ -54,7 +55,7 @@ func Config(t testing.TB, st fleet.Store) fleet.Config {
 	return fleet.Config{
 		Store: st, Verifier: v, Signer: key,
 		Results:     verify.ResultOptions{VerifierID: "https://ci.example/fleet", PolicyURI: "https://ci.example/policy.yaml"},
-		HealthEvery: fleet.DefaultHealthEvery / 250,
+		HealthEvery: 20 * time.Millisecond,
 		Logger:      slog.New(slog.DiscardHandler),
 	}
 }
