@@ -15,9 +15,7 @@ import (
 
 	"github.com/attestd/attestd/fleet"
 	fleetv1 "github.com/attestd/attestd/fleet/api/v1"
-	"github.com/attestd/attestd/fleet/postgres"
 	"github.com/attestd/attestd/fleet/sqlite"
-	"github.com/attestd/attestd/internal/pgtest"
 )
 
 // TestOversized: a bundle over limits.max_bundle is TOO_LARGE; one over the
@@ -141,20 +139,10 @@ func waitHealth(t *testing.T, f *testFleet, want healthpb.HealthCheckResponse_Se
 	}
 }
 
-// TestReplicas: three replicas on one SQLite store (see replicas).
+// TestReplicas: three replicas on one SQLite store (see replicas; on
+// PostgreSQL: pg_replicas_test.go).
 func TestReplicas(t *testing.T) {
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "fleet.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	replicas(t, st)
-}
-
-// TestReplicasPostgres: three replicas on one PostgreSQL (a private
-// cluster, scripts/install-deps.sh).
-func TestReplicasPostgres(t *testing.T) {
-	st, err := postgres.Open(context.Background(), pgtest.Start(t).CreateDB(t, "fleet"))
 	if err != nil {
 		t.Fatal(err)
 	}
