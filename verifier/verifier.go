@@ -7,6 +7,13 @@
 //
 // A Verifier is safe for concurrent use and keeps the backends' caches
 // across calls, so that many attestations of one fleet verify cheaply.
+//
+// For a service that decides per call what to expect (the fleet verifier,
+// docs/fleet.md): EvaluateExpecting joins the nonce it issued, the build
+// it recorded and the AKs it registered to the policy for one call;
+// Inspect reads a bundle's facts (env key, AK, boot, nonces) to look those
+// up before verifying; StartRegistration is the verifier's half of AK
+// registration by credential activation, relayed through the executor.
 package verifier
 
 import (
