@@ -65,7 +65,7 @@ func (s *Server) StartRegistration(ctx context.Context, req *fleetv1.StartRegist
 	if err != nil {
 		return nil, err
 	}
-	c, err := s.challenge(StepRegister, reg.KeyDigest, "")
+	c, err := s.newChallenge(StepRegister, reg.KeyDigest, "")
 	if err != nil {
 		return nil, err
 	}

@@ -312,8 +312,8 @@ func newNonce() ([]byte, error) {
 	return n, nil
 }
 
-// challenge is a fresh challenge for step, issued now.
-func (s *Server) challenge(step Step, envKey, buildID string) (Challenge, error) {
+// newChallenge is a fresh challenge for step, issued now.
+func (s *Server) newChallenge(step Step, envKey, buildID string) (Challenge, error) {
 	n, err := newNonce()
 	if err != nil {
 		return Challenge{}, err

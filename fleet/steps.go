@@ -14,7 +14,7 @@ func (s *Server) Challenge(ctx context.Context, req *fleetv1.ChallengeRequest) (
 	var err error
 	switch req.GetStep() {
 	case fleetv1.Step_STEP_ADMIT:
-		c, err = s.challenge(StepAdmit, "", "")
+		c, err = s.newChallenge(StepAdmit, "", "")
 	case fleetv1.Step_STEP_COMPLETE:
 		c, err = s.completeChallenge(ctx, req.GetBuildId())
 	default:
@@ -41,7 +41,7 @@ func (s *Server) completeChallenge(ctx context.Context, buildID string) (Challen
 	if b.State != BuildDispatched {
 		return Challenge{}, refuse(ReasonWrongState, "build %q is %s; a completion challenge is for a dispatched build", buildID, b.State)
 	}
-	return s.challenge(StepComplete, b.EnvKey, buildID)
+	return s.newChallenge(StepComplete, b.EnvKey, buildID)
 }
 
 // Admit implements fleetv1.FleetServer.
@@ -93,7 +93,7 @@ func (s *Server) Dispatch(ctx context.Context, req *fleetv1.DispatchRequest) (*f
 	if err := checkBuildID(req.GetBuildId()); err != nil {
 		return nil, err
 	}
-	c, err := s.challenge(StepDispatch, req.GetEnvKey(), req.GetBuildId())
+	c, err := s.newChallenge(StepDispatch, req.GetEnvKey(), req.GetBuildId())
 	if err != nil {
 		return nil, err
 	}
