@@ -81,12 +81,28 @@ func TestMigrateConcurrently(t *testing.T) {
 	}
 }
 
-// BenchmarkBuild runs the per-build sequence (storetest.Bench) on a
-// private cluster and reports the round trips to the database it took
-// (rt/op): a write to the connection after a read from it starts one.
+// BenchmarkBuild runs the per-build sequence (storetest.Bench, and
+// storetest.BenchParallel from 16 goroutines a core) on a private cluster
+// and reports the round trips to the database it took (rt/op): a write to
+// the connection after a read from it starts one. "durable" runs the
+// cluster with fsync on, as in production: the difference is the cost of
+// flushing 5 commits to this machine's disk, shared by concurrent builds
+// (group commit).
 func BenchmarkBuild(b *testing.B) {
-	srv := pgtest.Start(b)
-	cfg, err := pgxpool.ParseConfig(srv.CreateDB(b, "bench"))
+	for _, opts := range []struct {
+		name string
+		pgtest.Options
+	}{{"fsync=off", pgtest.Options{}}, {"durable", pgtest.Options{Durable: true}}} {
+		b.Run(opts.name, func(b *testing.B) { benchBuild(b, opts.Options, storetest.Bench) })
+		b.Run(opts.name+"/parallel", func(b *testing.B) {
+			benchBuild(b, opts.Options, func(b *testing.B, s fleet.Store) { storetest.BenchParallel(b, s, 16) })
+		})
+	}
+}
+
+func benchBuild(b *testing.B, opts pgtest.Options, bench func(*testing.B, fleet.Store)) {
+	srv := pgtest.StartWith(b, opts)
+	cfg, err := pgxpool.ParseConfig(srv.CreateDB(b, "bench") + " pool_max_conns=32")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -106,7 +122,7 @@ func BenchmarkBuild(b *testing.B) {
 	}
 	defer s.Close()
 	start := trips.Load()
-	storetest.Bench(b, s)
+	bench(b, s)
 	b.ReportMetric(float64(trips.Load()-start)/float64(b.N), "rt/op")
 }
 

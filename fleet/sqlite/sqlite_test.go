@@ -23,13 +23,23 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// BenchmarkBuild runs the per-build sequence (storetest.Bench, and
+// storetest.BenchParallel from 16 goroutines a core; the writes still go
+// one at a time through the one writer).
 func BenchmarkBuild(b *testing.B) {
-	s, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "bench.db"))
-	if err != nil {
-		b.Fatal(err)
+	for name, bench := range map[string]func(*testing.B, fleet.Store){
+		"sequential": storetest.Bench,
+		"parallel":   func(b *testing.B, s fleet.Store) { storetest.BenchParallel(b, s, 16) },
+	} {
+		b.Run(name, func(b *testing.B) {
+			s, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "bench.db"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			bench(b, s)
+		})
 	}
-	defer s.Close()
-	storetest.Bench(b, s)
 }
 
 // TestSchemaNewer refuses a database a newer binary migrated, and records

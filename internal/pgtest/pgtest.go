@@ -33,10 +33,20 @@ const (
 	shutdownTimeout = time.Minute
 )
 
+// Options change how the cluster runs; the zero value is the fast one
+// tests want.
+type Options struct {
+	// Durable keeps fsync on, as a production server runs: for
+	// benchmarks whose figures must include the cost of a commit. Off, a
+	// commit is not flushed to disk (the data dies with the test anyway).
+	Durable bool
+}
+
 // Server is a running (or stopped) private PostgreSQL cluster.
 type Server struct {
 	dir  string // holds data/, the socket and server.log
 	bin  string // the directory of initdb and postgres
+	opts Options
 	cred *syscall.Credential
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has exited
@@ -48,6 +58,12 @@ type Server struct {
 // scripts/install-deps.sh: the tests that use this run in CI, never skip.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, opts Options) *Server {
+	t.Helper()
 	bin, err := binDir()
 	if err != nil {
 		t.Fatalf("%v: run scripts/install-deps.sh (package postgresql)", err)
@@ -58,7 +74,7 @@ func Start(t testing.TB) *Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	s := &Server{dir: dir, bin: bin}
+	s := &Server{dir: dir, bin: bin, opts: opts}
 	if os.Geteuid() == 0 {
 		if s.cred, err = postgresUser(); err != nil {
 			t.Fatalf("%v: run scripts/install-deps.sh (package postgresql creates it)", err)
@@ -114,7 +130,7 @@ func (s *Server) Start(t testing.TB) {
 		t.Fatal(err)
 	}
 	s.cmd = s.command(filepath.Join(s.bin, "postgres"), "-D", s.data(), "-k", s.dir,
-		"-c", "listen_addresses=", "-c", "fsync=off", "-c", "max_connections=200")
+		"-c", "listen_addresses=", "-c", "fsync="+strconv.FormatBool(s.opts.Durable), "-c", "max_connections=200")
 	s.cmd.Stdout, s.cmd.Stderr = log, log
 	if err := s.cmd.Start(); err != nil {
 		log.Close()
