@@ -41,7 +41,7 @@ type fileConfig struct {
 		Key      string `yaml:"key"`
 		ClientCA string `yaml:"client_ca"`
 	} `yaml:"tls"`
-	Store  struct {
+	Store struct {
 		SQLite   string `yaml:"sqlite"`
 		Postgres string `yaml:"postgres"`
 	} `yaml:"store"`
