@@ -27,7 +27,7 @@ import (
 
 // setup writes a policy and a result key into a temp dir and returns the
 // dir and a config naming them, with extra appended.
-func setup(t *testing.T, extra string) (dir, config string) {
+func setup(t testing.TB, extra string) (dir, config string) {
 	t.Helper()
 	dir = t.TempDir()
 	write(t, filepath.Join(dir, "policy.yaml"), "version: 1\ntrust:\n  tpm:\n    insecure_trust_embedded_ak: true\n")
@@ -45,7 +45,7 @@ func setup(t *testing.T, extra string) (dir, config string) {
 	return dir, config
 }
 
-func write(t *testing.T, path, content string) {
+func write(t testing.TB, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
