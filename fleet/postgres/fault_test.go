@@ -78,6 +78,9 @@ func TestFault(t *testing.T) {
 						t.Errorf("build %d call %d: %v, want ErrUnavailable", i, f.ok, err)
 					}
 					failed <- struct{}{}
+					// Not a spin while the server is down (a failed
+					// connect is quick): maxBuilds then lasts 1000 s.
+					time.Sleep(10 * time.Millisecond)
 					break
 				}
 				if f.ok++; f.ok == 5 {
