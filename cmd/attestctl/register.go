@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -14,9 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	apiv1 "github.com/attestd/attestd/agent/api/v1"
-	"github.com/attestd/attestd/attest"
-	"github.com/attestd/attestd/attest/tpm"
-	"github.com/attestd/attestd/scai"
+	"github.com/attestd/attestd/verifier"
 	"github.com/attestd/attestd/verify"
 )
 
@@ -55,9 +54,9 @@ control plane does the MakeCredential half itself (docs/verifying.md).
 
 // register pins the environment's AK after proving, by credential
 // activation, that it lives in the TPM whose EK certificate chains to the
-// given roots. Both sides run here: a control plane that is remote does the
-// MakeCredential half itself (attest/tpm.MakeCredential) and relays the
-// challenge.
+// given roots. Both sides run here; the verifier's half is
+// verifier.StartRegistration, the one attestfleet relays for a remote
+// control plane.
 func (e *env) register(ctx context.Context, roots, inter []string, out string, asJSON bool) error {
 	if len(roots) == 0 {
 		return fmt.Errorf("%w: --ek-roots is required", errUsage)
@@ -85,43 +84,24 @@ func (e *env) register(ctx context.Context, roots, inter []string, out string, a
 		if err != nil {
 			return err
 		}
-		ev, err := launchTPMEvidence(id.GetLaunchAttestation())
+		reg, err := verifier.StartRegistration(id.GetLaunchAttestation(), intermediates, pool, time.Now())
+		switch {
+		case errors.Is(err, verifier.ErrNoTPM):
+			return fmt.Errorf("the environment has no TPM evidence with an EK certificate: register needs one (%w)", err)
+		case errors.Is(err, verifier.ErrEKUntrusted):
+			return err // "EK certificate not trusted: …"
+		case err != nil:
+			return fmt.Errorf("launch attestation: %w", err)
+		}
+		resp, err := c.ActivateCredential(ctx, &apiv1.ActivateCredentialRequest{CredentialBlob: reg.CredentialBlob, EncryptedSecret: reg.EncryptedSecret})
 		if err != nil {
 			return err
 		}
-		ekDER, err := ev.MustPart(tpm.PartEKCert)
-		if err != nil {
-			return fmt.Errorf("the TPM has no EK certificate: register needs one (%w)", err)
-		}
-		akPublic, err := ev.MustPart(tpm.PartAKPublic)
-		if err != nil {
-			return err
-		}
-		ekPub, err := tpm.VerifyEKCertificate(ekDER, intermediates, pool, time.Now())
-		if err != nil {
-			return fmt.Errorf("EK certificate: %w", err)
-		}
-		secret, ch, err := tpm.MakeCredential(ekPub, akPublic)
-		if err != nil {
-			return err
-		}
-		resp, err := c.ActivateCredential(ctx, &apiv1.ActivateCredentialRequest{CredentialBlob: ch.CredBlob, EncryptedSecret: ch.EncSecret})
-		if err != nil {
-			return err
-		}
-		if subtle.ConstantTimeCompare(resp.GetSecret(), secret) != 1 {
+		if subtle.ConstantTimeCompare(resp.GetSecret(), reg.Secret) != 1 {
 			return fmt.Errorf("credential activation returned the wrong secret: the AK is not in the certified TPM")
 		}
-		akKey, err := tpm.AKPublic(ev)
-		if err != nil {
-			return err
-		}
-		der, err := x509.MarshalPKIXPublicKey(akKey)
-		if err != nil {
-			return err
-		}
 		fmt.Fprintln(e.stderr, "AK registered: the EK certificate chains to the given roots and credential activation proved the AK is in that TPM")
-		pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+		pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: reg.AK})
 		if out != "" {
 			if err := os.WriteFile(out, pemBytes, 0o644); err != nil {
 				return err
@@ -129,32 +109,13 @@ func (e *env) register(ctx context.Context, roots, inter []string, out string, a
 		}
 		switch {
 		case asJSON:
-			return e.printJSON(akJSON(der, out))
+			return e.printJSON(akJSON(reg.AK, out))
 		case out == "":
 			_, err := e.stdout.Write(pemBytes)
 			return err
 		}
 		return nil
 	})
-}
-
-// launchTPMEvidence returns the TPM evidence of a launch attestation. Its
-// signature is not checked here: registration itself is the proof.
-func launchTPMEvidence(launch []byte) (*attest.Evidence, error) {
-	env, err := scai.ParseEnvelope(launch)
-	if err != nil {
-		return nil, err
-	}
-	op, err := scai.Open(env)
-	if err != nil {
-		return nil, err
-	}
-	for _, ev := range op.Attestation.Evidence {
-		if ev.Backend == "tpm" {
-			return ev, nil
-		}
-	}
-	return nil, fmt.Errorf("the environment has no TPM evidence: AK registration is for TPMs")
 }
 
 func readPEMCerts(path string) ([]*x509.Certificate, error) {
