@@ -33,7 +33,11 @@ type build struct {
 func (r *run) load(ctx context.Context, l Load) ([]Phase, error) {
 	name := l.Source.Name()
 	r.cfg.Logf("%s: preparing %d environments and their admissions", name, l.Builds)
-	trips0, size0 := r.proxy.Trips(), r.dbSize(ctx)
+	trips0 := r.proxy.Trips()
+	size0, err := r.db.size(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("database size: %w", err)
+	}
 	builds, err := r.prepare(ctx, l)
 	defer func() {
 		for _, b := range builds {
@@ -50,10 +54,10 @@ func (r *run) load(ctx context.Context, l Load) ([]Phase, error) {
 		phases = append(phases, p)
 		return err
 	}
-	if err := measure(CallAdmit, r.admit); err != nil {
+	if err := measure(CallAdmit, admit); err != nil {
 		return phases, err
 	}
-	if err := measure(CallDispatch, r.dispatch); err != nil {
+	if err := measure(CallDispatch, dispatch); err != nil {
 		return phases, err
 	}
 	r.cfg.Logf("%s: agents bind and complete %d builds", name, len(builds))
@@ -62,23 +66,23 @@ func (r *run) load(ctx context.Context, l Load) ([]Phase, error) {
 			return phases, fmt.Errorf("build %s: %w", b.id, err)
 		}
 	}
-	if err := measure(CallConfirm, r.confirm); err != nil {
+	if err := measure(CallConfirm, confirm); err != nil {
 		return phases, err
 	}
-	if err := measure(CallComplete, r.complete); err != nil {
+	if err := measure(CallComplete, complete); err != nil {
 		return phases, err
 	}
 	phases[0].ChallengeTrips = challengeTrips
-	if rows, err := r.db.rows(ctx); err == nil {
-		phases[len(phases)-1].RowsAfter = rows
+	last := &phases[len(phases)-1]
+	if last.RowsAfter, err = r.db.rows(ctx); err != nil {
+		return phases, fmt.Errorf("count rows: %w", err)
 	}
-	phases[len(phases)-1].DBGrowth = r.dbSize(ctx) - size0
+	size, err := r.db.size(ctx)
+	if err != nil {
+		return phases, fmt.Errorf("database size: %w", err)
+	}
+	last.DBGrowth = size - size0
 	return phases, nil
-}
-
-func (r *run) dbSize(ctx context.Context) int64 {
-	n, _ := r.db.size(ctx)
-	return n
 }
 
 // prepare makes the environments and their admission bundles: a challenge
@@ -134,24 +138,24 @@ func (r *run) registerAK(ctx context.Context, bundle []byte) error {
 
 // The calls of the phases; each returns the bytes of bundle it sent.
 
-func (r *run) admit(ctx context.Context, rep *replica, b *build) (int, error) {
+func admit(ctx context.Context, rep *replica, b *build) (int, error) {
 	resp, err := rep.Admit(ctx, &fleetv1.AdmitRequest{Nonce: b.admitNonce, Bundle: b.admitBundle})
 	b.envKey = resp.GetEnvironment().GetKeyDigest()
 	return len(b.admitBundle), err
 }
 
-func (r *run) dispatch(ctx context.Context, rep *replica, b *build) (int, error) {
+func dispatch(ctx context.Context, rep *replica, b *build) (int, error) {
 	resp, err := rep.Dispatch(ctx, &fleetv1.DispatchRequest{EnvKey: b.envKey, BuildId: b.id})
 	b.dispatchNonce = resp.GetNonce()
 	return 0, err
 }
 
-func (r *run) confirm(ctx context.Context, rep *replica, b *build) (int, error) {
+func confirm(ctx context.Context, rep *replica, b *build) (int, error) {
 	_, err := rep.ConfirmDispatch(ctx, &fleetv1.ConfirmDispatchRequest{BuildId: b.id, Bundle: b.dispatchBundle})
 	return len(b.dispatchBundle), err
 }
 
-func (r *run) complete(ctx context.Context, rep *replica, b *build) (int, error) {
+func complete(ctx context.Context, rep *replica, b *build) (int, error) {
 	_, err := rep.Complete(ctx, &fleetv1.CompleteRequest{BuildId: b.id, Bundle: b.doneBundle})
 	return len(b.doneBundle), err
 }
@@ -190,7 +194,7 @@ func (r *run) phase(ctx context.Context, source, call string, builds []*build, f
 			}
 		}
 	}
-	r.cfg.Logf("%s %s: %d calls, %d failed, p50 %v p99 %v, %.0f verifications per CPU second", source, call, p.Calls, p.Failed,
+	r.cfg.Logf("%s %s: %d calls, %d failed, p50 %v p99 %v, %.0f calls per CPU second", source, call, p.Calls, p.Failed,
 		p.P50, p.P99, p.PerCPUSecond())
 	if p.Failed > 0 {
 		return p, fmt.Errorf("%d of %d %s calls failed; the first: %s", p.Failed, p.Calls, call, p.FirstError)
