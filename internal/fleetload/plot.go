@@ -1,8 +1,10 @@
 package fleetload
 
 import (
+	"fmt"
 	"image/color"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"gonum.org/v1/plot"
@@ -29,8 +31,19 @@ func writePlots(res *Result, dir string) ([]string, error) {
 		store = append(store, msf(p.Store/n))
 		rest = append(rest, msf(max(p.Mean-(p.Verify+p.Store)/n, 0)))
 	}
+	var backends []string
+	var perCore plotter.Values
+	for _, s := range summarize(res) {
+		backends = append(backends, s.backend)
+		perCore = append(perCore, s.perCore())
+	}
+	load := fmt.Sprintf("%d callers, %d replicas, %d cores at load %s", res.Workers, res.Replicas, res.NumCPU, strings.Fields(res.LoadStart + " ?")[0])
 	var files []string
-	lat, err := bars("Latency per call (the caller's, gRPC included)", "ms", labels, []series{{"p50", p50}, {"p99", p99}}, false)
+	cores, err := bars("Verifications per second of one core, by backend ("+load+")", "verifications/s per core", backends, []series{{"admit, confirm, complete", perCore}}, false)
+	if err != nil {
+		return nil, err
+	}
+	lat, err := bars("Latency per call, the caller's ("+load+")", "ms", labels, []series{{"p50", p50}, {"p99", p99}}, false)
 	if err != nil {
 		return nil, err
 	}
@@ -39,9 +52,12 @@ func writePlots(res *Result, dir string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	for name, p := range map[string]*plot.Plot{"fleet-latency.png": lat, "fleet-time.png": split} {
-		path := filepath.Join(dir, name)
-		if err := p.Save(24*vg.Centimeter, 10*vg.Centimeter, path); err != nil {
+	for _, f := range []struct {
+		name string
+		p    *plot.Plot
+	}{{"fleet-per-core.png", cores}, {"fleet-latency.png", lat}, {"fleet-time.png", split}} {
+		path := filepath.Join(dir, f.name)
+		if err := f.p.Save(24*vg.Centimeter, 10*vg.Centimeter, path); err != nil {
 			return nil, err
 		}
 		files = append(files, path)

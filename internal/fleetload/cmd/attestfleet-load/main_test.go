@@ -17,7 +17,7 @@ func TestLoadCommand(t *testing.T) {
 	if err != nil {
 		t.Fatalf("attestfleet-load: %v", err)
 	}
-	for _, f := range []string{"fleet-results.json", "fleet-latency.png", "fleet-time.png"} {
+	for _, f := range []string{"fleet-results.json", "fleet-per-core.png", "fleet-latency.png", "fleet-time.png"} {
 		if fi, err := os.Stat(filepath.Join(out, f)); err != nil || fi.Size() == 0 {
 			t.Errorf("%s: %v", f, err)
 		}
