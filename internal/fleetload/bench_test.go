@@ -24,7 +24,7 @@ type benchSize struct {
 }
 
 var (
-	fullSize  = benchSize{mode: "full", snp: 400, tdx: 400, tpm: 12, replicas: 3, workers: 32, pool: 16}
+	fullSize  = benchSize{mode: "full", snp: 400, tdx: 400, tpm: 40, replicas: 3, workers: 32, pool: 16}
 	quickSize = benchSize{mode: "quick", snp: 40, tdx: 40, tpm: 2, replicas: 3, workers: 16, pool: 16}
 )
 
