@@ -15,7 +15,7 @@
 // store histograms.
 //
 // It is a tool, not part of the service: it links the test-only fake
-// TEEs, and only its tests run it.
+// TEEs; its tests (make fleet-bench) and cmd/attestfleet-load run it.
 package fleetload
 
 import (
