@@ -66,7 +66,17 @@ for several replicas).`,
 	root.SetOut(c.stdout)
 	root.SetErr(c.stderr)
 	root.SetVersionTemplate("attestfleet {{.Version}}\n")
-	root.AddCommand(c.serveCommand(), c.versionCommand())
+	root.AddGroup(&cobra.Group{ID: "service", Title: "The service:"}, &cobra.Group{ID: "client", Title: "Client commands (call a running replica, --server):"})
+	for _, cmd := range []*cobra.Command{c.serveCommand()} {
+		cmd.GroupID = "service"
+		root.AddCommand(cmd)
+	}
+	for _, cmd := range []*cobra.Command{c.challengeCommand(), c.admitCommand(), c.dispatchCommand(), c.confirmCommand(),
+		c.completeCommand(), c.getEnvCommand(), c.getBuildCommand(), c.checkResultCommand()} {
+		cmd.GroupID = "client"
+		root.AddCommand(cmd)
+	}
+	root.AddCommand(c.versionCommand())
 	root.CompletionOptions.DisableDefaultCmd = true
 	return root
 }
