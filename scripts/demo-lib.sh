@@ -1,11 +1,15 @@
 # Shared by scripts/demo.sh and scripts/demo-tee.sh (sourced, not run).
 
 pid=
+more_pids=() # other background processes to stop at exit (attestfleet serve)
 cleanup() {
-	if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-		kill "$pid"
-		wait "$pid" 2>/dev/null || true
-	fi
+	local p
+	for p in "$pid" "${more_pids[@]}"; do
+		if [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null; then
+			kill "$p"
+			wait "$p" 2>/dev/null || true
+		fi
+	done
 }
 trap cleanup EXIT
 

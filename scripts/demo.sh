@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo: attestd on the in-process TPM simulator, a lifecycle over its
-# socket, and verification of the result.
+# socket, and verification of the result; then the control plane's flow
+# through attestfleet on its embedded SQLite store.
 # DEMO_BACKEND=snp|tdx make demo: the same on a fake SEV-SNP / TDX guest
 # (test-only fakes that really sign with fake vendor roots, linked into a
 # separate demo binary built with -tags attestd_demo_fakes).
@@ -78,5 +79,97 @@ if "$bin/attestctl" bind --build-id build-0002 >"$work/second.txt" 2>&1; then
 	exit 1
 fi
 cat "$work/second.txt"
+
+# The control plane's side: attestfleet on its embedded SQLite store (no
+# server to install) admits a fresh environment, dispatches it to one build,
+# and signs a VSA for the build's outputs (docs/fleet.md).
+say "the environment is spent; the next one boots (a fresh attestd on the simulator)"
+kill "$pid"
+wait "$pid" 2>/dev/null || true
+pid=
+fleet=$work/fleet
+mkdir -p "$fleet/run"
+cd "$fleet" # the build's files are named relative to here, as an executor names them
+export ATTESTD_SOCKET=$fleet/run/attestd.sock
+start_daemon attestd.log "$bin/attestd" --config "$work/config.yaml" --runtime-dir run
+"$bin/attestctl" identity --out launch.intoto.jsonl >/dev/null
+"$bin/attestctl" export-ak launch.intoto.jsonl >ak.pem 2>/dev/null
+
+say "attestfleet serve on SQLite, with a policy pinning the fleet's AK and a result key"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out result-key.pem 2>/dev/null
+openssl pkey -in result-key.pem -pubout -out result-key.pub.pem
+cat >policy.yaml <<YAML
+version: 1
+trust:
+  tpm:
+    pinned_aks: [ak.pem]
+YAML
+cat >config.yaml <<YAML
+listen: unix:$fleet/fleet.sock
+store:
+  sqlite: fleet.db
+policy: policy.yaml
+results:
+  key: result-key.pem
+  verifier_id: https://ci.example/attestfleet
+YAML
+"$bin/attestfleet" serve --config config.yaml 2>serve.log &
+more_pids+=($!)
+for _ in $(seq 1 300); do
+	[[ -S fleet.sock ]] && break
+	kill -0 "${more_pids[-1]}" 2>/dev/null || { cat serve.log; echo "demo: attestfleet exited" >&2; exit 1; }
+	sleep 0.1
+done
+sed 's/^/  attestfleet: /' serve.log
+srv=(--server "unix:$fleet/fleet.sock")
+
+say "admission: attestfleet challenge → attestctl attest --nonce → attestfleet admit"
+nonce=$("$bin/attestfleet" challenge "${srv[@]}")
+echo "$nonce"
+"$bin/attestctl" attest --nonce "$nonce" --out admission.intoto.json
+"$bin/attestctl" bundle --out admitted.intoto.jsonl
+"$bin/attestfleet" admit "${srv[@]}" --nonce "$nonce" --bundle admitted.intoto.jsonl \
+	--out admission.svr.json | tee admit.txt
+env_key=$(awk '$1 == "env-key" { print $2 }' admit.txt)
+
+say "dispatch: attestfleet dispatch → attestctl bind with the service's nonce → attestfleet confirm"
+build=fleet-build-0001
+dispatch_nonce=$("$bin/attestfleet" dispatch "${srv[@]}" --env-key "$env_key" --build-id "$build")
+echo "$dispatch_nonce"
+"$bin/attestctl" bind --build-id "$build" --nonce "$dispatch_nonce" --out dispatch.intoto.json
+"$bin/attestctl" bundle --out dispatched.intoto.jsonl
+"$bin/attestfleet" confirm "${srv[@]}" --build-id "$build" --bundle dispatched.intoto.jsonl \
+	--out dispatch.svr.json
+
+say "a second dispatch of the same environment is refused by the service"
+rc=0
+"$bin/attestfleet" dispatch "${srv[@]}" --env-key "$env_key" --build-id fleet-build-0002 >second.txt 2>&1 || rc=$?
+cat second.txt
+echo "exit status $rc"
+if [[ $rc != 1 ]] || ! grep -q ENVIRONMENT_TAKEN second.txt; then
+	echo "demo: a second dispatch of one environment was not refused with ENVIRONMENT_TAKEN" >&2
+	exit 1
+fi
+
+say "completion: attestfleet challenge --step complete → attestctl complete, sign → attestfleet complete"
+complete_nonce=$("$bin/attestfleet" challenge "${srv[@]}" --step complete --build-id "$build")
+printf 'app built by %s\n' "$build" >app.bin
+"$bin/attestctl" complete --build-id "$build" --output app.bin --nonce "$complete_nonce" --out complete.intoto.json
+cat >provenance.json <<JSON
+{"_type": "https://in-toto.io/Statement/v1",
+ "subject": [{"name": "app.bin", "digest": {"sha256": "$(sha256sum app.bin | cut -d' ' -f1)"}}],
+ "predicateType": "https://slsa.dev/provenance/v1",
+ "predicate": {"buildDefinition": {"buildType": "https://example.com/demo/v1", "externalParameters": {}},
+               "runDetails": {"builder": {"id": "https://example.com/runners/attested"}, "metadata": {"invocationId": "$build"}}}}
+JSON
+"$bin/attestctl" sign --build-id "$build" --statement provenance.json --out provenance.intoto.json
+"$bin/attestctl" bundle --out build.intoto.jsonl
+"$bin/attestfleet" complete "${srv[@]}" --build-id "$build" --bundle build.intoto.jsonl --out build.vsa.json
+
+say "the VSA the service signed, checked with its result key"
+"$bin/attestfleet" check-result --key result-key.pub.pem build.vsa.json
+
+say "attestfleet get-build (a look-up from any replica)"
+"$bin/attestfleet" get-build "${srv[@]}" --build-id "$build"
 
 say "demo passed; files are in .demo/"
