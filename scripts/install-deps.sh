@@ -24,6 +24,8 @@ pkgs+=(dmsetup)
 # a temp dir, as the postgres user the package creates when run as root. The
 # system cluster the package's postinst may start is not used.
 pkgs+=(postgresql)
+# make demo makes the fleet service's result key with the openssl command.
+pkgs+=(openssl)
 
 # What the build and the tests use, and the package that provides it. Checked
 # after installing, whatever dpkg says.
@@ -34,6 +36,7 @@ commands=(
 	debootstrap:debootstrap qemu-system-x86_64:qemu-system-x86 veritysetup:cryptsetup-bin
 	mkfs.vfat:dosfstools mmd:mtools mcopy:mtools sfdisk:fdisk objcopy:binutils objdump:binutils
 	mkfs.ext4:e2fsprogs mksquashfs:squashfs-tools cpio:cpio zstd:zstd dmsetup:dmsetup
+	openssl:openssl
 )
 files=(
 	/usr/include/google/protobuf/struct.proto:libprotobuf-dev
