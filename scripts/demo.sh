@@ -121,29 +121,29 @@ for _ in $(seq 1 300); do
 	sleep 0.1
 done
 sed 's/^/  attestfleet: /' serve.log
-srv=(--server "unix:$fleet/fleet.sock")
+export ATTESTFLEET_SERVER=unix:$fleet/fleet.sock # the client commands' --server
 
 say "admission: attestfleet challenge → attestctl attest --nonce → attestfleet admit"
-nonce=$("$bin/attestfleet" challenge "${srv[@]}")
+nonce=$("$bin/attestfleet" challenge)
 echo "$nonce"
 "$bin/attestctl" attest --nonce "$nonce" --out admission.intoto.json
 "$bin/attestctl" bundle --out admitted.intoto.jsonl
-"$bin/attestfleet" admit "${srv[@]}" --nonce "$nonce" --bundle admitted.intoto.jsonl \
+"$bin/attestfleet" admit --nonce "$nonce" --bundle admitted.intoto.jsonl \
 	--out admission.svr.json | tee admit.txt
 env_key=$(awk '$1 == "env-key" { print $2 }' admit.txt)
 
 say "dispatch: attestfleet dispatch → attestctl bind with the service's nonce → attestfleet confirm"
 build=fleet-build-0001
-dispatch_nonce=$("$bin/attestfleet" dispatch "${srv[@]}" --env-key "$env_key" --build-id "$build")
+dispatch_nonce=$("$bin/attestfleet" dispatch --env-key "$env_key" --build-id "$build")
 echo "$dispatch_nonce"
 "$bin/attestctl" bind --build-id "$build" --nonce "$dispatch_nonce" --out dispatch.intoto.json
 "$bin/attestctl" bundle --out dispatched.intoto.jsonl
-"$bin/attestfleet" confirm "${srv[@]}" --build-id "$build" --bundle dispatched.intoto.jsonl \
+"$bin/attestfleet" confirm --build-id "$build" --bundle dispatched.intoto.jsonl \
 	--out dispatch.svr.json
 
 say "a second dispatch of the same environment is refused by the service"
 rc=0
-"$bin/attestfleet" dispatch "${srv[@]}" --env-key "$env_key" --build-id fleet-build-0002 >second.txt 2>&1 || rc=$?
+"$bin/attestfleet" dispatch --env-key "$env_key" --build-id fleet-build-0002 >second.txt 2>&1 || rc=$?
 cat second.txt
 echo "exit status $rc"
 if [[ $rc != 1 ]] || ! grep -q ENVIRONMENT_TAKEN second.txt; then
@@ -152,7 +152,7 @@ if [[ $rc != 1 ]] || ! grep -q ENVIRONMENT_TAKEN second.txt; then
 fi
 
 say "completion: attestfleet challenge --step complete → attestctl complete, sign → attestfleet complete"
-complete_nonce=$("$bin/attestfleet" challenge "${srv[@]}" --step complete --build-id "$build")
+complete_nonce=$("$bin/attestfleet" challenge --step complete --build-id "$build")
 printf 'app built by %s\n' "$build" >app.bin
 "$bin/attestctl" complete --build-id "$build" --output app.bin --nonce "$complete_nonce" --out complete.intoto.json
 cat >provenance.json <<JSON
@@ -164,12 +164,12 @@ cat >provenance.json <<JSON
 JSON
 "$bin/attestctl" sign --build-id "$build" --statement provenance.json --out provenance.intoto.json
 "$bin/attestctl" bundle --out build.intoto.jsonl
-"$bin/attestfleet" complete "${srv[@]}" --build-id "$build" --bundle build.intoto.jsonl --out build.vsa.json
+"$bin/attestfleet" complete --build-id "$build" --bundle build.intoto.jsonl --out build.vsa.json
 
 say "the VSA the service signed, checked with its result key"
 "$bin/attestfleet" check-result --key result-key.pub.pem build.vsa.json
 
 say "attestfleet get-build (a look-up from any replica)"
-"$bin/attestfleet" get-build "${srv[@]}" --build-id "$build"
+"$bin/attestfleet" get-build --build-id "$build"
 
 say "demo passed; files are in .demo/"

@@ -27,8 +27,12 @@ import (
 // each step of the flow for scripts and the demo (docs/fleet.md, "Client
 // commands").
 
-// defaultServer is serve's default listen address.
+// defaultServer is serve's default listen address, the client commands'
+// default replica unless $ATTESTFLEET_SERVER names another.
 const defaultServer = "unix:/run/attestfleet/attestfleet.sock"
+
+// serverEnv names the client commands' default replica.
+const serverEnv = "ATTESTFLEET_SERVER"
 
 // callTimeout bounds one call.
 const callTimeout = 2 * time.Minute
@@ -46,7 +50,7 @@ type conn struct {
 
 func (k *conn) flags(cmd *cobra.Command) {
 	fs := cmd.Flags()
-	fs.StringVar(&k.server, "server", defaultServer, "the replica's address `ADDR`: unix:/path or host:port")
+	fs.StringVar(&k.server, "server", "", "the replica's address `ADDR`: unix:/path or host:port (default $"+serverEnv+", else "+defaultServer+")")
 	fs.StringVar(&k.tlsCA, "tls-ca", "", "TLS: verify the replica's certificate with the CAs in `PEM` (TLS is on with any --tls-* flag)")
 	fs.StringVar(&k.tlsCert, "tls-cert", "", "TLS: client certificate `PEM` for mutual TLS (with --tls-key)")
 	fs.StringVar(&k.tlsKey, "tls-key", "", "TLS: the client certificate's key `PEM`")
@@ -60,6 +64,12 @@ func (k *conn) flags(cmd *cobra.Command) {
 // dial connects to the replica; a problem with the TLS files is a usage
 // error of cmd.
 func (k *conn) dial(cmd *cobra.Command) (*fleetv1.Client, error) {
+	if k.server == "" {
+		k.server = os.Getenv(serverEnv)
+	}
+	if k.server == "" {
+		k.server = defaultServer
+	}
 	var opts []grpc.DialOption
 	if k.tlsCA != "" || k.tlsCert != "" || k.tlsKey != "" || k.name != "" {
 		cfg, err := k.tlsConfig()

@@ -250,6 +250,11 @@ func TestClientCommands(t *testing.T) {
 	if code, _, errs := fleetCmd(t, "challenge", "--server", "unix:"+filepath.Join(dir, "nobody.sock")); code != 1 || !strings.Contains(errs, "Unavailable") {
 		t.Errorf("an unreachable replica: exit %d (%s), want 1 and Unavailable", code, errs)
 	}
+	// $ATTESTFLEET_SERVER is the default --server.
+	t.Setenv(serverEnv, r.Addr)
+	if code, out, errs := fleetCmd(t, "challenge", "--json"); code != 0 || !strings.Contains(out, `"nonce"`) {
+		t.Errorf("challenge at $%s: exit %d: %s%s", serverEnv, code, out, errs)
+	}
 }
 
 func read(t *testing.T, path string) string {
