@@ -15,7 +15,7 @@ import (
 // TestDocCommands runs every command README.md and docs/*.md show, as a
 // reader would: each document's blocks in order in one bash session (set
 // -euo pipefail, so shell variables flow from block to block), the freshly
-// built attestd and attestctl first on PATH, in a working directory holding
+// built attestd, attestctl and attestfleet first on PATH, in a working directory holding
 // the files the commands name, with an attestd of the session's own on the
 // simulator at $ATTESTD_SOCKET. Commands the docs show as syntax (README's
 // tour, blocks marked synopsis) run as their entry in expansions.

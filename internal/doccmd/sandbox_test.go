@@ -31,10 +31,10 @@ const socketWait = 60 * time.Second
 // directory the sessions put first on PATH.
 func buildBinaries(t *testing.T, root string) string {
 	bin := filepath.Join(t.TempDir(), "bin")
-	cmd := exec.Command("go", "build", "-o", bin+"/", "./cmd/attestd", "./cmd/attestctl")
+	cmd := exec.Command("go", "build", "-o", bin+"/", "./cmd/attestd", "./cmd/attestctl", "./cmd/attestfleet")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/attestd ./cmd/attestctl: %v\n%s", err, out)
+		t.Fatalf("go build ./cmd/attestd ./cmd/attestctl ./cmd/attestfleet: %v\n%s", err, out)
 	}
 	return bin
 }
