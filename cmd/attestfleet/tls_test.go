@@ -100,6 +100,15 @@ func TestServeMutualTLS(t *testing.T) {
 	if err := dial(nil); err == nil {
 		t.Fatal("a client without a certificate was served")
 	}
+	// The client commands' TLS flags.
+	writePEM(t, filepath.Join(dir, "client.pem"), client, clientKey)
+	tlsFlags := []string{"--server", "unix:" + filepath.Join(dir, "fleet.sock"), "--tls-ca", filepath.Join(dir, "ca.pem"), "--tls-server-name", "localhost"}
+	if code, out, errs := fleetCmd(t, append([]string{"challenge", "--tls-cert", filepath.Join(dir, "client.pem"), "--tls-key", filepath.Join(dir, "client.pem.key")}, tlsFlags...)...); code != 0 || len(out) != 65 {
+		t.Errorf("challenge with a client certificate: exit %d: %q %s", code, out, errs)
+	}
+	if code, _, errs := fleetCmd(t, append([]string{"challenge"}, tlsFlags...)...); code != 1 {
+		t.Errorf("challenge without a client certificate: exit %d (%s), want 1", code, errs)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("serve after cancel: %v", err)
