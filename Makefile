@@ -17,7 +17,8 @@ build:
 man: build
 	bin/attestctl gen-docs --man man
 
-# The daemon on the in-process TPM simulator, a full lifecycle, and its verification.
+# The daemon on the in-process TPM simulator, a full lifecycle, and its verification; then
+# the control plane's flow through attestfleet on its embedded SQLite store (docs/fleet.md).
 demo: build
 	scripts/demo.sh
 
