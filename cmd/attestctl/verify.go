@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto"
 	"crypto/x509"
 	"encoding/json"
@@ -41,18 +42,22 @@ type verifyFlags struct {
 	policyOut, policyURIFlag *string
 	tee                      *teeOptions
 	refs                     *referenceFlags
+	oci                      *ociFlags
 }
 
 func (e *env) verifyCmd() *cobra.Command {
 	f := &verifyFlags{}
 	cmd := &cobra.Command{
-		Use:     "verify [flags] FILE...",
+		Use:     "verify [flags] FILE|oci://REPO@sha256:HEX...",
 		GroupID: groupOffline,
 		Short:   "Verify an attestation or .intoto.jsonl bundles",
 		Long: `Verify one attestation with its event log (as identity, attest, bind and complete --out
 write it) or bundles (.intoto.jsonl, as bundle writes them), each bundle as a chain, and
 appraise them against an appraisal policy (--policy; docs/verifying.md). Every check is
-named in a table; the failed ones on stderr. Reads only local files; never uses the network.
+named in a table; the failed ones on stderr. Reads local files, and uses the network only for
+oci://REPO@sha256:HEX: the attestations attached to that manifest in a registry (attestctl
+push; --build-id narrows them; --plain-http for a registry on this machine without TLS),
+checked as one bundle plus the check that they describe that manifest (docs/distributing.md).
 
 Exit codes: 0 verified, 1 not verified, 2 bad input (including a malformed policy, reported
 with its line and key).
@@ -81,8 +86,8 @@ VERIFIED line.`,
   attestctl verify --policy policy.yaml --policy-uri https://ci.example/policy.yaml \
       --result-key result-key.pem --result-out results.intoto.jsonl bundle.intoto.jsonl`,
 		Args: minArgs(1, "FILEs"),
-		RunE: func(_ *cobra.Command, files []string) error {
-			return e.verify(f, files)
+		RunE: func(cmd *cobra.Command, files []string) error {
+			return e.verify(cmd.Context(), f, files)
 		},
 	}
 	fs := cmd.Flags()
@@ -99,6 +104,7 @@ VERIFIED line.`,
 	f.policyURIFlag = fs.String("policy-uri", "", "`URI` where consumers of the results find the policy (default: a data: URI holding it, up to 8 KiB)")
 	f.tee = teeFlags(fs)
 	f.refs = newReferenceFlags(fs)
+	f.oci = newOCIFlags(fs)
 	for _, n := range []string{"trust-ak", "ak-roots", "result-key", "reference", "reference-key"} {
 		cmd.MarkFlagFilename(n, "pem")
 	}
@@ -112,7 +118,7 @@ VERIFIED line.`,
 
 // verify builds the policy from --policy and the flags, evaluates the
 // files with the verifier library, writes the results and prints them.
-func (e *env) verify(f *verifyFlags, files []string) error {
+func (e *env) verify(ctx context.Context, f *verifyFlags, files []string) error {
 	if (*f.resultKey == "") != (*f.resultOut == "") {
 		return fmt.Errorf("%w: --result-key and --result-out go together", errUsage)
 	}
@@ -141,13 +147,14 @@ func (e *env) verify(f *verifyFlags, files []string) error {
 	}
 	var inputs []verify.Input
 	for _, name := range files {
-		raw, err := readInput(name)
+		in, err := f.oci.read(ctx, name, *f.buildID)
 		if err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
+			return err
 		}
-		inputs = append(inputs, verify.Input{Name: name, Raw: raw})
+		inputs = append(inputs, in)
 	}
 	ev := v.Evaluate(inputs)
+	f.oci.check(ev)
 	if *f.resultOut != "" {
 		uri, err := f.policyURI(doc)
 		if err != nil {
