@@ -8,6 +8,8 @@ import (
 	"time"
 
 	ita "github.com/in-toto/attestation/go/v1"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 
 	"github.com/attestd/attestd/attest"
@@ -28,9 +30,10 @@ type Build struct {
 	Attestations []Attestation
 }
 
-// FromBundle reads an attestd bundle holding a completed build.
+// FromBundle reads an attestd bundle holding a completed build, in either
+// form (distribute.ChainInput).
 func FromBundle(raw []byte) (*Build, error) {
-	b, err := scai.DecodeBundle(raw)
+	b, err := scai.DecodeBundle(distribute.ChainInput("", raw).Raw)
 	if err != nil {
 		return nil, err
 	}
@@ -98,14 +101,55 @@ func (b *Build) AddResults(raw []byte, pub crypto.PublicKey) error {
 	return nil
 }
 
+// Files returns the output files at paths, each named as the completion
+// names the output of its digest; a file that is no output is refused.
+func (b *Build) Files(paths []string) ([]File, error) {
+	var files []File
+	for _, path := range paths {
+		d, err := fileDigest(path)
+		if err != nil {
+			return nil, err
+		}
+		name, ok := b.outputName(d)
+		if !ok {
+			return nil, fmt.Errorf("%s (%s): %w %q", path, d, ErrNotOutput, b.ID)
+		}
+		files = append(files, File{Name: name, Path: path})
+	}
+	return files, nil
+}
+
+func (b *Build) outputName(d digest.Digest) (string, bool) {
+	for _, o := range b.Outputs {
+		if o.GetDigest()["sha256"] == d.Encoded() {
+			return o.GetName(), true
+		}
+	}
+	return "", false
+}
+
+func (b *Build) hasOutput(d digest.Digest) bool {
+	_, ok := b.outputName(d)
+	return ok
+}
+
+// outputAnnotations annotate the outputs' artifact with the build ID and
+// the completion's time.
+func (b *Build) outputAnnotations() map[string]string {
+	a := map[string]string{AnnotationBuildID: b.ID}
+	if !b.Completed.IsZero() {
+		a[ocispec.AnnotationCreated] = b.Completed.UTC().Format(time.RFC3339)
+	}
+	return a
+}
+
 // annotate sets the annotations every referrer of the build carries: the
 // build ID, and the completion's time as the creation time so that pushing
 // the same build twice gives the same manifests.
 func (b *Build) annotate() {
 	for _, a := range b.Attestations {
-		a.Annotations[AnnotationBuildID] = b.ID
-		if !b.Completed.IsZero() {
-			a.Annotations["org.opencontainers.image.created"] = b.Completed.UTC().Format(time.RFC3339)
+		for k, v := range b.outputAnnotations() {
+			a.Annotations[k] = v
 		}
 	}
 }

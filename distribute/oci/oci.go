@@ -54,6 +54,9 @@ var (
 	ErrSubject = errors.New("referrer of another manifest")
 	// ErrLayout: a referrer is not laid out as docs/distributing.md says.
 	ErrLayout = errors.New("not an attestd attestation referrer")
+	// ErrNotOutput: a file or manifest to publish is not an output of the
+	// build.
+	ErrNotOutput = errors.New("not an output of the build")
 	// ErrLimit: a bound of Limits was reached.
 	ErrLimit = errors.New("limit reached")
 )
@@ -111,6 +114,10 @@ func Open(ref string, o Options) (*Repository, error) {
 		Client:    &auth.Client{Client: &http.Client{Transport: stats}, Credential: cred, Cache: auth.NewCache()},
 		Reference: r,
 		PlainHTTP: o.PlainHTTP,
+		// A registry may refuse deletes (distribution's default): the
+		// referrers tag schema's superseded indexes are left untagged for
+		// its garbage collection instead of failing the push.
+		SkipReferrersGC: true,
 	}
 	limits := o.Limits.withDefaults()
 	repo.ReferrerListMaxPages = limits.MaxPages
@@ -197,7 +204,7 @@ func classify(what string, err error) error {
 }
 
 // sentinels are this package's errors: classify keeps them as they are.
-var sentinels = []error{ErrReference, ErrPlainHTTP, ErrUnreachable, ErrRefused, ErrProtocol, ErrNotFound, ErrDigest, ErrSubject, ErrLayout, ErrLimit}
+var sentinels = []error{ErrReference, ErrPlainHTTP, ErrNotOutput, ErrUnreachable, ErrRefused, ErrProtocol, ErrNotFound, ErrDigest, ErrSubject, ErrLayout, ErrLimit}
 
 // orasErrors map oras-go's errors to this package's.
 var orasErrors = []struct{ oras, ours error }{

@@ -67,21 +67,35 @@ func (r *Repository) pushFile(ctx context.Context, f File) (ocispec.Descriptor, 
 		return ocispec.Descriptor{}, err
 	}
 	defer fh.Close()
-	h := sha256.New()
-	size, err := io.Copy(h, fh)
+	d, size, err := hashReader(fh)
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("read %s: %w", f.Path, err)
 	}
-	desc := ocispec.Descriptor{
-		MediaType:   MediaTypeOutput,
-		Digest:      digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)),
-		Size:        size,
-		Annotations: map[string]string{AnnotationTitle: f.Name},
-	}
+	desc := ocispec.Descriptor{MediaType: MediaTypeOutput, Digest: d, Size: size, Annotations: map[string]string{AnnotationTitle: f.Name}}
 	if _, err := fh.Seek(0, io.SeekStart); err != nil {
 		return ocispec.Descriptor{}, err
 	}
 	return desc, r.pushBlob(ctx, desc, fh)
+}
+
+// fileDigest is the sha256 digest of the file at path.
+func fileDigest(path string) (digest.Digest, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer fh.Close()
+	d, _, err := hashReader(fh)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	return d, nil
+}
+
+func hashReader(r io.Reader) (digest.Digest, int64, error) {
+	h := sha256.New()
+	size, err := io.Copy(h, r)
+	return digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)), size, err
 }
 
 // pushBlob uploads content unless the registry already has it.
@@ -157,4 +171,39 @@ func (r *Repository) pushManifest(ctx context.Context, artifactType string, laye
 		return ocispec.Descriptor{}, err
 	}
 	return desc, nil
+}
+
+// Published is what Publish pushed: the subject manifest and its
+// attestation referrers, in the build's order.
+type Published struct {
+	Subject   ocispec.Descriptor
+	Referrers []ocispec.Descriptor
+}
+
+// Publish attaches the build's attestations to its output in the
+// repository: files pushed as one artifact (tagged with tag unless empty),
+// or with no files the manifest subject already there, which must be one
+// of the build's outputs.
+func (r *Repository) Publish(ctx context.Context, b *Build, files []File, subject digest.Digest, tag string) (*Published, error) {
+	var desc ocispec.Descriptor
+	var err error
+	if len(files) > 0 {
+		desc, err = r.PushFiles(ctx, files, tag, b.outputAnnotations())
+	} else if !b.hasOutput(subject) {
+		return nil, fmt.Errorf("%s: %w %q", subject, ErrNotOutput, b.ID)
+	} else {
+		desc, err = r.Resolve(ctx, subject)
+	}
+	if err != nil {
+		return nil, err
+	}
+	p := &Published{Subject: desc}
+	for _, a := range b.Attestations {
+		ref, err := r.Attach(ctx, desc, a)
+		if err != nil {
+			return nil, err
+		}
+		p.Referrers = append(p.Referrers, ref)
+	}
+	return p, nil
 }

@@ -101,9 +101,8 @@ func Start(t testing.TB, k Kind) *Registry {
 	return &Registry{Host: host, Name: k.Name, storage: storage}
 }
 
-// configYAML is the registry configuration: filesystem storage in dir,
-// deletes allowed (the referrers tag schema deletes stale indexes), plain
-// HTTP on addr, little logging.
+// configYAML is the registry configuration: filesystem storage in dir
+// (deletes refused, the default), plain HTTP on addr, little logging.
 func configYAML(dir, addr string) string {
 	return fmt.Sprintf(`version: 0.1
 log:
@@ -113,8 +112,6 @@ log:
 storage:
   filesystem:
     rootdirectory: %s
-  delete:
-    enabled: true
 http:
   addr: %s
 `, dir, addr)
