@@ -57,10 +57,6 @@ var (
 // Kinds are every registry server the round trips run against.
 var Kinds = []Kind{Distribution, DockerRegistry}
 
-// DistributionVersion is the distribution release scripts/install-deps.sh
-// installs.
-const DistributionVersion = "v3.1.2"
-
 // startTimeout bounds how long a registry may take to answer /v2/; generous
 // for a loaded 2-core machine.
 const startTimeout = 60 * time.Second
@@ -166,14 +162,27 @@ func stop(cmd *exec.Cmd, exited <-chan struct{}) {
 }
 
 // distributionBinary is bin/tools/registry under the module root.
-func distributionBinary() (string, error) {
+func distributionBinary() (string, error) { return toolPath("registry") }
+
+// Tool returns the path of bin/tools/NAME, a Go tool scripts/install-deps.sh
+// installs (registry, oras), or fails the test.
+func Tool(t testing.TB, name string) string {
+	t.Helper()
+	path, err := toolPath(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func toolPath(name string) (string, error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(root, "bin", "tools", "registry")
+	bin := filepath.Join(root, "bin", "tools", name)
 	if _, err := os.Stat(bin); err != nil {
-		return "", fmt.Errorf("distribution %s is not installed at %s: run scripts/install-deps.sh", DistributionVersion, bin)
+		return "", fmt.Errorf("%s is not installed at %s: run scripts/install-deps.sh", name, bin)
 	}
 	return bin, nil
 }
