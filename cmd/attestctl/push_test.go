@@ -103,6 +103,8 @@ func discover(t *testing.T, r *registryBuild, want int) {
 	}
 	var res struct {
 		Referrers []struct {
+			Reference    string            `json:"reference"`
+			Digest       string            `json:"digest"`
 			ArtifactType string            `json:"artifactType"`
 			Annotations  map[string]string `json:"annotations"`
 		} `json:"referrers"`
@@ -117,6 +119,29 @@ func discover(t *testing.T, r *registryBuild, want int) {
 		if ref.ArtifactType != oci.ArtifactTypeAttestation || ref.Annotations[oci.AnnotationBuildID] != r.buildID || ref.Annotations[oci.AnnotationPredicateType] == "" {
 			t.Errorf("oras discover: referrer %+v", ref)
 		}
+		if ref.Annotations[oci.AnnotationPurpose] == "complete" {
+			orasPullCompletion(t, strings.Split(ref.Reference, "@")[0]+"@"+ref.Digest)
+		}
+	}
+}
+
+// orasPullCompletion pulls the completion's referrer with oras pull: its
+// Sigstore bundle and event log land as files named by their titles.
+func orasPullCompletion(t *testing.T, ref string) {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command(registrytest.Tool(t, "oras"), "pull", "--plain-http", "-o", dir, ref).CombinedOutput(); err != nil {
+		t.Fatalf("oras pull %s: %v\n%s", ref, err, out)
+	}
+	bundle, err := os.ReadFile(filepath.Join(dir, "complete.sigstore.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := distribute.OpenBundle(bundle); err != nil {
+		t.Errorf("oras pull: complete.sigstore.json: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "complete.cel")); err != nil {
+		t.Errorf("oras pull: %v", err)
 	}
 }
 

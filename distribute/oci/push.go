@@ -124,14 +124,24 @@ func (r *Repository) Resolve(ctx context.Context, d digest.Digest) (ocispec.Desc
 	return desc, nil
 }
 
+// layerSuffix completes an attestation layer's title (its file name for
+// oras pull) after the referrer's purpose.
+var layerSuffix = map[string]string{
+	ArtifactTypeAttestation: ".sigstore.json",
+	MediaTypeEventLog:       ".cel",
+	MediaTypeInclusionProof: ".inclusion-proof.json",
+}
+
 // Attach pushes a as a referrer of subject: a manifest of artifact type
 // ArtifactTypeAttestation whose first layer is the bundle, then the extra
-// layers. On a registry without the referrers API oras-go updates the
+// layers, each titled PURPOSE.sigstore.json, PURPOSE.cel or
+// PURPOSE.inclusion-proof.json. On a registry without the referrers API oras-go updates the
 // referrers tag schema's index. It returns the referrer's descriptor.
 func (r *Repository) Attach(ctx context.Context, subject ocispec.Descriptor, a Attestation) (ocispec.Descriptor, error) {
 	layers := []ocispec.Descriptor{}
 	for _, l := range append([]Layer{{ArtifactTypeAttestation, a.Bundle}}, a.Extra...) {
-		desc := ocispec.Descriptor{MediaType: l.MediaType, Digest: digest.FromBytes(l.Data), Size: int64(len(l.Data))}
+		desc := ocispec.Descriptor{MediaType: l.MediaType, Digest: digest.FromBytes(l.Data), Size: int64(len(l.Data)),
+			Annotations: map[string]string{AnnotationTitle: a.Annotations[AnnotationPurpose] + layerSuffix[l.MediaType]}}
 		if err := r.pushBlob(ctx, desc, bytes.NewReader(l.Data)); err != nil {
 			return ocispec.Descriptor{}, err
 		}
