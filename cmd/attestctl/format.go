@@ -35,7 +35,7 @@ func (f *format) Set(s string) error {
 // newFormat adds the flag name (default dsse) to fs; what says what it writes.
 func newFormat(fs *pflag.FlagSet, name, what string) *format {
 	f := format(formatDSSE)
-	fs.Var(&f, name, "write "+what+" as `dsse` (DSSE envelopes, JSON Lines) or sigstore (Sigstore bundles v0.3, one per line; docs/formats.md)")
+	fs.Var(&f, name, "write "+what+" in `FORMAT`: dsse (DSSE envelopes) or sigstore (Sigstore bundles v0.3; docs/formats.md)")
 	return &f
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/attest/tpm"
+	"github.com/attestd/attestd/distribute"
 	"github.com/attestd/attestd/scai"
 	"github.com/attestd/attestd/verifier"
 	"github.com/attestd/attestd/verify"
@@ -39,6 +40,7 @@ type verifyFlags struct {
 	insecure, asJSON         *bool
 	policyFile               *string
 	resultKey, resultOut     *string
+	resultFormat             *format
 	policyOut, policyURIFlag *string
 	tee                      *teeOptions
 	refs                     *referenceFlags
@@ -75,7 +77,12 @@ policy evaluated.
 --result-key and --result-out write one DSSE-signed verification result per bundle: a
 SLSA VSA v1 for a bundle holding a completion (subjects: the build's outputs), an in-toto
 SVR v0.2 for an admission or dispatch (subject: the environment key). They name the policy
-by --policy-uri and its digest (docs/verifying.md).
+by --policy-uri and its digest (docs/verifying.md); --result-format sigstore writes each as a
+Sigstore bundle v0.3 whose key hint names the --result-key.
+
+Each FILE may hold DSSE envelopes or Sigstore bundles v0.3 (the --format sigstore of
+identity, attest, bind, complete, sign, bundle), or both: sigstore-go verifies each bundle
+with the key its hint must name, reported as "the bundle's form" (docs/formats.md).
 
 --json prints {"policySha256", "bundles": [{"name", "sha256", "report", "policy",
 "buildEnvLevel", "verified"}], "acrossBundles", "verified"} (docs/verifying.md) and no
@@ -100,6 +107,7 @@ VERIFIED line.`,
 	f.policyFile = fs.String("policy", "", "appraisal policy `FILE` (YAML; docs/policy.example.yaml)")
 	f.resultKey = fs.String("result-key", "", "`PEM` private key (ECDSA P-256) signing the verification results; needs --result-out")
 	f.resultOut = fs.String("result-out", "", "write one DSSE-signed result per bundle to `FILE` (JSON lines): a SLSA VSA v1 for a completed build, an in-toto SVR v0.2 for an admission or dispatch")
+	f.resultFormat = newFormat(fs, "result-format", "the results (--result-out)")
 	f.policyOut = fs.String("policy-out", "", "write the policy evaluated (--policy with the flags on top) to `FILE`: the document the results' policy digest names")
 	f.policyURIFlag = fs.String("policy-uri", "", "`URI` where consumers of the results find the policy (default: a data: URI holding it, up to 8 KiB)")
 	f.tee = teeFlags(fs)
@@ -160,7 +168,7 @@ func (e *env) verify(ctx context.Context, f *verifyFlags, files []string) error 
 		if err != nil {
 			return err
 		}
-		if err := e.writeResults(ev, pol.Resolved, signer, *f.resultOut, uri, now); err != nil {
+		if err := e.writeResults(ev, pol.Resolved, signer, f.resultFormat, *f.resultOut, uri, now); err != nil {
 			return err
 		}
 	}
@@ -201,6 +209,10 @@ func (e *env) printEvaluation(ev *verify.Evaluation) {
 }
 
 func (e *env) printReport(rep *verify.Report) {
+	if len(rep.Form) > 0 {
+		fmt.Fprintln(e.stdout, "the bundle's form")
+		e.printChecks(rep.Form)
+	}
 	for i, r := range rep.Results {
 		if len(rep.Results) > 1 {
 			fmt.Fprintf(e.stdout, "attestation %d of %d: ", i+1, len(rep.Results))
@@ -266,7 +278,7 @@ func (e *env) exportAK(file string, asJSON bool) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	envs, err := scai.ParseBundle(raw)
+	envs, err := scai.ParseBundle(distribute.ChainInput(file, raw).Raw)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
