@@ -1,6 +1,8 @@
 package distribute_test
 
 import (
+	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/attestd/attestd/distribute"
 	"github.com/attestd/attestd/scai"
+	"github.com/attestd/attestd/verify"
 )
 
 // signedThing is a real envelope attestd wrote and the key that signed it.
@@ -58,7 +61,25 @@ func realThings(t testing.TB) []signedThing {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return append(out, signedThing{"reference-values", env, readPEMKey(t, "../verify/testdata/e2e/bake-key.pub.pem")})
+	out = append(out, signedThing{"reference-values", env, readPEMKey(t, "../verify/testdata/e2e/bake-key.pub.pem")})
+	// Verification results as verify --result-out signs them.
+	resultKey := newKey(t)
+	for _, name := range []string{"vsa-passed", "svr-dispatch"} {
+		var st bytes.Buffer
+		if err := json.Compact(&st, readFile(t, "../verify/testdata/results/"+name+".json")); err != nil {
+			t.Fatal(err)
+		}
+		signed, err := verify.SignResult(context.Background(), resultKey, st.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		env, err := scai.ParseEnvelope(signed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, signedThing{name, env, resultKey.Public()})
+	}
+	return out
 }
 
 func readPEMKey(t testing.TB, path string) crypto.PublicKey {
