@@ -7,7 +7,9 @@
 package distribute
 
 import (
+	"bytes"
 	"crypto"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -58,7 +60,8 @@ func KeyHint(pub crypto.PublicKey) (string, error) {
 	return hint, nil
 }
 
-// NewBundle returns env as a Sigstore bundle v0.3 (JSON, one line) whose
+// NewBundle returns env as a Sigstore bundle v0.3 (compact JSON, fields in
+// the protobuf order, so one line and the same bytes for the same env) whose
 // verification material is pub's KeyHint. env must be an in-toto envelope
 // signed once, by pub: that is checked, so a bundle never names a key that
 // did not sign it.
@@ -96,7 +99,13 @@ func NewBundle(env *dsse.Envelope, pub crypto.PublicKey) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: marshal: %v", ErrBundle, err)
 	}
-	return out, nil
+	// protojson varies its white space from build to build; compacted, the
+	// same envelope gives the same bytes (and OCI layer digest) every time.
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, out); err != nil {
+		return nil, fmt.Errorf("%w: compact: %v", ErrBundle, err)
+	}
+	return compact.Bytes(), nil
 }
 
 // OpenBundle parses a Sigstore bundle v0.3 and returns its envelope (in the

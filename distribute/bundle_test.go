@@ -115,8 +115,9 @@ func TestRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if strings.Contains(string(raw), "\n") {
-				t.Error("bundle is not one line")
+			var compact bytes.Buffer
+			if err := json.Compact(&compact, raw); err != nil || !bytes.Equal(compact.Bytes(), raw) {
+				t.Errorf("bundle is not compact JSON (%v)", err)
 			}
 			hint, err := distribute.KeyHint(th.key)
 			if err != nil {
