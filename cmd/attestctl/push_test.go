@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"net"
@@ -310,4 +311,25 @@ func writeKeyPair(t *testing.T, priv, pub string) {
 		t.Fatal(err)
 	}
 	writeFile(t, priv, string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})))
+}
+
+// TestPushCredentials: a registry that wants a password gets it from the
+// Docker config file ($DOCKER_CONFIG), and refuses without it.
+func TestPushCredentials(t *testing.T) {
+	reg := registrytest.StartWithPassword(t, registrytest.Distribution, "builder", "s3cret")
+	out := writeTemp(t, e2eOutput)
+	push := func() (int, string) {
+		code, stdout, stderr := ctl(t, "push", "--plain-http", "--bundle", filepath.Join(e2eDir, "bundle.intoto.jsonl"),
+			"--output", out, reg.Host+"/attestd/e2e")
+		return code, stdout + stderr
+	}
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	if code, out := push(); code != exitFailed || !strings.Contains(out, "registry refused the request") {
+		t.Fatalf("push without credentials: exit %d\n%s", code, out)
+	}
+	auth := base64.StdEncoding.EncodeToString([]byte("builder:s3cret"))
+	writeFile(t, filepath.Join(os.Getenv("DOCKER_CONFIG"), "config.json"), `{"auths": {"`+reg.Host+`": {"auth": "`+auth+`"}}}`)
+	if code, out := push(); code != exitOK {
+		t.Fatalf("push with the Docker config's credentials: exit %d\n%s", code, out)
+	}
 }

@@ -215,4 +215,5 @@ var orasErrors = []struct{ oras, ours error }{
 	{errdef.ErrNotFound, ErrNotFound},
 	{errdef.ErrSizeExceedsLimit, ErrLimit},
 	{errdef.ErrTooManyPages, ErrLimit},
+	{auth.ErrBasicCredentialNotFound, ErrRefused},
 }

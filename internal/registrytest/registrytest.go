@@ -20,6 +20,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Registry is a running registry.
@@ -62,7 +64,25 @@ var Kinds = []Kind{Distribution, DockerRegistry}
 const startTimeout = 60 * time.Second
 
 // Start runs a registry of kind k until the test ends.
-func Start(t testing.TB, k Kind) *Registry {
+func Start(t testing.TB, k Kind) *Registry { return start(t, k, "") }
+
+// StartWithPassword runs a registry of kind k that lets only user, with
+// password, in (htpasswd: HTTP basic authentication).
+func StartWithPassword(t testing.TB, k Kind, user, password string) *Registry {
+	t.Helper()
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	htpasswd := filepath.Join(t.TempDir(), "htpasswd")
+	if err := os.WriteFile(htpasswd, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return start(t, k, fmt.Sprintf("auth:\n  htpasswd:\n    realm: registrytest\n    path: %s\n", htpasswd))
+}
+
+// start runs a registry of kind k with the configuration's extra section.
+func start(t testing.TB, k Kind, extra string) *Registry {
 	t.Helper()
 	bin, err := k.binary()
 	if err != nil {
@@ -72,7 +92,7 @@ func Start(t testing.TB, k Kind) *Registry {
 	host := freeLoopbackAddr(t)
 	config := filepath.Join(dir, "config.yml")
 	storage := filepath.Join(dir, "storage")
-	if err := os.WriteFile(config, []byte(configYAML(storage, host)), 0o600); err != nil {
+	if err := os.WriteFile(config, []byte(configYAML(storage, host)+extra), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	logPath := filepath.Join(dir, "registry.log")
@@ -124,8 +144,8 @@ func freeLoopbackAddr(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-// waitReady polls GET /v2/ until the registry answers 200, it exits, or
-// startTimeout passes.
+// waitReady polls GET /v2/ until the registry answers (200, or 401 when it
+// wants a password), it exits, or startTimeout passes.
 func waitReady(host string, exited <-chan struct{}, waitErr *error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
@@ -144,7 +164,7 @@ func waitReady(host string, exited <-chan struct{}, waitErr *error) error {
 			continue
 		}
 		resp.Body.Close()
-		if resp.StatusCode == http.StatusOK {
+		if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized {
 			return nil
 		}
 	}
