@@ -23,8 +23,6 @@ type ociFlags struct {
 	// pulled are the oci:// inputs read, by input name, for the subject
 	// check after evaluation.
 	pulled map[string]*ociInput
-	// limits bound what is pulled (tests lower them).
-	limits oci.Limits
 }
 
 // ociInput is one oci:// input pulled: the referrers and the chain verify
@@ -44,7 +42,7 @@ func newOCIFlags(fs *pflag.FlagSet) *ociFlags {
 // open connects to the repository of ref with the flags' options and the
 // Docker config file's credentials.
 func (o *ociFlags) open(ref string) (*oci.Repository, error) {
-	repo, err := oci.Open(ref, oci.Options{PlainHTTP: *o.plainHTTP, Limits: o.limits})
+	repo, err := oci.Open(ref, oci.Options{PlainHTTP: *o.plainHTTP})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}

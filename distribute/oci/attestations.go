@@ -33,7 +33,13 @@ type Build struct {
 // FromBundle reads an attestd bundle holding a completed build, in either
 // form (distribute.ChainInput).
 func FromBundle(raw []byte) (*Build, error) {
-	b, err := scai.DecodeBundle(distribute.ChainInput("", raw).Raw)
+	in := distribute.ChainInput("", raw)
+	for _, c := range in.Form {
+		if c.Failed() {
+			return nil, fmt.Errorf("%w: %s: %s", ErrBundle, c.Name, c.Detail)
+		}
+	}
+	b, err := scai.DecodeBundle(in.Raw)
 	if err != nil {
 		return nil, err
 	}

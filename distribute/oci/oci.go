@@ -54,6 +54,8 @@ var (
 	ErrSubject = errors.New("referrer of another manifest")
 	// ErrLayout: a referrer is not laid out as docs/distributing.md says.
 	ErrLayout = errors.New("not an attestd attestation referrer")
+	// ErrBundle: a Sigstore bundle of the build to publish does not verify.
+	ErrBundle = errors.New("a Sigstore bundle of the build does not verify")
 	// ErrNotOutput: a file or manifest to publish is not an output of the
 	// build.
 	ErrNotOutput = errors.New("not an output of the build")
@@ -204,7 +206,7 @@ func classify(what string, err error) error {
 }
 
 // sentinels are this package's errors: classify keeps them as they are.
-var sentinels = []error{ErrReference, ErrPlainHTTP, ErrNotOutput, ErrUnreachable, ErrRefused, ErrProtocol, ErrNotFound, ErrDigest, ErrSubject, ErrLayout, ErrLimit}
+var sentinels = []error{ErrReference, ErrPlainHTTP, ErrBundle, ErrNotOutput, ErrUnreachable, ErrRefused, ErrProtocol, ErrNotFound, ErrDigest, ErrSubject, ErrLayout, ErrLimit}
 
 // orasErrors map oras-go's errors to this package's.
 var orasErrors = []struct{ oras, ours error }{

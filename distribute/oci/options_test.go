@@ -1,9 +1,15 @@
 package oci_test
 
 import (
+	"bytes"
 	"errors"
+	"os"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
+
+	"github.com/attestd/attestd/distribute"
 	"github.com/attestd/attestd/distribute/oci"
 )
 
@@ -48,4 +54,37 @@ func TestParseReference(t *testing.T) {
 			t.Errorf("ParseReference(%q) = %q, %q, %v", tc.in, repo, got, err)
 		}
 	}
+}
+
+// TestFromBundleEitherForm: the e2e bundle in the Sigstore form gives the
+// same referrers as in the DSSE form; a bundle signed by another key than
+// its hint names is refused.
+func TestFromBundleEitherForm(t *testing.T) {
+	raw, err := os.ReadFile(e2eBundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := distribute.ToSigstore(raw, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromDSSE, fromSigstore := readBuild(t), mustFromBundle(t, sig)
+	if diff := cmp.Diff(fromDSSE, fromSigstore, protocmp.Transform()); diff != "" {
+		t.Errorf("the two forms give other referrers (-dsse +sigstore):\n%s", diff)
+	}
+	broken := bytes.Replace(sig, []byte(`"sig":"`), []byte(`"sig":"AAAA`), 1)
+	if _, err := oci.FromBundle(broken); !errors.Is(err, oci.ErrBundle) {
+		t.Errorf("a Sigstore bundle whose signature does not verify: %v, want ErrBundle", err)
+	} else {
+		t.Log(err)
+	}
+}
+
+func mustFromBundle(t *testing.T, raw []byte) *oci.Build {
+	t.Helper()
+	b, err := oci.FromBundle(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
