@@ -78,8 +78,11 @@ func isSigstore(raw []byte) bool {
 	var probe struct {
 		MediaType string `json:"mediaType"`
 	}
-	return json.Unmarshal(raw, &probe) == nil && strings.HasPrefix(probe.MediaType, "application/vnd.dev.sigstore.bundle")
+	return json.Unmarshal(raw, &probe) == nil && strings.HasPrefix(probe.MediaType, sigstoreMediaTypes)
 }
+
+// sigstoreMediaTypes begins the media type of every Sigstore bundle version.
+const sigstoreMediaTypes = "application/vnd.dev.sigstore.bundle"
 
 // signed says whether the item is a signed envelope (not a carrier line).
 func (it *item) signed() bool { return it.env != nil && len(it.env.Signatures) > 0 }
@@ -149,8 +152,13 @@ func bundleOf(env *dsse.Envelope, keys []crypto.PublicKey) ([]byte, error) {
 // Input.Form, and Raw becomes the DSSE form (each bundle replaced by its
 // envelope), which verify then checks as always.
 func ChainInput(name string, raw []byte) verify.Input {
-	its := items(raw)
 	in := verify.Input{Name: name, Raw: raw}
+	// In the DSSE form everything but the field names is base64: a file
+	// without the media type holds no Sigstore bundle, and is not parsed here.
+	if !bytes.Contains(raw, []byte(sigstoreMediaTypes)) {
+		return in
+	}
+	its := items(raw)
 	if !hasSigstore(its) {
 		return in
 	}
@@ -213,7 +221,7 @@ func checkChainBundle(it *item, completion crypto.PublicKey) attest.Check {
 // bundle is verified with keys (VerifyBundle) and replaced by its envelope;
 // anything else is returned as it is.
 func ToDSSE(raw []byte, keys []crypto.PublicKey) ([]byte, error) {
-	if !isSigstore(raw) {
+	if !bytes.Contains(raw, []byte(sigstoreMediaTypes)) || !isSigstore(raw) {
 		return raw, nil
 	}
 	env, err := VerifyBundle(raw, keys)
