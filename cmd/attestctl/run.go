@@ -128,7 +128,7 @@ bundle, reference) print a JSON summary of the file with --json, which then need
 		e.identityCmd(), e.attestCmd(), e.logCmd(), e.bindCmd(), e.extendCmd(), e.completeCmd(),
 		e.signCmd(), e.bundleCmd(), e.registerCmd(),
 		e.verifyCmd(), e.verifyImageCmd(), e.exportAKCmd(), e.referenceCmd(), e.nonceCmd(),
-		e.pushCmd(),
+		e.pushCmd(), e.pullCmd(),
 		e.versionCmd(), e.genDocsCmd(),
 	)
 	// help for a command that does not exist is bad usage.

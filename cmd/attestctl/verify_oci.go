@@ -84,7 +84,7 @@ func (o *ociFlags) read(ctx context.Context, name, buildID string) (verify.Input
 // unreadable input (exit 2); content that is not what it claims is not
 // verified (exit 1).
 func pullError(err error) error {
-	for _, bad := range []error{oci.ErrDigest, oci.ErrSubject, oci.ErrLayout, oci.ErrLimit} {
+	for _, bad := range []error{oci.ErrDigest, oci.ErrSubject, oci.ErrLayout, oci.ErrLimit, oci.ErrUnverified, oci.ErrNotOutput} {
 		if errors.Is(err, bad) {
 			return fmt.Errorf("%w: %v", errFailed, err)
 		}

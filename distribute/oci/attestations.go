@@ -134,9 +134,14 @@ func (b *Build) outputName(d digest.Digest) (string, bool) {
 	return "", false
 }
 
-func (b *Build) hasOutput(d digest.Digest) bool {
-	_, ok := b.outputName(d)
-	return ok
+// Publication is the build to publish: files pushed as one artifact
+// (tagged tag unless empty) or, with none, the manifest subject already in
+// the repository, which must be one of the build's outputs.
+func (b *Build) Publication(files []File, subject digest.Digest, tag string) (Publication, error) {
+	if _, ok := b.outputName(subject); len(files) == 0 && !ok {
+		return Publication{}, fmt.Errorf("%s: %w %q", subject, ErrNotOutput, b.ID)
+	}
+	return Publication{Files: files, Tag: tag, Annotations: b.outputAnnotations(), Subject: subject, Attestations: b.Attestations}, nil
 }
 
 // outputAnnotations annotate the outputs' artifact with the build ID and

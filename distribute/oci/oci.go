@@ -56,6 +56,9 @@ var (
 	ErrLayout = errors.New("not an attestd attestation referrer")
 	// ErrBundle: a Sigstore bundle of the build to publish does not verify.
 	ErrBundle = errors.New("a Sigstore bundle of the build does not verify")
+	// ErrUnverified: a baked image's provenance or reference values are not
+	// signed by the bake key, or not what they should be.
+	ErrUnverified = errors.New("not verified with the bake key")
 	// ErrNotOutput: a file or manifest to publish is not an output of the
 	// build.
 	ErrNotOutput = errors.New("not an output of the build")
@@ -206,7 +209,7 @@ func classify(what string, err error) error {
 }
 
 // sentinels are this package's errors: classify keeps them as they are.
-var sentinels = []error{ErrReference, ErrPlainHTTP, ErrBundle, ErrNotOutput, ErrUnreachable, ErrRefused, ErrProtocol, ErrNotFound, ErrDigest, ErrSubject, ErrLayout, ErrLimit}
+var sentinels = []error{ErrReference, ErrPlainHTTP, ErrBundle, ErrUnverified, ErrNotOutput, ErrUnreachable, ErrRefused, ErrProtocol, ErrNotFound, ErrDigest, ErrSubject, ErrLayout, ErrLimit}
 
 // orasErrors map oras-go's errors to this package's.
 var orasErrors = []struct{ oras, ours error }{

@@ -13,18 +13,22 @@ import (
 )
 
 // Selector picks the attestation referrers Pull fetches, by their
-// annotations. Verification results (AnnotationPurpose
-// verification-result) are never pulled: a verifier makes its own.
+// annotations.
 type Selector struct {
 	// BuildID, when set, keeps only referrers of this build.
 	BuildID string
+	// Purposes, when set, keeps only referrers of these purposes; by
+	// default verification results are left out (a verifier makes its
+	// own).
+	Purposes []string
 }
 
 // keeps tells whether a referrer with these annotations is selected.
 // Listings without annotations (the referrers API may omit them) are
 // decided on the manifest's own.
 func (s Selector) keeps(annotations map[string]string) bool {
-	if annotations[AnnotationPurpose] == PurposeVerificationResult {
+	purpose := annotations[AnnotationPurpose]
+	if len(s.Purposes) > 0 && !slices.Contains(s.Purposes, purpose) || len(s.Purposes) == 0 && purpose == PurposeVerificationResult {
 		return false
 	}
 	return s.BuildID == "" || annotations[AnnotationBuildID] == s.BuildID

@@ -183,32 +183,40 @@ func (r *Repository) pushManifest(ctx context.Context, artifactType string, laye
 	return desc, nil
 }
 
+// Publication is what Publish pushes: the output files as one artifact
+// (with Annotations, tagged Tag unless empty) or, with no files, the
+// manifest Subject already in the repository; and the attestations to
+// attach to it.
+type Publication struct {
+	Files        []File
+	Tag          string
+	Annotations  map[string]string
+	Subject      digest.Digest
+	Attestations []Attestation
+}
+
 // Published is what Publish pushed: the subject manifest and its
-// attestation referrers, in the build's order.
+// attestation referrers, in the publication's order.
 type Published struct {
 	Subject   ocispec.Descriptor
 	Referrers []ocispec.Descriptor
 }
 
-// Publish attaches the build's attestations to its output in the
-// repository: files pushed as one artifact (tagged with tag unless empty),
-// or with no files the manifest subject already there, which must be one
-// of the build's outputs.
-func (r *Repository) Publish(ctx context.Context, b *Build, files []File, subject digest.Digest, tag string) (*Published, error) {
+// Publish pushes pub's files (or finds its subject) and attaches its
+// attestations.
+func (r *Repository) Publish(ctx context.Context, pub Publication) (*Published, error) {
 	var desc ocispec.Descriptor
 	var err error
-	if len(files) > 0 {
-		desc, err = r.PushFiles(ctx, files, tag, b.outputAnnotations())
-	} else if !b.hasOutput(subject) {
-		return nil, fmt.Errorf("%s: %w %q", subject, ErrNotOutput, b.ID)
+	if len(pub.Files) > 0 {
+		desc, err = r.PushFiles(ctx, pub.Files, pub.Tag, pub.Annotations)
 	} else {
-		desc, err = r.Resolve(ctx, subject)
+		desc, err = r.Resolve(ctx, pub.Subject)
 	}
 	if err != nil {
 		return nil, err
 	}
 	p := &Published{Subject: desc}
-	for _, a := range b.Attestations {
+	for _, a := range pub.Attestations {
 		ref, err := r.Attach(ctx, desc, a)
 		if err != nil {
 			return nil, err
