@@ -109,9 +109,10 @@ func NewBundle(env *dsse.Envelope, pub crypto.PublicKey) ([]byte, error) {
 }
 
 // OpenBundle parses a Sigstore bundle v0.3 and returns its envelope (in the
-// form attestd writes: the signature's keyid is the hint) and key hint. It checks the structure only (see ErrBundle; tlog entries and
-// timestamps are refused, not ignored), NOT the signature: call VerifyBundle
-// before trusting anything returned.
+// form attestd writes: the signature's keyid is the hint) and key hint. It
+// checks the structure only (see ErrBundle; tlog entries and timestamps are
+// refused, not ignored), NOT the signature: call VerifyBundle before trusting
+// anything returned.
 func OpenBundle(raw []byte) (*dsse.Envelope, string, error) {
 	pb, err := parse(raw)
 	if err != nil {
