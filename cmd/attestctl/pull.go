@@ -55,7 +55,7 @@ usage or a registry that cannot be read.`,
 	fs.StringVar(&key, "key", "", "`PEM` public key of the image baker (required)")
 	fs.StringVar(&out, "out", "", "write the image's files to `DIR` (required; created if missing)")
 	fs.BoolVar(&asJSON, "json", false, "print what was pulled as JSON")
-	of = newOCIFlags(fs)
+	of = newOCIFlags(fs, e.stderr)
 	cmd.MarkFlagRequired("key")
 	cmd.MarkFlagRequired("out")
 	cmd.MarkFlagFilename("key", "pem")

@@ -93,7 +93,7 @@ Exit codes: 0 pushed, 1 the registry refused or could not be reached, 2 bad usag
 	fs.StringVar(&f.results, "results", "", "verification results `FILE` to attach too (attestctl verify --result-out)")
 	fs.StringVar(&f.resultsKey, "results-key", "", "`PEM` public key that signed --results")
 	fs.BoolVar(&f.asJSON, "json", false, "print what was pushed as JSON")
-	f.oci = newOCIFlags(fs)
+	f.oci = newOCIFlags(fs, e.stderr)
 	cmd.MarkFlagsOneRequired("bundle", "provenance")
 	cmd.MarkFlagsMutuallyExclusive("bundle", "provenance")
 	cmd.MarkFlagsRequiredTogether("provenance", "reference", "key")

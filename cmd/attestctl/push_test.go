@@ -333,3 +333,14 @@ func TestPushCredentials(t *testing.T) {
 		t.Fatalf("push with the Docker config's credentials: exit %d\n%s", code, out)
 	}
 }
+
+// TestPushSubjectNotOutput: --subject must name one of the build's outputs
+// (an image the build pushed), checked before the registry is contacted.
+func TestPushSubjectNotOutput(t *testing.T) {
+	for _, subject := range []string{"sha256:" + strings.Repeat("ab", 32), "sha256:abc", "latest"} {
+		code, _, stderr := ctl(t, "push", "--bundle", filepath.Join(e2eDir, "bundle.intoto.jsonl"), "--subject", subject, "registry.invalid/x")
+		if code != exitUsage || !strings.Contains(stderr, "--subject") {
+			t.Errorf("push --subject %s: exit %d: %s", subject, code, stderr)
+		}
+	}
+}

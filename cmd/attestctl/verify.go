@@ -112,7 +112,7 @@ VERIFIED line.`,
 	f.policyURIFlag = fs.String("policy-uri", "", "`URI` where consumers of the results find the policy (default: a data: URI holding it, up to 8 KiB)")
 	f.tee = teeFlags(fs)
 	f.refs = newReferenceFlags(fs)
-	f.oci = newOCIFlags(fs)
+	f.oci = newOCIFlags(fs, e.stderr)
 	for _, n := range []string{"trust-ak", "ak-roots", "result-key", "reference", "reference-key"} {
 		cmd.MarkFlagFilename(n, "pem")
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -20,6 +21,9 @@ const ociScheme = "oci://"
 // ociFlags are the registry flags verify and push share.
 type ociFlags struct {
 	plainHTTP *bool
+	// stderr gets a line per oci:// input read: what was pulled, and the
+	// traffic it took.
+	stderr io.Writer
 	// pulled are the oci:// inputs read, by input name, for the subject
 	// check after evaluation.
 	pulled map[string]*ociInput
@@ -32,8 +36,9 @@ type ociInput struct {
 	lines  []byte
 }
 
-func newOCIFlags(fs *pflag.FlagSet) *ociFlags {
+func newOCIFlags(fs *pflag.FlagSet, stderr io.Writer) *ociFlags {
 	return &ociFlags{
+		stderr:    stderr,
 		plainHTTP: fs.Bool("plain-http", false, "talk plain HTTP to the registry; only a registry on a loopback address (localhost, 127.0.0.1, ::1) is allowed"),
 		pulled:    map[string]*ociInput{},
 	}
@@ -75,6 +80,8 @@ func (o *ociFlags) read(ctx context.Context, name, buildID string) (verify.Input
 	if len(p.Attestations) == 0 {
 		return verify.Input{}, fmt.Errorf("%w: no attestd attestation refers to %s (%d attestation referrers listed)", errFailed, name, p.Listed)
 	}
+	st := repo.Stats()
+	fmt.Fprintf(o.stderr, "%s: pulled %d attestation referrer(s) of %d listed: %d requests, %d bytes\n", name, len(p.Attestations), p.Listed, st.Requests, st.Bytes)
 	in := distribute.ChainInput(name, p.Chain())
 	o.pulled[name] = &ociInput{pulled: p, lines: in.Raw}
 	return in, nil

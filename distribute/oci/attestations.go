@@ -138,8 +138,13 @@ func (b *Build) outputName(d digest.Digest) (string, bool) {
 // (tagged tag unless empty) or, with none, the manifest subject already in
 // the repository, which must be one of the build's outputs.
 func (b *Build) Publication(files []File, subject digest.Digest, tag string) (Publication, error) {
-	if _, ok := b.outputName(subject); len(files) == 0 && !ok {
-		return Publication{}, fmt.Errorf("%s: %w %q", subject, ErrNotOutput, b.ID)
+	if len(files) == 0 {
+		if err := subject.Validate(); err != nil {
+			return Publication{}, err
+		}
+		if _, ok := b.outputName(subject); !ok {
+			return Publication{}, fmt.Errorf("%s: %w %q", subject, ErrNotOutput, b.ID)
+		}
 	}
 	return Publication{Files: files, Tag: tag, Annotations: b.outputAnnotations(), Subject: subject, Attestations: b.Attestations}, nil
 }
