@@ -66,8 +66,10 @@ func TestPushVerifyRoundTrip(t *testing.T) {
 			key, pub := filepath.Join(r.dir, "result-key.pem"), filepath.Join(r.dir, "result-key.pub.pem")
 			writeKeyPair(t, key, pub)
 			results := filepath.Join(r.dir, "vsa.intoto.jsonl")
+			// The results in either form, one per registry.
+			format := map[string]string{registrytest.Distribution.Name: "sigstore", registrytest.DockerRegistry.Name: "dsse"}[k.Name]
 			code, stdout, stderr := ctl(t, "verify", "--plain-http", "--json", "--trust-ak", r.ak, "--build-id", r.buildID,
-				"--result-key", key, "--result-out", results, r.ref)
+				"--result-key", key, "--result-out", results, "--result-format", format, r.ref)
 			var ev struct {
 				Verified bool `json:"verified"`
 			}

@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"bytes"
 	"crypto"
 	"encoding/json"
 	"errors"
@@ -89,13 +90,14 @@ func FromBundle(raw []byte) (*Build, error) {
 }
 
 // AddResults adds verification results (attestctl verify --result-out: a
-// VSA or SVR per line), signed by pub, to the build's referrers.
+// VSA or SVR per line, either form), signed by pub, to the build's
+// referrers.
 func (b *Build) AddResults(raw []byte, pub crypto.PublicKey) error {
-	envs, err := scai.ParseBundle(raw)
-	if err != nil {
-		return err
-	}
-	for i, env := range envs {
+	for i, line := range bytes.Split(bytes.TrimSpace(raw), []byte("\n")) {
+		env, err := resultEnvelope(line, pub)
+		if err != nil {
+			return fmt.Errorf("verification result %d: %w", i+1, err)
+		}
 		at, err := attestation(env, pub, PurposeVerificationResult, predicateType(env))
 		if err != nil {
 			return fmt.Errorf("verification result %d: %w", i+1, err)
@@ -105,6 +107,15 @@ func (b *Build) AddResults(raw []byte, pub crypto.PublicKey) error {
 	}
 	b.annotate()
 	return nil
+}
+
+// resultEnvelope is one line of verification results: a Sigstore bundle,
+// verified with pub, or a DSSE envelope (NewBundle checks its signature).
+func resultEnvelope(line []byte, pub crypto.PublicKey) (*dsse.Envelope, error) {
+	if _, _, err := distribute.OpenBundle(line); err == nil {
+		return distribute.VerifyBundle(line, []crypto.PublicKey{pub})
+	}
+	return scai.ParseEnvelope(line)
 }
 
 // Files returns the output files at paths, each named as the completion
