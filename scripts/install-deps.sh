@@ -26,6 +26,10 @@ pkgs+=(dmsetup)
 pkgs+=(postgresql)
 # make demo makes the fleet service's result key with the openssl command.
 pkgs+=(openssl)
+# distribute/oci's tests run a registry without the OCI 1.1 referrers API
+# (issue 15). The package also enables a docker-registry service on :5000;
+# the tests start their own on loopback ports.
+pkgs+=(docker-registry)
 
 # What the build and the tests use, and the package that provides it. Checked
 # after installing, whatever dpkg says.
@@ -37,6 +41,7 @@ commands=(
 	mkfs.vfat:dosfstools mmd:mtools mcopy:mtools sfdisk:fdisk objcopy:binutils objdump:binutils
 	mkfs.ext4:e2fsprogs mksquashfs:squashfs-tools cpio:cpio zstd:zstd dmsetup:dmsetup
 	openssl:openssl
+	docker-registry:docker-registry
 )
 files=(
 	/usr/include/google/protobuf/struct.proto:libprotobuf-dev
@@ -82,6 +87,23 @@ if ! command -v go >/dev/null; then
 	problems+=("command go (Go >= 1.26, README.md; this script does not install it)")
 elif ! go_version=$(go env GOVERSION 2>/dev/null) || [[ ! $go_version =~ ^go1\.([0-9]+) ]] || ((BASH_REMATCH[1] < 26)); then
 	problems+=("Go >= 1.26, found ${go_version:-unknown}")
+fi
+# Go tools the tests run, pinned, into bin/tools (internal/registrytest,
+# distribute/oci): the distribution registry and the oras CLI.
+tools="$PWD/bin/tools"
+go_tools=(
+	registry:github.com/distribution/distribution/v3/cmd/registry@v3.1.2
+	oras:oras.land/oras/cmd/oras@v1.3.6
+	# distribute's TestCosignVerifies: cosign checks the Sigstore bundles
+	# attestd writes, offline (issue 15). Builds with Go 1.26 in about an
+	# hour on 2 busy cores.
+	cosign:github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
+)
+if command -v go >/dev/null; then
+	for t in "${go_tools[@]}"; do
+		[[ -x $tools/${t%%:*} ]] || GOBIN="$tools" go install "${t#*:}" ||
+			problems+=("bin/tools/${t%%:*} (go install ${t#*:})")
+	done
 fi
 if ((${#problems[@]})); then
 	echo "install-deps: installed, but the build still lacks:" >&2

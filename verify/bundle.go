@@ -30,9 +30,11 @@ const (
 	CheckSignedSubject = "statement-subjects"
 )
 
-// Report is the outcome for a bundle: each envelope's result, then the
-// checks that tie them together.
+// Report is the outcome for a bundle: the checks of the form it arrived in
+// (Input.Form), each envelope's result, then the checks that tie them
+// together.
 type Report struct {
+	Form    []attest.Check `json:"form,omitempty"`
 	Results []*Result      `json:"attestations"`
 	Chain   []attest.Check `json:"chain,omitempty"`
 	OK      bool           `json:"verified"`
@@ -41,6 +43,11 @@ type Report struct {
 // Failed returns the names of every failed check.
 func (rep *Report) Failed() []string {
 	var out []string
+	for _, c := range rep.Form {
+		if c.Failed() {
+			out = append(out, c.Name)
+		}
+	}
 	for _, r := range rep.Results {
 		out = append(out, r.Failed()...)
 	}
@@ -91,6 +98,15 @@ func BundleReport(raw []byte, opts Options) *Report {
 		rep.OK = rep.OK && r.OK
 	}
 	return rep
+}
+
+// addForm records the checks of the bundle's form; a failed one fails the
+// report.
+func (rep *Report) addForm(checks []attest.Check) {
+	rep.Form = checks
+	for _, c := range checks {
+		rep.OK = rep.OK && !c.Failed()
+	}
 }
 
 type chain struct {

@@ -15,7 +15,12 @@ import (
 // Input is one bundle to evaluate, named for reports.
 type Input struct {
 	Name string
-	Raw  []byte
+	// Raw is the bundle in the DSSE form (.intoto.jsonl or one envelope).
+	Raw []byte
+	// Form are checks made while decoding the input from another form into
+	// Raw (package distribute: Sigstore bundles); a failed one fails the
+	// bundle. Report.Form holds them.
+	Form []attest.Check
 }
 
 // Evaluation is the outcome of a policy over a set of bundles.
@@ -87,6 +92,7 @@ func Evaluate(p *Policy, inputs []Input, cfg Config) *Evaluation {
 	for _, in := range inputs {
 		d := sha256.Sum256(in.Raw)
 		b := &BundleEvaluation{Name: in.Name, SHA256: hex.EncodeToString(d[:]), Report: BundleReport(in.Raw, opts)}
+		b.Report.addForm(in.Form)
 		p.appraise(b, cfg.Now)
 		ev.Bundles = append(ev.Bundles, b)
 		ev.OK = ev.OK && b.OK

@@ -55,8 +55,19 @@ func LoadPolicy(path string) (*Policy, error) {
 // ResolveIn is Resolve from the file system, with relative names taken
 // relative to dir (the policy file's directory); trust.tdx.collateral_dir
 // is resolved the same way (Resolved.TDXCollateralDir).
-func (p *Policy) ResolveIn(dir string) error {
-	if err := p.Resolve(func(name string) ([]byte, error) { return readBounded(inDir(dir, name)) }); err != nil {
+func (p *Policy) ResolveIn(dir string) error { return p.ResolveInWith(dir, nil) }
+
+// Unwrap returns the DSSE envelope (JSON) that a signed file carries in
+// another form, checked with keys, and any other file as it is. Package
+// distribute's ToDSSE reads Sigstore bundles; verify cannot import it (the
+// arrows point the other way), so its caller passes it in.
+type Unwrap func(raw []byte, keys []crypto.PublicKey) ([]byte, error)
+
+// ResolveInWith is ResolveIn with unwrap (nil: none) applied to the
+// reference-values file before it is opened; ReferenceSHA256 is then the
+// digest of its DSSE form.
+func (p *Policy) ResolveInWith(dir string, unwrap Unwrap) error {
+	if err := p.resolve(func(name string) ([]byte, error) { return readBounded(inDir(dir, name)) }, unwrap); err != nil {
 		return err
 	}
 	if d := p.Trust.TDX.CollateralDir; d != "" {
@@ -91,6 +102,10 @@ func readBounded(path string) ([]byte, error) {
 // Resolve reads the files the policy names with readFile and fills
 // p.Resolved. Errors name the policy key and line of the file at fault.
 func (p *Policy) Resolve(readFile func(name string) ([]byte, error)) error {
+	return p.resolve(readFile, nil)
+}
+
+func (p *Policy) resolve(readFile func(name string) ([]byte, error), unwrap Unwrap) error {
 	r := &Resolved{}
 	read := func(key, name string) ([]byte, error) {
 		b, err := readFile(name)
@@ -186,7 +201,16 @@ func (p *Policy) Resolve(readFile func(name string) ([]byte, error)) error {
 		if err != nil {
 			return err
 		}
-		r.Reference, r.ReferenceErr = OpenReference(b, keys)
+		if unwrap != nil {
+			if d, err := unwrap(b, keys); err != nil {
+				r.ReferenceErr = fmt.Errorf("reference values: %w", err)
+			} else {
+				b = d
+			}
+		}
+		if r.ReferenceErr == nil {
+			r.Reference, r.ReferenceErr = OpenReference(b, keys)
+		}
 		r.ReferenceSHA256 = sha256.Sum256(b)
 	}
 	r.TDXCollateralDir = p.Trust.TDX.CollateralDir

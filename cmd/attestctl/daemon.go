@@ -37,6 +37,7 @@ type identityJSON struct {
 func (e *env) identityCmd() *cobra.Command {
 	var asPEM, asJSON bool
 	var out string
+	var form *format
 	cmd := &cobra.Command{
 		Use:     "identity",
 		GroupID: groupDaemon,
@@ -54,18 +55,19 @@ that verifies on its own; attestd keeps the same in launch.intoto.jsonl in its r
   attestctl identity --pem > env-key.pem`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return e.identity(cmd.Context(), asPEM, asJSON, out)
+			return e.identity(cmd.Context(), asPEM, asJSON, out, form)
 		},
 	}
 	cmd.Flags().BoolVar(&asPEM, "pem", false, "print only the env public key as PEM")
 	cmd.Flags().StringVar(&out, "out", "", "also write the launch attestation to `FILE`")
+	form = newFormat(cmd.Flags(), "format", "the launch attestation (--out)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the identity as JSON")
 	cmd.MarkFlagsMutuallyExclusive("pem", "json")
 	cmd.MarkFlagFilename("out")
 	return cmd
 }
 
-func (e *env) identity(ctx context.Context, asPEM, asJSON bool, out string) error {
+func (e *env) identity(ctx context.Context, asPEM, asJSON bool, out string, form *format) error {
 	var id *apiv1.GetIdentityResponse
 	if err := e.call(ctx, "identity", func(ctx context.Context, c *apiv1.Client) (err error) {
 		id, err = c.GetIdentity(ctx, &apiv1.GetIdentityRequest{})
@@ -74,7 +76,11 @@ func (e *env) identity(ctx context.Context, asPEM, asJSON bool, out string) erro
 		return err
 	}
 	if out != "" {
-		if err := os.WriteFile(out, scai.AttestationLines(id.GetLaunchAttestation(), id.GetLaunchEventLog(), nil), 0o644); err != nil {
+		launch, err := form.encode(scai.AttestationLines(id.GetLaunchAttestation(), id.GetLaunchEventLog(), nil))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(out, launch, 0o644); err != nil {
 			return fmt.Errorf("write launch attestation: %w", err)
 		}
 	}
@@ -100,6 +106,7 @@ func (e *env) identity(ctx context.Context, asPEM, asJSON bool, out string) erro
 func (e *env) attestCmd() *cobra.Command {
 	var nonceHex, out string
 	var asJSON bool
+	var form *format
 	cmd := &cobra.Command{
 		Use:     "attest --nonce HEX [--out FILE]",
 		GroupID: groupDaemon,
@@ -124,13 +131,14 @@ func (e *env) attestCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return e.writeOut(out, scai.AttestationLines(resp.GetEnvelope(), resp.GetEventLog(), resp.GetInclusionProof()), "attestation", asJSON, nil)
+				return e.writeAttestation(form, out, scai.AttestationLines(resp.GetEnvelope(), resp.GetEventLog(), resp.GetInclusionProof()), "attestation", asJSON, nil)
 			})
 		},
 	}
 	cmd.Flags().StringVar(&nonceHex, "nonce", "", "the verifier's nonce, `HEX`, 1 to 64 bytes (required; attestctl nonce makes one)")
 	cmd.Flags().StringVar(&out, "out", "", "write the attestation to `FILE` (default: stdout)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON summary of the file written (needs --out)")
+	form = newFormat(cmd.Flags(), "format", "the attestation")
 	cmd.MarkFlagRequired("nonce")
 	cmd.MarkFlagFilename("out")
 	return cmd

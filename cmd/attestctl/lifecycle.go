@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -103,6 +104,7 @@ func (e *env) writeOut(out string, b []byte, what string, asJSON bool, info *out
 type stepFlags struct {
 	buildID, nonceHex, out *string
 	asJSON                 *bool
+	format                 *format
 }
 
 func newStepFlags(fs *pflag.FlagSet, step string) *stepFlags {
@@ -111,7 +113,18 @@ func newStepFlags(fs *pflag.FlagSet, step string) *stepFlags {
 		nonceHex: fs.String("nonce", "", "the control plane's nonce for this "+step+" (`HEX`, optional)"),
 		out:      fs.String("out", "", "write the "+step+" attestation to `FILE` (default: stdout)"),
 		asJSON:   fs.Bool("json", false, "print a JSON summary of the file written (needs --out)"),
+		format:   newFormat(fs, "format", "the "+step+" attestation"),
 	}
+}
+
+// writeAttestation writes one attestation with its event log in the chosen
+// form (writeOut).
+func (e *env) writeAttestation(f *format, out string, lines []byte, what string, asJSON bool, info *outputJSON) error {
+	b, err := f.encode(lines)
+	if err != nil {
+		return err
+	}
+	return e.writeOut(out, b, what, asJSON, info)
 }
 
 // nonce checks the flags and returns the nonce, if any.
@@ -173,7 +186,7 @@ build ID and request again return the same dispatch attestation.
 			if resp.GetRepeated() {
 				fmt.Fprintf(e.stderr, "build %s was already bound; the same dispatch attestation is returned\n", *sf.buildID)
 			}
-			return e.writeOut(*sf.out, scai.AttestationLines(resp.GetEnvelope(), resp.GetEventLog(), nil), "dispatch attestation",
+			return e.writeAttestation(sf.format, *sf.out, scai.AttestationLines(resp.GetEnvelope(), resp.GetEventLog(), nil), "dispatch attestation",
 				*sf.asJSON, &outputJSON{BuildID: *sf.buildID, Repeated: resp.GetRepeated()})
 		})
 	}
@@ -279,7 +292,7 @@ resource descriptors. At least one output is required.
 			if err != nil {
 				return err
 			}
-			return e.writeOut(*sf.out, scai.AttestationLines(resp.GetEnvelope(), resp.GetEventLog(), nil), "completion attestation",
+			return e.writeAttestation(sf.format, *sf.out, scai.AttestationLines(resp.GetEnvelope(), resp.GetEventLog(), nil), "completion attestation",
 				*sf.asJSON, &outputJSON{BuildID: *sf.buildID})
 		})
 	}
@@ -289,12 +302,14 @@ resource descriptors. At least one output is required.
 func (e *env) signCmd() *cobra.Command {
 	var buildID, stFile, out string
 	var asJSON bool
+	var form *format
 	cmd := &cobra.Command{
 		Use:     "sign --build-id ID --statement FILE [--out FILE]",
 		GroupID: groupDaemon,
 		Short:   "Sign the build's provenance with the environment key",
 		Long: `Sign an in-toto Statement v1 (e.g. the build's SLSA provenance) with the environment key,
-after completion; its subjects must be outputs of the build. Prints the DSSE envelope.
+after completion; its subjects must be outputs of the build. Prints the DSSE envelope, or with
+--format sigstore the Sigstore bundle (whose key hint names the environment key).
 
 ` + outputJSONDoc + `.`,
 		Example: `  attestctl sign --build-id build-0001 --statement provenance.json --out provenance.intoto.json`,
@@ -312,7 +327,13 @@ after completion; its subjects must be outputs of the build. Prints the DSSE env
 				if err != nil {
 					return err
 				}
-				return e.writeOut(out, resp.GetEnvelope(), "signed statement", asJSON, &outputJSON{BuildID: buildID})
+				signed := resp.GetEnvelope()
+				if form.sigstore() {
+					if signed, err = signedBundle(ctx, c, signed); err != nil {
+						return err
+					}
+				}
+				return e.writeOut(out, signed, "signed statement", asJSON, &outputJSON{BuildID: buildID})
 			})
 		},
 	}
@@ -321,6 +342,7 @@ after completion; its subjects must be outputs of the build. Prints the DSSE env
 	fs.StringVar(&stFile, "statement", "", "in-toto Statement v1 JSON `FILE` to sign, e.g. SLSA provenance (required; - for stdin)")
 	fs.StringVar(&out, "out", "", "write the DSSE envelope to `FILE` (default: stdout)")
 	fs.BoolVar(&asJSON, "json", false, "print a JSON summary of the file written (needs --out)")
+	form = newFormat(fs, "format", "the signed statement")
 	cmd.MarkFlagRequired("build-id")
 	cmd.MarkFlagRequired("statement")
 	cmd.MarkFlagFilename("statement", "json")
@@ -328,16 +350,33 @@ after completion; its subjects must be outputs of the build. Prints the DSSE env
 	return cmd
 }
 
+// signedBundle is a statement the environment signed (DSSE) as a Sigstore
+// bundle: the daemon's identity gives the env key that signed it.
+func signedBundle(ctx context.Context, c *apiv1.Client, envelope []byte) ([]byte, error) {
+	id, err := c.GetIdentity(ctx, &apiv1.GetIdentityRequest{})
+	if err != nil {
+		return nil, err
+	}
+	pub, err := x509.ParsePKIXPublicKey(id.GetPublicKey())
+	if err != nil {
+		return nil, fmt.Errorf("env key from the daemon: %w", err)
+	}
+	f := format(formatSigstore)
+	return f.encode(envelope, pub)
+}
+
 func (e *env) bundleCmd() *cobra.Command {
 	var out, extra string
 	var asJSON bool
+	var form *format
 	cmd := &cobra.Command{
 		Use:     "bundle [--out FILE] [--add FILE]",
 		GroupID: groupDaemon,
 		Short:   "Print all attestations of this environment (.intoto.jsonl)",
 		Long: `Print every attestation of this environment, in order (launch, admissions, dispatch,
 completion, signed statements), with the event log once and the admissions' inclusion proofs,
-as JSON Lines: what attestctl verify takes.
+as JSON Lines: what attestctl verify takes. With --format sigstore each signed line is a
+Sigstore bundle v0.3 instead of a DSSE envelope (docs/formats.md); --add may hold either form.
 
 --json (with --out) prints {"file", "bytes", "sha256", "buildId", "attestations"} of the
 file written.`,
@@ -360,7 +399,10 @@ file written.`,
 				if err != nil {
 					return err
 				}
-				jsonl := append(agent.BundleOf(resp).Encode(), add...)
+				jsonl, err := form.encode(append(agent.BundleOf(resp).Encode(), add...))
+				if err != nil {
+					return err
+				}
 				if out == "" {
 					_, err := e.stdout.Write(jsonl)
 					return err
@@ -380,6 +422,7 @@ file written.`,
 	fs.StringVar(&out, "out", "", "write the bundle (.intoto.jsonl) to `FILE` (default: stdout)")
 	fs.StringVar(&extra, "add", "", "also append the envelopes in `FILE` (e.g. statements signed elsewhere)")
 	fs.BoolVar(&asJSON, "json", false, "print a JSON summary of the file written (needs --out)")
+	form = newFormat(fs, "format", "the bundle's signed lines")
 	cmd.MarkFlagFilename("out")
 	cmd.MarkFlagFilename("add")
 	return cmd

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/attestd/attestd/attest"
+	"github.com/attestd/attestd/distribute"
 	"github.com/attestd/attestd/verify"
 )
 
@@ -39,7 +40,9 @@ func (f *verifyFlags) policy() (p *verify.Policy, doc []byte, err error) {
 			return nil, nil, err
 		}
 	}
-	if err := p.ResolveIn(dir); err != nil {
+	// Reference values may come as a Sigstore bundle (reference --format
+	// sigstore): sigstore-go verifies it with the reference keys.
+	if err := p.ResolveInWith(dir, distribute.ToDSSE); err != nil {
 		what := "policy"
 		if *f.policyFile != "" {
 			what += " " + *f.policyFile

@@ -45,6 +45,7 @@ type bakeFlags struct {
 	sysexts                                             *[]string
 	newKey, asJSON                                      *bool
 	prov                                                *provenanceFlags
+	format                                              *format
 }
 
 func (e *env) referenceCmd() *cobra.Command {
@@ -58,7 +59,8 @@ events and register value from the files under --root at their in-image paths; P
 and 12 from the UKI; PCR 7 for Secure Boot off unless --secure-boot pinned) and write them as an in-toto statement signed with the bake key
 (docs/reference-values.md). Without --out the signed statement goes to stdout; with --out,
 the reference values are printed as JSON. --provenance-out also writes the image's signed
-SLSA provenance v1 statement (subjects: --subject files, default the --uki).
+SLSA provenance v1 statement (subjects: --subject files, default the --uki). --format sigstore
+writes both as Sigstore bundles v0.3 whose key hint names the bake key (docs/formats.md).
 
 --json (with --out) prints {"reference": {"file", "bytes", "sha256"}, "provenance": {…},
 "publicKeyFile", "values"}.`,
@@ -81,6 +83,7 @@ SLSA provenance v1 statement (subjects: --subject files, default the --uki).
 	f.secureBoot = fs.String("secure-boot", verify.SecureBootOff, "the Secure Boot state PCR 7 is predicted for: `off` (no keys enrolled, as the image's firmware variables are), or pinned: PCR 7 is not predicted and the platform policy pins it (reference.registers.PCR7)")
 	f.sysexts = fs.StringArray("sysext", nil, "a system extension image `FILE` the image ships in <uki>.extra.d/ on the ESP (repeat for each): systemd-stub measures them into PCR 13 before attestd starts, which attestd records as a preboot event (docs/reference-values.md)")
 	f.prov = newProvenanceFlags(fs)
+	f.format = newFormat(fs, "format", "the signed reference values and provenance")
 	for _, n := range []string{"root", "uki", "key"} {
 		cmd.MarkFlagRequired(n)
 	}
@@ -131,7 +134,7 @@ func (e *env) reference(f *bakeFlags) error {
 	if err != nil {
 		return err
 	}
-	env, err := verify.SignReference(context.Background(), key, st)
+	env, err := f.sign(key, st)
 	if err != nil {
 		return err
 	}
@@ -141,7 +144,7 @@ func (e *env) reference(f *bakeFlags) error {
 		if err != nil {
 			return err
 		}
-		penv, err := verify.SignReference(context.Background(), key, pst)
+		penv, err := f.sign(key, pst)
 		if err != nil {
 			return fmt.Errorf("sign image provenance: %w", err)
 		}
@@ -167,6 +170,15 @@ func (e *env) reference(f *bakeFlags) error {
 	pretty, _ := json.MarshalIndent(rv, "", "  ")
 	fmt.Fprintf(e.stdout, "%s\n", pretty)
 	return nil
+}
+
+// sign signs a statement with the bake key in the --format chosen.
+func (f *bakeFlags) sign(key crypto.Signer, statement []byte) ([]byte, error) {
+	env, err := verify.SignReference(context.Background(), key, statement)
+	if err != nil {
+		return nil, err
+	}
+	return f.format.encode(env, key.Public())
 }
 
 // computeReference predicts attestd's launch events from the files in root

@@ -33,10 +33,10 @@ func (e *env) clock() time.Time {
 }
 
 // writeResults signs one verification result per bundle (verify.
-// ResultStatement: a VSA or an SVR) and writes them, one DSSE envelope per
-// line, to out. Failed bundles get one too (a FAILED VSA, an SVR without
-// properties).
-func (e *env) writeResults(ev *verify.Evaluation, res *verify.Resolved, key crypto.Signer, out, policyURI string, now time.Time) error {
+// ResultStatement: a VSA or an SVR) and writes them, one per line in form (a
+// DSSE envelope or a Sigstore bundle), to out. Failed bundles get one too (a
+// FAILED VSA, an SVR without properties).
+func (e *env) writeResults(ev *verify.Evaluation, res *verify.Resolved, key crypto.Signer, form *format, out, policyURI string, now time.Time) error {
 	o := verify.ResultOptions{VerifierID: verifierID, Version: version, PolicyURI: policyURI, Time: now}
 	if res != nil && res.Reference != nil {
 		o.Inputs = append(o.Inputs, &ita.ResourceDescriptor{Digest: map[string]string{"sha256": hex.EncodeToString(res.ReferenceSHA256[:])}})
@@ -55,7 +55,11 @@ func (e *env) writeResults(ev *verify.Evaluation, res *verify.Resolved, key cryp
 		buf.Write(env)
 		buf.WriteByte('\n')
 	}
-	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
+	results, err := form.encode(buf.Bytes(), key.Public())
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(out, results, 0o644); err != nil {
 		return fmt.Errorf("%w: --result-out: %v", errUsage, err)
 	}
 	return nil

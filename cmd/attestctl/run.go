@@ -36,8 +36,9 @@ var (
 
 // Command groups in attestctl's help.
 const (
-	groupDaemon  = "daemon"
-	groupOffline = "offline"
+	groupDaemon   = "daemon"
+	groupOffline  = "offline"
+	groupRegistry = "registry"
 )
 
 type env struct {
@@ -81,8 +82,9 @@ func (e *env) rootCmd() *cobra.Command {
 		Short: "Talk to attestd and verify its attestations",
 		Long: `attestctl talks to attestd over its unix socket (identity, attest, log, and the
 build lifecycle: bind, extend, complete, sign, bundle, register) and verifies its
-attestations offline (verify, verify-image, export-ak), and computes the signed reference
-values of a baked image (reference).
+attestations offline (verify, verify-image, export-ak), computes the signed reference
+values of a baked image (reference), and publishes a build's outputs and attestations to an
+OCI registry (push), where verify finds them (oci://).
 
 Exit codes:
   0  success; verified
@@ -120,11 +122,13 @@ bundle, reference) print a JSON summary of the file with --json, which then need
 	root.AddGroup(
 		&cobra.Group{ID: groupDaemon, Title: "Commands talking to attestd (--socket):"},
 		&cobra.Group{ID: groupOffline, Title: "Commands working offline:"},
+		&cobra.Group{ID: groupRegistry, Title: "Commands talking to an OCI registry:"},
 	)
 	root.AddCommand(
 		e.identityCmd(), e.attestCmd(), e.logCmd(), e.bindCmd(), e.extendCmd(), e.completeCmd(),
 		e.signCmd(), e.bundleCmd(), e.registerCmd(),
 		e.verifyCmd(), e.verifyImageCmd(), e.exportAKCmd(), e.referenceCmd(), e.nonceCmd(),
+		e.pushCmd(), e.pullCmd(),
 		e.versionCmd(), e.genDocsCmd(),
 	)
 	// help for a command that does not exist is bad usage.

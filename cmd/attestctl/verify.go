@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto"
 	"crypto/x509"
 	"encoding/json"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/attestd/attestd/attest"
 	"github.com/attestd/attestd/attest/tpm"
+	"github.com/attestd/attestd/distribute"
 	"github.com/attestd/attestd/scai"
 	"github.com/attestd/attestd/verifier"
 	"github.com/attestd/attestd/verify"
@@ -38,21 +40,26 @@ type verifyFlags struct {
 	insecure, asJSON         *bool
 	policyFile               *string
 	resultKey, resultOut     *string
+	resultFormat             *format
 	policyOut, policyURIFlag *string
 	tee                      *teeOptions
 	refs                     *referenceFlags
+	oci                      *ociFlags
 }
 
 func (e *env) verifyCmd() *cobra.Command {
 	f := &verifyFlags{}
 	cmd := &cobra.Command{
-		Use:     "verify [flags] FILE...",
+		Use:     "verify [flags] FILE|oci://REPO@sha256:HEX...",
 		GroupID: groupOffline,
 		Short:   "Verify an attestation or .intoto.jsonl bundles",
 		Long: `Verify one attestation with its event log (as identity, attest, bind and complete --out
 write it) or bundles (.intoto.jsonl, as bundle writes them), each bundle as a chain, and
 appraise them against an appraisal policy (--policy; docs/verifying.md). Every check is
-named in a table; the failed ones on stderr. Reads only local files; never uses the network.
+named in a table; the failed ones on stderr. Reads local files, and uses the network only for
+oci://REPO@sha256:HEX: the attestations attached to that manifest in a registry (attestctl
+push; --build-id narrows them; --plain-http for a registry on this machine without TLS),
+checked as one bundle plus the check that they describe that manifest (docs/distributing.md).
 
 Exit codes: 0 verified, 1 not verified, 2 bad input (including a malformed policy, reported
 with its line and key).
@@ -70,7 +77,12 @@ policy evaluated.
 --result-key and --result-out write one DSSE-signed verification result per bundle: a
 SLSA VSA v1 for a bundle holding a completion (subjects: the build's outputs), an in-toto
 SVR v0.2 for an admission or dispatch (subject: the environment key). They name the policy
-by --policy-uri and its digest (docs/verifying.md).
+by --policy-uri and its digest (docs/verifying.md); --result-format sigstore writes each as a
+Sigstore bundle v0.3 whose key hint names the --result-key.
+
+Each FILE may hold DSSE envelopes or Sigstore bundles v0.3 (the --format sigstore of
+identity, attest, bind, complete, sign, bundle), or both: sigstore-go verifies each bundle
+with the key its hint must name, reported as "the bundle's form" (docs/formats.md).
 
 --json prints {"policySha256", "bundles": [{"name", "sha256", "report", "policy",
 "buildEnvLevel", "verified"}], "acrossBundles", "verified"} (docs/verifying.md) and no
@@ -81,8 +93,8 @@ VERIFIED line.`,
   attestctl verify --policy policy.yaml --policy-uri https://ci.example/policy.yaml \
       --result-key result-key.pem --result-out results.intoto.jsonl bundle.intoto.jsonl`,
 		Args: minArgs(1, "FILEs"),
-		RunE: func(_ *cobra.Command, files []string) error {
-			return e.verify(f, files)
+		RunE: func(cmd *cobra.Command, files []string) error {
+			return e.verify(cmd.Context(), f, files)
 		},
 	}
 	fs := cmd.Flags()
@@ -95,10 +107,12 @@ VERIFIED line.`,
 	f.policyFile = fs.String("policy", "", "appraisal policy `FILE` (YAML; docs/policy.example.yaml)")
 	f.resultKey = fs.String("result-key", "", "`PEM` private key (ECDSA P-256) signing the verification results; needs --result-out")
 	f.resultOut = fs.String("result-out", "", "write one DSSE-signed result per bundle to `FILE` (JSON lines): a SLSA VSA v1 for a completed build, an in-toto SVR v0.2 for an admission or dispatch")
+	f.resultFormat = newFormat(fs, "result-format", "the results (--result-out)")
 	f.policyOut = fs.String("policy-out", "", "write the policy evaluated (--policy with the flags on top) to `FILE`: the document the results' policy digest names")
 	f.policyURIFlag = fs.String("policy-uri", "", "`URI` where consumers of the results find the policy (default: a data: URI holding it, up to 8 KiB)")
 	f.tee = teeFlags(fs)
 	f.refs = newReferenceFlags(fs)
+	f.oci = newOCIFlags(fs, e.stderr)
 	for _, n := range []string{"trust-ak", "ak-roots", "result-key", "reference", "reference-key"} {
 		cmd.MarkFlagFilename(n, "pem")
 	}
@@ -112,7 +126,7 @@ VERIFIED line.`,
 
 // verify builds the policy from --policy and the flags, evaluates the
 // files with the verifier library, writes the results and prints them.
-func (e *env) verify(f *verifyFlags, files []string) error {
+func (e *env) verify(ctx context.Context, f *verifyFlags, files []string) error {
 	if (*f.resultKey == "") != (*f.resultOut == "") {
 		return fmt.Errorf("%w: --result-key and --result-out go together", errUsage)
 	}
@@ -141,19 +155,20 @@ func (e *env) verify(f *verifyFlags, files []string) error {
 	}
 	var inputs []verify.Input
 	for _, name := range files {
-		raw, err := readInput(name)
+		in, err := f.oci.read(ctx, name, *f.buildID)
 		if err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
+			return err
 		}
-		inputs = append(inputs, verify.Input{Name: name, Raw: raw})
+		inputs = append(inputs, in)
 	}
 	ev := v.Evaluate(inputs)
+	f.oci.check(ev)
 	if *f.resultOut != "" {
 		uri, err := f.policyURI(doc)
 		if err != nil {
 			return err
 		}
-		if err := e.writeResults(ev, pol.Resolved, signer, *f.resultOut, uri, now); err != nil {
+		if err := e.writeResults(ev, pol.Resolved, signer, f.resultFormat, *f.resultOut, uri, now); err != nil {
 			return err
 		}
 	}
@@ -194,6 +209,10 @@ func (e *env) printEvaluation(ev *verify.Evaluation) {
 }
 
 func (e *env) printReport(rep *verify.Report) {
+	if len(rep.Form) > 0 {
+		fmt.Fprintln(e.stdout, "the bundle's form")
+		e.printChecks(rep.Form)
+	}
 	for i, r := range rep.Results {
 		if len(rep.Results) > 1 {
 			fmt.Fprintf(e.stdout, "attestation %d of %d: ", i+1, len(rep.Results))
@@ -259,7 +278,7 @@ func (e *env) exportAK(file string, asJSON bool) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	envs, err := scai.ParseBundle(raw)
+	envs, err := scai.ParseBundle(distribute.ChainInput(file, raw).Raw)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}

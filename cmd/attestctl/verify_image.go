@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/attestd/attestd/attest"
+	"github.com/attestd/attestd/distribute"
 	"github.com/attestd/attestd/measure"
 	"github.com/attestd/attestd/verify"
 )
@@ -45,7 +46,9 @@ func (e *env) verifyImageCmd() *cobra.Command {
 		Long: `Check a baked image's files (disk.img, uki.efi, …) against the image's signed SLSA
 provenance (attestctl reference --provenance-out; docs/reference-values.md): the provenance is
 signed by one of the --keys, is an in-toto Statement v1 with a SLSA provenance v1 predicate,
-and names each file, by base name, with its sha256. Prints the checks and who built the
+and names each file, by base name, with its sha256. The provenance is a DSSE envelope or a
+Sigstore bundle v0.3 (reference --format sigstore), which sigstore-go verifies with the --key
+its key hint names. Prints the checks and who built the
 image, how and from what.
 
 Exit codes: 0 every check passes, 1 one fails (stderr names it), 2 bad usage or a file that
@@ -146,7 +149,7 @@ func checkImage(raw []byte, keys []crypto.PublicKey, paths []string, sums [][32]
 			res.Checks = append(res.Checks, attest.Check{Name: checkProvSubject, Detail: "not checked: " + prereq + " failed"})
 		}
 	}
-	p, err := verify.OpenImageProvenance(raw, keys)
+	p, err := openImageProvenance(raw, keys)
 	switch {
 	case errors.Is(err, verify.ErrProvenanceStatement):
 		add(checkProvSignature, nil, signedDetail(len(keys)))
@@ -180,6 +183,16 @@ func checkImage(raw []byte, keys []crypto.PublicKey, paths []string, sums [][32]
 		res.OK = res.OK && c.OK
 	}
 	return res
+}
+
+// openImageProvenance is verify.OpenImageProvenance of either form; a
+// Sigstore bundle that does not verify is an ErrProvenanceSignature.
+func openImageProvenance(raw []byte, keys []crypto.PublicKey) (*verify.ImageProvenance, error) {
+	env, err := distribute.ToDSSE(raw, keys)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", verify.ErrProvenanceSignature, err)
+	}
+	return verify.OpenImageProvenance(env, keys)
 }
 
 func signedDetail(nkeys int) string {
