@@ -94,10 +94,6 @@ tools="$PWD/bin/tools"
 go_tools=(
 	registry:github.com/distribution/distribution/v3/cmd/registry@v3.1.2
 	oras:oras.land/oras/cmd/oras@v1.3.6
-	# distribute's TestCosignVerifies: cosign checks the Sigstore bundles
-	# attestd writes, offline (issue 15). Builds with Go 1.26 in about an
-	# hour on 2 busy cores.
-	cosign:github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
 )
 if command -v go >/dev/null; then
 	for t in "${go_tools[@]}"; do

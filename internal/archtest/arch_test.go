@@ -33,6 +33,8 @@ var testOnly = []string{
 	module + "/internal/pgtest",
 	module + "/fleet/storetest",
 	module + "/fleet/fleettest",
+	module + "/internal/fleetload",
+	module + "/internal/registrytest",
 	module + "/attest/snp/snptest",
 	module + "/attest/tdx/tdxtest",
 	"github.com/google/go-sev-guest/testing",
@@ -55,8 +57,12 @@ func TestImportDirection(t *testing.T) {
 		// The fleet service: verifier, verify and below, its store
 		// interface, grpc, prometheus; never its stores (they import it) and
 		// the backends only through verifier (TestFleetImports).
-		{"fleet", []string{module + "/agent", module + "/cmd", module + "/fleet/sqlite", module + "/fleet/postgres", "github.com/google/go-tpm-tools/simulator"}},
+		{"fleet", []string{module + "/agent", module + "/cmd", module + "/distribute", module + "/fleet/sqlite", module + "/fleet/postgres", "github.com/google/go-tpm-tools/simulator"}},
 		{"fleet/api/v1", []string{module + "/"}},
+		// Distribution: Sigstore bundles and OCI referrers over verify and
+		// below; never the daemon or the fleet service.
+		{"distribute", []string{module + "/agent", module + "/cmd", module + "/fleet", "github.com/google/go-tpm-tools/simulator"}},
+		{"distribute/oci", []string{module + "/agent", module + "/cmd", module + "/fleet", "github.com/google/go-tpm-tools/simulator"}},
 	} {
 		t.Run(tc.pkg, func(t *testing.T) {
 			for _, d := range deps(t, tc.pkg) {
