@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 	"golang.org/x/sync/errgroup"
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 
@@ -571,4 +573,92 @@ func TestUndecidedListing(t *testing.T) {
 	} else if st := limited.Stats(); st.Requests > 3 {
 		t.Errorf("refused after %d requests, want at most 3", st.Requests)
 	}
+}
+
+// TestConformingListing: behind a proxy that makes the referrers-API
+// registry's listing what the specification asks (each referrer's own
+// artifactType and annotations, filtered by the artifactType query, with
+// OCI-Filters-Applied), Pull takes the listing as it is: one listing
+// request, no manifest fetched to decide, other builds skipped as listed.
+func TestConformingListing(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.ReferrersAPI)
+	b := readBuild(t)
+	subject, _ := pushBuild(t, open(t, reg.Host, "attestd/e2e", oci.Limits{}), b)
+	repo := rawRepo(t, reg.Host, "attestd/e2e")
+	repo.SetReferrersCapability(true)
+	ctx := context.Background()
+	for i := range 20 {
+		_, raw := unrelatedManifest(i, subject)
+		if err := repo.Push(ctx, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(raw), Size: int64(len(raw))}, bytes.NewReader(raw)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	var requested []string // by the client under test
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		requested = append(requested, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		if !strings.Contains(r.URL.Path, "/referrers/") {
+			rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: reg.Host})
+			rp.ServeHTTP(w, r)
+			return
+		}
+		conformingListing(t, w, r, repo)
+	}))
+	defer front.Close()
+
+	fresh := open(t, strings.TrimPrefix(front.URL, "http://"), "attestd/e2e", oci.Limits{})
+	p, err := fresh.Pull(ctx, subject.Digest, oci.Selector{BuildID: b.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Attestations) != len(b.Attestations) || p.Listed != len(b.Attestations)+20 {
+		t.Errorf("pulled %d of %d listed, want %d of %d", len(p.Attestations), p.Listed, len(b.Attestations), len(b.Attestations)+20)
+	}
+	mu.Lock()
+	log := strings.Join(requested, "\n")
+	mu.Unlock()
+	if n := strings.Count(log, "/referrers/"); n != 1 {
+		t.Errorf("%d listings, want 1:\n%s", n, log)
+	}
+	// The build's manifests only: other builds are skipped as listed.
+	if n := strings.Count(log, "GET /v2/attestd/e2e/manifests/"); n != 1+len(b.Attestations) {
+		t.Errorf("%d manifests fetched, want %d (the subject, the build's referrers):\n%s", n, 1+len(b.Attestations), log)
+	}
+}
+
+// conformingListing answers a referrers API request as the specification
+// says, from the registry's listing and each listed referrer's manifest.
+func conformingListing(t *testing.T, w http.ResponseWriter, r *http.Request, repo *remote.Repository) {
+	d := digest.Digest(r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:])
+	want := r.URL.Query().Get("artifactType")
+	var listed []ocispec.Descriptor
+	err := repo.Referrers(r.Context(), ocispec.Descriptor{Digest: d}, "", func(page []ocispec.Descriptor) error {
+		for _, desc := range page {
+			raw, err := content.FetchAll(r.Context(), repo, desc)
+			if err != nil {
+				return err
+			}
+			var m ocispec.Manifest
+			if err := json.Unmarshal(raw, &m); err != nil {
+				return err
+			}
+			desc.ArtifactType, desc.Annotations = m.ArtifactType, m.Annotations
+			if want == "" || desc.ArtifactType == want {
+				listed = append(listed, desc)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if want != "" {
+		w.Header().Set("OCI-Filters-Applied", "artifactType")
+	}
+	w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
+	json.NewEncoder(w).Encode(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: listed})
 }
