@@ -63,10 +63,12 @@ func TestPushPullImage(t *testing.T) {
 			b := bakeImage(t)
 			ref := pushImage(t, reg, b, withReference(t, b))
 			out := filepath.Join(t.TempDir(), "pulled")
+			mark := len(reg.Log(t))
 			code, stdout, stderr := ctl(t, "pull", "--plain-http", "--key", b.pub, "--out", out, ref)
 			if code != exitOK || !strings.Contains(stdout, "VERIFIED") {
 				t.Fatalf("pull: exit %d\n%s%s", code, stdout, stderr)
 			}
+			referrersAPITaken(t, &registryBuild{reg: reg, ref: ref}, mark)
 			for _, f := range []string{b.disk, b.uki} {
 				want, _ := os.ReadFile(f)
 				got, err := os.ReadFile(filepath.Join(out, filepath.Base(f)))

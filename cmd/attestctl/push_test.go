@@ -67,7 +67,8 @@ func TestPushVerifyRoundTrip(t *testing.T) {
 			writeKeyPair(t, key, pub)
 			results := filepath.Join(r.dir, "vsa.intoto.jsonl")
 			// The results in either form, one per registry.
-			format := map[string]string{registrytest.Distribution.Name: "sigstore", registrytest.DockerRegistry.Name: "dsse"}[k.Name]
+			format := map[string]string{registrytest.Distribution.Name: "sigstore", registrytest.DockerRegistry.Name: "dsse", registrytest.ReferrersAPI.Name: "sigstore"}[k.Name]
+			mark := len(r.reg.Log(t))
 			code, stdout, stderr := ctl(t, "verify", "--plain-http", "--json", "--trust-ak", r.ak, "--build-id", r.buildID,
 				"--result-key", key, "--result-out", results, "--result-format", format, r.ref)
 			var ev struct {
@@ -79,6 +80,7 @@ func TestPushVerifyRoundTrip(t *testing.T) {
 			if _, err := os.Stat(results); err != nil {
 				t.Fatalf("verify --result-out: %v", err)
 			}
+			referrersAPITaken(t, r, mark)
 			discover(t, r, 5)
 
 			// The VSA goes next to the attestations; verify does not pull it.
@@ -87,20 +89,49 @@ func TestPushVerifyRoundTrip(t *testing.T) {
 				t.Fatalf("push --results: exit %d\n%s%s", code, stdout, stderr)
 			}
 			discover(t, r, 6)
+			mark = len(r.reg.Log(t))
 			if code, stdout, stderr := ctl(t, "verify", "--plain-http", "--trust-ak", r.ak, r.ref); code != exitOK {
 				t.Fatalf("verify with a VSA attached: exit %d\n%s%s", code, stdout, stderr)
 			}
+			referrersAPITaken(t, r, mark)
 		})
 	}
 }
 
+// referrersAPITaken checks, on a registry with the referrers API, that
+// what ran since its log was mark bytes long listed the referrers of the
+// outputs through it, and never read the referrers tag schema's index.
+func referrersAPITaken(t *testing.T, r *registryBuild, mark int) {
+	t.Helper()
+	if !r.reg.Referrers {
+		return
+	}
+	log := r.reg.Log(t)[mark:]
+	if !strings.Contains(log, "GET /v2/"+repoPath(r.ref)+"/referrers/"+strings.SplitN(r.ref, "@", 2)[1]) || strings.Contains(log, "/manifests/sha256-") {
+		t.Errorf("want the referrers API, not the tag schema, in the registry's log:\n%s", log)
+	}
+}
+
+// repoPath is NAME of oci://HOST/NAME@DIGEST.
+func repoPath(ref string) string {
+	name := strings.SplitN(strings.TrimPrefix(ref, "oci://"), "@", 2)[0]
+	return strings.SplitN(name, "/", 2)[1]
+}
+
 // discover checks with the oras CLI, an independent client, that the
-// outputs have want Sigstore bundle referrers.
+// outputs have want Sigstore bundle referrers. On a registry with the
+// referrers API that lists config media types and no annotations, oras
+// discover cannot filter them by artifact type: it lists all, and each
+// one's manifest (oras manifest fetch) gives its artifact type and
+// annotations.
 func discover(t *testing.T, r *registryBuild, want int) {
 	t.Helper()
 	ref := strings.TrimPrefix(r.ref, "oci://")
-	out, err := exec.Command(registrytest.Tool(t, "oras"), "discover", "--plain-http", "--format", "json",
-		"--artifact-type", oci.ArtifactTypeAttestation, ref).Output()
+	args := []string{"discover", "--plain-http", "--format", "json", "--artifact-type", oci.ArtifactTypeAttestation, ref}
+	if r.reg.Referrers {
+		args = []string{"discover", "--plain-http", "--format", "json", ref}
+	}
+	out, err := exec.Command(registrytest.Tool(t, "oras"), args...).Output()
 	if err != nil {
 		t.Fatalf("oras discover %s: %v", ref, err)
 	}
@@ -118,7 +149,14 @@ func discover(t *testing.T, r *registryBuild, want int) {
 	if len(res.Referrers) != want {
 		t.Fatalf("oras discover found %d referrers, want %d:\n%s", len(res.Referrers), want, out)
 	}
-	for _, ref := range res.Referrers {
+	for i, ref := range res.Referrers {
+		if r.reg.Referrers {
+			if ref.ArtifactType != ocispec.MediaTypeEmptyJSON || len(ref.Annotations) > 0 {
+				t.Errorf("oras discover on %s: %+v: the registry's listing changed; docs/distributing.md says what it lists", r.reg.Name, ref)
+			}
+			ref.ArtifactType, ref.Annotations = orasManifest(t, strings.Split(ref.Reference, "@")[0]+"@"+ref.Digest)
+			res.Referrers[i] = ref
+		}
 		if ref.ArtifactType != oci.ArtifactTypeAttestation || ref.Annotations[oci.AnnotationBuildID] != r.buildID || ref.Annotations[oci.AnnotationPredicateType] == "" {
 			t.Errorf("oras discover: referrer %+v", ref)
 		}
@@ -126,6 +164,21 @@ func discover(t *testing.T, r *registryBuild, want int) {
 			orasPullCompletion(t, strings.Split(ref.Reference, "@")[0]+"@"+ref.Digest)
 		}
 	}
+}
+
+// orasManifest fetches a manifest with oras manifest fetch and returns its
+// artifact type and annotations.
+func orasManifest(t *testing.T, ref string) (string, map[string]string) {
+	t.Helper()
+	out, err := exec.Command(registrytest.Tool(t, "oras"), "manifest", "fetch", "--plain-http", ref).Output()
+	if err != nil {
+		t.Fatalf("oras manifest fetch %s: %v", ref, err)
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(out, &m); err != nil {
+		t.Fatalf("oras manifest fetch %s: %v\n%s", ref, err, out)
+	}
+	return m.ArtifactType, m.Annotations
 }
 
 // orasPullCompletion pulls the completion's referrer with oras pull: its
@@ -149,9 +202,16 @@ func orasPullCompletion(t *testing.T, ref string) {
 }
 
 // TestVerifyOCIRefuses: each bad input is refused with its reason, and no
-// result is written when nothing could be verified.
+// result is written when nothing could be verified; on a registry without
+// the referrers API and on one with it.
 func TestVerifyOCIRefuses(t *testing.T) {
-	r := pushE2E(t, registrytest.Distribution)
+	for _, k := range []registrytest.Kind{registrytest.Distribution, registrytest.ReferrersAPI} {
+		t.Run(k.Name, func(t *testing.T) { verifyOCIRefuses(t, k) })
+	}
+}
+
+func verifyOCIRefuses(t *testing.T, k registrytest.Kind) {
+	r := pushE2E(t, k)
 	repo, err := oci.Open(r.reg.Host+"/attestd/e2e", oci.Options{PlainHTTP: true})
 	if err != nil {
 		t.Fatal(err)
@@ -234,10 +294,12 @@ func TestVerifyOCITamperedLayer(t *testing.T) {
 			}
 			data[10] ^= 1
 			os.WriteFile(blob, data, 0o644)
+			mark := len(r.reg.Log(t))
 			code, stdout, stderr := ctl(t, "verify", "--plain-http", "--trust-ak", r.ak, r.ref)
 			if code != exitFailed || !strings.Contains(stderr, "content does not match its digest") {
 				t.Fatalf("verify with a tampered layer: exit %d\n%s%s", code, stdout, stderr)
 			}
+			referrersAPITaken(t, r, mark)
 		})
 	}
 }

@@ -69,7 +69,9 @@ type Limits struct {
 	// referrers index of the tag schema).
 	MaxListBytes int64
 	// MaxAttestations bounds the attestation referrers pulled (after
-	// filtering by artifact type, purpose and build ID); more is refused.
+	// filtering by artifact type, purpose and build ID), or, when the
+	// listing does not say which referrers are attestations, the referrers
+	// whose manifests are fetched to decide; more is refused.
 	MaxAttestations int
 	// MaxManifestSize bounds each manifest fetched.
 	MaxManifestSize int64

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 	"golang.org/x/sync/errgroup"
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 
@@ -97,10 +99,12 @@ func TestRoundTrip(t *testing.T) {
 			repo := open(t, reg.Host, "attestd/e2e", oci.Limits{})
 			b := readBuild(t)
 			subject, refs := pushBuild(t, repo, b)
-			p, err := repo.Pull(context.Background(), subject.Digest, oci.Selector{BuildID: b.ID})
+			mark := len(reg.Log(t))
+			p, err := open(t, reg.Host, "attestd/e2e", oci.Limits{}).Pull(context.Background(), subject.Digest, oci.Selector{BuildID: b.ID})
 			if err != nil {
 				t.Fatal(err)
 			}
+			checkPath(t, reg, mark, subject.Digest)
 			if len(p.Attestations) != len(b.Attestations) || p.Listed != len(b.Attestations) {
 				t.Fatalf("pulled %d of %d listed, want the %d attached", len(p.Attestations), p.Listed, len(b.Attestations))
 			}
@@ -120,8 +124,25 @@ func TestRoundTrip(t *testing.T) {
 			if diff := cmp.Diff(digests(refs), digests(again)); diff != "" {
 				t.Errorf("a second push made other referrers (-first +second):\n%s", diff)
 			}
-			t.Logf("%s: push + pull: %+v", k.Name, repo.Stats())
+			t.Logf("%s: push: %+v", k.Name, repo.Stats())
 		})
+	}
+}
+
+// checkPath checks, on a registry with the referrers API, that the client
+// listed the referrers of subject through it since the log was mark bytes
+// long, and never read the referrers tag schema's index.
+func checkPath(t *testing.T, reg *registrytest.Registry, mark int, subject digest.Digest) {
+	t.Helper()
+	if !reg.Referrers {
+		return
+	}
+	log := reg.Log(t)[mark:]
+	if !strings.Contains(log, "GET /v2/attestd/e2e/referrers/"+subject.String()) {
+		t.Errorf("no GET of the referrers API in the registry's log:\n%s", log)
+	}
+	if strings.Contains(log, "/manifests/sha256-") {
+		t.Errorf("the referrers tag schema's index was read:\n%s", log)
 	}
 }
 
@@ -186,29 +207,46 @@ func TestTamperedLayer(t *testing.T) {
 			if err := os.WriteFile(path, data, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			_, err = repo.Pull(context.Background(), subject.Digest, oci.Selector{})
+			mark := len(reg.Log(t))
+			_, err = open(t, reg.Host, "attestd/e2e", oci.Limits{}).Pull(context.Background(), subject.Digest, oci.Selector{})
 			if !errors.Is(err, oci.ErrDigest) {
 				t.Fatalf("pull with a tampered layer: %v, want ErrDigest", err)
 			}
+			checkPath(t, reg, mark, subject.Digest)
 			t.Log(err)
 		})
 	}
 }
 
 // TestForgedSubject lists another manifest's referrers under the referrers
-// tag schema (anyone who can push a tag can): the pull is refused.
+// tag schema (anyone who can push a tag can) or, on a registry with the
+// referrers API, behind a proxy that answers the API for one manifest with
+// the referrers of another: the pull is refused.
 func TestForgedSubject(t *testing.T) {
 	for _, k := range registrytest.Kinds {
 		t.Run(k.Name, func(t *testing.T) {
 			reg := registrytest.Start(t, k)
 			repo := open(t, reg.Host, "attestd/e2e", oci.Limits{})
-			_, refs := pushBuild(t, repo, readBuild(t))
+			subject, refs := pushBuild(t, repo, readBuild(t))
 			other, err := repo.PushFiles(context.Background(), []oci.File{{Name: "other.txt", Path: writeFile(t, "another output\n")}}, "", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			pushIndex(t, reg.Host, "attestd/e2e", other.Digest, refs)
-			_, err = repo.Pull(context.Background(), other.Digest, oci.Selector{})
+			host := reg.Host
+			if reg.Referrers {
+				target, _ := url.Parse("http://" + reg.Host)
+				proxy := httputil.NewSingleHostReverseProxy(target)
+				front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					r.URL.Path = strings.Replace(r.URL.Path, "/referrers/"+other.Digest.String(), "/referrers/"+subject.Digest.String(), 1)
+					proxy.ServeHTTP(w, r)
+				}))
+				defer front.Close()
+				host = strings.TrimPrefix(front.URL, "http://")
+			}
+			mark := len(reg.Log(t))
+			_, err = open(t, host, "attestd/e2e", oci.Limits{}).Pull(context.Background(), other.Digest, oci.Selector{})
+			checkPath(t, reg, mark, subject.Digest)
 			if !errors.Is(err, oci.ErrSubject) {
 				t.Fatalf("pull of referrers listed for another manifest: %v, want ErrSubject", err)
 			}
@@ -319,7 +357,27 @@ func TestManyReferrers(t *testing.T) {
 
 			fresh := open(t, reg.Host, "attestd/e2e", oci.Limits{})
 			start := time.Now()
+			mark := len(reg.Log(t))
 			p, err := fresh.Pull(context.Background(), subject.Digest, oci.Selector{BuildID: b.ID})
+			checkPath(t, reg, mark, subject.Digest)
+			if reg.Referrers {
+				// Its listing says of none whether it is an attestation,
+				// nor of which build: 2,105 undecided referrers are more
+				// than MaxAttestations.
+				st := fresh.Stats()
+				t.Logf("%s: %v after %d requests, %d bytes, %v", k.Name, err, st.Requests, st.Bytes, time.Since(start))
+				if !errors.Is(err, oci.ErrLimit) {
+					t.Errorf("pull: %v, want ErrLimit", err)
+				}
+				if st.Requests > 4 {
+					t.Errorf("%d requests, want at most 4 (the manifest, the listings)", st.Requests)
+				}
+				_, err = open(t, reg.Host, "attestd/e2e", oci.Limits{MaxListBytes: 16 << 10}).Pull(context.Background(), subject.Digest, oci.Selector{BuildID: b.ID})
+				if !errors.Is(err, oci.ErrLimit) {
+					t.Errorf("pull with a 16 KiB listing bound: %v, want ErrLimit", err)
+				}
+				return
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -447,4 +505,160 @@ func writeFile(t *testing.T, content string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// TestUndecidedListing: on the registry whose referrers API lists config
+// media types for artifact types and drops annotations, Pull decides on
+// each referrer's manifest what the listing leaves open: it keeps the
+// build's attestations, skips other builds' and referrers of other
+// artifact types with the empty config, and never fetches those whose
+// listed type rules them out.
+func TestUndecidedListing(t *testing.T) {
+	const (
+		others       = 20  // attestations of other builds
+		emptyConfig  = 10  // other artifacts with the empty config
+		typedConfigs = 100 // other artifacts with a config of their own type
+	)
+	reg := registrytest.Start(t, registrytest.ReferrersAPI)
+	b := readBuild(t)
+	subject, _ := pushBuild(t, open(t, reg.Host, "attestd/e2e", oci.Limits{}), b)
+	repo := rawRepo(t, reg.Host, "attestd/e2e")
+	repo.SetReferrersCapability(true)
+	ctx := context.Background()
+	for i := range others + emptyConfig + typedConfigs {
+		m, _ := unrelatedManifest(i, subject)
+		switch {
+		case i < others:
+		case i < others+emptyConfig:
+			m.ArtifactType = "application/vnd.example.unrelated"
+			delete(m.Annotations, oci.AnnotationBuildID)
+		default:
+			m.ArtifactType = ""
+			m.Config.MediaType = "application/vnd.example.unrelated.config+json"
+			delete(m.Annotations, oci.AnnotationBuildID)
+		}
+		raw, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := repo.Push(ctx, ocispec.Descriptor{MediaType: m.MediaType, Digest: digest.FromBytes(raw), Size: int64(len(raw))}, bytes.NewReader(raw)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh := open(t, reg.Host, "attestd/e2e", oci.Limits{})
+	mark := len(reg.Log(t))
+	p, err := fresh.Pull(ctx, subject.Digest, oci.Selector{BuildID: b.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPath(t, reg, mark, subject.Digest)
+	st := fresh.Stats()
+	t.Logf("pulled %d attestations of %d listed as undecided in %d requests, %d bytes", len(p.Attestations), p.Listed, st.Requests, st.Bytes)
+	if len(p.Attestations) != len(b.Attestations) {
+		t.Errorf("pulled %d attestations, want %d", len(p.Attestations), len(b.Attestations))
+	}
+	if want := len(b.Attestations) + others + emptyConfig; p.Listed != want {
+		t.Errorf("listed %d, want %d (the typed configs ruled out by the listing)", p.Listed, want)
+	}
+	// The manifest, two listings, a manifest per undecided referrer and at
+	// most 3 layers per attestation of the build.
+	if max := int64(3 + p.Listed + 3*len(b.Attestations)); st.Requests > max {
+		t.Errorf("%d requests, want at most %d", st.Requests, max)
+	}
+	// Pulled with the same listing, a MaxAttestations below the undecided
+	// count is refused before any referrer is fetched.
+	limited := open(t, reg.Host, "attestd/e2e", oci.Limits{MaxAttestations: others})
+	if _, err := limited.Pull(ctx, subject.Digest, oci.Selector{BuildID: b.ID}); !errors.Is(err, oci.ErrLimit) {
+		t.Errorf("pull with MaxAttestations %d: %v, want ErrLimit", others, err)
+	} else if st := limited.Stats(); st.Requests > 3 {
+		t.Errorf("refused after %d requests, want at most 3", st.Requests)
+	}
+}
+
+// TestConformingListing: behind a proxy that makes the referrers-API
+// registry's listing what the specification asks (each referrer's own
+// artifactType and annotations, filtered by the artifactType query, with
+// OCI-Filters-Applied), Pull takes the listing as it is: one listing
+// request, no manifest fetched to decide, other builds skipped as listed.
+func TestConformingListing(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.ReferrersAPI)
+	b := readBuild(t)
+	subject, _ := pushBuild(t, open(t, reg.Host, "attestd/e2e", oci.Limits{}), b)
+	repo := rawRepo(t, reg.Host, "attestd/e2e")
+	repo.SetReferrersCapability(true)
+	ctx := context.Background()
+	for i := range 20 {
+		_, raw := unrelatedManifest(i, subject)
+		if err := repo.Push(ctx, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(raw), Size: int64(len(raw))}, bytes.NewReader(raw)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	var requested []string // by the client under test
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		requested = append(requested, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		if !strings.Contains(r.URL.Path, "/referrers/") {
+			rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: reg.Host})
+			rp.ServeHTTP(w, r)
+			return
+		}
+		conformingListing(t, w, r, repo)
+	}))
+	defer front.Close()
+
+	fresh := open(t, strings.TrimPrefix(front.URL, "http://"), "attestd/e2e", oci.Limits{})
+	p, err := fresh.Pull(ctx, subject.Digest, oci.Selector{BuildID: b.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Attestations) != len(b.Attestations) || p.Listed != len(b.Attestations)+20 {
+		t.Errorf("pulled %d of %d listed, want %d of %d", len(p.Attestations), p.Listed, len(b.Attestations), len(b.Attestations)+20)
+	}
+	mu.Lock()
+	log := strings.Join(requested, "\n")
+	mu.Unlock()
+	if n := strings.Count(log, "/referrers/"); n != 1 {
+		t.Errorf("%d listings, want 1:\n%s", n, log)
+	}
+	// The build's manifests only: other builds are skipped as listed.
+	if n := strings.Count(log, "GET /v2/attestd/e2e/manifests/"); n != 1+len(b.Attestations) {
+		t.Errorf("%d manifests fetched, want %d (the subject, the build's referrers):\n%s", n, 1+len(b.Attestations), log)
+	}
+}
+
+// conformingListing answers a referrers API request as the specification
+// says, from the registry's listing and each listed referrer's manifest.
+func conformingListing(t *testing.T, w http.ResponseWriter, r *http.Request, repo *remote.Repository) {
+	d := digest.Digest(r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:])
+	want := r.URL.Query().Get("artifactType")
+	var listed []ocispec.Descriptor
+	err := repo.Referrers(r.Context(), ocispec.Descriptor{Digest: d}, "", func(page []ocispec.Descriptor) error {
+		for _, desc := range page {
+			raw, err := content.FetchAll(r.Context(), repo, desc)
+			if err != nil {
+				return err
+			}
+			var m ocispec.Manifest
+			if err := json.Unmarshal(raw, &m); err != nil {
+				return err
+			}
+			desc.ArtifactType, desc.Annotations = m.ArtifactType, m.Annotations
+			if want == "" || desc.ArtifactType == want {
+				listed = append(listed, desc)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if want != "" {
+		w.Header().Set("OCI-Filters-Applied", "artifactType")
+	}
+	w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
+	json.NewEncoder(w).Encode(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: listed})
 }

@@ -43,7 +43,8 @@ type Pulled struct {
 	// Attestations are the referrers pulled, in chain order (launch,
 	// attest, dispatch, complete, signed statements), then by digest.
 	Attestations []*Referrer
-	// Listed counts the attestation referrers listed (before Selector).
+	// Listed counts the attestation referrers listed (before Selector),
+	// and those listed without an artifact type that says otherwise.
 	Listed int
 }
 
@@ -67,26 +68,13 @@ func (r *Repository) Pull(ctx context.Context, d digest.Digest, sel Selector) (*
 		return nil, err
 	}
 	p := &Pulled{Subject: subject, Manifest: raw}
-	var picked []ocispec.Descriptor
-	err = r.repo.Referrers(ctx, subject, ArtifactTypeAttestation, func(page []ocispec.Descriptor) error {
-		for _, desc := range page {
-			p.Listed++
-			if desc.ArtifactType != ArtifactTypeAttestation || len(desc.Annotations) > 0 && !sel.keeps(desc.Annotations) {
-				continue
-			}
-			if len(picked) == r.limits.MaxAttestations {
-				return fmt.Errorf("%w: more than %d attestation referrers of %s (a build ID narrows them)", ErrLimit, r.limits.MaxAttestations, d)
-			}
-			picked = append(picked, desc)
-		}
-		return nil
-	})
+	picked, err := r.list(ctx, subject, sel, p)
 	if err != nil {
-		return nil, classify(fmt.Sprintf("list the referrers of %s@%s", r.Name(), d), err)
+		return nil, err
 	}
 	budget := r.limits.MaxBytes
-	for _, desc := range picked {
-		ref, err := r.pullReferrer(ctx, desc, d, sel, &budget)
+	for _, c := range picked {
+		ref, err := r.pullReferrer(ctx, c, d, sel, &budget)
 		if err != nil {
 			return nil, err
 		}
@@ -137,8 +125,10 @@ func (r *Repository) fetchManifest(ctx context.Context, d digest.Digest) (ocispe
 
 // pullReferrer fetches one attestation referrer and, if sel keeps it, its
 // layers, taking their sizes from budget. It returns nil for a referrer
-// sel does not keep.
-func (r *Repository) pullReferrer(ctx context.Context, desc ocispec.Descriptor, subject digest.Digest, sel Selector, budget *int64) (*Referrer, error) {
+// sel does not keep, and for an undecided one that its manifest shows to be
+// of another artifact type.
+func (r *Repository) pullReferrer(ctx context.Context, c candidate, subject digest.Digest, sel Selector, budget *int64) (*Referrer, error) {
+	desc := c.desc
 	what := fmt.Sprintf("referrer %s of %s@%s", desc.Digest, r.Name(), subject)
 	if desc.Size > r.limits.MaxManifestSize {
 		return nil, fmt.Errorf("%s: %w: manifest of %d bytes, more than %d", what, ErrLimit, desc.Size, r.limits.MaxManifestSize)
@@ -151,11 +141,17 @@ func (r *Repository) pullReferrer(ctx context.Context, desc ocispec.Descriptor, 
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil, fmt.Errorf("%s: %w: manifest: %v", what, ErrLayout, err)
 	}
-	if err := checkReferrer(&m, subject); err != nil {
+	// The subject first: a listing that names a referrer of another
+	// manifest is refused whatever the referrer is. Then what is not to be
+	// pulled is skipped, whatever its layout.
+	if err := checkSubject(&m, subject); err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	if !sel.keeps(m.Annotations) {
+	if c.undecided && m.ArtifactType != ArtifactTypeAttestation || !sel.keeps(m.Annotations) {
 		return nil, nil
+	}
+	if err := checkReferrer(&m, subject); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	ref := &Referrer{Descriptor: desc, Annotations: m.Annotations}
 	for i, l := range m.Layers {
@@ -176,14 +172,25 @@ func (r *Repository) pullReferrer(ctx context.Context, desc ocispec.Descriptor, 
 	return ref, nil
 }
 
-// checkReferrer checks a referrer's manifest before any layer is fetched:
-// its subject, artifact type and layer media types.
-func checkReferrer(m *ocispec.Manifest, subject digest.Digest) error {
+// checkSubject checks that a referrer's manifest names subject as its
+// subject.
+func checkSubject(m *ocispec.Manifest, subject digest.Digest) error {
 	switch {
 	case m.Subject == nil:
 		return fmt.Errorf("%w: it has no subject", ErrSubject)
 	case m.Subject.Digest != subject:
 		return fmt.Errorf("%w: its subject is %s", ErrSubject, m.Subject.Digest)
+	}
+	return nil
+}
+
+// checkReferrer checks a referrer's manifest before any layer is fetched:
+// its subject, artifact type and layer media types.
+func checkReferrer(m *ocispec.Manifest, subject digest.Digest) error {
+	if err := checkSubject(m, subject); err != nil {
+		return err
+	}
+	switch {
 	case m.MediaType != ocispec.MediaTypeImageManifest:
 		return fmt.Errorf("%w: manifest media type %q, want %q", ErrLayout, m.MediaType, ocispec.MediaTypeImageManifest)
 	case m.ArtifactType != ArtifactTypeAttestation:

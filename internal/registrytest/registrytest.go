@@ -1,9 +1,10 @@
 // Package registrytest starts throw-away OCI registries for tests: the
-// distribution v3 registry and Debian's docker-registry 2.8. Neither has
-// the OCI 1.1 referrers API (distribution v3.1.2 does not implement it,
+// distribution v3 registry, Debian's docker-registry 2.8 and
+// go-containerregistry's registry (ReferrersAPI). Only the last serves the
+// OCI 1.1 referrers API (distribution v3.1.2 does not implement it,
 // whatever its docs say of OCI): clients use the referrers tag schema on
-// both. Each serves plain HTTP on a loopback port from a temp storage
-// directory and stops in t.Cleanup.
+// the other two. Each serves plain HTTP on a loopback port from a temp
+// storage directory and stops in t.Cleanup.
 //
 // Test-only: it imports "testing" and must never be imported by non-test
 // code. A missing server fails the test (CI runs these tests): run
@@ -18,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,14 +32,32 @@ type Registry struct {
 	Host string
 	// Name says which server this is, for test names.
 	Name string
-	// storage is the registry's filesystem storage root.
-	storage string
+	// Referrers tells whether it serves the OCI 1.1 referrers API.
+	Referrers bool
+	// storage is the registry's blob storage root; log its log file.
+	storage, log string
+	kind         Kind
 }
 
 // BlobPath is where the registry stores the blob of sha256 digest hex
-// (tests tamper with it: the filesystem driver serves it unchecked).
+// (tests tamper with it: every kind serves it as it is on disk).
 func (r *Registry) BlobPath(hex string) string {
+	if r.kind.referrers {
+		return filepath.Join(r.storage, "sha256", hex)
+	}
 	return filepath.Join(r.storage, "docker", "registry", "v2", "blobs", "sha256", hex[:2], hex, "data")
+}
+
+// Log returns what the registry logged so far. The ReferrersAPI registry
+// logs every request as "METHOD URL [STATUS CODE MESSAGE]"; the others
+// only warnings.
+func (r *Registry) Log(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile(r.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // Kind is a registry server the tests run against.
@@ -46,6 +66,9 @@ type Kind struct {
 	// binary returns the server's executable or an error naming how to get
 	// it.
 	binary func() (string, error)
+	// referrers: the server serves the referrers API, and is the
+	// referrers-registry program (flags, not a configuration file).
+	referrers bool
 }
 
 var (
@@ -54,10 +77,16 @@ var (
 	Distribution = Kind{Name: "distribution-v3", binary: distributionBinary}
 	// DockerRegistry is Debian's docker-registry package (2.8.2).
 	DockerRegistry = Kind{Name: "docker-registry-2.8", binary: debianBinary}
+	// ReferrersAPI is go-containerregistry's registry with its referrers
+	// API on (internal/registrytest/cmd/referrers-registry, built by the
+	// first test that starts it). Its listing reports a referrer's config
+	// media type as its artifact type and drops annotations; it has no
+	// authentication (StartWithPassword refuses it).
+	ReferrersAPI = Kind{Name: "ggcr-referrers-api", binary: referrersBinary, referrers: true}
 )
 
 // Kinds are every registry server the round trips run against.
-var Kinds = []Kind{Distribution, DockerRegistry}
+var Kinds = []Kind{Distribution, DockerRegistry, ReferrersAPI}
 
 // startTimeout bounds how long a registry may take to answer /v2/; generous
 // for a loaded 2-core machine.
@@ -70,6 +99,9 @@ func Start(t testing.TB, k Kind) *Registry { return start(t, k, "") }
 // password, in (htpasswd: HTTP basic authentication).
 func StartWithPassword(t testing.TB, k Kind, user, password string) *Registry {
 	t.Helper()
+	if k.referrers {
+		t.Fatalf("registry %s has no authentication", k.Name)
+	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
@@ -90,17 +122,21 @@ func start(t testing.TB, k Kind, extra string) *Registry {
 	}
 	dir := t.TempDir()
 	host := freeLoopbackAddr(t)
-	config := filepath.Join(dir, "config.yml")
 	storage := filepath.Join(dir, "storage")
-	if err := os.WriteFile(config, []byte(configYAML(storage, host)+extra), 0o600); err != nil {
-		t.Fatal(err)
+	args := []string{"-addr", host, "-storage", storage}
+	if !k.referrers {
+		config := filepath.Join(dir, "config.yml")
+		if err := os.WriteFile(config, []byte(configYAML(storage, host)+extra), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = []string{"serve", config}
 	}
 	logPath := filepath.Join(dir, "registry.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "serve", config)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -114,7 +150,7 @@ func start(t testing.TB, k Kind, extra string) *Registry {
 		log, _ := os.ReadFile(logPath)
 		t.Fatalf("registry %s did not come up: %v\n%s", k.Name, err, log)
 	}
-	return &Registry{Host: host, Name: k.Name, storage: storage}
+	return &Registry{Host: host, Name: k.Name, Referrers: k.referrers, storage: storage, log: logPath, kind: k}
 }
 
 // configYAML is the registry configuration: filesystem storage in dir
@@ -203,6 +239,52 @@ func toolPath(name string) (string, error) {
 	bin := filepath.Join(root, "bin", "tools", name)
 	if _, err := os.Stat(bin); err != nil {
 		return "", fmt.Errorf("%s is not installed at %s: run scripts/install-deps.sh", name, bin)
+	}
+	return bin, nil
+}
+
+// referrersBinary builds internal/registrytest/cmd/referrers-registry into
+// bin/tools, once per test binary (a few seconds when the build cache is
+// warm), so that it is never older than its source. It builds into a
+// temporary file renamed into place: test binaries of several packages may
+// build it at the same time.
+func referrersBinary() (string, error) {
+	referrersBuild.once.Do(func() {
+		referrersBuild.path, referrersBuild.err = buildReferrers()
+	})
+	return referrersBuild.path, referrersBuild.err
+}
+
+var referrersBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+func buildReferrers() (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(root, "bin", "tools")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	tmp, err := os.CreateTemp(dir, ".referrers-registry-")
+	if err != nil {
+		return "", err
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	cmd := exec.Command("go", "build", "-o", tmp.Name(), "./internal/registrytest/cmd/referrers-registry")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build referrers-registry: %v\n%s", err, out)
+	}
+	bin := filepath.Join(dir, "referrers-registry")
+	if err := os.Rename(tmp.Name(), bin); err != nil {
+		return "", err
 	}
 	return bin, nil
 }
