@@ -146,11 +146,7 @@ func (p *Policy) resolve(readFile func(name string) ([]byte, error), unwrap Unwr
 		if err != nil {
 			return nil, err
 		}
-		blk, _ := pem.Decode(b)
-		if blk == nil || blk.Type != "PUBLIC KEY" {
-			return nil, p.errAt(key, "%s: want a PEM \"PUBLIC KEY\" block", name)
-		}
-		k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+		k, err := ParsePEMPublicKey(b)
 		if err != nil {
 			return nil, p.errAt(key, "%s: %v", name, err)
 		}

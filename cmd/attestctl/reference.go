@@ -408,7 +408,7 @@ func loadBakeKey(file string, create bool) (crypto.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: --key: %v", errUsage, err)
 	}
-	k, err := parsePrivateKey(b)
+	k, err := verify.ParsePEMPrivateKey(b)
 	if err != nil {
 		return nil, fmt.Errorf("%w: --key %s: %v", errUsage, file, err)
 	}

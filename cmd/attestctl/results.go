@@ -4,12 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"time"
@@ -87,36 +83,9 @@ func readPrivateKey(path string) (crypto.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	k, err := parsePrivateKey(b)
+	k, err := verify.ParsePEMPrivateKey(b)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return k, nil
-}
-
-// parsePrivateKey parses an ECDSA P-256 private key from PEM ("EC PRIVATE
-// KEY" or PKCS #8 "PRIVATE KEY").
-func parsePrivateKey(b []byte) (*ecdsa.PrivateKey, error) {
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil, fmt.Errorf("no PEM block")
-	}
-	var k any
-	var err error
-	switch blk.Type {
-	case "EC PRIVATE KEY":
-		k, err = x509.ParseECPrivateKey(blk.Bytes)
-	case "PRIVATE KEY":
-		k, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
-	default:
-		return nil, fmt.Errorf("PEM block %q, want EC PRIVATE KEY or PRIVATE KEY", blk.Type)
-	}
-	if err != nil {
-		return nil, err
-	}
-	ek, ok := k.(*ecdsa.PrivateKey)
-	if !ok || ek.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("want an ECDSA P-256 key")
-	}
-	return ek, nil
 }

@@ -332,9 +332,9 @@ func readPublicKey(path string) (crypto.PublicKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "PUBLIC KEY" {
-		return nil, fmt.Errorf("%s: want a PEM \"PUBLIC KEY\" block", path)
+	k, err := verify.ParsePEMPublicKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return x509.ParsePKIXPublicKey(blk.Bytes)
+	return k, nil
 }

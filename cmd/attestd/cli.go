@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/attestd/attestd/agent"
+	"github.com/attestd/attestd/internal/cmdline"
 )
 
 // daemonFlags are the daemon's command-line settings; the empty or zero
@@ -30,9 +30,7 @@ type daemonFlags struct {
 // cli is one invocation of the command line.
 type cli struct {
 	stdout, stderr io.Writer
-	// ran is set once a command's own work starts: errors after that are
-	// the command's, errors before it are usage errors.
-	ran bool
+	cmdline.Invocation
 }
 
 // command is attestd's command tree; its help, usage and completion are
@@ -50,11 +48,11 @@ Without a subcommand it runs the daemon until SIGTERM or SIGINT.`,
 		Example: `  attestd --config /etc/attestd/config.yaml
   attestd --backend=simulator --runtime-dir /tmp/attestd-demo   # demos and tests only`,
 		Version:           version,
-		Args:              noArgs,
+		Args:              cmdline.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 		SilenceErrors:     true,
 		SilenceUsage:      true,
-		RunE:              c.runE(func(cmd *cobra.Command) error { return runDaemon(cmd.Context(), &f, c.stderr) }),
+		RunE:              c.RunE(func(cmd *cobra.Command) error { return runDaemon(cmd.Context(), &f, c.stderr) }),
 	}
 	root.SetOut(c.stdout)
 	root.SetErr(c.stderr)
@@ -69,18 +67,18 @@ Without a subcommand it runs the daemon until SIGTERM or SIGINT.`,
 	fl.Var(&tpmTimeoutValue{&f.tpmTimeout}, "tpm-timeout", "deadline of each TPM command, e.g. 30s (overrides the config file's tpm.timeout; default 30s)")
 	fl.StringVar(&f.runtimeDir, "runtime-dir", "", "directory for the socket, event log and launch attestation (default $RUNTIME_DIRECTORY, else /run/attestd)")
 	f.logLevel = slog.LevelInfo
-	fl.Var(&levelValue{&f.logLevel}, "log-level", "least severe level logged: debug, info, warn or error")
+	cmdline.LogLevelFlag(fl, &f.logLevel)
 	_ = root.RegisterFlagCompletionFunc("backend", cobra.FixedCompletions(agent.Backends, cobra.ShellCompDirectiveNoFileComp))
 	_ = root.RegisterFlagCompletionFunc("log-level", cobra.FixedCompletions([]string{"debug", "info", "warn", "error"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = root.MarkFlagFilename("config", "yaml", "yml")
 	_ = root.MarkFlagDirname("runtime-dir")
 
-	root.AddCommand(c.probeStorageCommand(), c.versionCommand())
+	root.AddCommand(c.probeStorageCommand(), c.VersionCommand("attestd", version))
 	// cobra's completion command, made runnable so that an unknown shell
 	// is a usage error rather than its help.
 	root.InitDefaultCompletionCmd()
 	if comp, _, err := root.Find([]string{"completion"}); err == nil && comp != root {
-		comp.Args = noArgs
+		comp.Args = cmdline.NoArgs
 		comp.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 	}
 	return root
@@ -96,9 +94,9 @@ config file's storage.encrypted paths are on ephemeral dm-crypt, and writes
 the snapshot the daemon records at launch. Reading device-mapper tables needs
 CAP_SYS_ADMIN, which the daemon never has: the unit runs this as root first
 (ExecStartPre=+, docs/storage.md). It exits 1 if a check fails.`,
-		Args:              noArgs,
+		Args:              cmdline.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
-		RunE: c.runE(func(cmd *cobra.Command) error {
+		RunE: c.RunE(func(cmd *cobra.Command) error {
 			return probeStorage(cmd.Context(), config, out, c.stdout)
 		}),
 	}
@@ -106,62 +104,6 @@ CAP_SYS_ADMIN, which the daemon never has: the unit runs this as root first
 	cmd.Flags().StringVar(&out, "out", "", "write the snapshot to `FILE`, - for stdout (default $RUNTIME_DIRECTORY/"+agent.StorageSnapshotName+", else /run/attestd/"+agent.StorageSnapshotName+")")
 	_ = cmd.MarkFlagFilename("config", "yaml", "yml")
 	return cmd
-}
-
-func (c *cli) versionCommand() *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:               "version",
-		Short:             "Print attestd's version",
-		Args:              noArgs,
-		ValidArgsFunction: cobra.NoFileCompletions,
-		RunE: c.runE(func(*cobra.Command) error {
-			if asJSON {
-				return json.NewEncoder(c.stdout).Encode(struct {
-					Version string `json:"version"`
-				}{version})
-			}
-			_, err := fmt.Fprintln(c.stdout, "attestd", version)
-			return err
-		}),
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"version": "…"} as JSON`)
-	return cmd
-}
-
-// runE marks the start of a command's own work (see cli.ran).
-func (c *cli) runE(f func(*cobra.Command) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, _ []string) error {
-		c.ran = true
-		return f(cmd)
-	}
-}
-
-// usageError is a command line that cannot be run: exit status 2.
-type usageError struct {
-	cmd string // the command whose --help to read, "attestd probe-storage"
-	err error
-}
-
-func (e *usageError) Error() string {
-	return fmt.Sprintf("%v (see '%s --help')", e.err, e.cmd)
-}
-
-func (e *usageError) Unwrap() error { return e.err }
-
-// noArgs refuses positional arguments, naming the first.
-func noArgs(cmd *cobra.Command, args []string) error {
-	if len(args) == 0 {
-		return nil
-	}
-	if cmd.HasAvailableSubCommands() {
-		msg := fmt.Sprintf("unknown command %q", args[0])
-		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-			msg += fmt.Sprintf("; did you mean %q?", s[0])
-		}
-		return errors.New(msg)
-	}
-	return fmt.Errorf("unexpected argument %q", args[0])
 }
 
 // flagError rewrites pflag's errors about a flag's value in words, without
@@ -244,19 +186,5 @@ func (v *tpmTimeoutValue) Set(s string) error {
 		return fmt.Errorf("must be at least %v", agent.MinTPMTimeout)
 	}
 	*v.p = d
-	return nil
-}
-
-// levelValue is --log-level.
-type levelValue struct{ p *slog.Level }
-
-func (v *levelValue) String() string { return strings.ToLower(v.p.String()) }
-func (v *levelValue) Type() string   { return "level" }
-func (v *levelValue) Set(s string) error {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return errors.New("want debug, info, warn or error")
-	}
-	*v.p = l
 	return nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/attestd/attestd/agent"
 	"github.com/attestd/attestd/attest/tpm"
+	"github.com/attestd/attestd/internal/cmdline"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -24,52 +24,25 @@ var version = "dev"
 // until ctx is cancelled (nil) or its first error, or a subcommand. Help,
 // versions and completion scripts go to stdout, logs to stderr.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if args == nil {
-		args = []string{} // cobra reads os.Args for nil
-	}
 	c := &cli{stdout: stdout, stderr: stderr}
 	root := c.command()
 	if err := singleDash(root, args); err != nil {
-		return &usageError{cmd: "attestd", err: err}
+		return &cmdline.UsageError{Cmd: "attestd", Err: err}
 	}
-	root.SetArgs(args)
-	cmd, err := root.ExecuteContextC(ctx)
-	if err != nil && !c.ran {
-		return &usageError{cmd: cmd.CommandPath(), err: err}
-	}
-	return err
+	return c.Execute(ctx, root, args)
 }
 
-// exitCode is the process's exit status for run's error: 2 for a command
-// line that cannot be run, 1 for any other failure.
-func exitCode(err error) int {
-	var u *usageError
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &u):
-		return 2
-	}
-	return 1
-}
+// exitCode is the process's exit status for run's error (cmdline.ExitCode).
+func exitCode(err error) int { return cmdline.ExitCode(err) }
 
-// exit reports run's error on stderr as one line (an error line to
-// journald when stderr goes there) and returns the exit status.
-func exit(err error, stderr io.Writer) int {
-	if err != nil {
-		prefix := ""
-		if stderr == os.Stderr && journalStream() {
-			prefix = "<3>" // sd-daemon priority: err
-		}
-		fmt.Fprintf(stderr, "%sattestd: %v\n", prefix, err)
-	}
-	return exitCode(err)
-}
+// exit reports run's error on stderr as one line and returns the exit
+// status (cmdline.Exit).
+func exit(err error, stderr io.Writer) int { return cmdline.Exit("attestd", err, stderr) }
 
 // runDaemon is the whole daemon: it returns when ctx is cancelled (nil) or
 // on the first error.
 func runDaemon(ctx context.Context, f *daemonFlags, stderr io.Writer) error {
-	logger := newLogger(stderr, f.logLevel)
+	logger := cmdline.NewLogger("attestd", stderr, f.logLevel)
 
 	cfg, err := agent.LoadConfig(f.config)
 	if err != nil {

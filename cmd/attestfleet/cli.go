@@ -2,15 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/attestd/attestd/internal/cmdline"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -19,9 +16,7 @@ var version = "dev"
 // cli is one invocation of the command line.
 type cli struct {
 	stdout, stderr io.Writer
-	// ran is set once a command's own work starts: errors after that are
-	// the command's, errors before it are usage errors.
-	ran bool
+	cmdline.Invocation
 	// ready, when set, is told the addresses of the API and of the metrics
 	// ("" when off) once serving (tests).
 	ready func(api, metrics string)
@@ -34,16 +29,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func (c *cli) run(ctx context.Context, args []string) error {
-	if args == nil {
-		args = []string{} // cobra reads os.Args for nil
-	}
-	root := c.command()
-	root.SetArgs(args)
-	cmd, err := root.ExecuteContextC(ctx)
-	if err != nil && !c.ran {
-		return &usageError{cmd: cmd.CommandPath(), err: err}
-	}
-	return err
+	return c.Execute(ctx, c.command(), args)
 }
 
 // command is attestfleet's command tree; its help is generated from it.
@@ -57,11 +43,13 @@ dispatches each to exactly one build across every replica, and signs the
 results (SVRs and SLSA VSAs). All state is in its store (SQLite, or PostgreSQL
 for several replicas).`,
 		Version:           version,
-		Args:              noArgs,
+		Args:              cmdline.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 		SilenceErrors:     true,
 		SilenceUsage:      true,
-		RunE:              func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		// No "did you mean" after an unknown command (cmdline.NoArgs).
+		DisableSuggestions: true,
+		RunE:               func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.SetOut(c.stdout)
 	root.SetErr(c.stderr)
@@ -76,7 +64,7 @@ for several replicas).`,
 		cmd.GroupID = "client"
 		root.AddCommand(cmd)
 	}
-	root.AddCommand(c.versionCommand())
+	root.AddCommand(c.VersionCommand("attestfleet", version))
 	root.CompletionOptions.DisableDefaultCmd = true
 	return root
 }
@@ -92,103 +80,21 @@ and serves the gRPC API, health and reflection on the configured address, and
 Prometheus metrics on the metrics address if one is set. On SIGTERM it stops
 taking calls and drains those in progress (drain, default 10s).`,
 		Example:           `  attestfleet serve --config /etc/attestfleet/config.yaml`,
-		Args:              noArgs,
+		Args:              cmdline.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
-		RunE: c.runE(func(cmd *cobra.Command) error {
-			return serve(cmd.Context(), config, newLogger(c.stderr, level), c.ready)
+		RunE: c.RunE(func(cmd *cobra.Command) error {
+			return serve(cmd.Context(), config, cmdline.NewLogger("attestfleet", c.stderr, level), c.ready)
 		}),
 	}
 	cmd.Flags().StringVar(&config, "config", DefaultConfigPath, "config file (YAML, docs/fleet.md)")
-	cmd.Flags().Var(&levelValue{&level}, "log-level", "least severe level logged: debug, info, warn or error")
+	cmdline.LogLevelFlag(cmd.Flags(), &level)
 	_ = cmd.MarkFlagFilename("config", "yaml", "yml")
 	return cmd
 }
 
-func (c *cli) versionCommand() *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:               "version",
-		Short:             "Print attestfleet's version",
-		Args:              noArgs,
-		ValidArgsFunction: cobra.NoFileCompletions,
-		RunE: c.runE(func(*cobra.Command) error {
-			if asJSON {
-				return json.NewEncoder(c.stdout).Encode(struct {
-					Version string `json:"version"`
-				}{version})
-			}
-			_, err := fmt.Fprintln(c.stdout, "attestfleet", version)
-			return err
-		}),
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"version": "…"} as JSON`)
-	return cmd
-}
+// exitCode is the process's exit status for run's error (cmdline.ExitCode).
+func exitCode(err error) int { return cmdline.ExitCode(err) }
 
-// runE marks the start of a command's own work (see cli.ran).
-func (c *cli) runE(f func(*cobra.Command) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, _ []string) error {
-		c.ran = true
-		return f(cmd)
-	}
-}
-
-// usageError is a command line that cannot be run: exit status 2.
-type usageError struct {
-	cmd string
-	err error
-}
-
-func (e *usageError) Error() string { return fmt.Sprintf("%v (see '%s --help')", e.err, e.cmd) }
-func (e *usageError) Unwrap() error { return e.err }
-
-// noArgs refuses positional arguments, naming the first.
-func noArgs(cmd *cobra.Command, args []string) error {
-	switch {
-	case len(args) == 0:
-		return nil
-	case cmd.HasAvailableSubCommands():
-		return fmt.Errorf("unknown command %q", args[0])
-	}
-	return fmt.Errorf("unexpected argument %q", args[0])
-}
-
-// exitCode is 2 for a command line that cannot be run, 1 for any other
-// failure.
-func exitCode(err error) int {
-	var u *usageError
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &u):
-		return 2
-	}
-	return 1
-}
-
-// exit reports run's error on stderr as one line (an error line to
-// journald when stderr goes there) and returns the exit status.
-func exit(err error, stderr io.Writer) int {
-	if err != nil {
-		prefix := ""
-		if stderr == os.Stderr && journalStream() {
-			prefix = "<3>" // sd-daemon priority: err
-		}
-		fmt.Fprintf(stderr, "%sattestfleet: %v\n", prefix, err)
-	}
-	return exitCode(err)
-}
-
-// levelValue is --log-level.
-type levelValue struct{ p *slog.Level }
-
-func (v *levelValue) String() string { return strings.ToLower(v.p.String()) }
-func (v *levelValue) Type() string   { return "level" }
-func (v *levelValue) Set(s string) error {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return errors.New("want debug, info, warn or error")
-	}
-	*v.p = l
-	return nil
-}
+// exit reports run's error on stderr as one line and returns the exit
+// status (cmdline.Exit).
+func exit(err error, stderr io.Writer) int { return cmdline.Exit("attestfleet", err, stderr) }

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fleetv1 "github.com/attestd/attestd/fleet/api/v1"
+	"github.com/attestd/attestd/internal/cmdline"
 	"github.com/attestd/attestd/verify"
 )
 
@@ -153,7 +154,7 @@ func (e *refusalError) Unwrap() error { return e.err }
 
 // usage marks an error in cmd's command line found by the command itself.
 func usage(cmd *cobra.Command, err error) error {
-	return &usageError{cmd: cmd.CommandPath(), err: err}
+	return &cmdline.UsageError{Cmd: cmd.CommandPath(), Err: err}
 }
 
 // nonceValue is a 32-byte nonce flag in hex (as challenge and dispatch

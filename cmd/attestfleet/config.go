@@ -2,12 +2,9 @@ package main
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -314,27 +311,11 @@ func readSigningKey(path string) (crypto.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil, fmt.Errorf("%s: no PEM block", path)
-	}
-	var k any
-	switch blk.Type {
-	case "EC PRIVATE KEY":
-		k, err = x509.ParseECPrivateKey(blk.Bytes)
-	case "PRIVATE KEY":
-		k, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
-	default:
-		return nil, fmt.Errorf("%s: PEM block %q, want EC PRIVATE KEY or PRIVATE KEY", path, blk.Type)
-	}
+	k, err := verify.ParsePEMPrivateKey(b)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	ek, ok := k.(*ecdsa.PrivateKey)
-	if !ok || ek.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("%s: want an ECDSA P-256 key", path)
-	}
-	return ek, nil
+	return k, nil
 }
 
 // referenceInput names the signed reference values the policy verifies

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	fleetv1 "github.com/attestd/attestd/fleet/api/v1"
+	"github.com/attestd/attestd/internal/cmdline"
 )
 
 // The steps of the flow, one command each: challenge, admit, dispatch,
@@ -66,9 +67,9 @@ dispatched build (--step complete --build-id ID). It is usable once, until it ex
 --json prints {"nonce", "expires", "step", "buildId"}.`,
 		Example: `  nonce=$(attestfleet challenge --server unix:/run/attestfleet/attestfleet.sock)
   attestfleet challenge --step complete --build-id build-0001 --json`,
-		Args:              noArgs,
+		Args:              cmdline.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
-		RunE: c.runE(func(cmd *cobra.Command) error {
+		RunE: c.RunE(func(cmd *cobra.Command) error {
 			return k.call(cmd, func(ctx context.Context, fc *fleetv1.Client) error {
 				r, err := fc.Challenge(ctx, &fleetv1.ChallengeRequest{Step: step.s, BuildId: build})
 				if err != nil {
@@ -99,9 +100,9 @@ records the environment. Prints the environment; --out writes the signed admissi
 --json prints {"keyDigest", "bootId", "akDigest", "backends", "image", "level",
 "admittedAt", "file"}.`,
 		Example:           `  attestfleet admit --nonce "$nonce" --bundle admission.intoto.jsonl --out admission.svr.json`,
-		Args:              noArgs,
+		Args:              cmdline.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
-		RunE: c.runE(func(cmd *cobra.Command) error {
+		RunE: c.RunE(func(cmd *cobra.Command) error {
 			b, err := readBundle(bundle)
 			if err != nil {
 				return err
@@ -139,9 +140,9 @@ one build, each build ID at most one environment, across every replica. It print
 
 --json prints {"nonce", "expires", "step", "buildId", "envKey"}.`,
 		Example:           `  nonce=$(attestfleet dispatch --env-key "$env_key" --build-id build-0001)`,
-		Args:              noArgs,
+		Args:              cmdline.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
-		RunE: c.runE(func(cmd *cobra.Command) error {
+		RunE: c.RunE(func(cmd *cobra.Command) error {
 			return k.call(cmd, func(ctx context.Context, fc *fleetv1.Client) error {
 				r, err := fc.Dispatch(ctx, &fleetv1.DispatchRequest{EnvKey: envKey, BuildId: build})
 				if err != nil {
@@ -169,9 +170,9 @@ func (c *cli) buildStepCommand(use, short, long, example, what string,
 		Short:             short,
 		Long:              long + "\n\n--json prints {\"buildId\", \"envKey\", \"state\", \"reservedAt\", \"dispatchedAt\",\n\"completedAt\", \"file\"}.",
 		Example:           example,
-		Args:              noArgs,
+		Args:              cmdline.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
-		RunE: c.runE(func(cmd *cobra.Command) error {
+		RunE: c.RunE(func(cmd *cobra.Command) error {
 			b, err := readBundle(bundle)
 			if err != nil {
 				return err

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	fleetv1 "github.com/attestd/attestd/fleet/api/v1"
+	"github.com/attestd/attestd/internal/cmdline"
 )
 
 // Look-ups for operators: an environment's and a build's record.
@@ -22,9 +23,9 @@ result (a DSSE envelope over an in-toto SVR).
 --json prints {"keyDigest", "bootId", "akDigest", "backends", "image", "level",
 "admittedAt", "file"}.`,
 		Example:           `  attestfleet get-env --env-key "$env_key" --json`,
-		Args:              noArgs,
+		Args:              cmdline.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
-		RunE: c.runE(func(cmd *cobra.Command) error {
+		RunE: c.RunE(func(cmd *cobra.Command) error {
 			return k.call(cmd, func(ctx context.Context, fc *fleetv1.Client) error {
 				e, err := fc.GetEnvironment(ctx, &fleetv1.GetEnvironmentRequest{EnvKey: envKey})
 				if err != nil {
@@ -56,9 +57,9 @@ VSA once completed, else the dispatch result (an error while the build is only r
 --json prints {"buildId", "envKey", "state", "reservedAt", "dispatchedAt", "completedAt",
 "file"}.`,
 		Example:           `  attestfleet get-build --build-id build-0001 --out build.vsa.json`,
-		Args:              noArgs,
+		Args:              cmdline.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
-		RunE: c.runE(func(cmd *cobra.Command) error {
+		RunE: c.RunE(func(cmd *cobra.Command) error {
 			return k.call(cmd, func(ctx context.Context, fc *fleetv1.Client) error {
 				b, err := fc.GetBuild(ctx, &fleetv1.GetBuildRequest{BuildId: build})
 				if err != nil {

@@ -41,7 +41,7 @@ does not verify, or a VSA that is not PASSED, exits 1. It calls no replica.
 			if err != nil {
 				return usage(cmd, fmt.Errorf("--key: %w", err))
 			}
-			c.ran = true
+			c.Start()
 			r, err := checkResult(args[0], pub)
 			if err != nil {
 				return err

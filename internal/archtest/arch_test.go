@@ -63,6 +63,9 @@ func TestImportDirection(t *testing.T) {
 		// below; never the daemon or the fleet service.
 		{"distribute", []string{module + "/agent", module + "/cmd", module + "/fleet", "github.com/google/go-tpm-tools/simulator"}},
 		{"distribute/oci", []string{module + "/agent", module + "/cmd", module + "/fleet", "github.com/google/go-tpm-tools/simulator"}},
+		// The daemons' shared command-line scaffolding: cobra, slog and the
+		// journal; none of what the daemons run.
+		{"internal/cmdline", []string{module + "/agent", module + "/cmd", module + "/fleet", module + "/verify", module + "/distribute", module + "/attest"}},
 	} {
 		t.Run(tc.pkg, func(t *testing.T) {
 			for _, d := range deps(t, tc.pkg) {

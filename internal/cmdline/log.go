@@ -1,4 +1,4 @@
-package main
+package cmdline
 
 import (
 	"io"
@@ -10,12 +10,12 @@ import (
 	"github.com/attestd/attestd/internal/journallog"
 )
 
-// newLogger logs to the systemd journal, with priorities and structured
-// fields, when the process's stderr is connected to it (a systemd
-// service); otherwise as text lines to stderr.
-func newLogger(stderr io.Writer, level slog.Level) *slog.Logger {
+// NewLogger logs to the systemd journal, with priorities, structured
+// fields and name as SYSLOG_IDENTIFIER, when the process's stderr is
+// connected to it (a systemd service); otherwise as text lines to stderr.
+func NewLogger(name string, stderr io.Writer, level slog.Level) *slog.Logger {
 	if stderr == os.Stderr && journalStream() {
-		return slog.New(journallog.New(journallog.Options{Level: level, Identifier: "attestd", Fallback: stderr}))
+		return slog.New(journallog.New(journallog.Options{Level: level, Identifier: name, Fallback: stderr}))
 	}
 	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 }
