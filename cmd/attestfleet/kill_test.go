@@ -1,0 +1,640 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/attestd/attestd/attest/snp/snptest"
+	"github.com/attestd/attestd/fleet"
+	fleetv1 "github.com/attestd/attestd/fleet/api/v1"
+	"github.com/attestd/attestd/internal/pgtest"
+)
+
+// killFleet is three `attestfleet serve` processes on one PostgreSQL
+// database, and the test's view of the calls made to them.
+type killFleet struct {
+	procs []*proc
+	dev   *snptest.Device
+	dsn   string
+	dir   string // the agents' files
+	// succeeded counts the calls that succeeded; uncertain those that
+	// failed with their replica (dead or down) and were retried; tookEffect
+	// the retried calls whose retry found that an attempt had taken effect;
+	// died the calls that failed uncertain on a replica up when they began
+	// (killed under them).
+	succeeded, uncertain, tookEffect, died atomic.Int64
+}
+
+// startKillFleet builds attestfleet and starts n replicas on a fresh
+// database of a private PostgreSQL cluster.
+func startKillFleet(t *testing.T, n int, extra string) *killFleet {
+	t.Helper()
+	bin := buildFleet(t)
+	dsn := pgtest.Start(t).CreateDB(t, "fleet")
+	dev, err := snptest.New(time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	snpFleetFiles(t, dir, dev)
+	f := &killFleet{dev: dev, dsn: dsn, dir: t.TempDir()}
+	for i := range n {
+		p := newProc(t, bin, dir, fmt.Sprintf("replica-%d", i), dsn+" pool_max_conns=8", extra)
+		p.start(t)
+		f.procs = append(f.procs, p)
+	}
+	return f
+}
+
+// live waits for a replica that is up and returns one of them at random.
+func (f *killFleet) live() (*proc, error) {
+	for deadline := time.Now().Add(procWait); ; time.Sleep(20 * time.Millisecond) {
+		var up []*proc
+		for _, p := range f.procs {
+			if _, ok := p.current(); ok {
+				up = append(up, p)
+			}
+		}
+		if len(up) > 0 {
+			return up[randN(len(up))], nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("waited %v for a replica that is up", procWait)
+		}
+	}
+}
+
+// call runs op on p's current client, counted in flight on p.
+func (f *killFleet) call(p *proc, op func(context.Context, *fleetv1.Client) error) error {
+	c, up := p.current()
+	p.inflight.Add(1)
+	defer p.inflight.Add(-1)
+	ctx, cancel := context.WithTimeout(context.Background(), procWait)
+	defer cancel()
+	err := op(ctx, c)
+	switch {
+	case err == nil:
+		f.succeeded.Add(1)
+	case up && uncertain(err):
+		f.died.Add(1)
+	}
+	return err
+}
+
+// retry runs op on first (up or not) and, while its outcome is uncertain
+// (the replica died under the call, or was down), again on a replica that
+// is up. It returns the last outcome and whether an earlier one was
+// uncertain: then the call may have taken effect, and the answer says
+// what it found.
+func (f *killFleet) retry(first *proc, op func(context.Context, *fleetv1.Client) error) (retried bool, err error) {
+	p := first
+	for range 20 {
+		if err = f.call(p, op); !uncertain(err) {
+			return retried, err
+		}
+		retried = true
+		f.uncertain.Add(1)
+		if p, err = f.live(); err != nil {
+			return retried, err
+		}
+	}
+	return retried, fmt.Errorf("20 attempts, each uncertain; the last: %w", err)
+}
+
+// flow is one environment's way through the service, as the client saw
+// it; the checks compare it with the ledger.
+type flow struct {
+	n      int
+	env    *snpEnv
+	key    string
+	nonces [][]byte // every nonce a call returned to the client
+	// What took effect, and the signed results the client got back (nil
+	// when the call that took effect lost its answer with its replica).
+	admitted, confirmed, completed bool
+	admission, dispatch, vsa       []byte
+	// The build IDs raced for the environment; holder is the one that
+	// holds it, holderNonce its dispatch nonce if the client got it.
+	candidates  []string
+	holder      string
+	holderNonce []byte
+}
+
+// refusedAs reports whether err is a refusal with one of reasons.
+func refusedAs(err error, reasons ...fleet.Reason) bool {
+	return err != nil && slices.Contains(reasons, fleet.Reason(fleetv1.Reason(err)))
+}
+
+// run takes a fresh environment through admission, a race of two
+// dispatches, confirmation and completion, each call on a replica at
+// random, retried when its replica dies; an answer a retry may not give is
+// an error.
+func (f *killFleet) run(ctx context.Context, fl *flow) error {
+	var err error
+	if fl.env, err = launchSNP(ctx, f.dev, f.dir); err != nil {
+		return err
+	}
+	defer fl.env.close()
+	fl.key = fl.env.keyHex()
+	pick := func() *proc { return f.procs[randN(len(f.procs))] }
+
+	// Admission.
+	var nonce []byte
+	if _, err := f.retry(pick(), func(ctx context.Context, c *fleetv1.Client) error {
+		r, err := c.Challenge(ctx, &fleetv1.ChallengeRequest{Step: fleetv1.Step_STEP_ADMIT})
+		nonce = r.GetNonce()
+		return err
+	}); err != nil {
+		return fmt.Errorf("admission challenge: %w", err)
+	}
+	fl.nonces = append(fl.nonces, nonce)
+	if _, err := fl.env.Attest(ctx, nonce); err != nil {
+		return fmt.Errorf("attestd Attest: %w", err)
+	}
+	bundle := fl.env.Bundle().Encode()
+	retried, err := f.retry(pick(), func(ctx context.Context, c *fleetv1.Client) error {
+		r, err := c.Admit(ctx, &fleetv1.AdmitRequest{Nonce: nonce, Bundle: bundle})
+		fl.admission = r.GetEnvironment().GetAdmission()
+		return err
+	})
+	switch {
+	case err == nil:
+	case retried && refusedAs(err, fleet.ReasonNonceUsed, fleet.ReasonAlreadyAdmitted):
+		f.tookEffect.Add(1) // the attempt that died took effect
+	default:
+		return fmt.Errorf("admit (retried: %v): %w", retried, err)
+	}
+	fl.admitted = true
+
+	if err := f.dispatchRace(fl); err != nil || fl.holderNonce == nil {
+		return err // nil: the holder's nonce was lost with its replica
+	}
+	if _, err := fl.env.BindBuild(ctx, fl.holder, killRequest, fl.holderNonce); err != nil {
+		return fmt.Errorf("attestd BindBuild: %w", err)
+	}
+	bundle = fl.env.Bundle().Encode()
+	retried, err = f.retry(pick(), func(ctx context.Context, c *fleetv1.Client) error {
+		r, err := c.ConfirmDispatch(ctx, &fleetv1.ConfirmDispatchRequest{BuildId: fl.holder, Bundle: bundle})
+		fl.dispatch = r.GetBuild().GetDispatch()
+		return err
+	})
+	switch {
+	case err == nil:
+	case retried && refusedAs(err, fleet.ReasonWrongState, fleet.ReasonNonceUsed):
+		f.tookEffect.Add(1)
+	default:
+		return fmt.Errorf("confirm dispatch of %s (retried: %v): %w", fl.holder, retried, err)
+	}
+	fl.confirmed = true
+
+	// Completion, with a completion challenge.
+	if _, err := f.retry(pick(), func(ctx context.Context, c *fleetv1.Client) error {
+		r, err := c.Challenge(ctx, &fleetv1.ChallengeRequest{Step: fleetv1.Step_STEP_COMPLETE, BuildId: fl.holder})
+		nonce = r.GetNonce()
+		return err
+	}); err != nil {
+		return fmt.Errorf("completion challenge: %w", err)
+	}
+	fl.nonces = append(fl.nonces, nonce)
+	if _, err := fl.env.Complete(ctx, fl.holder, killInputs, killOutputs, nonce); err != nil {
+		return fmt.Errorf("attestd Complete: %w", err)
+	}
+	if _, err := fl.env.SignStatement(ctx, fl.holder, killProv); err != nil {
+		return fmt.Errorf("attestd SignStatement: %w", err)
+	}
+	bundle = fl.env.Bundle().Encode()
+	retried, err = f.retry(pick(), func(ctx context.Context, c *fleetv1.Client) error {
+		r, err := c.Complete(ctx, &fleetv1.CompleteRequest{BuildId: fl.holder, Bundle: bundle})
+		fl.vsa = r.GetBuild().GetCompletion()
+		return err
+	})
+	switch {
+	case err == nil:
+	case retried && refusedAs(err, fleet.ReasonWrongState, fleet.ReasonNonceUsed):
+		f.tookEffect.Add(1)
+	default:
+		return fmt.Errorf("complete %s (retried: %v): %w", fl.holder, retried, err)
+	}
+	fl.completed = true
+	return nil
+}
+
+// dispatchRace dispatches the environment to two build IDs at once on two
+// replicas. Exactly one may hold it: the one that succeeded, or, whose
+// attempt died with its replica, the one a retry finds BUILD_TAKEN (it took
+// effect); the other is ENVIRONMENT_TAKEN.
+func (f *killFleet) dispatchRace(fl *flow) error {
+	fl.candidates = []string{fmt.Sprintf("kill-%d-a", fl.n), fmt.Sprintf("kill-%d-b", fl.n)}
+	type outcome struct {
+		nonce   []byte
+		err     error
+		retried bool
+	}
+	out := make([]outcome, len(fl.candidates))
+	first := randN(len(f.procs))
+	var wg sync.WaitGroup
+	for i, build := range fl.candidates {
+		wg.Go(func() {
+			o := &out[i]
+			o.retried, o.err = f.retry(f.procs[(first+i)%len(f.procs)], func(ctx context.Context, c *fleetv1.Client) error {
+				r, err := c.Dispatch(ctx, &fleetv1.DispatchRequest{EnvKey: fl.key, BuildId: build})
+				o.nonce = r.GetNonce()
+				return err
+			})
+		})
+	}
+	wg.Wait()
+	var holders []string
+	for i, o := range out {
+		build := fl.candidates[i]
+		switch {
+		case o.err == nil:
+			holders = append(holders, build)
+			fl.holder, fl.holderNonce = build, o.nonce
+			fl.nonces = append(fl.nonces, o.nonce)
+		case o.retried && refusedAs(o.err, fleet.ReasonBuildTaken):
+			f.tookEffect.Add(1)
+			holders = append(holders, build)
+			fl.holder = build
+		case refusedAs(o.err, fleet.ReasonEnvironmentTaken):
+		default:
+			return fmt.Errorf("dispatch %s (retried: %v): %w", build, o.retried, o.err)
+		}
+	}
+	if len(holders) != 1 {
+		return fmt.Errorf("dispatches of environment %s: %v hold it, want exactly one (%+v)", fl.key, holders, out)
+	}
+	return nil
+}
+
+// TestKillReplicas: three `attestfleet serve` processes on one PostgreSQL
+// take concurrent admissions, racing dispatches, confirmations and
+// completions of SEV-SNP environments while replicas are SIGKILLed with a
+// call in flight (once two at a time) and started again. A call that dies
+// with its replica is retried on another: it took effect whole or not at
+// all, and the retry's answer says which. Afterwards the ledger, read from
+// PostgreSQL and through the replicas, holds every answer the client got,
+// one build per environment, and each build at a whole step.
+func TestKillReplicas(t *testing.T) {
+	f := startKillFleet(t, 3, "")
+	const workers = 6
+	// Each round kills these replicas, one after the other, each with a
+	// call of the test in flight, then starts them again.
+	rounds := [][]int{{0}, {1}, {2, 0}, {1}, {2}, {0, 1}}
+
+	var (
+		mu    sync.Mutex
+		flows []*flow
+		stop  atomic.Bool
+		wg    sync.WaitGroup
+	)
+	// However the rounds end, the workers stop before the processes do.
+	defer func() { stop.Store(true); wg.Wait() }()
+	for range workers {
+		wg.Go(func() {
+			for !stop.Load() {
+				mu.Lock()
+				fl := &flow{n: len(flows)}
+				flows = append(flows, fl)
+				mu.Unlock()
+				if err := f.run(context.Background(), fl); err != nil {
+					t.Errorf("environment %d: %v", fl.n, err)
+					return
+				}
+			}
+		})
+	}
+	func() {
+		for r, victims := range rounds {
+			for _, v := range victims {
+				p := f.procs[v]
+				if err := waitFor(fmt.Sprintf("a call in flight on %s (round %d)", p.name, r), func() bool { return p.inflight.Load() > 0 }); err != nil {
+					t.Error(err)
+					return
+				}
+				p.kill(t)
+			}
+			for _, v := range victims {
+				f.procs[v].start(t) // the schema is there; no lock is left
+			}
+			n := f.succeeded.Load() + 15
+			if err := waitFor(fmt.Sprintf("15 more calls succeeding after round %d", r), func() bool { return f.succeeded.Load() >= n }); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	stop.Store(true)
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	for _, p := range f.procs {
+		if _, up := p.current(); !up {
+			t.Fatalf("%s is not up after the rounds", p.name)
+		}
+	}
+	completed, stranded := 0, 0
+	for _, fl := range flows {
+		if fl.completed {
+			completed++
+		} else if fl.holder != "" && fl.holderNonce == nil {
+			stranded++
+		}
+	}
+	t.Logf("%d environments, %d builds completed, %d held by a dispatch whose nonce died with its replica; %d calls succeeded; %d failed with their replica and were retried (%d killed under them, the others sent to a replica down), %d of them had taken effect",
+		len(flows), completed, stranded, f.succeeded.Load(), f.uncertain.Load(), f.died.Load(), f.tookEffect.Load())
+	if completed == 0 || f.died.Load() == 0 {
+		t.Fatalf("%d builds completed, %d calls killed in flight: want some of each", completed, f.died.Load())
+	}
+	f.checkLedger(t, flows)
+	f.checkReplicas(t, flows)
+}
+
+// waitFor polls cond until it holds (generously: the machine may be
+// loaded), naming what it waited for if it never does.
+func waitFor(what string, cond func() bool) error {
+	for deadline := time.Now().Add(procWait); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("waited %v for %s", procWait, what)
+		}
+	}
+	return nil
+}
+
+// checkLedger reads the ledger from PostgreSQL: the schema migrated once
+// and no advisory lock left; one build per environment; each build at a
+// whole step with its nonces used accordingly; every admission nonce used
+// by one environment; and every answer the client got recorded as given.
+func (f *killFleet) checkLedger(t *testing.T, flows []*flow) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := pgx.Connect(ctx, f.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(ctx)
+	count := func(what, sql string, args ...any) int {
+		t.Helper()
+		var n int
+		if err := db.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return n
+	}
+	migrations, err := os.ReadDir("../../fleet/postgres/migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := count("migrations", `SELECT count(DISTINCT version) FROM schema_migrations`); n != len(migrations) ||
+		count("migration rows", `SELECT count(*) FROM schema_migrations`) != n {
+		t.Errorf("schema_migrations: %d versions, want each of the %d migrations once", n, len(migrations))
+	}
+	if n := count("advisory locks", `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'`); n != 0 {
+		t.Errorf("%d advisory locks held after the replicas started", n)
+	}
+	if n := count("shared environments", `SELECT count(*) FROM (SELECT env_key FROM builds GROUP BY env_key HAVING count(*) > 1) s`); n != 0 {
+		t.Errorf("%d environments hold more than one build", n)
+	}
+	// A whole step: the columns of the state, no others; the dispatch
+	// nonce (one per build) used once dispatched; one completion nonce
+	// used once completed (every flow completes with one).
+	for _, c := range []struct{ what, sql string }{
+		{"builds with the columns of another state", `SELECT count(*) FROM builds WHERE NOT CASE state
+			WHEN 'reserved' THEN dispatched_at IS NULL AND dispatch IS NULL AND completed_at IS NULL AND completion IS NULL
+			WHEN 'dispatched' THEN dispatched_at IS NOT NULL AND dispatch IS NOT NULL AND completed_at IS NULL AND completion IS NULL
+			ELSE dispatched_at IS NOT NULL AND dispatch IS NOT NULL AND completed_at IS NOT NULL AND completion IS NOT NULL END`},
+		{"builds without exactly one dispatch nonce, used iff dispatched", `SELECT count(*) FROM builds b WHERE
+			(SELECT count(*) FROM challenges c WHERE c.step = 'dispatch' AND c.build_id = b.build_id AND c.env_key = b.env_key
+				AND c.used = (b.state <> 'reserved')) <> 1
+			OR (SELECT count(*) FROM challenges c WHERE c.step = 'dispatch' AND c.build_id = b.build_id) <> 1`},
+		{"builds whose used completion nonces are not one iff completed", `SELECT count(*) FROM builds b WHERE
+			(SELECT count(*) FROM challenges c WHERE c.step = 'complete' AND c.build_id = b.build_id AND c.used)
+				<> CASE b.state WHEN 'completed' THEN 1 ELSE 0 END`},
+		{"dispatch or completion nonces of no build", `SELECT count(*) FROM challenges c WHERE c.step IN ('dispatch', 'complete')
+			AND NOT EXISTS (SELECT FROM builds b WHERE b.build_id = c.build_id AND b.env_key = c.env_key)`},
+	} {
+		if n := count(c.what, c.sql); n != 0 {
+			t.Errorf("%d %s", n, c.what)
+		}
+	}
+	var states []string
+	for _, st := range []fleet.BuildState{fleet.BuildReserved, fleet.BuildDispatched, fleet.BuildCompleted} {
+		states = append(states, fmt.Sprintf("%d %s", count("builds "+string(st), `SELECT count(*) FROM builds WHERE state = $1`, string(st)), st))
+	}
+	t.Logf("the ledger: %d environments; builds: %s", count("environments", `SELECT count(*) FROM environments`), strings.Join(states, ", "))
+	if used, envs := count("used admission nonces", `SELECT count(*) FROM challenges WHERE step = 'admit' AND used`),
+		count("environments", `SELECT count(*) FROM environments`); used != envs {
+		t.Errorf("%d admission nonces used for %d environments, want one each", used, envs)
+	}
+	for _, fl := range flows {
+		if err := f.checkFlow(ctx, db, fl); err != nil {
+			t.Errorf("environment %d (%s): %v", fl.n, fl.key, err)
+		}
+	}
+}
+
+// checkFlow checks that the ledger holds what fl's calls did, as their
+// answers said.
+func (f *killFleet) checkFlow(ctx context.Context, db *pgx.Conn, fl *flow) error {
+	for _, n := range fl.nonces {
+		var ok bool
+		if err := db.QueryRow(ctx, `SELECT EXISTS (SELECT FROM challenges WHERE nonce = $1)`, n).Scan(&ok); err != nil || !ok {
+			return fmt.Errorf("nonce %x the client was given is not recorded (%v)", n, err)
+		}
+	}
+	var admission []byte
+	err := db.QueryRow(ctx, `SELECT admission FROM environments WHERE key_digest = $1`, fl.key).Scan(&admission)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows) && !fl.admitted:
+		return nil
+	case err != nil:
+		return fmt.Errorf("environment (admitted: %v): %w", fl.admitted, err)
+	case !fl.admitted:
+		return errors.New("recorded, but the client saw no admission")
+	case fl.admission != nil && !bytes.Equal(admission, fl.admission):
+		return errors.New("the recorded admission SVR is not the one the client got")
+	}
+	rows, _ := db.Query(ctx, `SELECT build_id, state, dispatch, completion FROM builds WHERE env_key = $1`, fl.key)
+	type row struct {
+		BuildID, State       string
+		Dispatch, Completion []byte
+	}
+	builds, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+	if err != nil {
+		return err
+	}
+	if fl.holder == "" {
+		if len(builds) != 0 {
+			return fmt.Errorf("builds %+v, but no dispatch held the environment", builds)
+		}
+		return nil
+	}
+	if len(builds) != 1 || builds[0].BuildID != fl.holder {
+		return fmt.Errorf("builds %+v, want the one build %s", builds, fl.holder)
+	}
+	b := builds[0]
+	want := fleet.BuildReserved
+	switch {
+	case fl.completed:
+		want = fleet.BuildCompleted
+	case fl.confirmed:
+		want = fleet.BuildDispatched
+	}
+	switch {
+	case b.State != string(want):
+		return fmt.Errorf("build %s is %s; the client saw it %s", b.BuildID, b.State, want)
+	case fl.dispatch != nil && !bytes.Equal(b.Dispatch, fl.dispatch):
+		return fmt.Errorf("build %s: the recorded dispatch SVR is not the one the client got", b.BuildID)
+	case fl.vsa != nil && !bytes.Equal(b.Completion, fl.vsa):
+		return fmt.Errorf("build %s: the recorded VSA is not the one the client got", b.BuildID)
+	}
+	if fl.holderNonce != nil {
+		var ok bool
+		if err := db.QueryRow(ctx, `SELECT EXISTS (SELECT FROM challenges WHERE nonce = $1 AND step = 'dispatch' AND build_id = $2)`,
+			fl.holderNonce, fl.holder).Scan(&ok); err != nil || !ok {
+			return fmt.Errorf("the dispatch nonce the client got is not build %s's (%v)", fl.holder, err)
+		}
+	}
+	return nil
+}
+
+// checkReplicas asks the replicas (each environment on another) for every
+// environment and candidate build: they say what the ledger holds, and a
+// candidate that lost the race was never recorded.
+func (f *killFleet) checkReplicas(t *testing.T, flows []*flow) {
+	t.Helper()
+	ctx := context.Background()
+	for _, fl := range flows {
+		if !fl.admitted {
+			continue
+		}
+		c, _ := f.procs[fl.n%len(f.procs)].current()
+		e, err := c.GetEnvironment(ctx, &fleetv1.GetEnvironmentRequest{EnvKey: fl.key})
+		if err != nil || e.GetKeyDigest() != fl.key || len(e.GetAdmission()) == 0 {
+			t.Errorf("environment %d: GetEnvironment: %v, %v", fl.n, e, err)
+		}
+		for _, id := range fl.candidates {
+			b, err := c.GetBuild(ctx, &fleetv1.GetBuildRequest{BuildId: id})
+			switch {
+			case id != fl.holder && (status.Code(err) != codes.NotFound || fleetv1.Reason(err) != string(fleet.ReasonBuildUnknown)):
+				t.Errorf("environment %d: the losing dispatch's build %s: %v, %v; want BUILD_UNKNOWN", fl.n, id, b, err)
+			case id == fl.holder && (err != nil || b.GetEnvKey() != fl.key || fl.completed && b.GetState() != string(fleet.BuildCompleted)):
+				t.Errorf("environment %d: build %s: %v, %v", fl.n, id, b, err)
+			}
+		}
+	}
+}
+
+// TestKillTermDrains: SIGTERM to an `attestfleet serve` process while a
+// Dispatch is in flight (held inside PostgreSQL by the test's lock on the
+// environment's row): the process takes no new call, the Dispatch
+// completes and is recorded once the lock goes, and the process exits 0
+// within its drain, its socket removed. (fleet's TestDrain checks the
+// drain in process; this adds the signal, the exit status and the store's
+// close.)
+func TestKillTermDrains(t *testing.T) {
+	f := startKillFleet(t, 1, "drain: 25s\n")
+	p := f.procs[0]
+	ctx := context.Background()
+	fl := &flow{}
+	var err error
+	if fl.env, err = launchSNP(ctx, f.dev, f.dir); err != nil {
+		t.Fatal(err)
+	}
+	defer fl.env.close()
+	c, _ := p.current()
+	ch, err := c.Challenge(ctx, &fleetv1.ChallengeRequest{Step: fleetv1.Step_STEP_ADMIT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fl.env.Attest(ctx, ch.GetNonce()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Admit(ctx, &fleetv1.AdmitRequest{Nonce: ch.GetNonce(), Bundle: fl.env.Bundle().Encode()}); err != nil {
+		t.Fatalf("admit: %v", err)
+	}
+	key := fl.env.keyHex()
+
+	// Hold the environment's row: the Dispatch's insert of its build
+	// waits for it (the foreign key's share lock).
+	db, err := pgx.Connect(ctx, f.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(ctx)
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT FROM environments WHERE key_digest = $1 FOR UPDATE`, key); err != nil {
+		t.Fatal(err)
+	}
+	called := make(chan error, 1)
+	go func() {
+		_, err := c.Dispatch(ctx, &fleetv1.DispatchRequest{EnvKey: key, BuildId: "drained-build"})
+		called <- err
+	}()
+	watch, err := pgx.Connect(ctx, f.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close(ctx)
+	holder := db.PgConn().PID()
+	if err := waitFor("the Dispatch waiting in PostgreSQL for the environment's row", func() bool {
+		var n int
+		err := watch.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))`, holder).Scan(&n)
+		return err == nil && n > 0
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	p.signal(t, syscall.SIGTERM)
+	if err := waitFor("the stopping replica to refuse a new call", func() bool {
+		nc, err := fleetv1.Dial("unix:" + p.sock)
+		if err != nil {
+			return false
+		}
+		defer nc.Close()
+		_, err = nc.Challenge(ctx, &fleetv1.ChallengeRequest{Step: fleetv1.Step_STEP_ADMIT})
+		return status.Code(err) == codes.Unavailable && fleetv1.Reason(err) == ""
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-called:
+		t.Fatalf("the Dispatch returned (%v) while its row was held", err)
+	default:
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-called; err != nil {
+		t.Fatalf("the Dispatch in flight at SIGTERM: %v", err)
+	}
+	if ws := p.wait(t, "SIGTERM"); !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Fatalf("exit status %v after SIGTERM, want 0\n%s", ws, p.logText())
+	}
+	if _, err := os.Stat(p.sock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the socket after a graceful stop: %v, want it removed", err)
+	}
+	var state, env string
+	if err := watch.QueryRow(ctx, `SELECT state, env_key FROM builds WHERE build_id = 'drained-build'`).Scan(&state, &env); err != nil ||
+		state != string(fleet.BuildReserved) || env != key {
+		t.Fatalf("the drained Dispatch's build: %s on %s, %v; want reserved on %s", state, env, err, key)
+	}
+}
