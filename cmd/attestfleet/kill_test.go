@@ -53,7 +53,8 @@ func startKillFleet(t *testing.T, n int, extra string) *killFleet {
 	snpFleetFiles(t, dir, dev)
 	f := &killFleet{dev: dev, dsn: dsn, dir: t.TempDir()}
 	for i := range n {
-		p := newProc(t, bin, dir, fmt.Sprintf("replica-%d", i), dsn+" pool_max_conns=8", extra)
+		name := fmt.Sprintf("replica-%d", i)
+		p := newProc(t, bin, dir, name, dsn+" pool_max_conns=8 application_name="+name, extra)
 		p.start(t)
 		f.procs = append(f.procs, p)
 	}
@@ -283,7 +284,8 @@ func (f *killFleet) dispatchRace(fl *flow) error {
 // TestKillReplicas: three `attestfleet serve` processes on one PostgreSQL
 // take concurrent admissions, racing dispatches, confirmations and
 // completions of SEV-SNP environments while replicas are SIGKILLed with a
-// call in flight (once two at a time) and started again. A call that dies
+// call in flight, or with a statement of theirs running in PostgreSQL
+// (twice two at a time), and started again. A call that dies
 // with its replica is retried on another: it took effect whole or not at
 // all, and the retry's answer says which. Afterwards the ledger, read from
 // PostgreSQL and through the replicas, holds every answer the client got,
@@ -291,9 +293,24 @@ func (f *killFleet) dispatchRace(fl *flow) error {
 func TestKillReplicas(t *testing.T) {
 	f := startKillFleet(t, 3, "")
 	const workers = 6
-	// Each round kills these replicas, one after the other, each with a
-	// call of the test in flight, then starts them again.
-	rounds := [][]int{{0}, {1}, {2, 0}, {1}, {2}, {0, 1}}
+	// Each round kills these replicas, one after the other, then starts
+	// them again. Every other kill waits for a call of the test in flight
+	// on the replica, the others for a statement of the replica on the
+	// ledger running in PostgreSQL (its application_name).
+	rounds := [][]int{{0}, {1}, {2, 0}, {1}, {2}, {0, 1}, {2}, {0}}
+	watch, err := pgx.Connect(context.Background(), f.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close(context.Background())
+	inFlight := func(p *proc) bool { return p.inflight.Load() > 0 }
+	inDB := func(p *proc) bool {
+		var n int
+		err := watch.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE application_name = $1 AND state = 'active' AND query ~ '(challenges|builds|environments)'`, p.name).Scan(&n)
+		return err == nil && n > 0
+	}
+	kills := 0
 
 	var (
 		mu    sync.Mutex
@@ -320,8 +337,11 @@ func TestKillReplicas(t *testing.T) {
 	func() {
 		for r, victims := range rounds {
 			for _, v := range victims {
-				p := f.procs[v]
-				if err := waitFor(fmt.Sprintf("a call in flight on %s (round %d)", p.name, r), func() bool { return p.inflight.Load() > 0 }); err != nil {
+				p, what, cond := f.procs[v], "a call in flight on", inFlight
+				if kills++; kills%2 == 0 {
+					what, cond = "a statement in PostgreSQL from", inDB
+				}
+				if err := waitFor(fmt.Sprintf("%s %s (round %d)", what, p.name, r), func() bool { return cond(p) }); err != nil {
 					t.Error(err)
 					return
 				}
