@@ -570,24 +570,23 @@ func TestKillTermDrains(t *testing.T) {
 	f := startKillFleet(t, 1, "drain: 25s\n")
 	p := f.procs[0]
 	ctx := context.Background()
-	fl := &flow{}
-	var err error
-	if fl.env, err = launchSNP(ctx, f.dev, f.dir); err != nil {
+	e, err := launchSNP(ctx, f.dev, f.dir)
+	if err != nil {
 		t.Fatal(err)
 	}
-	defer fl.env.close()
+	defer e.close()
 	c, _ := p.current()
 	ch, err := c.Challenge(ctx, &fleetv1.ChallengeRequest{Step: fleetv1.Step_STEP_ADMIT})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := fl.env.Attest(ctx, ch.GetNonce()); err != nil {
+	if _, err := e.Attest(ctx, ch.GetNonce()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Admit(ctx, &fleetv1.AdmitRequest{Nonce: ch.GetNonce(), Bundle: fl.env.Bundle().Encode()}); err != nil {
+	if _, err := c.Admit(ctx, &fleetv1.AdmitRequest{Nonce: ch.GetNonce(), Bundle: e.Bundle().Encode()}); err != nil {
 		t.Fatalf("admit: %v", err)
 	}
-	key := fl.env.keyHex()
+	key := e.keyHex()
 
 	// Hold the environment's row: the Dispatch's insert of its build
 	// waits for it (the foreign key's share lock).
