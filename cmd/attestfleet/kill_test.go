@@ -31,10 +31,13 @@ type killFleet struct {
 	dir   string // the agents' files
 	// succeeded counts the calls that succeeded; uncertain those that
 	// failed with their replica (dead or down) and were retried; tookEffect
-	// the retried calls whose retry found that an attempt had taken effect;
-	// died the calls that failed uncertain on a replica up when they began
-	// (killed under them).
+	// the retried calls whose retry found that an attempt had taken effect
+	// (for a Dispatch, counted by checkFlow: its retry is answered with
+	// the nonce the attempt stored); died the calls that failed uncertain
+	// on a replica up when they began (killed under them).
 	succeeded, uncertain, tookEffect, died atomic.Int64
+	// redispatched counts the retried Dispatches among tookEffect.
+	redispatched atomic.Int64
 }
 
 // startKillFleet builds attestfleet and starts n replicas on a fresh
@@ -126,10 +129,12 @@ type flow struct {
 	admitted, confirmed, completed bool
 	admission, dispatch, vsa       []byte
 	// The build IDs raced for the environment; holder is the one that
-	// holds it, holderNonce its dispatch nonce if the client got it.
+	// holds it, holderNonce its dispatch nonce, and, when the Dispatch
+	// that answered it was a retry, holderAsked when that attempt began.
 	candidates  []string
 	holder      string
 	holderNonce []byte
+	holderAsked time.Time
 }
 
 // refusedAs reports whether err is a refusal with one of reasons.
@@ -178,8 +183,8 @@ func (f *killFleet) run(ctx context.Context, fl *flow) error {
 	}
 	fl.admitted = true
 
-	if err := f.dispatchRace(fl); err != nil || fl.holderNonce == nil {
-		return err // nil: the holder's nonce was lost with its replica
+	if err := f.dispatchRace(fl); err != nil {
+		return err
 	}
 	if _, err := fl.env.BindBuild(ctx, fl.holder, killRequest, fl.holderNonce); err != nil {
 		return fmt.Errorf("attestd BindBuild: %w", err)
@@ -232,15 +237,17 @@ func (f *killFleet) run(ctx context.Context, fl *flow) error {
 }
 
 // dispatchRace dispatches the environment to two build IDs at once on two
-// replicas. Exactly one may hold it: the one that succeeded, or, whose
-// attempt died with its replica, the one a retry finds BUILD_TAKEN (it took
-// effect); the other is ENVIRONMENT_TAKEN.
+// replicas. Exactly one holds it and has its nonce: the one that succeeded,
+// first time or retried (a retry of an attempt that took effect before its
+// replica died is answered with the nonce that attempt stored); the other
+// is ENVIRONMENT_TAKEN.
 func (f *killFleet) dispatchRace(fl *flow) error {
 	fl.candidates = []string{fmt.Sprintf("kill-%d-a", fl.n), fmt.Sprintf("kill-%d-b", fl.n)}
 	type outcome struct {
 		nonce   []byte
 		err     error
 		retried bool
+		asked   time.Time // when the last attempt began
 	}
 	out := make([]outcome, len(fl.candidates))
 	first := randN(len(f.procs))
@@ -249,6 +256,7 @@ func (f *killFleet) dispatchRace(fl *flow) error {
 		wg.Go(func() {
 			o := &out[i]
 			o.retried, o.err = f.retry(f.procs[(first+i)%len(f.procs)], func(ctx context.Context, c *fleetv1.Client) error {
+				o.asked = time.Now()
 				r, err := c.Dispatch(ctx, &fleetv1.DispatchRequest{EnvKey: fl.key, BuildId: build})
 				o.nonce = r.GetNonce()
 				return err
@@ -260,14 +268,15 @@ func (f *killFleet) dispatchRace(fl *flow) error {
 	for i, o := range out {
 		build := fl.candidates[i]
 		switch {
+		case o.err == nil && len(o.nonce) == 0:
+			return fmt.Errorf("dispatch %s (retried: %v): no nonce", build, o.retried)
 		case o.err == nil:
 			holders = append(holders, build)
 			fl.holder, fl.holderNonce = build, o.nonce
 			fl.nonces = append(fl.nonces, o.nonce)
-		case o.retried && refusedAs(o.err, fleet.ReasonBuildTaken):
-			f.tookEffect.Add(1)
-			holders = append(holders, build)
-			fl.holder = build
+			if o.retried {
+				fl.holderAsked = o.asked
+			}
 		case refusedAs(o.err, fleet.ReasonEnvironmentTaken):
 		default:
 			return fmt.Errorf("dispatch %s (retried: %v): %w", build, o.retried, o.err)
@@ -365,20 +374,20 @@ func TestKillReplicas(t *testing.T) {
 			t.Fatalf("%s is not up after the rounds", p.name)
 		}
 	}
-	completed, stranded := 0, 0
+	completed := 0
 	for _, fl := range flows {
 		if fl.completed {
 			completed++
-		} else if fl.holder != "" && fl.holderNonce == nil {
-			stranded++
 		}
 	}
-	t.Logf("%d environments, %d builds completed, %d held by a dispatch whose nonce died with its replica; %d calls succeeded; %d failed with their replica and were retried (%d killed under them, the others sent to a replica down), %d of them had taken effect",
-		len(flows), completed, stranded, f.succeeded.Load(), f.uncertain.Load(), f.died.Load(), f.tookEffect.Load())
-	if completed == 0 || f.died.Load() == 0 {
-		t.Fatalf("%d builds completed, %d calls killed in flight: want some of each", completed, f.died.Load())
+	// Every flow ran to its end: no environment is left holding a build
+	// it cannot confirm (a retried Dispatch gets the nonce back).
+	if completed != len(flows) || f.died.Load() == 0 {
+		t.Fatalf("%d of %d builds completed, %d calls killed in flight: want all, and some", completed, len(flows), f.died.Load())
 	}
 	f.checkLedger(t, flows)
+	t.Logf("%d environments, each build completed; %d calls succeeded; %d failed with their replica and were retried (%d killed under them, the others sent to a replica down), %d of them had taken effect (%d Dispatches answered again with the nonce they stored)",
+		len(flows), f.succeeded.Load(), f.uncertain.Load(), f.died.Load(), f.tookEffect.Load(), f.redispatched.Load())
 	f.checkReplicas(t, flows)
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc/codes"
@@ -55,16 +56,17 @@ func (f *killFleet) checkLedger(t *testing.T, flows []*flow) {
 		t.Errorf("%d environments hold more than one build", n)
 	}
 	// A whole step: the columns of the state, no others; the dispatch
-	// nonce (one per build) used once dispatched; one completion nonce
-	// used once completed (every flow completes with one).
+	// nonce (one per build, the one the build names) used once
+	// dispatched; one completion nonce used once completed (every flow
+	// completes with one).
 	for _, c := range []struct{ what, sql string }{
 		{"builds with the columns of another state", `SELECT count(*) FROM builds WHERE NOT CASE state
 			WHEN 'reserved' THEN dispatched_at IS NULL AND dispatch IS NULL AND completed_at IS NULL AND completion IS NULL
 			WHEN 'dispatched' THEN dispatched_at IS NOT NULL AND dispatch IS NOT NULL AND completed_at IS NULL AND completion IS NULL
 			ELSE dispatched_at IS NOT NULL AND dispatch IS NOT NULL AND completed_at IS NOT NULL AND completion IS NOT NULL END`},
-		{"builds without exactly one dispatch nonce, used iff dispatched", `SELECT count(*) FROM builds b WHERE
-			(SELECT count(*) FROM challenges c WHERE c.step = 'dispatch' AND c.build_id = b.build_id AND c.env_key = b.env_key
-				AND c.used = (b.state <> 'reserved')) <> 1
+		{"builds without exactly one dispatch nonce, theirs, used iff dispatched", `SELECT count(*) FROM builds b WHERE
+			(SELECT count(*) FROM challenges c WHERE c.nonce = b.dispatch_nonce AND c.step = 'dispatch' AND c.build_id = b.build_id
+				AND c.env_key = b.env_key AND c.used = (b.state <> 'reserved')) <> 1
 			OR (SELECT count(*) FROM challenges c WHERE c.step = 'dispatch' AND c.build_id = b.build_id) <> 1`},
 		{"builds whose used completion nonces are not one iff completed", `SELECT count(*) FROM builds b WHERE
 			(SELECT count(*) FROM challenges c WHERE c.step = 'complete' AND c.build_id = b.build_id AND c.used)
@@ -147,12 +149,18 @@ func (f *killFleet) checkFlow(ctx context.Context, db *pgx.Conn, fl *flow) error
 	case fl.vsa != nil && !bytes.Equal(b.Completion, fl.vsa):
 		return fmt.Errorf("build %s: the recorded VSA is not the one the client got", b.BuildID)
 	}
-	if fl.holderNonce != nil {
-		var ok bool
-		if err := db.QueryRow(ctx, `SELECT EXISTS (SELECT FROM challenges WHERE nonce = $1 AND step = 'dispatch' AND build_id = $2)`,
-			fl.holderNonce, fl.holder).Scan(&ok); err != nil || !ok {
-			return fmt.Errorf("the dispatch nonce the client got is not build %s's (%v)", fl.holder, err)
-		}
+	// The client got the build's one dispatch nonce, the first time or
+	// from a retry. A retry's answer created before the retry began was
+	// stored by an attempt that died with its replica: it took effect.
+	var created time.Time
+	if err := db.QueryRow(ctx, `SELECT c.created FROM builds b JOIN challenges c ON c.nonce = b.dispatch_nonce
+		WHERE b.build_id = $1 AND c.nonce = $2 AND c.step = 'dispatch' AND c.build_id = b.build_id`,
+		fl.holder, fl.holderNonce).Scan(&created); err != nil {
+		return fmt.Errorf("the dispatch nonce the client got is not build %s's (%v)", fl.holder, err)
+	}
+	if !fl.holderAsked.IsZero() && created.Before(fl.holderAsked.Truncate(time.Microsecond)) {
+		f.tookEffect.Add(1)
+		f.redispatched.Add(1)
 	}
 	return nil
 }
