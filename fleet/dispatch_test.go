@@ -1,9 +1,11 @@
 package fleet_test
 
 import (
+	"bytes"
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 
@@ -165,5 +167,49 @@ func TestDispatchRefusals(t *testing.T) {
 			_, err := f.Dispatch(ctx, req)
 			t.Run(name, func(t *testing.T) { wantRefusal(t, err, codes.InvalidArgument, fleet.ReasonBadRequest) })
 		}
+	})
+}
+
+// TestDispatchRetried: a Dispatch of a build ID already reserved for the
+// same environment (a retry whose answer was lost) answers the nonce and
+// expiry the first one did, and that nonce confirms the build; once the
+// nonce is used it is WRONG_STATE, once it expired NONCE_EXPIRED.
+func TestDispatchRetried(t *testing.T) {
+	ctx := context.Background()
+	dispatch := func(f *testFleet, key, build string) (*fleetv1.DispatchResponse, error) {
+		return f.Dispatch(ctx, &fleetv1.DispatchRequest{EnvKey: key, BuildId: build})
+	}
+	t.Run("reserved: the same nonce", func(t *testing.T) {
+		f := newFleet(t)
+		e := newEnv(t, 0)
+		key := f.admit(t, e).GetKeyDigest()
+		first, err := dispatch(f, key, "build-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.clock.advance(time.Second)
+		again, err := dispatch(f, key, "build-1")
+		if err != nil {
+			t.Fatalf("Dispatch retried: %v", err)
+		}
+		if !bytes.Equal(again.GetNonce(), first.GetNonce()) || !again.GetExpires().AsTime().Equal(first.GetExpires().AsTime()) {
+			t.Fatalf("Dispatch retried: nonce %x expiring %v; the first answer: %x expiring %v",
+				again.GetNonce(), again.GetExpires().AsTime(), first.GetNonce(), first.GetExpires().AsTime())
+		}
+		if _, err := f.ConfirmDispatch(ctx, &fleetv1.ConfirmDispatchRequest{BuildId: "build-1", Bundle: bind(t, e, "build-1", again.GetNonce())}); err != nil {
+			t.Fatalf("confirm with the retried Dispatch's nonce: %v", err)
+		}
+		_, err = dispatch(f, key, "build-1")
+		wantRefusal(t, err, codes.FailedPrecondition, fleet.ReasonWrongState)
+		_, err = dispatch(f, key, "build-2")
+		wantRefusal(t, err, codes.AlreadyExists, fleet.ReasonEnvironmentTaken)
+	})
+	t.Run("nonce expired", func(t *testing.T) {
+		f := newFleet(t)
+		key := f.admit(t, newEnv(t, 0)).GetKeyDigest()
+		f.dispatch(t, key, "build-1")
+		f.clock.advance(fleet.DefaultNonceLifetime)
+		_, err := dispatch(f, key, "build-1")
+		wantRefusal(t, err, codes.FailedPrecondition, fleet.ReasonNonceExpired)
 	})
 }

@@ -1,6 +1,7 @@
 package fleet_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -91,6 +92,8 @@ func oneWinner(t *testing.T, what string, errs []error, code codes.Code, reasons
 // one wins every round, the others are ENVIRONMENT_TAKEN / BUILD_TAKEN, and
 // only the winner's build is recorded. The losers' environments stay free:
 // the next round races them again, where only BUILD_TAKEN may refuse them.
+// Then 64 identical dispatches (one environment, one build ID): all are
+// answered with the one nonce stored (raceSameDispatch).
 func TestPGRacingDispatches(t *testing.T) {
 	_, replicas := pgFleet(t, pgReplicas)
 	ctx := context.Background()
@@ -120,6 +123,39 @@ func TestPGRacingDispatches(t *testing.T) {
 			}
 			free = slices.Delete(free, won, won+1)
 		})
+		t.Run(fmt.Sprintf("round %d one build ID one environment %d times", round, racers), func(t *testing.T) {
+			raceSameDispatch(t, replicas, round)
+		})
+	}
+}
+
+// raceSameDispatch admits a fresh environment and has 64 racers dispatch
+// it to one build ID, as retries of one Dispatch on several replicas are:
+// every one is answered with the one nonce the store holds, which then
+// confirms the build on another replica.
+func raceSameDispatch(t *testing.T, replicas []*testFleet, round int) {
+	ctx := context.Background()
+	e := newEnv(t, 0)
+	defer e.close()
+	key := replicas[round%pgReplicas].admit(t, e).GetKeyDigest()
+	build := fmt.Sprintf("round-%d-same-build", round)
+	nonces := make([][]byte, racers)
+	errs := race(replicas, func(f *testFleet, i int) error {
+		d, err := f.Dispatch(ctx, &fleetv1.DispatchRequest{EnvKey: key, BuildId: build})
+		nonces[i] = d.GetNonce()
+		return err
+	})
+	b, err := replicas[0].store.Build(ctx, build)
+	if err != nil || b.EnvKey != key || b.DispatchNonce == nil {
+		t.Fatalf("build %s after the race: %+v, %v; want reserved on %s with a dispatch nonce", build, b, err, key)
+	}
+	for i, err := range errs {
+		if err != nil || !bytes.Equal(nonces[i], b.DispatchNonce) {
+			t.Errorf("racer %d: nonce %x, %v; want the stored nonce %x", i, nonces[i], err, b.DispatchNonce)
+		}
+	}
+	if _, err := replicas[(round+1)%pgReplicas].ConfirmDispatch(ctx, &fleetv1.ConfirmDispatchRequest{BuildId: build, Bundle: bind(t, e, build, b.DispatchNonce)}); err != nil {
+		t.Fatalf("confirm with the one nonce on another replica: %v", err)
 	}
 }
 

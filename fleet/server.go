@@ -318,6 +318,8 @@ func (s *Server) newChallenge(step Step, envKey, buildID string) (Challenge, err
 	if err != nil {
 		return Challenge{}, err
 	}
-	now := s.cfg.Now()
+	// Whole microseconds, as the stores keep times: a retried Dispatch
+	// answers the expiry read back, the same as the first answer.
+	now := s.cfg.Now().Truncate(time.Microsecond)
 	return Challenge{Nonce: n, Step: step, EnvKey: envKey, BuildID: buildID, Created: now, Expires: now.Add(s.cfg.NonceLifetime)}, nil
 }

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 
 	"github.com/attestd/attestd/attest"
 	fleetv1 "github.com/attestd/attestd/fleet/api/v1"
@@ -98,12 +99,38 @@ func (s *Server) Dispatch(ctx context.Context, req *fleetv1.DispatchRequest) (*f
 		return nil, err
 	}
 	b := Build{BuildID: req.GetBuildId(), EnvKey: req.GetEnvKey(), State: BuildReserved, ReservedAt: c.Created}
-	if err := timedErr(s, "reserve", func() error { return s.store.Reserve(ctx, b, c) }); err != nil {
+	err = timedErr(s, "reserve", func() error { return s.store.Reserve(ctx, b, c) })
+	if errors.Is(err, ErrBuildTaken) {
+		return s.redispatch(ctx, b, err)
+	}
+	if err != nil {
 		return nil, storeRefusal(err, ReasonEnvironmentUnknown)
 	}
 	s.m.dispatches.Inc()
 	s.log.Info("dispatched", "env_key", b.EnvKey, "build_id", b.BuildID)
 	return &fleetv1.DispatchResponse{Nonce: c.Nonce, Expires: timestamp(c.Expires)}, nil
+}
+
+// redispatch answers a Dispatch of want whose build ID Reserve found
+// bound (taken): when it is bound to the same environment and still
+// reserved, with the nonce and expiry the first Dispatch answered (a retry
+// whose answer was lost), issuing and storing nothing. Once the nonce is
+// used (the build dispatched) the answer is WRONG_STATE; once it expired,
+// NONCE_EXPIRED; bound to another environment, BUILD_TAKEN.
+func (s *Server) redispatch(ctx context.Context, want Build, taken error) (*fleetv1.DispatchResponse, error) {
+	b, err := timed(s, "build", func() (*Build, error) { return s.store.Build(ctx, want.BuildID) })
+	switch {
+	case errors.Is(err, ErrNotFound) || err == nil && b.EnvKey != want.EnvKey:
+		return nil, storeRefusal(taken, ReasonBuildTaken)
+	case err != nil:
+		return nil, storeRefusal(err, ReasonBuildUnknown)
+	case b.State != BuildReserved:
+		return nil, refuse(ReasonWrongState, "build %q is %s on this environment: its dispatch nonce is used", b.BuildID, b.State)
+	case b.DispatchNonce == nil || !s.cfg.Now().Before(b.DispatchExpires):
+		return nil, refuse(ReasonNonceExpired, "build %q is reserved on this environment, but its dispatch nonce has expired: the build cannot be confirmed", b.BuildID)
+	}
+	s.log.Info("dispatch repeated", "env_key", b.EnvKey, "build_id", b.BuildID)
+	return &fleetv1.DispatchResponse{Nonce: b.DispatchNonce, Expires: timestamp(b.DispatchExpires)}, nil
 }
 
 // ConfirmDispatch implements fleetv1.FleetServer.

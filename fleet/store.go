@@ -41,7 +41,8 @@ type Store interface {
 	// stores the dispatch challenge c (c.Step StepDispatch, c.EnvKey and
 	// c.BuildID set) in one transaction. An environment not admitted is
 	// ErrNotFound; one holding a build already is ErrEnvironmentTaken; a
-	// build ID bound already is ErrBuildTaken.
+	// build ID bound already is ErrBuildTaken, to the same environment
+	// too: a build has one dispatch challenge, which Build returns.
 	Reserve(ctx context.Context, b Build, c Challenge) error
 	// Dispatched consumes the build's dispatch nonce and moves the build
 	// from BuildReserved to BuildDispatched with its signed result, in one
@@ -51,7 +52,8 @@ type Store interface {
 	// its signed result; a non-empty nonce is consumed as a StepComplete
 	// challenge issued for this build, in the same transaction.
 	Completed(ctx context.Context, buildID string, nonce []byte, now time.Time, result []byte) error
-	// Build returns a build's record (ErrNotFound).
+	// Build returns a build's record (ErrNotFound), with the nonce and
+	// expiry of the dispatch challenge Reserve stored with it (one query).
 	Build(ctx context.Context, buildID string) (*Build, error)
 
 	// PutAK records an attestation key proven to live in a certified TPM.
@@ -129,6 +131,13 @@ type Build struct {
 	CompletedAt  time.Time // zero until completed
 	Dispatch     []byte    // the signed dispatch result (SVR)
 	Completion   []byte    // the signed VSA
+	// DispatchNonce is the nonce of the dispatch challenge Reserve stored
+	// for the build, and DispatchExpires its expiry: what Dispatch
+	// answered, so a retried Dispatch can answer it again. Nil (and zero)
+	// once Prune has deleted the expired challenge. Set by Build only;
+	// Reserve takes them from its challenge.
+	DispatchNonce   []byte
+	DispatchExpires time.Time
 }
 
 // AK is a TPM attestation key registered through credential activation.

@@ -153,7 +153,7 @@ func (s *Store) Environment(ctx context.Context, keyDigest string) (*fleet.Envir
 
 const reserveSQL = `
 WITH b AS (
-	INSERT INTO builds (build_id, env_key, state, reserved_at) VALUES ($1, $2, 'reserved', $3)
+	INSERT INTO builds (build_id, env_key, state, reserved_at, dispatch_nonce) VALUES ($1, $2, 'reserved', $3, $4)
 	ON CONFLICT (build_id) DO NOTHING
 	RETURNING build_id
 )
@@ -266,13 +266,16 @@ func (s *Store) advance(ctx context.Context, sql string, step fleet.Step, from f
 // Build implements fleet.Store.
 func (s *Store) Build(ctx context.Context, buildID string) (*fleet.Build, error) {
 	var (
-		b                     fleet.Build
-		state                 string
-		dispatched, completed *time.Time
+		b                              fleet.Build
+		state                          string
+		dispatched, completed, expires *time.Time
 	)
-	err := s.pool.QueryRow(ctx, `SELECT build_id, env_key, state, reserved_at, dispatched_at, completed_at, dispatch, completion
-		FROM builds WHERE build_id = $1`, buildID).
-		Scan(&b.BuildID, &b.EnvKey, &state, &b.ReservedAt, &dispatched, &completed, &b.Dispatch, &b.Completion)
+	err := s.pool.QueryRow(ctx, `SELECT b.build_id, b.env_key, b.state, b.reserved_at, b.dispatched_at, b.completed_at,
+			b.dispatch, b.completion, c.nonce, c.expires
+		FROM builds b LEFT JOIN challenges c ON c.nonce = b.dispatch_nonce
+		WHERE b.build_id = $1`, buildID).
+		Scan(&b.BuildID, &b.EnvKey, &state, &b.ReservedAt, &dispatched, &completed, &b.Dispatch, &b.Completion,
+			&b.DispatchNonce, &expires)
 	if errors.Is(err, pgx.ErrNoRows) {
 		err = fleet.ErrNotFound
 	}
@@ -285,6 +288,9 @@ func (s *Store) Build(ctx context.Context, buildID string) (*fleet.Build, error)
 	}
 	if completed != nil {
 		b.CompletedAt = completed.UTC()
+	}
+	if expires != nil {
+		b.DispatchExpires = expires.UTC()
 	}
 	return &b, nil
 }

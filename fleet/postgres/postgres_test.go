@@ -6,7 +6,9 @@ import (
 	"net"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/attestd/attestd/fleet"
@@ -63,13 +65,17 @@ func TestMigrateConcurrently(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	all, err := sqlstore.Migrations(migrationFiles, "migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var n int
-	if err := s.pool.QueryRow(t.Context(), `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 1 {
-		t.Errorf("schema_migrations rows: %d, %v; want 1", n, err)
+	if err := s.pool.QueryRow(t.Context(), `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != len(all) {
+		t.Errorf("schema_migrations rows: %d, %v; want %d", n, err, len(all))
 	}
 
 	// A database a newer binary migrated is refused.
-	if _, err := s.pool.Exec(t.Context(), `INSERT INTO schema_migrations (version, name) VALUES (2, 'future')`); err != nil {
+	if _, err := s.pool.Exec(t.Context(), `INSERT INTO schema_migrations (version, name) VALUES ($1, 'future')`, len(all)+1); err != nil {
 		t.Fatal(err)
 	}
 	s2, err := Open(t.Context(), dsn)
@@ -143,4 +149,51 @@ func (c *countingConn) Write(p []byte) (int, error) {
 		c.trips.Add(1)
 	}
 	return c.Conn.Write(p)
+}
+
+// TestMigrateDispatchNonce: a ledger of schema version 1 migrated to the
+// current one gives a reserved build the nonce of its dispatch challenge
+// (a retried Dispatch answers with it).
+func TestMigrateDispatchNonce(t *testing.T) {
+	ctx := t.Context()
+	dsn := pgtest.Start(t).CreateDB(t, "v1")
+	v1, err := migrationFiles.ReadFile("migrations/0001_init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(ctx)
+	nonce := []byte("nonce of the dispatch of b-reserved")
+	expires := time.Date(2026, 11, 30, 12, 5, 0, 0, time.UTC)
+	for _, stmt := range []string{
+		string(v1),
+		`CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+		`INSERT INTO schema_migrations (version, name) VALUES (1, 'init')`,
+		`INSERT INTO environments VALUES ('env-1', NULL, 'ak', '{}', '', 1, now(), NULL), ('env-2', NULL, 'ak', '{}', '', 1, now(), NULL)`,
+		`INSERT INTO builds (build_id, env_key, state, reserved_at) VALUES ('b-reserved', 'env-1', 'reserved', now())`,
+		`INSERT INTO builds (build_id, env_key, state, reserved_at, dispatched_at, dispatch) VALUES ('b-dispatched', 'env-2', 'dispatched', now(), now(), '\x00')`,
+		`INSERT INTO challenges VALUES ('\x01', 'dispatch', 'env-2', 'b-dispatched', NULL, now(), now(), true)`,
+	} {
+		if _, err := db.Exec(ctx, stmt); err != nil {
+			t.Fatalf("%.60s: %v", stmt, err)
+		}
+	}
+	if _, err := db.Exec(ctx, `INSERT INTO challenges VALUES ($1, 'dispatch', 'env-1', 'b-reserved', NULL, now(), $2, false)`, nonce, expires); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	b, err := s.Build(ctx, "b-reserved")
+	if err != nil || string(b.DispatchNonce) != string(nonce) || !b.DispatchExpires.Equal(expires) {
+		t.Errorf("reserved build after the migration: %+v, %v; want nonce %q expiring %v", b, err, nonce, expires)
+	}
+	if b, err := s.Build(ctx, "b-dispatched"); err != nil || b.DispatchNonce != nil {
+		t.Errorf("dispatched build after the migration: %+v, %v; want no dispatch nonce (none is needed)", b, err)
+	}
 }

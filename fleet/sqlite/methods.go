@@ -131,8 +131,8 @@ func (s *Store) Reserve(ctx context.Context, b fleet.Build, c fleet.Challenge) e
 		return err
 	}
 	return s.tx(ctx, fmt.Sprintf("reserve build %q on environment %s", b.BuildID, b.EnvKey), func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO builds (build_id, env_key, state, reserved_at)
-			VALUES (?, ?, 'reserved', ?) ON CONFLICT (build_id) DO NOTHING`, b.BuildID, b.EnvKey, micro(b.ReservedAt))
+		res, err := tx.ExecContext(ctx, `INSERT INTO builds (build_id, env_key, state, reserved_at, dispatch_nonce)
+			VALUES (?, ?, 'reserved', ?, ?) ON CONFLICT (build_id) DO NOTHING`, b.BuildID, b.EnvKey, micro(b.ReservedAt), c.Nonce)
 		switch constraint(err) {
 		case sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
 			return fmt.Errorf("environment: %w", fleet.ErrNotFound)
@@ -196,14 +196,17 @@ func advance(ctx context.Context, tx *sql.Tx, buildID string, step fleet.Step, n
 // Build implements fleet.Store.
 func (s *Store) Build(ctx context.Context, buildID string) (*fleet.Build, error) {
 	var (
-		b                     fleet.Build
-		state                 string
-		reserved              int64
-		dispatched, completed sql.NullInt64
+		b                              fleet.Build
+		state                          string
+		reserved                       int64
+		dispatched, completed, expires sql.NullInt64
 	)
-	err := s.r.QueryRowContext(ctx, `SELECT build_id, env_key, state, reserved_at, dispatched_at, completed_at, dispatch, completion
-		FROM builds WHERE build_id = ?`, buildID).
-		Scan(&b.BuildID, &b.EnvKey, &state, &reserved, &dispatched, &completed, &b.Dispatch, &b.Completion)
+	err := s.r.QueryRowContext(ctx, `SELECT b.build_id, b.env_key, b.state, b.reserved_at, b.dispatched_at, b.completed_at,
+			b.dispatch, b.completion, c.nonce, c.expires
+		FROM builds b LEFT JOIN challenges c ON c.nonce = b.dispatch_nonce
+		WHERE b.build_id = ?`, buildID).
+		Scan(&b.BuildID, &b.EnvKey, &state, &reserved, &dispatched, &completed, &b.Dispatch, &b.Completion,
+			&b.DispatchNonce, &expires)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = fleet.ErrNotFound
 	}
@@ -216,6 +219,9 @@ func (s *Store) Build(ctx context.Context, buildID string) (*fleet.Build, error)
 	}
 	if completed.Valid {
 		b.CompletedAt = fromMicro(completed.Int64)
+	}
+	if expires.Valid {
+		b.DispatchExpires = fromMicro(expires.Int64)
 	}
 	return &b, nil
 }

@@ -3,6 +3,7 @@ package sqlite_test
 import (
 	"database/sql"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -58,11 +59,15 @@ func TestSchemaNewer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	var n int
-	if err := db.QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 1 {
-		t.Errorf("schema_migrations rows after two opens: %d, %v; want 1", n, err)
+	migrations, err := os.ReadDir("migrations")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := db.Exec(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (2, 'future', 0)`); err != nil {
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != len(migrations) {
+		t.Errorf("schema_migrations rows after two opens: %d, %v; want %d", n, err, len(migrations))
+	}
+	if _, err := db.Exec(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, 'future', 0)`, len(migrations)+1); err != nil {
 		t.Fatal(err)
 	}
 	s, err := sqlite.Open(t.Context(), path)
@@ -80,5 +85,50 @@ func TestOpenBadPath(t *testing.T) {
 			s.Close()
 			t.Errorf("Open(%q): no error", path)
 		}
+	}
+}
+
+// TestMigrateDispatchNonce: a ledger of schema version 1 migrated to the
+// current one gives a reserved build the nonce of its dispatch challenge
+// (a retried Dispatch answers with it).
+func TestMigrateDispatchNonce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fleet.db")
+	v1, err := os.ReadFile("migrations/0001_init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	nonce := []byte("nonce of the dispatch of b-reserved")
+	for _, stmt := range []string{
+		string(v1),
+		`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`,
+		`INSERT INTO schema_migrations VALUES (1, 'init', 0)`,
+		`INSERT INTO environments VALUES ('env-1', NULL, 'ak', '[]', '', 1, 1, NULL), ('env-2', NULL, 'ak', '[]', '', 1, 1, NULL)`,
+		`INSERT INTO builds (build_id, env_key, state, reserved_at) VALUES ('b-reserved', 'env-1', 'reserved', 1)`,
+		`INSERT INTO builds (build_id, env_key, state, reserved_at, dispatched_at, dispatch) VALUES ('b-dispatched', 'env-2', 'dispatched', 1, 2, x'00')`,
+		`INSERT INTO challenges VALUES (x'01', 'dispatch', 'env-2', 'b-dispatched', NULL, 1, 300000001, 1)`,
+	} {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatalf("%.60s: %v", stmt, err)
+		}
+	}
+	if _, err := db.Exec(`INSERT INTO challenges VALUES (?, 'dispatch', 'env-1', 'b-reserved', NULL, 1, 300000001, 0)`, nonce); err != nil {
+		t.Fatal(err)
+	}
+	s, err := sqlite.Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	b, err := s.Build(t.Context(), "b-reserved")
+	if err != nil || string(b.DispatchNonce) != string(nonce) || b.DispatchExpires.UnixMicro() != 300000001 {
+		t.Errorf("reserved build after the migration: %+v, %v; want nonce %q", b, err, nonce)
+	}
+	if b, err := s.Build(t.Context(), "b-dispatched"); err != nil || b.DispatchNonce != nil {
+		t.Errorf("dispatched build after the migration: %+v, %v; want no dispatch nonce (none is needed)", b, err)
 	}
 }

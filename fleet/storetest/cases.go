@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"testing"
@@ -130,7 +131,8 @@ func testReserve(t *testing.T, s fleet.Store) {
 	if err != nil {
 		t.Fatalf("Build: %v", err)
 	}
-	wantEqual(t, "reserved build", got, &fleet.Build{BuildID: "b1", EnvKey: env.KeyDigest, State: fleet.BuildReserved, ReservedAt: t0})
+	wantEqual(t, "reserved build", got, &fleet.Build{BuildID: "b1", EnvKey: env.KeyDigest, State: fleet.BuildReserved, ReservedAt: t0,
+		DispatchNonce: disp.Nonce, DispatchExpires: disp.Expires})
 	_, err = s.Build(ctx, "nothing")
 	wantErr(t, "Build of an unknown ID", err, fleet.ErrNotFound)
 
@@ -150,8 +152,11 @@ func testReserve(t *testing.T, s fleet.Store) {
 	}
 	_, err = s.Build(ctx, "b2")
 	wantErr(t, "Build refused for a taken environment", err, fleet.ErrNotFound)
-	if got, err := s.Build(ctx, "b1"); err != nil || got.EnvKey != env.KeyDigest {
-		t.Errorf("Build b1 after refused Reserves: %+v, %v; want it on %s", got, err, env.KeyDigest)
+	// The same pair again ("both taken") stored no second challenge: Build
+	// still gives the first one's nonce, the answer to a retried Dispatch.
+	if got, err := s.Build(ctx, "b1"); err != nil || got.EnvKey != env.KeyDigest ||
+		!bytes.Equal(got.DispatchNonce, disp.Nonce) || !got.DispatchExpires.Equal(disp.Expires) {
+		t.Errorf("Build b1 after refused Reserves: %+v, %v; want it on %s with nonce %x", got, err, env.KeyDigest, disp.Nonce)
 	}
 
 	// A dispatch nonce already issued: the whole reservation is refused.
@@ -210,6 +215,7 @@ func testDispatched(t *testing.T, s fleet.Store) {
 	wantEqual(t, "dispatched build", got, &fleet.Build{
 		BuildID: "b1", EnvKey: env.KeyDigest, State: fleet.BuildDispatched,
 		ReservedAt: t0, DispatchedAt: later, Dispatch: []byte("svr"),
+		DispatchNonce: disp.Nonce, DispatchExpires: disp.Expires,
 	})
 	wantErr(t, "Dispatched replayed", s.Dispatched(ctx, "b1", disp.Nonce, later, []byte("y")), fleet.ErrNonceUsed)
 
@@ -226,6 +232,7 @@ func testCompleted(t *testing.T, s fleet.Store) {
 	ctx := t.Context()
 	env, other := admit(t, s, "env"), admit(t, s, "other")
 	later, done := t0.Add(time.Second), t0.Add(time.Minute)
+	var disp fleet.Challenge // b1's
 	for _, b := range []struct {
 		env   fleet.Environment
 		build string
@@ -233,6 +240,9 @@ func testCompleted(t *testing.T, s fleet.Store) {
 		d := reserve(t, s, b.env, b.build)
 		if err := s.Dispatched(ctx, b.build, d.Nonce, later, []byte("svr")); err != nil {
 			t.Fatalf("Dispatched %s: %v", b.build, err)
+		}
+		if b.build == "b1" {
+			disp = d
 		}
 	}
 
@@ -264,6 +274,7 @@ func testCompleted(t *testing.T, s fleet.Store) {
 	wantEqual(t, "completed build", got, &fleet.Build{
 		BuildID: "b1", EnvKey: env.KeyDigest, State: fleet.BuildCompleted,
 		ReservedAt: t0, DispatchedAt: later, CompletedAt: done, Dispatch: []byte("svr"), Completion: []byte("vsa"),
+		DispatchNonce: disp.Nonce, DispatchExpires: disp.Expires,
 	})
 	wantErr(t, "Completed replayed", s.Completed(ctx, "b1", comp.Nonce, done, []byte("y")), fleet.ErrNonceUsed)
 	wantErr(t, "Completed twice", s.Completed(ctx, "b1", nil, done, []byte("y")), fleet.ErrState)
@@ -329,6 +340,10 @@ func testPrune(t *testing.T, s fleet.Store) {
 	}
 	if n, err := s.Prune(ctx, t0.Add(time.Hour)); err != nil || n != 4 {
 		t.Errorf("Prune an hour later: %d, %v; want 4 (3 admission, 1 dispatch)", n, err)
+	}
+	// The build stays; its dispatch nonce went with its challenge.
+	if got, err := s.Build(ctx, "b1"); err != nil || got.DispatchNonce != nil || !got.DispatchExpires.IsZero() {
+		t.Errorf("Build after its dispatch challenge was pruned: %+v, %v; want no dispatch nonce", got, err)
 	}
 }
 
@@ -462,6 +477,39 @@ func testRaceReserveBuild(t *testing.T, s fleet.Store, round string) {
 	reserve(t, s, envs[loser], build+"-loser")
 }
 
+// testRaceReserveSame races Racers Reserves of one build ID on one
+// environment, each with a challenge of its own, as retries of one
+// Dispatch on several replicas are: one wins, the others are
+// ErrBuildTaken and store nothing, and Build gives every racer the
+// winner's nonce.
+func testRaceReserveSame(t *testing.T, s fleet.Store, round string) {
+	raceReserveSame(t, []fleet.Store{s}, round)
+}
+
+func raceReserveSame(t *testing.T, ss []fleet.Store, round string) {
+	env := admit(t, ss[0], round+"env-same")
+	build := round + "b-same"
+	cs := make([]fleet.Challenge, Racers)
+	for i := range cs {
+		cs[i] = challenge(fleet.StepDispatch, env.KeyDigest, build)
+	}
+	winner := race(t, ss, func(ctx context.Context, i int) error {
+		return ss[i%len(ss)].Reserve(ctx, fleet.Build{BuildID: build, EnvKey: env.KeyDigest, ReservedAt: t0}, cs[i])
+	}, fleet.ErrBuildTaken)
+	for i, s := range ss {
+		got, err := s.Build(t.Context(), build)
+		if err != nil || got.EnvKey != env.KeyDigest || !bytes.Equal(got.DispatchNonce, cs[winner].Nonce) ||
+			!got.DispatchExpires.Equal(cs[winner].Expires) {
+			t.Errorf("store %d: Build %s: %+v, %v; want the winner's nonce %x", i, build, got, err, cs[winner].Nonce)
+		}
+	}
+	for i, c := range cs {
+		if i != winner {
+			wantUnknown(t, ss[0], c)
+		}
+	}
+}
+
 // testCanceled calls every method with a canceled context: each fails
 // with ErrUnavailable (the database did not answer) and writes nothing.
 func testCanceled(t *testing.T, s fleet.Store) {
@@ -514,7 +562,8 @@ func testCanceled(t *testing.T, s fleet.Store) {
 }
 
 // testRaceReplicas reserves one environment for Racers build IDs through
-// Replicas stores open on one database, as replicas of the service do.
+// Replicas stores open on one database, as replicas of the service do;
+// then one build ID on one environment Racers times (raceReserveSame).
 func testRaceReplicas(t *testing.T, open Open) {
 	db := newDB()
 	ss := make([]fleet.Store, Replicas)
@@ -533,5 +582,6 @@ func testRaceReplicas(t *testing.T, open Open) {
 				t.Errorf("replica %d: Build %s: %+v, %v", i, build(winner), got, err)
 			}
 		}
+		raceReserveSame(t, ss, fmt.Sprintf("r%d-", r))
 	}
 }

@@ -78,6 +78,7 @@ func Run(t *testing.T, open Open) {
 		{"RaceDispatched", rounds(testRaceDispatched)},
 		{"RaceReserveEnvironment", rounds(testRaceReserveEnvironment)},
 		{"RaceReserveBuild", rounds(testRaceReserveBuild)},
+		{"RaceReserveSame", rounds(testRaceReserveSame)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, openStore(t, open, newDB())) })

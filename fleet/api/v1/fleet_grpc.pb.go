@@ -62,6 +62,8 @@ type FleetClient interface {
 	// Dispatch binds a build ID to an admitted environment: each environment
 	// gets at most one build and each build ID at most one environment,
 	// across every replica. It returns the nonce for attestd's BindBuild.
+	// Retried for the same environment and build ID while the build is
+	// reserved, it returns the same nonce and expiry: a retry is safe.
 	Dispatch(ctx context.Context, in *DispatchRequest, opts ...grpc.CallOption) (*DispatchResponse, error)
 	// ConfirmDispatch verifies the dispatch attestation against the record:
 	// the same environment, build ID and nonce.
@@ -196,6 +198,8 @@ type FleetServer interface {
 	// Dispatch binds a build ID to an admitted environment: each environment
 	// gets at most one build and each build ID at most one environment,
 	// across every replica. It returns the nonce for attestd's BindBuild.
+	// Retried for the same environment and build ID while the build is
+	// reserved, it returns the same nonce and expiry: a retry is safe.
 	Dispatch(context.Context, *DispatchRequest) (*DispatchResponse, error)
 	// ConfirmDispatch verifies the dispatch attestation against the record:
 	// the same environment, build ID and nonce.
