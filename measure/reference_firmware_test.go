@@ -19,7 +19,7 @@ import (
 // the e2e image (images/e2e.sh): QEMU TCG, OVMF_CODE_4M.fd of Debian
 // bookworm, swtpm with a sha256 bank, the UKI as \EFI\BOOT\BOOTX64.EFI with
 // Debian's systemd 252 stub. This test pins the structure PredictPCR4 and
-// PredictPCR11 assume (docs/reference-values.md); the e2e test checks the
+// PCR11Events assume (docs/reference-values.md); the e2e test checks the
 // values.
 func TestPredictionsMatchOVMFLog(t *testing.T) {
 	raw, err := os.ReadFile("testdata/ovmf-uki-firmware.log")

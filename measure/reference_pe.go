@@ -249,15 +249,6 @@ func PCR11Events(h crypto.Hash, img []byte, phases []string) ([]FirmwareEvent, e
 	return out, nil
 }
 
-// PredictPCR11 returns PCR 11 after PCR11Events.
-func PredictPCR11(h crypto.Hash, img []byte, phases []string) ([]byte, error) {
-	evs, err := PCR11Events(h, img, phases)
-	if err != nil {
-		return nil, err
-	}
-	return PCRValue(h, evs), nil
-}
-
 func digestOf(h crypto.Hash, b []byte) []byte {
 	w := h.New()
 	w.Write(b)
