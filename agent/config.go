@@ -3,7 +3,6 @@ package agent
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/attestd/attestd/internal/boundedfile"
 	"github.com/attestd/attestd/internal/yamlfile"
 )
 
@@ -134,7 +134,7 @@ const maxConfigSize = 1 << 20
 // the default path yields the defaults, measured as an empty config (what
 // the defaults are); a missing file elsewhere is an error.
 func LoadConfig(path string) (*Config, error) {
-	raw, err := readBounded(path, maxConfigSize)
+	raw, err := boundedfile.Read(path, maxConfigSize)
 	if errors.Is(err, os.ErrNotExist) && path == DefaultConfigPath {
 		return ParseConfig(path, []byte{})
 	}
@@ -230,20 +230,4 @@ func checkPCR(pcr int) error {
 		return fmt.Errorf("PCR %d belongs to the firmware (want 8 to 22, not 16)", pcr)
 	}
 	return nil
-}
-
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, limit)
-	}
-	return b, nil
 }

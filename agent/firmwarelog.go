@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/attestd/attestd/internal/boundedfile"
 	"github.com/attestd/attestd/measure"
 )
 
@@ -29,7 +30,7 @@ func (a *Agent) firmwareLogPath() string {
 // holds only what was measured before attestd started (systemd-stub's
 // system extensions on PCR 13), none of attestd's own events.
 func (a *Agent) prebootEvents(current map[crypto.Hash][]byte) ([]measure.PrebootMeasurement, error) {
-	raw, err := readBounded(a.firmwareLogPath(), measure.MaxLogSize)
+	raw, err := boundedfile.Read(a.firmwareLogPath(), measure.MaxLogSize)
 	if err != nil {
 		return nil, fmt.Errorf("read firmware event log: %w", err)
 	}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/attestd/attestd/internal/boundedfile"
 )
 
 // StateName is the directory in the runtime dir that keeps this boot's
@@ -84,7 +86,7 @@ func readState(runtimeDir string) (saved, error) {
 	proofs := map[int][]byte{}
 	admissionSeq := map[int]int{} // sequence → index in st.Admissions
 	for _, name := range names {
-		raw, err := readBounded(filepath.Join(dir, name), maxStoredFile)
+		raw, err := boundedfile.Read(filepath.Join(dir, name), maxStoredFile)
 		if err != nil {
 			return st, fmt.Errorf("read state: %w", err)
 		}

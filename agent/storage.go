@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/attestd/attestd/internal/boundedfile"
 	"github.com/attestd/attestd/measure"
 )
 
@@ -66,7 +67,7 @@ func (p StorageProbe) Probe(ctx context.Context) (*measure.StorageMeasurement, e
 	}
 	s := &measure.StorageMeasurement{MountTable: table}
 	crypttab := map[string]measure.CrypttabEntry{}
-	switch raw, err := readBounded(p.Crypttab, maxConfigSize); {
+	switch raw, err := boundedfile.Read(p.Crypttab, maxConfigSize); {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
 		return nil, fmt.Errorf("read crypttab: %w", err)
@@ -122,7 +123,7 @@ func (p StorageProbe) Probe(ctx context.Context) (*measure.StorageMeasurement, e
 }
 
 func readSwaps(name string) ([]measure.Swap, error) {
-	raw, err := readBounded(name, maxMountInfo)
+	raw, err := boundedfile.Read(name, maxMountInfo)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil // no swap support in the kernel
 	}
@@ -180,7 +181,7 @@ func readMountInfo(name string) (string, []byte, error) {
 	var err error
 	for _, n := range names {
 		var raw []byte
-		if raw, err = readBounded(n, maxMountInfo); err == nil {
+		if raw, err = boundedfile.Read(n, maxMountInfo); err == nil {
 			return n, raw, nil
 		}
 	}
@@ -249,7 +250,7 @@ const StorageSnapshotName = "storage.json"
 // boot (bootID is /proc/sys/kernel/random/boot_id). A missing file is an
 // error satisfying errors.Is(err, fs.ErrNotExist).
 func ReadStorageSnapshot(name, bootID string) (*measure.StorageMeasurement, error) {
-	raw, err := readBounded(name, maxSnapshot)
+	raw, err := boundedfile.Read(name, maxSnapshot)
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fleetv1 "github.com/attestd/attestd/fleet/api/v1"
+	"github.com/attestd/attestd/internal/boundedfile"
 	"github.com/attestd/attestd/internal/cmdline"
 	"github.com/attestd/attestd/verify"
 )
@@ -88,7 +89,7 @@ func (k *conn) tlsConfig() (*tls.Config, error) {
 		cfg.ServerName, _, _ = strings.Cut(k.server, ":")
 	}
 	if k.tlsCA != "" {
-		raw, err := readBounded(k.tlsCA, maxConfigSize)
+		raw, err := boundedfile.Read(k.tlsCA, maxConfigSize)
 		if err != nil {
 			return nil, fmt.Errorf("--tls-ca: %w", err)
 		}
@@ -177,7 +178,7 @@ func readBundle(path string) ([]byte, error) {
 	if path == "-" {
 		path = "/dev/stdin"
 	}
-	b, err := readBounded(path, maxBundleFile)
+	b, err := boundedfile.Read(path, maxBundleFile)
 	if err != nil {
 		return nil, fmt.Errorf("bundle: %w", err)
 	}

@@ -7,9 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -17,6 +15,7 @@ import (
 	ita "github.com/in-toto/attestation/go/v1"
 
 	"github.com/attestd/attestd/fleet"
+	"github.com/attestd/attestd/internal/boundedfile"
 	"github.com/attestd/attestd/internal/yamlfile"
 	"github.com/attestd/attestd/verify"
 )
@@ -98,7 +97,7 @@ const maxConfigSize = 1 << 20
 // loadConfig reads and checks the config file at path; relative file names
 // in it are relative to its directory.
 func loadConfig(path string) (*config, error) {
-	raw, err := readBounded(path, maxConfigSize)
+	raw, err := boundedfile.Read(path, maxConfigSize)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -276,24 +275,8 @@ func inDir(dir, name string) string {
 	return filepath.Join(dir, name)
 }
 
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, limit)
-	}
-	return b, nil
-}
-
 func readCerts(path string) ([]*x509.Certificate, error) {
-	b, err := readBounded(path, maxConfigSize)
+	b, err := boundedfile.Read(path, maxConfigSize)
 	if err != nil {
 		return nil, err
 	}
@@ -307,7 +290,7 @@ func readCerts(path string) ([]*x509.Certificate, error) {
 // readSigningKey reads an ECDSA P-256 private key (PEM "EC PRIVATE KEY" or
 // PKCS #8 "PRIVATE KEY").
 func readSigningKey(path string) (crypto.Signer, error) {
-	b, err := readBounded(path, maxConfigSize)
+	b, err := boundedfile.Read(path, maxConfigSize)
 	if err != nil {
 		return nil, err
 	}

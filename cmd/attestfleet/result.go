@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/attestd/attestd/internal/boundedfile"
 	"github.com/attestd/attestd/scai"
 	"github.com/attestd/attestd/verify"
 )
@@ -82,7 +83,7 @@ type resultJSON struct {
 // checkResult verifies the envelope in path with pub and reads its
 // statement.
 func checkResult(path string, pub crypto.PublicKey) (*resultJSON, error) {
-	raw, err := readBounded(path, maxResultFile)
+	raw, err := boundedfile.Read(path, maxResultFile)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +136,7 @@ func checkResult(path string, pub crypto.PublicKey) (*resultJSON, error) {
 // readPublicKey reads a PEM public key or certificate, or the private
 // result key itself, and returns the public key.
 func readPublicKey(path string) (crypto.PublicKey, error) {
-	raw, err := readBounded(path, maxConfigSize)
+	raw, err := boundedfile.Read(path, maxConfigSize)
 	if err != nil {
 		return nil, err
 	}
