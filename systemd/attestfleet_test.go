@@ -2,7 +2,6 @@ package systemd_test
 
 import (
 	"bytes"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -15,18 +14,7 @@ import (
 // unit and a stub binary.
 func stageFleetRoot(t *testing.T) string {
 	t.Helper()
-	root := t.TempDir()
-	units := filepath.Join(root, "usr/lib/systemd/system")
-	hostUnits := "/usr/lib/systemd/system"
-	if _, err := os.Stat(hostUnits); err != nil {
-		hostUnits = "/lib/systemd/system"
-	}
-	if err := os.MkdirAll(filepath.Dir(units), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("cp", "-a", hostUnits, filepath.Dir(units)+"/").CombinedOutput(); err != nil {
-		t.Fatalf("copy host units: %v\n%s", err, out)
-	}
+	root, units := stageHostUnits(t)
 	copyFile(t, "attestfleet.service", filepath.Join(units, "attestfleet.service"), 0o644)
 	writeFile(t, filepath.Join(root, "usr/bin/attestfleet"), "#!/bin/sh\n", 0o755)
 	return root

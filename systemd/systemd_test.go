@@ -32,13 +32,12 @@ func needTool(t *testing.T, name string) string {
 	return p
 }
 
-// stageRoot builds a throwaway root with the host's systemd units, attestd's
-// unit and example drop-in, a stand-in runner unit and a stub binary, so that
-// verification does not depend on what is installed on the host.
-func stageRoot(t *testing.T) string {
+// stageHostUnits is a throwaway root holding a copy of the host's systemd
+// units; it returns the root and its unit directory.
+func stageHostUnits(t *testing.T) (root, units string) {
 	t.Helper()
-	root := t.TempDir()
-	units := filepath.Join(root, "usr/lib/systemd/system")
+	root = t.TempDir()
+	units = filepath.Join(root, "usr/lib/systemd/system")
 	hostUnits := "/usr/lib/systemd/system"
 	if _, err := os.Stat(hostUnits); err != nil {
 		hostUnits = "/lib/systemd/system"
@@ -49,6 +48,15 @@ func stageRoot(t *testing.T) string {
 	if out, err := exec.Command("cp", "-a", hostUnits, filepath.Dir(units)+"/").CombinedOutput(); err != nil {
 		t.Fatalf("copy host units: %v\n%s", err, out)
 	}
+	return root, units
+}
+
+// stageRoot builds a throwaway root with the host's systemd units, attestd's
+// unit and example drop-in, a stand-in runner unit and a stub binary, so that
+// verification does not depend on what is installed on the host.
+func stageRoot(t *testing.T) string {
+	t.Helper()
+	root, units := stageHostUnits(t)
 	copyFile(t, "attestd.service", filepath.Join(units, "attestd.service"), 0o644)
 	copyFile(t, "attestd.service.d/10-example.conf", filepath.Join(root, "etc/systemd/system/attestd.service.d/10-example.conf"), 0o644)
 	writeFile(t, filepath.Join(units, "build-runner.service"), "[Service]\nExecStart=/usr/bin/attestd --version\n", 0o644)
